@@ -1,0 +1,14 @@
+"""textrl: RLHF (SFT, reward models, PPO) as reinforcement learning on a Gymnasium environment.
+
+Public API for plugin authors: :data:`hookimpl`, :class:`RewardModel`, :class:`Algorithm`,
+:class:`TextRLError`.
+"""
+
+import textrl.envs  # noqa: F401  (registers textrl/TokenGen-v0)
+from textrl.algorithms.base import Algorithm
+from textrl.errors import TextRLError
+from textrl.hookspecs import hookimpl
+from textrl.rewards.base import RewardModel
+
+__version__ = "0.1.0"
+__all__ = ["Algorithm", "RewardModel", "TextRLError", "__version__", "hookimpl"]

@@ -1,0 +1,14 @@
+"""RL algorithms. The built-ins are registered as a plugin, through the same hook as a third party's."""
+
+from textrl.algorithms.base import Algorithm
+from textrl.algorithms.ppo import PPO, KLConfig
+from textrl.hookspecs import hookimpl
+
+
+@hookimpl
+def textrl_algorithms():
+    """textrl's built-in algorithms."""
+    return {"ppo": PPO}
+
+
+__all__ = ["PPO", "Algorithm", "KLConfig"]

@@ -1,0 +1,38 @@
+"""The algorithm contract: an RL update rule applied to one rollout batch."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from textrl.rollout.buffer import RolloutBatch
+
+
+class Algorithm(ABC):
+    """An RL update rule (PPO, PPO-ptx, REINFORCE, a plugin's GRPO, ...).
+
+    Lifecycle: a factory builds it from its hyperparameters (the keys under ``algo.`` in the
+    config), the trainer calls :meth:`setup` once with the policy and the reference model, then
+    :meth:`update` once per rollout batch.
+
+    Class attributes:
+        uses_value_head: whether the rollout's values (the critic) matter to this algorithm.
+        kl_coef: current KL coefficient β used to shape rewards (read by the trainer for logs).
+    """
+
+    uses_value_head: bool = True
+
+    @abstractmethod
+    def setup(self, policy, reference) -> None:
+        """Build optimizers and anything else that needs the models (called once)."""
+
+    @abstractmethod
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """Improve ``policy`` on ``batch``; return scalar metrics named as in DESIGN.md
+        (``objective/kl``, ``loss/policy``, ``kl/beta``...)."""
+
+    def state_dict(self) -> dict:
+        """Algorithm state for checkpoints (optimizer, KL controller...)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""

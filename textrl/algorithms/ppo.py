@@ -1,0 +1,180 @@
+"""PPO for RLHF (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022).
+
+One :meth:`PPO.update` on a rollout batch:
+1. shape rewards with the per-token KL penalty to π_ref (β from the KL controller);
+2. GAE(γ, λ) advantages and returns from the rollout's values; whiten the advantages;
+3. ``epochs`` passes of shuffled minibatches: teacher-forced forward of the policy, clipped
+   surrogate + ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy, gradient clipping;
+4. update β with the batch's KL (adaptive controller only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from textrl.algorithms.advantages import gae, masked_mean, masked_whiten
+from textrl.algorithms.base import Algorithm
+from textrl.algorithms.kl import AdaptiveKLController, FixedKLController, kl_shaped_rewards
+from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
+from textrl.errors import TextRLError
+from textrl.policies.sampling import entropy_from_logits, token_logprobs, warp_logits
+from textrl.rollout.buffer import RolloutBatch
+
+
+@dataclass
+class KLConfig:
+    """KL penalty settings: ``init`` β, ``adaptive`` on/off, ``target`` KL (nats per episode) and
+    ``horizon`` (episodes) of the adaptive controller (Ziegler et al. 2019)."""
+
+    init: float = 0.05
+    adaptive: bool = True
+    target: float = 6.0
+    horizon: int = 10000
+
+
+def make_kl_controller(kl: KLConfig | dict) -> FixedKLController:
+    """A :class:`FixedKLController` or :class:`AdaptiveKLController` from ``kl``."""
+    kl = KLConfig(**kl) if isinstance(kl, dict) else kl
+    if kl.adaptive:
+        return AdaptiveKLController(kl.init, kl.target, kl.horizon)
+    return FixedKLController(kl.init)
+
+
+class PPO(Algorithm):
+    """Proximal policy optimisation with a KL-penalised reward, a value head and GAE.
+
+    Args:
+        lr: AdamW learning rate.
+        kl: :class:`KLConfig` (β init, adaptive, target, horizon).
+        gamma: discount γ.
+        lam: GAE λ.
+        clip_range: policy ratio clip ε.
+        clip_range_value: value clip ε_v (``None`` = unclipped).
+        vf_coef: value-loss weight.
+        ent_coef: entropy-bonus weight.
+        epochs: passes over each rollout batch.
+        minibatch_size: episodes per gradient step; must divide ``rollout.batch_size``.
+        max_grad_norm: gradient-norm clip (``None`` = off).
+        whiten_advantages: normalise advantages over the batch.
+        weight_decay: AdamW weight decay.
+        seed: seeds the minibatch shuffling.
+
+    Raises:
+        TextRLError: a non-positive lr/epochs/minibatch size, a minibatch size that does not
+            divide the batch, or a NaN/inf loss.
+    """
+
+    def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
+                 clip_range: float = 0.2, clip_range_value: float | None = 0.2, vf_coef: float = 0.1,
+                 ent_coef: float = 0.0, epochs: int = 4, minibatch_size: int = 8, max_grad_norm: float | None = 1.0,
+                 whiten_advantages: bool = True, weight_decay: float = 0.0, seed: int = 0):
+        for name, value in (("algo.lr", lr), ("algo.epochs", epochs), ("algo.minibatch_size", minibatch_size),
+                            ("algo.clip_range", clip_range)):
+            if not value > 0:
+                raise TextRLError(f"{name}: got {value}; expected a positive number")
+        self.lr, self.gamma, self.lam = lr, gamma, lam
+        self.clip_range, self.clip_range_value = clip_range, clip_range_value
+        self.vf_coef, self.ent_coef, self.epochs = vf_coef, ent_coef, epochs
+        self.minibatch_size, self.max_grad_norm = minibatch_size, max_grad_norm
+        self.whiten_advantages, self.weight_decay = whiten_advantages, weight_decay
+        self.kl_controller = make_kl_controller(kl)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.policy = self.optimizer = None
+
+    @property
+    def kl_coef(self) -> float:
+        """Current β."""
+        return self.kl_controller.value
+
+    def setup(self, policy, reference) -> None:
+        """Create the AdamW optimizer over the policy (LM + value head)."""
+        self.policy = policy
+        params = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def advantages(self, batch: RolloutBatch):
+        """KL-shaped rewards → GAE. Returns ``(advantages, returns, kl)``, each ``(B, T)``."""
+        mask = batch.response_mask
+        rewards, kl = kl_shaped_rewards(batch.scores, batch.logprobs, batch.ref_logprobs, mask, self.kl_coef)
+        advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
+        if self.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        return advantages, returns, kl
+
+    def loss(self, batch: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
+        """PPO loss terms on a minibatch (one teacher-forced forward pass of the policy)."""
+        mask = batch.response_mask
+        logits, values = self.policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
+        logits = logits[..., :batch.vocab_size]
+        logprobs = token_logprobs(logits, batch.response_ids, batch.sampling)
+        pg = ppo_policy_loss(logprobs, batch.logprobs, advantages, mask, self.clip_range)
+        vf = value_loss(values, batch.values, returns, mask, self.clip_range_value)
+        entropy = masked_mean(entropy_from_logits(warp_logits(logits.detach() if self.ent_coef == 0 else logits,
+                                                              batch.sampling)), mask)
+        total = pg.loss + self.vf_coef * vf.loss - self.ent_coef * entropy
+        return {"loss/total": total, "loss/policy": pg.loss, "loss/value": vf.loss, "policy/clipfrac": pg.clipfrac,
+                "policy/approxkl": pg.approxkl, "policy/entropy": entropy.detach(), "val/clipfrac": vf.clipfrac,
+                "val/values": values.detach()}
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """One PPO update (see the module docstring); returns mean metrics over minibatches."""
+        if batch.batch_size % self.minibatch_size:
+            raise TextRLError(f"algo.minibatch_size: got {self.minibatch_size}; expected a divisor of "
+                              f"rollout.batch_size={batch.batch_size}")
+        beta = self.kl_coef
+        with torch.no_grad():
+            advantages, returns, kl = self.advantages(batch)
+        sums: dict[str, float] = {}
+        steps = 0
+        for _ in range(self.epochs):
+            order = torch.randperm(batch.batch_size, generator=self.generator).to(batch.input_ids.device)
+            for start in range(0, batch.batch_size, self.minibatch_size):
+                idx = order[start:start + self.minibatch_size]
+                terms = self.loss(batch.select(idx), advantages[idx], returns[idx])
+                terms.pop("val/values")
+                self.optimizer.zero_grad(set_to_none=True)
+                check_finite(terms["loss/total"], "loss/total")
+                terms["loss/total"].backward()
+                if self.max_grad_norm is not None:
+                    norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                    terms["policy/grad_norm"] = norm
+                self.optimizer.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                steps += 1
+        mask = batch.response_mask
+        episode_kl = kl.sum(1)
+        self.kl_controller.update(float(episode_kl.mean()), batch.batch_size)
+        metrics = {k: v / steps for k, v in sums.items()}
+        metrics.update({
+            "objective/kl": float(episode_kl.mean()),
+            "objective/score": float(batch.scores.mean()),
+            "objective/rlhf_reward": float((batch.scores - beta * episode_kl).mean()),
+            "objective/entropy": float(-(batch.logprobs * mask).sum(1).mean()),
+            "val/explained_variance": float(explained_variance(batch.values, returns, mask)),
+            "val/mean": float(masked_mean(batch.values, mask)),
+            "kl/beta": beta,
+            "episode/length": float(mask.sum(1).mean()),
+        })
+        return metrics
+
+    def state_dict(self) -> dict:
+        """Optimizer, KL controller and shuffling RNG state."""
+        return {"optimizer": self.optimizer.state_dict() if self.optimizer else None,
+                "kl_controller": self.kl_controller.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (call after :meth:`setup`)."""
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_controller.load_state_dict(state["kl_controller"])
+        self.generator.set_state(state["generator"])
+
+
+def check_finite(value: torch.Tensor, name: str) -> None:
+    """Raise :class:`TextRLError` naming ``name`` if ``value`` has a NaN or inf."""
+    if not torch.isfinite(value).all():
+        raise TextRLError(f"{name} is {value.item() if value.numel() == 1 else 'non-finite'}; expected a finite "
+                          f"value (lower algo.lr or check the reward model)")

@@ -1,0 +1,237 @@
+"""Text generation as a Gymnasium environment, one episode per prompt.
+
+The MDP (InstructGPT's RL stage seen as RL): the state is the prompt plus the tokens generated
+so far, the action is the next token id, the reward is 0 on every step but the last, and the
+last step gets the reward model's score of (prompt text, decoded response text). An episode is
+``terminated`` when the policy emits EOS and ``truncated`` after ``max_new_tokens`` tokens.
+
+Observation layout (shared with :class:`~textrl.envs.token_vector_env.TokenGenVectorEnv`): two
+arrays of width ``W = max_prompt_tokens + max_new_tokens``; the prompt's tokens sit
+right-aligned in the first ``max_prompt_tokens`` columns (left padding, as for batched
+generation) and the response's tokens fill the columns from ``max_prompt_tokens`` on::
+
+    input_ids      [pad pad p0 p1 p2 | r0 r1 pad pad]
+    attention_mask [ 0   0   1  1  1 |  1  1   0   0]
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from textrl.envs.prompts import load_prompts
+from textrl.errors import TextRLError
+from textrl.rewards.base import check_scores
+
+log = logging.getLogger(__name__)
+
+TRUNCATIONS = ("left", "error")
+
+
+def resolve_tokenizer(tokenizer):
+    """Return a Hugging Face tokenizer: ``tokenizer`` itself, or one loaded from an id/path.
+
+    Raises:
+        TextRLError: the id or path cannot be loaded.
+    """
+    if not isinstance(tokenizer, str):
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(tokenizer)
+    except (OSError, ValueError) as e:
+        raise TextRLError(f"tokenizer: cannot load {tokenizer!r} ({str(e).splitlines()[0]}); "
+                          f"expected a hub id or a local directory") from None
+
+
+def check_lengths(max_new_tokens: int, max_prompt_tokens: int) -> None:
+    """Raise :class:`TextRLError` unless both lengths are positive integers."""
+    for name, value in (("env.max_new_tokens", max_new_tokens), ("env.max_prompt_tokens", max_prompt_tokens)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise TextRLError(f"{name}: got {value!r}; expected a positive integer")
+
+
+def pad_id_of(tokenizer) -> int:
+    """The id used to fill empty observation columns: pad, else EOS, else 0 (masked anyway)."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def encode_prompt(tokenizer, text: str, max_prompt_tokens: int, truncation: str = "left") -> list[int]:
+    """Tokenize one prompt (with the tokenizer's special tokens, e.g. BOS) to at most
+    ``max_prompt_tokens`` ids.
+
+    A longer prompt keeps its last ``max_prompt_tokens`` tokens with a warning
+    (``truncation="left"``) or raises (``truncation="error"``).
+
+    Raises:
+        TextRLError: the prompt is too long and ``truncation="error"``, the prompt encodes to
+            no tokens, or ``truncation`` is not one of ``left``/``error``.
+    """
+    if truncation not in TRUNCATIONS:
+        raise TextRLError(f"env.prompt_truncation: got {truncation!r}; expected one of {list(TRUNCATIONS)}")
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    if not ids:
+        raise TextRLError(f"prompt {text!r} encodes to no tokens; expected a non-empty prompt")
+    if len(ids) > max_prompt_tokens:
+        if truncation == "error":
+            raise TextRLError(f"prompt {text[:40]!r}... has {len(ids)} tokens; expected at most "
+                              f"env.max_prompt_tokens={max_prompt_tokens} (or env.prompt_truncation=left)")
+        log.warning("prompt with %d tokens cut from the left to env.max_prompt_tokens=%d", len(ids), max_prompt_tokens)
+        ids = ids[-max_prompt_tokens:]
+    return ids
+
+
+def decode_response(tokenizer, ids: Sequence[int]) -> str:
+    """Decode response token ids to text, dropping special tokens (EOS, pad)."""
+    return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def observation_space(vocab_size: int, width: int) -> spaces.Dict:
+    """``Dict(input_ids=Box(int64, (width,)), attention_mask=Box(int8, (width,)))``."""
+    return spaces.Dict({
+        "input_ids": spaces.Box(0, vocab_size - 1, shape=(width,), dtype=np.int64),
+        "attention_mask": spaces.Box(0, 1, shape=(width,), dtype=np.int8),
+    })
+
+
+def vocab_size_of(tokenizer, vocab_size: int | None) -> int:
+    """The action-space size: ``len(tokenizer)`` unless given (a model may have more logits).
+
+    Raises:
+        TextRLError: ``vocab_size`` smaller than the tokenizer's vocabulary.
+    """
+    n = len(tokenizer)
+    if vocab_size is None:
+        return n
+    if vocab_size < n:
+        raise TextRLError(f"vocab_size: got {vocab_size}; expected at least len(tokenizer)={n}")
+    return int(vocab_size)
+
+
+class TokenGenEnv(gym.Env):
+    """One prompt → one generated response, a token per step (Gymnasium ``Env``).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer, or a hub id / local directory to load one from.
+        prompts: a list of prompt strings, or anything :func:`textrl.envs.prompts.load_prompts`
+            accepts (``"builtin"``, a file path, a ``datasets`` id).
+        reward_model: ``callable(prompts: list[str], responses: list[str]) -> FloatTensor[B]``
+            (see :class:`textrl.RewardModel`), called once at the end of each episode.
+        max_new_tokens: response length limit T; reaching it truncates the episode.
+        max_prompt_tokens: prompt length limit P (the observation width is ``P + T``).
+        prompt_truncation: ``"left"`` keeps the last P tokens of a longer prompt with a warning;
+            ``"error"`` raises.
+        vocab_size: action-space size; defaults to ``len(tokenizer)``.
+        stop_on_eos: end the episode when the action is the tokenizer's EOS id.
+
+    Spaces: ``observation_space`` is ``Dict(input_ids=Box(int64,(P+T,)),
+    attention_mask=Box(int8,(P+T,)))`` with the layout in the module docstring;
+    ``action_space`` is ``Discrete(vocab_size)``.
+
+    ``reset(seed=, options={"prompt": str})`` starts an episode on the given prompt, or on one
+    drawn uniformly from ``prompts`` with the env's ``np_random``. ``step(token)`` returns
+    ``(obs, reward, terminated, truncated, info)``; the final step's ``info`` holds ``prompt``,
+    ``response`` and ``score``.
+
+    Raises:
+        TextRLError: bad lengths, an empty prompt list, an action outside ``[0, vocab_size)``,
+            ``step`` after the episode ended, or a reward model returning a wrong shape or NaN.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        tokenizer,
+        prompts: Sequence[str] | str,
+        reward_model: Callable[[list[str], list[str]], Any],
+        max_new_tokens: int = 32,
+        max_prompt_tokens: int = 64,
+        prompt_truncation: str = "left",
+        vocab_size: int | None = None,
+        stop_on_eos: bool = True,
+        render_mode: str | None = None,
+    ):
+        check_lengths(max_new_tokens, max_prompt_tokens)
+        self.tokenizer = resolve_tokenizer(tokenizer)
+        self.prompts = load_prompts(prompts)
+        self.reward_model = reward_model
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_prompt_tokens = int(max_prompt_tokens)
+        self.prompt_truncation = prompt_truncation
+        self.stop_on_eos = stop_on_eos
+        self.eos_token_id = self.tokenizer.eos_token_id
+        self.pad_token_id = pad_id_of(self.tokenizer)
+        self.render_mode = render_mode
+        self.width = self.max_prompt_tokens + self.max_new_tokens
+        self.action_space = spaces.Discrete(vocab_size_of(self.tokenizer, vocab_size))
+        self.observation_space = observation_space(int(self.action_space.n), self.width)
+        self._ids = np.full(self.width, self.pad_token_id, dtype=np.int64)
+        self._mask = np.zeros(self.width, dtype=np.int8)
+        self._t = 0
+        self._done = True
+        self._prompt = ""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode; ``options={"prompt": str}`` picks the prompt, else one is sampled.
+
+        Returns:
+            ``(obs, info)`` with ``info = {"prompt": str}``.
+        """
+        super().reset(seed=seed)
+        prompt = (options or {}).get("prompt")
+        if prompt is None:
+            prompt = self.prompts[int(self.np_random.integers(len(self.prompts)))]
+        ids = encode_prompt(self.tokenizer, prompt, self.max_prompt_tokens, self.prompt_truncation)
+        self._ids[:] = self.pad_token_id
+        self._mask[:] = 0
+        self._ids[self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = ids
+        self._mask[self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = 1
+        self._prompt, self._t, self._done = prompt, 0, False
+        return self._obs(), {"prompt": prompt}
+
+    def step(self, action):
+        """Append token ``action``; see the class docstring for the returned tuple."""
+        if self._done:
+            raise TextRLError("step() called on an episode that has ended; expected reset() first")
+        token = _as_token(action, int(self.action_space.n))
+        col = self.max_prompt_tokens + self._t
+        self._ids[col], self._mask[col] = token, 1
+        self._t += 1
+        terminated = bool(self.stop_on_eos and token == self.eos_token_id)
+        truncated = not terminated and self._t >= self.max_new_tokens
+        reward, info = 0.0, {}
+        if terminated or truncated:
+            self._done = True
+            response = decode_response(self.tokenizer, self._ids[self.max_prompt_tokens:col + 1])
+            score = float(check_scores(self.reward_model([self._prompt], [response]), 1)[0])
+            reward, info = score, {"prompt": self._prompt, "response": response, "score": score}
+        return self._obs(), reward, terminated, truncated, info
+
+    def render(self):
+        """``"ansi"`` mode: the prompt and the response so far as text."""
+        if self.render_mode == "ansi":
+            response = decode_response(self.tokenizer, self._ids[self.max_prompt_tokens:self.max_prompt_tokens + self._t])
+            return f"{self._prompt}|{response}"
+        return None
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
+
+
+def _as_token(action, vocab_size: int) -> int:
+    try:
+        token = int(np.asarray(action).item())
+    except (TypeError, ValueError):
+        raise TextRLError(f"action {action!r} is not a token id; expected an integer in [0, {vocab_size})") from None
+    if not 0 <= token < vocab_size:
+        raise TextRLError(f"action {token} is outside the vocabulary; expected an integer in [0, {vocab_size})")
+    return token

@@ -1,0 +1,233 @@
+"""N text-generation episodes stepped together, as torch tensors on the policy's device.
+
+The same MDP as :class:`~textrl.envs.token_env.TokenGenEnv`, batched: one ``step`` appends one
+token to every episode, and all episodes that end on that step are scored by one batched reward
+call. Observations, rewards and flags are ``torch`` tensors on ``device``, so a policy on a GPU
+never copies them to the host; the only host transfer per step is one small tensor of flags
+(were any actions out of range, did any episode end), the same "are we done?" check
+``model.generate`` makes. Decoding to text happens only for episodes that end.
+
+Seeding follows Gymnasium: ``reset(seed=s)`` seeds slot ``i`` with ``s + i``, so slot ``i``
+draws the same prompts as a single env reset with seed ``s + i``.
+
+Autoreset (``metadata["autoreset_mode"]``):
+
+- ``NEXT_STEP`` (Gymnasium's default): the step after an episode ends resets that slot, ignores
+  its action and returns the new episode's first observation with reward 0.
+- ``DISABLED`` (what :mod:`textrl.rollout` uses): a slot whose episode ended stays as it is,
+  its actions are ignored and it returns reward 0 and both flags false until
+  ``reset(options={"reset_mask": mask})`` (or a plain ``reset``) starts it again. Its
+  observation keeps the finished episode, so a rollout reads every episode from the final obs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from gymnasium import spaces
+
+from textrl.envs.prompts import load_prompts
+from textrl.envs.token_env import (
+    check_lengths,
+    decode_response,
+    encode_prompt,
+    observation_space,
+    pad_id_of,
+    resolve_tokenizer,
+    vocab_size_of,
+)
+from textrl.errors import TextRLError
+from textrl.rewards.base import check_scores
+
+MODES = {m.value.lower(): m for m in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)}
+
+
+class TokenGenVectorEnv(VectorEnv):
+    """``num_envs`` token-generation episodes as one batched torch environment.
+
+    Args:
+        tokenizer, prompts, reward_model, max_new_tokens, max_prompt_tokens, prompt_truncation,
+        vocab_size, stop_on_eos: as for :class:`~textrl.envs.token_env.TokenGenEnv`.
+        num_envs: number of parallel episodes N.
+        device: torch device of every returned tensor.
+        autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``AutoresetMode.DISABLED``
+            (or their names ``"nextstep"``/``"disabled"``).
+
+    ``reset(seed=, options=)`` → ``(obs, info)``; ``options`` may hold ``"prompts"`` (a list of
+    N strings, or one per slot being reset) and ``"reset_mask"`` (bool ``(N,)``: reset only
+    these slots). ``step(actions: LongTensor[N])`` → ``(obs, rewards: FloatTensor[N],
+    terminations: BoolTensor[N], truncations: BoolTensor[N], info)``. ``obs`` is
+    ``{"input_ids": LongTensor[N, P+T], "attention_mask": Int8Tensor[N, P+T]}``.
+    When episodes end, ``info`` holds ``prompt``, ``response`` (object arrays) and ``score``
+    (float array), each with its ``_key`` mask, the Gymnasium vector-info convention.
+
+    Raises:
+        TextRLError: as the single env, plus a wrong number of prompts or actions.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        tokenizer,
+        prompts: Sequence[str] | str,
+        reward_model: Callable[[list[str], list[str]], Any],
+        num_envs: int = 1,
+        max_new_tokens: int = 32,
+        max_prompt_tokens: int = 64,
+        prompt_truncation: str = "left",
+        vocab_size: int | None = None,
+        stop_on_eos: bool = True,
+        device: str | torch.device = "cpu",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+    ):
+        check_lengths(max_new_tokens, max_prompt_tokens)
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
+            raise TextRLError(f"num_envs: got {num_envs!r}; expected a positive integer")
+        if isinstance(autoreset_mode, str):
+            if autoreset_mode.lower() not in MODES:
+                raise TextRLError(f"autoreset_mode: got {autoreset_mode!r}; expected one of {sorted(MODES)}")
+            autoreset_mode = MODES[autoreset_mode.lower()]
+        if autoreset_mode not in MODES.values():
+            raise TextRLError(f"autoreset_mode: got {autoreset_mode}; expected NEXT_STEP or DISABLED")
+        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
+        self.tokenizer = resolve_tokenizer(tokenizer)
+        self.prompts = load_prompts(prompts)
+        self.reward_model = reward_model
+        self.num_envs = num_envs
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_prompt_tokens = int(max_prompt_tokens)
+        self.prompt_truncation = prompt_truncation
+        self.stop_on_eos = stop_on_eos
+        self.eos_token_id = self.tokenizer.eos_token_id if stop_on_eos else None
+        self.pad_token_id = pad_id_of(self.tokenizer)
+        self.device = torch.device(device)
+        self.width = self.max_prompt_tokens + self.max_new_tokens
+        vocab = vocab_size_of(self.tokenizer, vocab_size)
+        self.single_action_space = spaces.Discrete(vocab)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.single_observation_space = observation_space(vocab, self.width)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+
+        n, dev = num_envs, self.device
+        self.input_ids = torch.full((n, self.width), self.pad_token_id, dtype=torch.long, device=dev)
+        self.attention_mask = torch.zeros((n, self.width), dtype=torch.int8, device=dev)
+        self.lengths = torch.zeros(n, dtype=torch.long, device=dev)  # tokens generated so far
+        self.done = torch.ones(n, dtype=torch.bool, device=dev)  # episode over (awaiting reset)
+        self.all_done = True  # every slot's episode over, as of the last step (a host bool)
+        self.episode_prompts: list[str] = [""] * n
+        self._rngs = [seeding.np_random()[0] for _ in range(n)]
+        self._prompt_ids: dict[str, list[int]] = {}
+        self._cols = torch.arange(self.width, device=dev)
+
+    # -- Gymnasium API -------------------------------------------------------------------------
+    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
+        """Start new episodes in all slots, or in ``options["reset_mask"]``'s slots.
+
+        Returns:
+            ``(obs, info)``; ``info["prompt"]`` is an object array of the slots' prompts.
+        """
+        options = options or {}
+        if seed is not None:
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise TextRLError(f"reset(seed=...): got {len(seeds)} seeds; expected {self.num_envs}")
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        mask = options.get("reset_mask")
+        slots = list(range(self.num_envs)) if mask is None else torch.as_tensor(mask).nonzero().flatten().tolist()
+        self._start(slots, options.get("prompts"))
+        return self._obs(), {"prompt": np.array(self.episode_prompts, dtype=object)}
+
+    def step(self, actions):
+        """Append one token per active slot; see the class docstring for the returned tuple."""
+        actions = torch.as_tensor(actions, device=self.device).long().reshape(-1)
+        if actions.numel() != self.num_envs:
+            raise TextRLError(f"step(actions): got {actions.numel()} actions; expected {self.num_envs}")
+        was_done = self.done.clone()
+        active = ~was_done
+        bad = active & ((actions < 0) | (actions >= self.single_action_space.n))
+        eos = actions == self.eos_token_id if self.eos_token_id is not None else torch.zeros_like(active)
+        new_lengths = self.lengths + active.long()
+        terminated = active & eos
+        truncated = active & ~eos & (new_lengths >= self.max_new_tokens)
+        ended = terminated | truncated
+        # The one host sync per step: three flags in one small transfer.
+        any_bad, any_ended, any_was_done, all_done = torch.stack(
+            [bad.any(), ended.any(), was_done.any(), (self.done | ended).all()]).tolist()
+        if any_bad:
+            i = int(bad.nonzero()[0])
+            raise TextRLError(f"action {int(actions[i])} in env {i} is outside the vocabulary; expected an "
+                              f"integer in [0, {self.single_action_space.n})")
+        # Write each active slot's token at its next response column (finished slots keep theirs).
+        col = (self.max_prompt_tokens + self.lengths.clamp(max=self.max_new_tokens - 1))[:, None]
+        keep = ~active[:, None]
+        self.input_ids.scatter_(1, col, torch.where(keep, self.input_ids.gather(1, col), actions[:, None]))
+        self.attention_mask.scatter_(1, col, torch.where(keep, self.attention_mask.gather(1, col),
+                                                         torch.ones_like(col, dtype=torch.int8)))
+        self.lengths = new_lengths
+        self.done |= ended
+        self.all_done = all_done  # read by the rollout collector instead of another sync
+        rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
+        info: dict[str, Any] = {}
+        if any_ended:
+            info = self._score(ended.nonzero().flatten().tolist(), rewards)
+        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP and any_was_done:
+            self._start(was_done.nonzero().flatten().tolist(), None)
+        return self._obs(), rewards, terminated, truncated, info
+
+    # -- internals -----------------------------------------------------------------------------
+    def _start(self, slots: list[int], prompts: Sequence[str] | None) -> None:
+        if prompts is not None and len(prompts) not in (len(slots), self.num_envs):
+            raise TextRLError(f"reset(options={{'prompts': ...}}): got {len(prompts)} prompts; expected "
+                              f"{len(slots)} (one per slot being reset)")
+        if prompts is not None and len(prompts) == self.num_envs and len(slots) != self.num_envs:
+            prompts = [prompts[i] for i in slots]
+        for k, i in enumerate(slots):
+            prompt = prompts[k] if prompts is not None else self.prompts[int(self._rngs[i].integers(len(self.prompts)))]
+            ids = self._encode(prompt)
+            self.input_ids[i] = self.pad_token_id
+            self.attention_mask[i] = 0
+            self.input_ids[i, self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = torch.tensor(ids, device=self.device)
+            self.attention_mask[i, self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = 1
+            self.episode_prompts[i] = prompt
+        if slots:
+            idx = torch.tensor(slots, device=self.device)
+            self.lengths[idx] = 0
+            self.done[idx] = False
+            self.all_done = False
+
+    def _encode(self, prompt: str) -> list[int]:
+        ids = self._prompt_ids.get(prompt)
+        if ids is None:
+            ids = encode_prompt(self.tokenizer, prompt, self.max_prompt_tokens, self.prompt_truncation)
+            self._prompt_ids[prompt] = ids
+        return ids
+
+    def response_texts(self, slots: Sequence[int]) -> list[str]:
+        """Decoded response text of each slot in ``slots`` (special tokens dropped)."""
+        ids = self.input_ids[:, self.max_prompt_tokens:].tolist()
+        lengths = self.lengths.tolist()
+        return [decode_response(self.tokenizer, ids[i][:lengths[i]]) for i in slots]
+
+    def _score(self, slots: list[int], rewards: torch.Tensor) -> dict[str, Any]:
+        prompts = [self.episode_prompts[i] for i in slots]
+        responses = self.response_texts(slots)
+        scores = check_scores(self.reward_model(prompts, responses), len(slots))
+        idx = torch.tensor(slots, device=self.device)
+        rewards[idx] = scores.to(self.device)
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[slots] = True
+        prompt_arr = np.full(self.num_envs, None, dtype=object)
+        response_arr = np.full(self.num_envs, None, dtype=object)
+        score_arr = np.zeros(self.num_envs, dtype=np.float32)
+        prompt_arr[slots], response_arr[slots], score_arr[slots] = prompts, responses, scores.cpu().numpy()
+        return {"prompt": prompt_arr, "_prompt": mask, "response": response_arr, "_response": mask.copy(),
+                "score": score_arr, "_score": mask.copy()}
+
+    def _obs(self) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.input_ids.clone(), "attention_mask": self.attention_mask.clone()}

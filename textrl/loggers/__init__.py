@@ -1,0 +1,30 @@
+"""Loggers: plugins on the lifecycle hooks (``textrl_on_train_start/update_end/train_end``).
+
+``jsonl`` (metrics.jsonl, samples.jsonl) is always on; ``logger=console|wandb|none`` adds one more.
+"""
+
+from textrl.loggers.console import ConsoleLogger
+from textrl.loggers.jsonl import JsonlLogger
+
+
+def make_logger(cfg_logger):
+    """The logger plugin object for ``logger.name`` (``None`` for ``none``).
+
+    Raises:
+        textrl.TextRLError: unknown logger name.
+    """
+    from textrl.errors import TextRLError
+
+    name = cfg_logger.name
+    if name == "console":
+        return ConsoleLogger()
+    if name == "wandb":
+        from textrl.loggers.wandb import WandbLogger  # wandb is imported only when used
+
+        return WandbLogger(cfg_logger)
+    if name == "none":
+        return None
+    raise TextRLError(f"logger={name}: no such logger; expected one of ['console', 'none', 'wandb']")
+
+
+__all__ = ["ConsoleLogger", "JsonlLogger", "make_logger"]

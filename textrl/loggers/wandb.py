@@ -1,0 +1,47 @@
+"""Weights & Biases logging: the resolved config, per-update metrics and a samples table.
+
+Runs offline (``logger.mode=offline``, the default) unless configured online; files land in the
+run directory's ``wandb/`` folder. ``wandb`` is imported only when this logger is selected.
+"""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from textrl.hookspecs import hookimpl
+
+
+class WandbLogger:
+    """Logs to wandb: ``wandb.init(config=<resolved config as a dict>)``, ``wandb.log`` per
+    update, a ``samples`` table of (update, prompt, response, score) every ``table_every``
+    updates, ``summary`` at the end."""
+
+    def __init__(self, cfg_logger):
+        self.cfg = cfg_logger
+        self.run = None
+        self.rows: list[list] = []
+
+    @hookimpl
+    def textrl_on_train_start(self, cfg, run_dir):
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(project=self.cfg.project, entity=self.cfg.entity, mode=self.cfg.mode,
+                              name=self.cfg.run_name, tags=list(self.cfg.tags), dir=run_dir,
+                              config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
+
+    @hookimpl
+    def textrl_on_update_end(self, update, metrics, samples):
+        self.rows += [[update, s["prompt"], s["response"], s["score"]] for s in samples]
+        record = dict(metrics)
+        if self.rows and update % self.cfg.table_every == 0:
+            record["samples"] = self.wandb.Table(columns=["update", "prompt", "response", "score"], data=self.rows)
+        self.run.log(record, step=update)
+
+    @hookimpl
+    def textrl_on_train_end(self, summary):
+        if self.rows:
+            self.run.log({"samples": self.wandb.Table(columns=["update", "prompt", "response", "score"],
+                                                      data=self.rows)})
+        self.run.summary.update(summary)
+        self.run.finish()

@@ -1,0 +1,259 @@
+"""The policy: a Hugging Face causal LM with a scalar value head on its last hidden state.
+
+Loading accepts a hub id, a local directory, or a GGUF file (``gguf_file=``, or a path ending in
+``.gguf``). A tokenizer without a pad token gets one distinct from EOS (and the embedding matrix
+grows by one row). GGUF checkpoints are dequantized to float32 by transformers; the quantizer
+markers it leaves behind are cleared so the policy can ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from textrl.errors import TextRLError
+from textrl.policies.value_head import ValueHead
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+PAD_TOKEN = "<|pad|>"
+VALUE_HEAD_FILE = "value_head.safetensors"
+
+
+class PolicyOutput(NamedTuple):
+    """One forward pass: ``logits`` ``(B, L, V)``, ``values`` ``(B, L)`` float32, ``past_key_values``."""
+
+    logits: torch.Tensor
+    values: torch.Tensor
+    past_key_values: object
+
+
+def split_model_path(model: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """``"dir/x.gguf"`` → ``("dir", "x.gguf")``; anything else is returned unchanged."""
+    if gguf_file is None and model.endswith(".gguf"):
+        return os.path.dirname(model) or ".", os.path.basename(model)
+    return model, gguf_file
+
+
+def _check_location(model: str, gguf_file: str | None) -> None:
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.path.exists(model)
+    if looks_local and not os.path.isdir(os.path.expanduser(model)):
+        raise TextRLError(f"policy.model: directory {model!r} does not exist; expected a hub id, a local "
+                          f"model directory or a .gguf file")
+    if gguf_file and looks_local:
+        path = os.path.join(os.path.expanduser(model), gguf_file)
+        if not os.path.isfile(path):
+            raise TextRLError(f"policy.gguf_file: {path!r} does not exist; expected a .gguf file")
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise TextRLError(f"policy.gguf_file: {path!r} is not a GGUF file (no GGUF magic bytes)")
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def load_tokenizer(model: str, gguf_file: str | None = None):
+    """Load the tokenizer of ``model`` and make sure it has a pad token.
+
+    A tokenizer with no pad token gets :data:`PAD_TOKEN` added (distinct from EOS; the caller
+    must resize the model's embeddings, which :func:`load_causal_lm` does). A tokenizer whose
+    pad equals EOS (SmolLM2) is kept as is: textrl tracks padding with attention masks, never
+    by comparing ids with the pad id.
+
+    Raises:
+        TextRLError: the model location does not exist or cannot be loaded.
+    """
+    from transformers import AutoTokenizer
+
+    model, gguf_file = split_model_path(model, gguf_file)
+    _check_location(model, gguf_file)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(os.path.expanduser(model), **kwargs)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise TextRLError(f"policy.model: cannot load a tokenizer from {model!r} ({_one_line(e)})") from None
+    if tok.pad_token_id is None:
+        tok.add_special_tokens({"pad_token": PAD_TOKEN})
+        log.info("tokenizer of %s had no pad token; added %s (id %d)", model, PAD_TOKEN, tok.pad_token_id)
+    return tok
+
+
+def load_causal_lm(model: str, gguf_file: str | None = None, dtype: str = "float32",
+                   tokenizer=None, dropout: float | None = 0.0, device: str | torch.device = "cpu"):
+    """Load ``AutoModelForCausalLM`` from a hub id, a directory or a GGUF file.
+
+    Args:
+        model: hub id, local directory, or path to a ``.gguf`` file.
+        gguf_file: GGUF file name inside ``model`` (a directory or hub repo).
+        dtype: ``float32`` | ``bfloat16`` | ``float16`` (aliases ``fp32``, ``bf16``, ``fp16``).
+        tokenizer: if it is longer than the model's vocabulary (an added pad token), the input
+            and output embeddings are resized to match.
+        dropout: set every ``*dropout*``/``*pdrop*`` float in the model config to this value
+            (RL wants 0 so rollout and training logprobs agree); ``None`` leaves them.
+        device: where to put the model.
+
+    Raises:
+        TextRLError: unknown dtype, missing path, not a GGUF file, or a load failure.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if dtype not in DTYPES:
+        raise TextRLError(f"policy.dtype: got {dtype!r}; expected one of {sorted(DTYPES)}")
+    model, gguf_file = split_model_path(model, gguf_file)
+    _check_location(model, gguf_file)
+    path = os.path.expanduser(model)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        config = AutoConfig.from_pretrained(path, **kwargs)
+        if dropout is not None:
+            for key, value in config.to_dict().items():
+                if ("dropout" in key or "pdrop" in key) and isinstance(value, float):
+                    setattr(config, key, dropout)
+        lm = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=DTYPES[dtype], **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise TextRLError(f"policy.model: cannot load a causal LM from {model!r} ({_one_line(e)})") from None
+    if gguf_file:
+        clear_gguf_quantizer(lm)
+    if tokenizer is not None and len(tokenizer) > lm.get_input_embeddings().weight.shape[0]:
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    if tokenizer is not None and lm.config.pad_token_id is None:
+        lm.config.pad_token_id = tokenizer.pad_token_id
+    return lm.to(device)
+
+
+def clear_gguf_quantizer(lm) -> None:
+    """Forget that ``lm`` came from a GGUF file (its weights are already dequantized).
+
+    transformers marks GGUF-loaded models as quantized and then refuses ``save_pretrained``;
+    the weights are plain float tensors, so clearing the markers is safe and a reload gives
+    identical logits (tested).
+    """
+    for obj in (lm, getattr(lm, "config", None)):
+        if obj is not None and hasattr(obj, "quantization_config"):
+            try:
+                delattr(obj, "quantization_config")
+            except AttributeError:
+                obj.quantization_config = None
+    if getattr(lm, "hf_quantizer", None) is not None:
+        lm.hf_quantizer = None
+    for attr in ("is_quantized", "_is_quantized"):
+        if getattr(lm, attr, False) is True:
+            try:
+                setattr(lm, attr, False)
+            except AttributeError:
+                pass
+
+
+class PolicyWithValueHead(nn.Module):
+    """A causal LM (``self.lm``) and a :class:`ValueHead` sharing one forward pass.
+
+    ``forward`` returns next-token logits and V(s) at every position: the value of the state
+    "sequence up to and including this position", read off the last hidden state (as in TRL's
+    ``AutoModelForCausalLMWithValueHead`` and InstructGPT's policy+value networks).
+    """
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+        self.value_head = ValueHead(lm.config.get_text_config().hidden_size)
+
+    @property
+    def config(self):
+        """The wrapped model's ``PretrainedConfig``."""
+        return self.lm.config
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.lm.parameters()).device
+
+    @classmethod
+    def from_pretrained(cls, model: str, gguf_file: str | None = None, dtype: str = "float32",
+                        tokenizer=None, dropout: float | None = 0.0, device: str | torch.device = "cpu"):
+        """Load the LM with :func:`load_causal_lm`; a ``value_head.safetensors`` saved by
+        :meth:`save_pretrained` next to it is loaded too (else the head starts at zero)."""
+        policy = cls(load_causal_lm(model, gguf_file, dtype, tokenizer, dropout, device))
+        head = os.path.join(os.path.expanduser(split_model_path(model, gguf_file)[0]), VALUE_HEAD_FILE)
+        if os.path.isfile(head):
+            from safetensors.torch import load_file
+
+            policy.value_head.load_state_dict(load_file(head))
+        return policy.to(device)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None,
+                past_key_values=None, use_cache: bool = False, logits_to_keep: int = 0) -> PolicyOutput:
+        """One pass through the LM and the value head.
+
+        Args:
+            input_ids: ``(B, L)`` long token ids.
+            attention_mask: ``(B, L_past + L)`` mask, 1 for real tokens (any int/bool dtype).
+            position_ids: ``(B, L)`` long; default ``cumsum(mask) - 1`` (left-padding safe).
+            past_key_values: a transformers cache from an earlier call, or ``None``.
+            use_cache: return the updated cache.
+            logits_to_keep: compute logits and values only for the last k positions (0 = all).
+
+        Returns:
+            :class:`PolicyOutput` with ``logits (B, K, V)``, ``values (B, K)`` float32 where K is
+            L or ``logits_to_keep``.
+        """
+        attention_mask = attention_mask.long()
+        if position_ids is None:
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      past_key_values=past_key_values, use_cache=use_cache, output_hidden_states=True,
+                      logits_to_keep=logits_to_keep)
+        hidden = out.hidden_states[-1]
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return PolicyOutput(out.logits, self.value_head(hidden), out.past_key_values)
+
+    def response_outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int):
+        """Teacher-forced logits and values for the last ``response_length`` tokens.
+
+        Args:
+            input_ids: ``(B, P+T)`` [left-padded prompt | right-padded response].
+            attention_mask: ``(B, P+T)``.
+            response_length: T.
+
+        Returns:
+            ``(logits, values)``: ``(B, T, V)`` logits predicting response token t and
+            ``(B, T)`` V(s_t), the state before token t, both read at position P−1+t.
+        """
+        out = self(input_ids, attention_mask, logits_to_keep=response_length + 1)
+        return out.logits[:, :-1], out.values[:, :-1]
+
+    def save_pretrained(self, directory: str, tokenizer=None) -> None:
+        """Write the LM (``save_pretrained``), the tokenizer and ``value_head.safetensors``.
+
+        ``policy.model=<directory>`` loads the result. Written into ``directory`` as given;
+        callers wanting atomicity write to a temporary directory and rename it.
+        """
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        self.lm.save_pretrained(directory)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
+                  os.path.join(directory, VALUE_HEAD_FILE))
+        with open(os.path.join(directory, "textrl.json"), "w") as f:
+            json.dump({"value_head": VALUE_HEAD_FILE}, f)
+
+
+
+def response_logits(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int):
+    """Teacher-forced ``(B, T, V)`` logits of a plain causal LM (e.g. π_ref) for the last T tokens,
+    with the same position ids as :meth:`PolicyWithValueHead.response_outputs`."""
+    mask = attention_mask.long()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=response_length + 1)
+    return out.logits[:, :-1]

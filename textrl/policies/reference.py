@@ -1,0 +1,21 @@
+"""The reference model π_ref of the KL penalty (InstructGPT: the SFT model, frozen)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from textrl.policies.hf_causal_lm import PolicyWithValueHead
+
+
+def frozen_reference(policy: PolicyWithValueHead) -> nn.Module:
+    """The KL reference π_ref: a frozen copy of the policy's LM at the start of RL.
+
+    Returns a deep copy of ``policy.lm`` with ``requires_grad=False`` in eval mode; its
+    weights never change (InstructGPT's SFT model in the KL penalty).
+    """
+    ref = copy.deepcopy(policy.lm).eval()
+    ref.requires_grad_(False)
+    return ref

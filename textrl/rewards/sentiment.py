@@ -1,0 +1,123 @@
+"""Sentiment reward: how positive the response reads.
+
+Two backends:
+
+- ``vader``: the VADER lexicon's compound score (Hutto & Gilbert 2014), in [-1, 1]; no weights,
+  instant on CPU.
+- ``classifier``: any ``AutoModelForSequenceClassification`` (hub id or local directory); the
+  score is the logit of the positive label (TRL's gpt2-sentiment recipe uses the same).
+
+By default only the response is scored; ``include_prompt=True`` scores prompt + response.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+
+from textrl.errors import TextRLError
+
+BACKENDS = ("vader", "classifier")
+
+
+class VaderSentiment:
+    """VADER compound score of each text, ``FloatTensor[B]`` in [-1, 1]."""
+
+    def __init__(self):
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self.analyzer = SentimentIntensityAnalyzer()
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([self.analyzer.polarity_scores(t)["compound"] for t in texts], dtype=torch.float32)
+
+
+class ClassifierSentiment:
+    """Logit of the positive label of a sequence classifier, ``FloatTensor[B]`` (unbounded).
+
+    Args:
+        model: hub id or local directory of an ``AutoModelForSequenceClassification``.
+        positive_label: label name (matched case-insensitively against ``config.id2label``)
+            or class index.
+        batch_size: texts per forward pass.
+        max_length: tokens kept per text (longer texts are truncated).
+        device: where the classifier runs.
+
+    Raises:
+        TextRLError: the model cannot be loaded, or the positive label is not among its labels.
+    """
+
+    def __init__(self, model: str, positive_label: str | int = "positive", batch_size: int = 32,
+                 max_length: int = 256, device: str | torch.device = "cpu"):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not model:
+            raise TextRLError("reward.model: got an empty value; expected a classifier hub id or directory "
+                              "(reward.backend=classifier)")
+        if model.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(model)):
+            raise TextRLError(f"reward.model: directory {model!r} does not exist; expected a sequence-classifier directory")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(model))
+            self.model = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(model)).to(device).eval()
+        except (OSError, ValueError) as e:
+            raise TextRLError(f"reward.model: cannot load a sequence classifier from {model!r} "
+                              f"({str(e).splitlines()[0]})") from None
+        self.index = self._label_index(positive_label)
+        self.batch_size, self.max_length, self.device = batch_size, max_length, device
+
+    def _label_index(self, label: str | int) -> int:
+        id2label = {int(k): str(v) for k, v in self.model.config.id2label.items()}
+        if isinstance(label, int) or str(label).isdigit():
+            index = int(label)
+            if index in id2label:
+                return index
+        else:
+            for index, name in id2label.items():
+                if name.lower() == str(label).lower():
+                    return index
+        raise TextRLError(f"reward.positive_label: got {label!r}; expected one of the classifier's labels "
+                          f"{sorted(id2label.values())} or an index in 0..{len(id2label) - 1}")
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            out.append(self.model(**enc).logits[:, self.index].float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+class SentimentReward:
+    """Reward = sentiment of the response (see the module docstring).
+
+    Args:
+        backend: ``vader`` or ``classifier``.
+        model: classifier hub id or directory (``classifier`` backend only).
+        positive_label: the classifier's positive label name or index.
+        include_prompt: score ``prompt + response`` instead of the response alone.
+        batch_size, max_length: classifier batching and truncation.
+        device: where the classifier runs.
+
+    ``__call__(prompts, responses) -> FloatTensor[B]`` (float32).
+
+    Raises:
+        TextRLError: unknown backend, or the classifier errors above.
+    """
+
+    def __init__(self, backend: str = "vader", model: str | None = None, positive_label: str = "positive",
+                 include_prompt: bool = False, batch_size: int = 32, max_length: int = 256,
+                 device: str = "cpu"):
+        if backend not in BACKENDS:
+            raise TextRLError(f"reward.backend: got {backend!r}; expected one of {list(BACKENDS)}")
+        self.include_prompt = include_prompt
+        if backend == "vader":
+            self.scorer = VaderSentiment()
+        else:
+            self.scorer = ClassifierSentiment(model or "", positive_label, batch_size, max_length, device)
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        texts = [p + r for p, r in zip(prompts, responses)] if self.include_prompt else list(responses)
+        return self.scorer(texts)

@@ -1,0 +1,75 @@
+"""The rollout batch: every tensor an RL update needs, for B finished episodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from textrl.policies.sampling import SamplingConfig
+
+
+@dataclass
+class RolloutBatch:
+    """B episodes laid out as [prompt, left-padded (P) | response, right-padded (T)].
+
+    Attributes:
+        input_ids: ``LongTensor[B, P+T]`` prompt and response token ids.
+        attention_mask: ``LongTensor[B, P+T]`` 1 on real tokens.
+        response_mask: ``FloatTensor[B, T]`` 1.0 on generated tokens (a prefix of each row).
+        logprobs: ``FloatTensor[B, T]`` log-probabilities of the sampled tokens under the
+            distribution they were sampled from (after temperature/top-k/top-p), 0 on padding.
+        ref_logprobs: ``FloatTensor[B, T]`` log π_ref of the same tokens (temperature only).
+        values: ``FloatTensor[B, T]`` V(s_t) from the value head, 0 on padding.
+        rewards: ``FloatTensor[B, T]`` the env's rewards: 0 except the score on the last token.
+        scores: ``FloatTensor[B]`` reward-model scores r_RM(x, y).
+        prompts, responses: the texts, B of each.
+        sampling: how the tokens were sampled (PPO recomputes logprobs the same way).
+        vocab_size: size of the action space (logits beyond it are ignored).
+        reward_components: optional ``{name: FloatTensor[B]}`` for composite rewards.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    scores: torch.Tensor
+    prompts: list[str]
+    responses: list[str]
+    sampling: SamplingConfig
+    vocab_size: int
+    reward_components: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        """Number of episodes B."""
+        return self.input_ids.shape[0]
+
+    @property
+    def response_length(self) -> int:
+        """Response width T (the longest response in the batch)."""
+        return self.response_mask.shape[1]
+
+    @property
+    def response_ids(self) -> torch.Tensor:
+        """``LongTensor[B, T]``, the generated tokens (padding where ``response_mask`` is 0)."""
+        return self.input_ids[:, -self.response_length:]
+
+    def select(self, index: torch.Tensor) -> "RolloutBatch":
+        """The sub-batch of episodes ``index`` (``LongTensor[b]``); texts and components follow."""
+        picked = {}
+        rows = index.tolist()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                picked[f.name] = value[index]
+            elif isinstance(value, list):
+                picked[f.name] = [value[i] for i in rows]
+            elif isinstance(value, dict):
+                picked[f.name] = {k: v[index] for k, v in value.items()}
+            else:
+                picked[f.name] = value
+        return RolloutBatch(**picked)

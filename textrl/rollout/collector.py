@@ -1,0 +1,98 @@
+"""Rollout collection: drive the vector env with the policy under ``no_grad``.
+
+One call of :meth:`RolloutCollector.collect` resets all N env slots together, prefills the
+policy's KV cache once, then alternates "sample a token per slot" / ``env.step`` until every
+episode has ended; one teacher-forced pass of the reference model then gives log π_ref. This is
+the same work as ``model.generate`` plus the env's bookkeeping (see ``tests/benchmarks``).
+"""
+
+from __future__ import annotations
+
+import torch
+from gymnasium.vector import AutoresetMode
+
+from textrl.envs.token_vector_env import TokenGenVectorEnv
+from textrl.errors import TextRLError
+from textrl.policies.hf_causal_lm import PolicyWithValueHead, response_logits
+from textrl.policies.kv_cache import KVCacheDecoder
+from textrl.policies.sampling import SamplingConfig, sample_tokens, token_logprobs
+from textrl.rollout.buffer import RolloutBatch
+
+
+class RolloutCollector:
+    """Collect :class:`RolloutBatch` es of ``env.num_envs`` episodes.
+
+    Args:
+        env: a :class:`TokenGenVectorEnv` in ``DISABLED`` autoreset mode, on the policy's device.
+        policy: the policy with value head.
+        reference: the frozen π_ref LM (``None``: no KL term; ref logprobs = logprobs).
+        sampling: temperature / top-k / top-p for the policy.
+        seed: seeds the env's prompt draws (first reset) and the token-sampling generator, so
+            the same seed and config give the same first rollout token for token.
+
+    Raises:
+        TextRLError: the env autoresets (its episodes would be cut into the next batch).
+    """
+
+    def __init__(self, env: TokenGenVectorEnv, policy: PolicyWithValueHead, reference, sampling: SamplingConfig,
+                 seed: int = 0):
+        if env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
+            raise TextRLError(f"RolloutCollector needs autoreset_mode=DISABLED; got {env.metadata.get('autoreset_mode')}")
+        self.env, self.policy, self.reference, self.sampling = env, policy, reference, sampling
+        self.seed = seed
+        self.generator = torch.Generator(device=env.device).manual_seed(seed)
+        self._reset_seed: int | None = seed
+
+    @torch.no_grad()
+    def collect(self, prompts: list[str] | None = None) -> RolloutBatch:
+        """Run one episode in every env slot and return them as a batch.
+
+        Args:
+            prompts: optional list of ``env.num_envs`` prompts; default: the env draws them.
+        """
+        env, P, T = self.env, self.env.max_prompt_tokens, self.env.max_new_tokens
+        obs, _ = env.reset(seed=self._reset_seed, options={"prompts": prompts} if prompts is not None else None)
+        self._reset_seed = None  # later batches continue the env's prompt RNG
+        n, vocab = env.num_envs, int(env.single_action_space.n)
+        decoder = KVCacheDecoder(self.policy)
+        logits, values = decoder.prefill(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
+        logprobs = torch.zeros(n, T, device=env.device)
+        value_buf = torch.zeros(n, T, device=env.device)
+        rewards = torch.zeros(n, T, device=env.device)
+        active = torch.ones(n, dtype=torch.bool, device=env.device)
+        for t in range(T):
+            tokens, logp = sample_tokens(logits[:, :vocab], self.sampling, self.generator)
+            tokens = torch.where(active, tokens, env.pad_token_id)
+            logprobs[:, t] = logp * active
+            value_buf[:, t] = values * active
+            obs, reward, terminated, truncated, _ = env.step(tokens)
+            rewards[:, t] = reward
+            active = active & ~(terminated | truncated)
+            if env.all_done:
+                break
+            logits, values = decoder.step(tokens, active)
+        return self._batch(obs, logprobs, value_buf, rewards, vocab)
+
+    def _batch(self, obs, logprobs, values, rewards, vocab: int) -> RolloutBatch:
+        env, P = self.env, self.env.max_prompt_tokens
+        lengths = env.lengths
+        T = int(lengths.max())  # trim columns no episode used
+        prompt_width = int(obs["attention_mask"][:, :P].long().sum(1).max())
+        cols = slice(P - prompt_width, P + T)
+        input_ids = obs["input_ids"][:, cols]
+        attention_mask = obs["attention_mask"][:, cols].long()
+        response_mask = (torch.arange(T, device=env.device)[None, :] < lengths[:, None]).float()
+        logprobs, values, rewards = logprobs[:, :T], values[:, :T], rewards[:, :T]
+        if self.reference is None:
+            ref_logprobs = logprobs.clone()
+        else:
+            ref_sampling = SamplingConfig(temperature=self.sampling.temperature)
+            ref_logits = response_logits(self.reference, input_ids, attention_mask, T)[..., :vocab]
+            ref_logprobs = token_logprobs(ref_logits, input_ids[:, -T:], ref_sampling) * response_mask
+        n = env.num_envs
+        return RolloutBatch(
+            input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
+            logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, rewards=rewards,
+            scores=rewards.sum(1), prompts=list(env.episode_prompts), responses=env.response_texts(range(n)),
+            sampling=self.sampling, vocab_size=vocab,
+        )

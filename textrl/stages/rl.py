@@ -1,0 +1,88 @@
+"""Stage ``rl``: PPO (or any algorithm plugin) against a reward model, the InstructGPT RL stage.
+
+Per update: collect ``rollout.batch_size`` episodes through the vector env, run the algorithm's
+update, call the ``textrl_on_update_end`` hooks (metrics.jsonl, samples.jsonl, console, wandb).
+At the end the policy is saved to ``<run_dir>/policy`` and ``summary.json`` is written, both
+atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from textrl.config import build_plugin
+from textrl.envs.prompts import load_prompts
+from textrl.envs.token_vector_env import TokenGenVectorEnv
+from textrl.io import atomic_save_dir, atomic_write_json
+from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_tokenizer
+from textrl.policies.reference import frozen_reference
+from textrl.policies.sampling import SamplingConfig
+from textrl.rollout.collector import RolloutCollector
+
+
+def build_reward(cfg, registry, device):
+    """The reward model for ``cfg.reward`` (``device: auto`` becomes the run's device)."""
+    node = OmegaConf.to_container(cfg.reward, resolve=True)
+    if node.get("device") == "auto":
+        node["device"] = str(device)
+    return build_plugin("reward", node, registry.rewards)
+
+
+def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
+    """Run the RL stage; returns the summary dict (also written to ``summary.json``)."""
+    start = time.perf_counter()
+    tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
+    policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
+                                                 tokenizer=tokenizer, dropout=cfg.policy.dropout, device=device)
+    reference = frozen_reference(policy)
+    prompts = load_prompts(cfg.data.prompts, text_field=cfg.data.text_field, split=cfg.data.split,
+                           max_prompts=cfg.data.max_prompts, prefix_tokens=cfg.data.prefix_tokens, tokenizer=tokenizer)
+    reward_model = build_reward(cfg, registry, device)
+    env = TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=cfg.rollout.batch_size,
+                            max_new_tokens=cfg.env.max_new_tokens, max_prompt_tokens=cfg.env.max_prompt_tokens,
+                            prompt_truncation=cfg.env.prompt_truncation, stop_on_eos=cfg.env.stop_on_eos,
+                            device=device, autoreset_mode="disabled")
+    sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
+    collector = RolloutCollector(env, policy, reference, sampling, seed=cfg.seed)
+    algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
+    algorithm.setup(policy, reference)
+
+    hook = registry.manager.hook
+    hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
+    scores = []
+    bar = tqdm(range(1, cfg.trainer.updates + 1), desc="updates", disable=not cfg.trainer.progress_bar,
+               dynamic_ncols=True)
+    for update in bar:
+        t0 = time.perf_counter()
+        batch = collector.collect()
+        t1 = time.perf_counter()
+        metrics = algorithm.update(batch)
+        t2 = time.perf_counter()
+        tokens = float(batch.response_mask.sum())
+        metrics.update({"perf/tokens_per_s": tokens / (t2 - t0), "perf/rollout_s": t1 - t0, "perf/update_s": t2 - t1})
+        scores.append(float(batch.scores.mean()))
+        samples = []
+        if cfg.trainer.sample_every and update % cfg.trainer.sample_every == 0:
+            samples = [{"prompt": p, "response": r, "score": float(s)} for p, r, s in
+                       zip(batch.prompts, batch.responses, batch.scores[:cfg.trainer.samples_per_update])]
+        hook.textrl_on_update_end(update=update, metrics=metrics, samples=samples)
+        bar.set_postfix(score=f"{scores[-1]:.3f}", kl=f"{metrics.get('objective/kl', 0.0):.2f}")
+    bar.close()
+
+    if cfg.trainer.save_policy:
+        atomic_save_dir(os.path.join(run_dir, "policy"), lambda d: policy.save_pretrained(d, tokenizer))
+    k = max(1, min(3, len(scores) // 3))
+    summary = {
+        "first_score": scores[0], "last_score": scores[-1],
+        "first_score_mean3": sum(scores[:k]) / k, "last_score_mean3": sum(scores[-k:]) / k,
+        "updates": len(scores), "episodes": len(scores) * cfg.rollout.batch_size,
+        "wall_time_s": time.perf_counter() - start, "run_dir": run_dir,
+    }
+    atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+    hook.textrl_on_train_end(summary=summary)
+    return summary
