@@ -1,0 +1,133 @@
+"""The textrl command end to end on the real TinyStories assets, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REQUIRED_KEYS = ("update", "objective/rlhf_reward", "objective/score", "objective/kl", "kl/beta", "loss/policy",
+                 "loss/value", "policy/clipfrac", "perf/tokens_per_s")
+
+
+def textrl(*args, cwd=None, timeout=600, env=None):
+    """Run ``python -m textrl ARGS`` (what the console script and sweeps run)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "textrl", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=full_env)
+
+
+def fast(run_dir, *extra):
+    """Overrides for a quick TinyStories run writing to ``run_dir``."""
+    return ["experiment=tinystories_sentiment", f"hydra.run.dir={run_dir}", "trainer.progress_bar=false",
+            "rollout.batch_size=8", "algo.minibatch_size=4", "algo.epochs=1", "env.max_new_tokens=8", *extra]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_tinystories_experiment_three_updates(assets, tmp_path):
+    out = tmp_path / "run"
+    result = textrl("experiment=tinystories_sentiment", "trainer.updates=3", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["update"] for r in records] == [1, 2, 3]
+    for record in records:
+        for key in REQUIRED_KEYS:
+            assert key in record and math.isfinite(record[key]), key
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"first_score", "last_score", "wall_time_s"} <= set(summary)
+    samples = read_jsonl(out / "samples.jsonl")
+    assert samples and {"prompt", "response", "score"} <= set(samples[0])
+    assert (out / "policy" / "config.json").is_file() and (out / "policy" / "value_head.safetensors").is_file()
+    assert (out / ".hydra" / "config.yaml").is_file()
+
+
+def test_saved_policy_loads_back_as_policy_model(assets, tmp_path):
+    first = tmp_path / "a"
+    assert textrl(*fast(first, "trainer.updates=1")).returncode == 0
+    second = tmp_path / "b"
+    result = textrl(*fast(second, "trainer.updates=1", f"policy.model={first / 'policy'}"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(read_jsonl(second / "metrics.jsonl")) == 1
+
+
+def test_wandb_logger_runs_offline(assets, tmp_path):
+    out = tmp_path / "run"
+    result = textrl(*fast(out, "trainer.updates=2", "logger=wandb", "logger.table_every=1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def one_line_error(result) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def test_unknown_config_key_names_the_key(tmp_path):
+    result = textrl("algo.lrr=1", f"hydra.run.dir={tmp_path}")
+    assert "algo.lrr" in one_line_error(result)
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    result = textrl("rollout.batch_size=many", f"hydra.run.dir={tmp_path}")
+    assert "rollout.batch_size" in result.stderr and "Traceback" not in result.stderr and result.returncode != 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.prompts=/no/such/prompts.jsonl"], "data.prompts: file '/no/such/prompts.jsonl' does not exist"),
+    (["policy.model=/no/such/model"], "policy.model: directory '/no/such/model' does not exist"),
+    (["env.max_new_tokens=0"], "env.max_new_tokens: got 0"),
+    (["device=cuda"], "CUDA is not available"),
+    (["algo.minibatch_size=3"], "algo.minibatch_size: got 3; expected a divisor of rollout.batch_size=8"),
+    (["reward.backend=telepathy"], "reward.backend: got 'telepathy'"),
+])
+def test_bad_input_is_one_clear_line(assets, tmp_path, overrides, message):
+    if "device=cuda" in overrides:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is available here")
+    result = textrl(*fast(tmp_path / "run", "trainer.updates=1", *overrides))
+    line = one_line_error(result)
+    assert line.startswith("textrl: error:") and message in line, result.stderr[-2000:]
+    assert len([x for x in result.stderr.splitlines() if x.startswith("textrl: error")]) == 1
+
+
+def test_empty_prompt_file_is_a_clear_error(assets, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    line = one_line_error(textrl(*fast(tmp_path / "run", f"data.prompts={empty}", "data.prefix_tokens=null")))
+    assert "holds no prompts" in line and str(empty) in line
+
+
+def test_too_long_prompt_errors_when_configured(assets, tmp_path):
+    prompts = tmp_path / "long.txt"
+    prompts.write_text("Once upon a time there was a little girl named Lily who loved to play outside\n")
+    args = fast(tmp_path / "run", f"data.prompts={prompts}", "data.prefix_tokens=null", "env.max_prompt_tokens=4",
+                "trainer.updates=1")
+    line = one_line_error(textrl(*args, "env.prompt_truncation=error"))
+    assert "env.max_prompt_tokens=4" in line
+    result = textrl(*args)  # the default cuts from the left with a warning
+    assert result.returncode == 0 and "cut from the left" in result.stdout + result.stderr
+
+
+def test_unknown_group_option_lists_valid_ones(tmp_path):
+    result = textrl("algo=sarsa", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0 and "ppo" in result.stderr and "sarsa" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_plugins_command_lists_builtins():
+    result = textrl("plugins")
+    assert result.returncode == 0
+    assert "reward=sentiment" in result.stdout and "algo=ppo" in result.stdout

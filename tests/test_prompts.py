@@ -1,0 +1,197 @@
+"""load_prompts: the builtin set, every file format, max_prompts, prefix_tokens, the errors, and
+the real TinyStories asset (skipped when ../shared/assets is absent)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from textrl.envs.prompts import load_prompts
+from textrl.errors import TextRLError
+
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "shared" / "assets"
+
+TEXTS = ["the cat sat on the mat", "a dog ran in the park today", "my film was very good"]
+
+
+def word_tokenizer(words):
+    """A word-level tokenizer over ``words`` (whitespace split), wrapped for transformers."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "[PAD]": 1}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+# ---------------------------------------------------------------------------------------------
+
+
+def test_builtin_prompts():
+    prompts = load_prompts("builtin")
+    assert all(isinstance(p, str) and p.strip() == p and p for p in prompts)
+    assert len(set(prompts)) >= 64
+
+
+def test_txt_one_prompt_per_line_blank_lines_dropped(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("  the cat sat on the mat \n\n\t\na dog ran in the park today\nmy film was very good\n",
+                    encoding="utf-8")
+    assert load_prompts(str(path)) == TEXTS
+
+
+def test_json_list_of_strings(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(TEXTS), encoding="utf-8")
+    assert load_prompts(str(path)) == TEXTS
+
+
+def test_json_list_of_objects_with_text(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([{"id": i, "text": t} for i, t in enumerate(TEXTS)]), encoding="utf-8")
+    assert load_prompts(str(path)) == TEXTS
+
+
+def test_json_object_holding_a_list(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"name": "demo", "prompts": TEXTS}), encoding="utf-8")
+    assert load_prompts(str(path)) == TEXTS
+
+
+def test_jsonl_with_text_field(tmp_path):
+    path = tmp_path / "p.jsonl"
+    # "text" is a decoy that the default field order would pick; text_field selects "body"
+    lines = [json.dumps({"text": "decoy", "body": t}) for t in TEXTS]
+    path.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    assert load_prompts(str(path), text_field="body") == TEXTS
+    assert load_prompts(str(path)) == ["decoy"] * 3
+
+
+def test_csv(tmp_path):
+    path = tmp_path / "p.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "review"])
+        for i, t in enumerate(TEXTS):
+            w.writerow([i, t])
+    assert load_prompts(str(path)) == TEXTS
+
+
+def test_csv_with_text_field_and_quoted_commas(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text('label,sentence\n1,"well, it was fun"\n0,not fun\n', encoding="utf-8")
+    assert load_prompts(str(path), text_field="sentence") == ["well, it was fun", "not fun"]
+
+
+def test_gzipped_jsonl(tmp_path):
+    path = tmp_path / "p.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for t in TEXTS:
+            f.write(json.dumps({"prompt": t}) + "\n")
+    assert load_prompts(str(path)) == TEXTS
+
+
+def test_max_prompts(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(TEXTS), encoding="utf-8")
+    assert load_prompts(str(path), max_prompts=2) == TEXTS[:2]
+    assert load_prompts(str(path), max_prompts=10) == TEXTS
+    assert len(load_prompts("builtin", max_prompts=5)) == 5
+
+
+def test_prefix_tokens_cuts_to_first_k_words(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text("\n".join(TEXTS), encoding="utf-8")
+    tok = word_tokenizer(" ".join(TEXTS).split())
+    out = load_prompts(str(path), prefix_tokens=3, tokenizer=tok)
+    assert out == [" ".join(t.split()[:3]) for t in TEXTS]
+    assert out == ["the cat sat", "a dog ran", "my film was"]
+    # k larger than a prompt keeps it whole
+    assert load_prompts(str(path), prefix_tokens=100, tokenizer=tok) == TEXTS
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / "nope.jsonl")
+    with pytest.raises(TextRLError) as e:
+        load_prompts(path)
+    assert path in str(e.value)
+
+
+@pytest.mark.parametrize("name, content", [("empty.txt", ""), ("blank.txt", "\n  \n\n"),
+                                           ("empty.json", ""), ("empty_list.json", "[]")])
+def test_empty_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(TextRLError) as e:
+        load_prompts(str(path))
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("name, content", [("bad.json", '["a", "b"'), ("bad.jsonl", '{"text": "a"}\n{oops}\n')])
+def test_invalid_json(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(TextRLError) as e:
+        load_prompts(str(path))
+    assert str(path) in str(e.value)
+    assert "JSON" in str(e.value)
+
+
+def test_rows_without_text_field_list_their_keys(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([{"title": "x", "body": "y"}]), encoding="utf-8")
+    with pytest.raises(TextRLError) as e:
+        load_prompts(str(path))
+    msg = str(e.value)
+    assert "title" in msg and "body" in msg
+    assert str(path) in msg
+    # an explicit text_field that the rows lack is named too
+    with pytest.raises(TextRLError) as e:
+        load_prompts(str(path), text_field="sentence")
+    assert "sentence" in str(e.value) and "title" in str(e.value)
+
+
+def test_prefix_tokens_zero():
+    tok = word_tokenizer(["x"])
+    with pytest.raises(TextRLError) as e:
+        load_prompts("builtin", prefix_tokens=0, tokenizer=tok)
+    assert "prefix_tokens" in str(e.value) and "0" in str(e.value)
+
+
+def test_prefix_tokens_without_tokenizer():
+    with pytest.raises(TextRLError, match="tokenizer"):
+        load_prompts("builtin", prefix_tokens=3)
+
+
+def test_max_prompts_zero():
+    with pytest.raises(TextRLError) as e:
+        load_prompts("builtin", max_prompts=0)
+    assert "max_prompts" in str(e.value) and "0" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# the real asset
+# ---------------------------------------------------------------------------------------------
+
+
+def test_real_tinystories_asset_loads_1000_prompts():
+    path = ASSETS_DIR / "tinystories-text" / "tinystories_1000.json"
+    if not path.is_file():
+        pytest.skip(f"real asset {path} not found (put shared/assets beside the repo to run this test)")
+    prompts = load_prompts(str(path))
+    assert len(prompts) == 1000
+    assert all(p and p == p.strip() for p in prompts)
