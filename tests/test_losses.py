@@ -368,6 +368,15 @@ def test_top_p_keeps_smallest_prefix_reaching_mass(top_p, expected_kept):
         assert out[0, i].item() == pytest.approx(math.log(PROBS[i]), abs=1e-6)
 
 
+def test_top_p_mass_exactly_reaching_top_p_stops_the_prefix():
+    # four equal logits: probabilities exactly 0.25 each (exact in float32); mass of the first
+    # two kept tokens is exactly 0.5, which reaches top_p = 0.5, so exactly 2 are kept
+    out = warp_logits(torch.zeros(1, 4), SamplingConfig(top_p=0.5))
+    assert len(kept(out)) == 2
+    # 0.25 + 0.25 + 0.25 = 0.75 reaches 0.75 -> 3 kept
+    assert len(kept(warp_logits(torch.zeros(1, 4), SamplingConfig(top_p=0.75)))) == 3
+
+
 def test_temperature_applies_before_top_p():
     # T = 0.5 squares the probabilities: 0.25, 0.09, 0.0225, 0.0025 (sum 0.365)
     # -> 0.6849, 0.2466, ... ; with top_p = 0.6 the top token alone reaches it (1 kept),
