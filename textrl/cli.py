@@ -11,7 +11,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from textrl.config import register_configs, register_plugin_configs  # noqa: E402
+from textrl.config import check_plugin_overrides, register_configs, register_plugin_configs  # noqa: E402
 from textrl.errors import TextRLError  # noqa: E402
 
 _registry = None
@@ -50,9 +50,27 @@ def main() -> None:
     if sys.argv[1:2] == ["plugins"]:
         print(describe(_registry))
         return
+    try:
+        check_plugin_overrides(sys.argv[1:], _registry, default_options())
+    except TextRLError as e:
+        _fail(str(e))
     register_configs()
     register_plugin_configs(_registry)
     _app()
+
+
+def default_options() -> dict[str, str]:
+    """The ``reward``/``algo`` options ``conf/train.yaml``'s defaults list picks."""
+    from importlib import resources
+
+    import yaml
+
+    train = yaml.safe_load(resources.files("textrl.conf").joinpath("train.yaml").read_text())
+    picks = {}
+    for entry in train.get("defaults", []):
+        if isinstance(entry, dict):
+            picks.update({k: v for k, v in entry.items() if isinstance(v, str)})
+    return picks
 
 
 if __name__ == "__main__":

@@ -65,9 +65,11 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    """``rollout.*``: episodes per update and the sampling distribution."""
+    """``rollout.*``: episodes per update, episodes per prompt (k, for group baselines) and the
+    sampling distribution."""
 
     batch_size: int = 16
+    samples_per_prompt: int = 1
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -165,7 +167,8 @@ def signature_schema(kind: str, name: str, factory) -> type:
     """A dataclass whose fields are ``factory``'s keyword parameters (plus reserved ``name``).
 
     Parameters without a default become required (``???``); a dataclass default becomes a
-    nested structured node; annotations OmegaConf cannot check become ``Any``.
+    nested structured node; a dict default is left unset (``???``, the factory's default applies
+    unless the config sets one); annotations OmegaConf cannot check become ``Any``.
     """
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
@@ -181,7 +184,11 @@ def signature_schema(kind: str, name: str, factory) -> type:
         default = p.default
         if default is p.empty:
             spec = field(default=MISSING)
-        elif dataclasses.is_dataclass(default) or isinstance(default, (list, dict)):
+        elif isinstance(default, dict):
+            # Left missing in the schema: Hydra merges a dict override key-wise, and struct mode
+            # would reject new keys; an unset value means "use the factory's own default".
+            spec, hint = field(default=MISSING), Any
+        elif dataclasses.is_dataclass(default) or isinstance(default, list):
             spec = field(default_factory=lambda d=default: copy.deepcopy(d))
             hint = type(default) if dataclasses.is_dataclass(default) else Any
         else:
@@ -205,7 +212,48 @@ def register_plugin_configs(registry) -> None:
 def factory_kwargs(node) -> dict:
     """Plain keyword arguments for a plugin factory from its ``reward``/``algo`` node."""
     params = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
-    return {k: v for k, v in params.items() if k not in RESERVED_KEYS}
+    return {k: v for k, v in params.items() if k not in RESERVED_KEYS and v != MISSING}
+
+
+def accepted_parameters(factory) -> list[str]:
+    """The keyword parameters a plugin factory accepts (``self`` and ``*args``/``**kwargs`` left out)."""
+    params = inspect.signature(factory).parameters.values()
+    return [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def check_plugin_overrides(overrides: list[str], registry, defaults: dict[str, str]) -> None:
+    """Reject ``reward.<key>=``/``algo.<key>=`` overrides that the selected factory does not accept,
+    listing the accepted keys (Hydra would only say the key is not in the struct).
+
+    Args:
+        overrides: command-line overrides (``reward=regex``, ``reward.mode=any``, ``-m`` sweeps
+            such as ``algo=ppo,grpo`` are split on commas).
+        registry: the :class:`textrl.plugins.PluginRegistry`.
+        defaults: the option each group uses when the command line does not pick one.
+
+    Raises:
+        TextRLError: naming the key, the selected plugin and the accepted keys.
+    """
+    import re
+
+    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms)):
+        names = [defaults.get(kind)]
+        for arg in overrides:
+            if arg.startswith(f"{kind}="):
+                names = [n.strip() for n in arg.split("=", 1)[1].split(",")]
+        for arg in overrides:
+            match = re.match(rf"^[+~]*{kind}\.([A-Za-z_]\w*)", arg)
+            if not match:
+                continue
+            key = match.group(1)
+            for name in names:
+                if name not in table:
+                    continue  # a YAML preset or an unknown name: Hydra reports it
+                accepted = accepted_parameters(table[name])
+                takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(table[name]).parameters.values())
+                if key not in accepted and key not in RESERVED_KEYS and not takes_any:
+                    raise TextRLError(f"{kind}.{key}: not a parameter of {kind}={name}; expected one of "
+                                      f"{list(RESERVED_KEYS) + accepted}")
 
 
 def build_plugin(kind: str, node, table: dict):
@@ -219,8 +267,13 @@ def build_plugin(kind: str, node, table: dict):
     if name not in table:
         raise TextRLError(f"{kind}={name}: no such {kind}; expected one of {sorted(table)}")
     factory, kwargs = table[name], factory_kwargs(node)
-    accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
+    accepted = accepted_parameters(factory)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown and not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()):
         raise TextRLError(f"{kind}.{unknown[0]}: not a parameter of {kind}={name}; expected one of {accepted}")
+    missing = [p.name for p in inspect.signature(factory).parameters.values()
+               if p.default is p.empty and p.name in accepted and p.name not in kwargs]
+    if missing:
+        raise TextRLError(f"{kind}.{missing[0]}: required by {kind}={name} but not set; expected "
+                          f"{kind}.{missing[0]}=<value>")
     return factory(**kwargs)

@@ -14,12 +14,14 @@ class Algorithm(ABC):
     config), the trainer calls :meth:`setup` once with the policy and the reference model, then
     :meth:`update` once per rollout batch.
 
-    Class attributes:
+    Attributes:
         uses_value_head: whether the rollout's values (the critic) matter to this algorithm.
-        kl_coef: current KL coefficient β used to shape rewards (read by the trainer for logs).
+        samples_per_prompt: episodes per prompt the algorithm needs in each batch (GRPO and
+            leave-one-out baselines need k ≥ 2); ``None`` uses ``rollout.samples_per_prompt``.
     """
 
     uses_value_head: bool = True
+    samples_per_prompt: int | None = None
 
     @abstractmethod
     def setup(self, policy, reference) -> None:

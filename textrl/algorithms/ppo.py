@@ -59,7 +59,8 @@ class PPO(Algorithm):
         max_grad_norm: gradient-norm clip (``None`` = off).
         whiten_advantages: normalise advantages over the batch.
         weight_decay: AdamW weight decay.
-        seed: seeds the minibatch shuffling.
+
+    Minibatch shuffling draws from a generator seeded from torch's global seed (``seed``).
 
     Raises:
         TextRLError: a non-positive lr/epochs/minibatch size, a minibatch size that does not
@@ -69,7 +70,7 @@ class PPO(Algorithm):
     def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
                  clip_range: float = 0.2, clip_range_value: float | None = 0.2, vf_coef: float = 0.1,
                  ent_coef: float = 0.0, epochs: int = 4, minibatch_size: int = 8, max_grad_norm: float | None = 1.0,
-                 whiten_advantages: bool = True, weight_decay: float = 0.0, seed: int = 0):
+                 whiten_advantages: bool = True, weight_decay: float = 0.0):
         for name, value in (("algo.lr", lr), ("algo.epochs", epochs), ("algo.minibatch_size", minibatch_size),
                             ("algo.clip_range", clip_range)):
             if not value > 0:
@@ -80,7 +81,7 @@ class PPO(Algorithm):
         self.minibatch_size, self.max_grad_norm = minibatch_size, max_grad_norm
         self.whiten_advantages, self.weight_decay = whiten_advantages, weight_decay
         self.kl_controller = make_kl_controller(kl)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(torch.initial_seed())
         self.policy = self.optimizer = None
 
     @property

@@ -26,6 +26,7 @@ class RolloutBatch:
         prompts, responses: the texts, B of each.
         sampling: how the tokens were sampled (PPO recomputes logprobs the same way).
         vocab_size: size of the action space (logits beyond it are ignored).
+        samples_per_prompt: k; rows ``[g*k, (g+1)*k)`` share one prompt (1 = no groups).
         reward_components: optional ``{name: FloatTensor[B]}`` for composite rewards.
     """
 
@@ -41,6 +42,7 @@ class RolloutBatch:
     responses: list[str]
     sampling: SamplingConfig
     vocab_size: int
+    samples_per_prompt: int = 1
     reward_components: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property

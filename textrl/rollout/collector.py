@@ -8,6 +8,7 @@ the same work as ``model.generate`` plus the env's bookkeeping (see ``tests/benc
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
@@ -29,17 +30,25 @@ class RolloutCollector:
         sampling: temperature / top-k / top-p for the policy.
         seed: seeds the env's prompt draws (first reset) and the token-sampling generator, so
             the same seed and config give the same first rollout token for token.
+        samples_per_prompt: k > 1 draws ``num_envs / k`` prompts per batch (with the
+            collector's own seeded generator) and runs each in k consecutive slots, for
+            group baselines (GRPO, RLOO).
 
     Raises:
-        TextRLError: the env autoresets (its episodes would be cut into the next batch).
+        TextRLError: the env autoresets (its episodes would be cut into the next batch), or
+            k does not divide ``num_envs``.
     """
 
     def __init__(self, env: TokenGenVectorEnv, policy: PolicyWithValueHead, reference, sampling: SamplingConfig,
-                 seed: int = 0):
+                 seed: int = 0, samples_per_prompt: int = 1):
         if env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
             raise TextRLError(f"RolloutCollector needs autoreset_mode=DISABLED; got {env.metadata.get('autoreset_mode')}")
+        if samples_per_prompt < 1 or env.num_envs % samples_per_prompt:
+            raise TextRLError(f"rollout.samples_per_prompt: got {samples_per_prompt}; expected a divisor of "
+                              f"rollout.batch_size={env.num_envs}")
         self.env, self.policy, self.reference, self.sampling = env, policy, reference, sampling
-        self.seed = seed
+        self.seed, self.samples_per_prompt = seed, samples_per_prompt
+        self.prompt_rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device=env.device).manual_seed(seed)
         self._reset_seed: int | None = seed
 
@@ -51,6 +60,11 @@ class RolloutCollector:
             prompts: optional list of ``env.num_envs`` prompts; default: the env draws them.
         """
         env, P, T = self.env, self.env.max_prompt_tokens, self.env.max_new_tokens
+        k = self.samples_per_prompt
+        if prompts is None and k > 1:
+            picks = self.prompt_rng.choice(len(env.prompts), size=env.num_envs // k,
+                                            replace=len(env.prompts) < env.num_envs // k)
+            prompts = [env.prompts[i] for i in picks for _ in range(k)]
         obs, _ = env.reset(seed=self._reset_seed, options={"prompts": prompts} if prompts is not None else None)
         self._reset_seed = None  # later batches continue the env's prompt RNG
         n, vocab = env.num_envs, int(env.single_action_space.n)
@@ -94,5 +108,5 @@ class RolloutCollector:
             input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
             logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, rewards=rewards,
             scores=rewards.sum(1), prompts=list(env.episode_prompts), responses=env.response_texts(range(n)),
-            sampling=self.sampling, vocab_size=vocab,
+            sampling=self.sampling, vocab_size=vocab, samples_per_prompt=self.samples_per_prompt,
         )

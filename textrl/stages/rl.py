@@ -48,9 +48,10 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
                             prompt_truncation=cfg.env.prompt_truncation, stop_on_eos=cfg.env.stop_on_eos,
                             device=device, autoreset_mode="disabled")
     sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
-    collector = RolloutCollector(env, policy, reference, sampling, seed=cfg.seed)
     algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
     algorithm.setup(policy, reference)
+    samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
+    collector = RolloutCollector(env, policy, reference, sampling, seed=cfg.seed, samples_per_prompt=samples_per_prompt)
 
     hook = registry.manager.hook
     hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)

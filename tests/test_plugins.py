@@ -1,0 +1,191 @@
+"""The plugin contract, tested as a third party would use it: entry points in the ``textrl`` group."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pluggy
+import pytest
+import torch
+
+import textrl
+from textrl.config import signature_schema
+from textrl.errors import TextRLError
+from textrl.plugins import collect_factories, describe, load_plugins
+
+from test_cli import fast, one_line_error, read_jsonl, textrl as run_textrl
+
+PLUGIN_SOURCE = '''
+import json, os
+import torch
+import textrl
+
+
+class Throwaway:
+    """Scores every response with ``bonus`` and records the kwargs it was built with."""
+
+    def __init__(self, bonus: float = 1.0, word: str = "dog", repeat: int = 2):
+        with open(os.environ["THROWAWAY_KWARGS"], "w") as f:
+            json.dump({"bonus": bonus, "word": word, "repeat": repeat}, f)
+        self.bonus = bonus
+
+    def __call__(self, prompts, responses):
+        return torch.full((len(responses),), float(self.bonus))
+
+
+@textrl.hookimpl
+def textrl_reward_models():
+    return {"throwaway": Throwaway}
+'''
+
+
+def install_plugin(site: Path, module: str, source: str, entry_name: str | None = None) -> None:
+    """Write ``module.py`` and a dist-info with a ``textrl`` entry point into ``site``."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[textrl]\n{entry_name or module} = {module}\n")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+def plugin_env(site: Path, tmp_path: Path, **extra) -> dict:
+    return {"PYTHONPATH": str(site), "THROWAWAY_KWARGS": str(tmp_path / "kwargs.json"), **extra}
+
+
+def test_entry_point_plugin_is_selected_and_gets_its_kwargs(assets, site, tmp_path):
+    install_plugin(site, "throwaway_plugin", PLUGIN_SOURCE)
+    out = tmp_path / "run"
+    result = run_textrl(*fast(out, "trainer.updates=1", "reward=throwaway", "reward.bonus=2.5", "reward.word=cat"),
+                        env=plugin_env(site, tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "kwargs.json").read_text()) == {"bonus": 2.5, "word": "cat", "repeat": 2}
+    assert read_jsonl(out / "metrics.jsonl")[0]["objective/score"] == pytest.approx(2.5)
+
+
+def test_unknown_plugin_parameter_lists_the_accepted_ones(site, tmp_path):
+    install_plugin(site, "throwaway_plugin", PLUGIN_SOURCE)
+    result = run_textrl("reward=throwaway", "reward.bonsu=1", f"hydra.run.dir={tmp_path}", env=plugin_env(site, tmp_path))
+    line = one_line_error(result)
+    assert "reward.bonsu" in line and "['name', 'bonus', 'word', 'repeat']" in line
+
+
+def test_disabling_autoload_hides_entry_point_plugins(site, tmp_path):
+    install_plugin(site, "throwaway_plugin", PLUGIN_SOURCE)
+    env = plugin_env(site, tmp_path, TEXTRL_DISABLE_PLUGIN_AUTOLOAD="1")
+    result = run_textrl("reward=throwaway", f"hydra.run.dir={tmp_path}", env=env)
+    assert result.returncode != 0 and "throwaway" in result.stderr and "sentiment" in result.stderr
+    listing = run_textrl("plugins", env=env).stdout
+    assert "throwaway" not in listing and "reward=sentiment" in listing
+
+
+def test_broken_plugin_is_reported_and_does_not_break_other_runs(assets, site, tmp_path):
+    install_plugin(site, "broken_plugin", "raise ImportError('needs a GPU driver from 1998')\n")
+    env = plugin_env(site, tmp_path)
+    listing = run_textrl("plugins", env=env)
+    assert listing.returncode == 0
+    assert "broken_plugin: FAILED to load (ImportError: needs a GPU driver from 1998)" in listing.stdout
+    result = run_textrl(*fast(tmp_path / "run", "trainer.updates=1"), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_two_plugins_claiming_one_name_is_a_clear_error(site, tmp_path):
+    install_plugin(site, "first_plugin", PLUGIN_SOURCE)
+    install_plugin(site, "second_plugin", PLUGIN_SOURCE)
+    line = one_line_error(run_textrl("plugins", env=plugin_env(site, tmp_path)))
+    assert "'throwaway'" in line and "'first_plugin'" in line and "'second_plugin'" in line
+
+
+def test_pm_register_makes_a_plugin_visible_in_process():
+    registry = load_plugins(autoload=False)
+
+    class Plugin:
+        @textrl.hookimpl
+        def textrl_reward_models(self):
+            return {"constant": lambda value=1.0: (lambda p, r: torch.full((len(r),), value))}
+
+    registry.manager.register(Plugin(), name="in-process")
+    collect_factories(registry)
+    assert registry.rewards["constant"](value=3.0)(["x"], ["y"]).tolist() == [3.0]
+    assert "in-process: reward=constant" in describe(registry)
+    with pytest.raises(TextRLError, match="provided by two plugins"):
+        registry.manager.register(type("Again", (Plugin,), {})(), name="again")
+        collect_factories(registry)
+
+
+def test_builtins_register_through_the_public_hooks():
+    registry = load_plugins(autoload=False)
+    assert registry.providers[("reward", "sentiment")] == "textrl.rewards"
+    assert registry.providers[("algo", "ppo")] == "textrl.algorithms"
+    assert isinstance(textrl.hookimpl, pluggy.HookimplMarker)
+    hooks = {name for name in dir(registry.manager.hook) if name.startswith("textrl_")}
+    assert hooks == {"textrl_reward_models", "textrl_algorithms", "textrl_on_train_start", "textrl_on_update_end",
+                     "textrl_on_train_end"}
+
+
+def test_signature_schema_types_defaults_and_required():
+    def factory(alpha: float, beta: int = 3, tag: str | None = None, weights: dict = {"a": 1.0}, *, flag: bool = True):
+        return None
+
+    schema = signature_schema("reward", "demo", factory)
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(schema)
+    assert node.name == "demo" and node.beta == 3 and node.tag is None and node.flag is True
+    assert OmegaConf.is_missing(node, "alpha") and OmegaConf.is_missing(node, "weights")
+    assert OmegaConf.merge(node, {"weights": {"b": 2.0}}).weights == {"b": 2.0}  # replaced, not merged
+    with pytest.raises(Exception):
+        node.beta = "many"  # typed: int
+
+
+def test_lifecycle_hooks_are_called_in_order(assets, tmp_path):
+    from omegaconf import OmegaConf
+
+    from textrl.run import run
+
+    calls = []
+
+    class Recorder:
+        @textrl.hookimpl
+        def textrl_on_train_start(self, cfg, run_dir):
+            calls.append(("start", run_dir))
+
+        @textrl.hookimpl
+        def textrl_on_update_end(self, update, metrics):
+            calls.append(("update", update, "objective/kl" in metrics))
+
+        @textrl.hookimpl
+        def textrl_on_train_end(self, summary):
+            calls.append(("end", summary["updates"]))
+
+    registry = load_plugins(autoload=False)
+    registry.manager.register(Recorder())
+    cfg = compose_config(["experiment=tinystories_sentiment", "trainer.updates=2", "rollout.batch_size=4",
+                          "algo.minibatch_size=4", "env.max_new_tokens=4", "trainer.progress_bar=false",
+                          "trainer.save_policy=false", "logger=none"], registry)
+    run(cfg, run_dir=str(tmp_path), registry=registry)
+    assert calls == [("start", str(tmp_path)), ("update", 1, True), ("update", 2, True), ("end", 2)]
+    assert OmegaConf.is_config(cfg)
+
+
+def compose_config(overrides, registry):
+    """Compose ``train`` with the plugin configs registered, as the CLI does."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from textrl.config import register_configs, register_plugin_configs
+
+    register_configs()
+    register_plugin_configs(registry)
+    GlobalHydra.instance().clear()
+    with hydra.initialize_config_module("textrl.conf", version_base="1.3"):
+        return hydra.compose("train", overrides=overrides)
