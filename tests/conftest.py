@@ -59,6 +59,21 @@ def length_reward(prompts, responses):
     return torch.tensor([float(len(r.split())) for r in responses])
 
 
+def compose_config(overrides, registry=None):
+    """Compose ``train`` with the plugin configs registered, as the ``textrl`` command does."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from textrl.config import register_configs, register_plugin_configs
+    from textrl.plugins import load_plugins
+
+    register_configs()
+    register_plugin_configs(registry or load_plugins())
+    GlobalHydra.instance().clear()
+    with hydra.initialize_config_module("textrl.conf", version_base="1.3"):
+        return hydra.compose("train", overrides=list(overrides))
+
+
 @pytest.fixture
 def tokenizer():
     return make_tokenizer()

@@ -131,3 +131,21 @@ def test_plugins_command_lists_builtins():
     result = textrl("plugins")
     assert result.returncode == 0
     assert "reward=sentiment" in result.stdout and "algo=ppo" in result.stdout
+
+
+def test_multirun_runs_every_combination_in_its_own_directory(assets, tmp_path):
+    pytest.importorskip("textrl_grpo", reason="pip install -e plugins/textrl-grpo")
+    result = textrl("-m", "algo=ppo,grpo", "seed=1,2", "experiment=tinystories_sentiment", "trainer.updates=2",
+                    "rollout.batch_size=8", "algo.minibatch_size=4", "env.max_new_tokens=8",
+                    "trainer.progress_bar=false", "trainer.save_policy=false", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    seen = set()
+    for job in jobs:
+        overrides = (job / ".hydra" / "overrides.yaml").read_text()
+        algo = "grpo" if "algo=grpo" in overrides else "ppo"
+        seed = "1" if "seed=1" in overrides else "2"
+        seen.add((algo, seed))
+        assert len(read_jsonl(job / "metrics.jsonl")) == 2
+    assert seen == {("ppo", "1"), ("ppo", "2"), ("grpo", "1"), ("grpo", "2")}

@@ -15,6 +15,7 @@ from textrl.config import signature_schema
 from textrl.errors import TextRLError
 from textrl.plugins import collect_factories, describe, load_plugins
 
+from conftest import compose_config
 from test_cli import fast, one_line_error, read_jsonl, textrl as run_textrl
 
 PLUGIN_SOURCE = '''
@@ -176,16 +177,3 @@ def test_lifecycle_hooks_are_called_in_order(assets, tmp_path):
     assert calls == [("start", str(tmp_path)), ("update", 1, True), ("update", 2, True), ("end", 2)]
     assert OmegaConf.is_config(cfg)
 
-
-def compose_config(overrides, registry):
-    """Compose ``train`` with the plugin configs registered, as the CLI does."""
-    import hydra
-    from hydra.core.global_hydra import GlobalHydra
-
-    from textrl.config import register_configs, register_plugin_configs
-
-    register_configs()
-    register_plugin_configs(registry)
-    GlobalHydra.instance().clear()
-    with hydra.initialize_config_module("textrl.conf", version_base="1.3"):
-        return hydra.compose("train", overrides=overrides)
