@@ -177,3 +177,22 @@ def test_lifecycle_hooks_are_called_in_order(assets, tmp_path):
     assert calls == [("start", str(tmp_path)), ("update", 1, True), ("update", 2, True), ("end", 2)]
     assert OmegaConf.is_config(cfg)
 
+
+
+def test_readme_plugin_example_works_as_written(assets, site, tmp_path):
+    """The "Write a plugin" section's module, installed through its entry point, trains."""
+    import re
+
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    source = re.search(r"```python\n# my-reward/my_reward.py\n(.*?)```", readme, re.S).group(1)
+    entry = re.search(r"\[project.entry-points.textrl\]\n(\w+) = \"(\w+)\"", readme)
+    assert entry.groups() == ("shouting", "my_reward")
+    install_plugin(site, "my_reward", source, entry_name="shouting")
+    out = tmp_path / "run"
+    result = run_textrl(*fast(out, "trainer.updates=1", "reward=shouting", "reward.weight=0.5", "reward.cap=5"),
+                        env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    for sample in read_jsonl(out / "samples.jsonl"):
+        assert sample["score"] == pytest.approx(0.5 * min(sample["response"].count("!"), 5))

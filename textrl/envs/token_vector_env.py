@@ -115,15 +115,17 @@ class TokenGenVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
 
         n, dev = num_envs, self.device
-        self.input_ids = torch.full((n, self.width), self.pad_token_id, dtype=torch.long, device=dev)
-        self.attention_mask = torch.zeros((n, self.width), dtype=torch.int8, device=dev)
+        # one scratch column past the observation width (see ``step``)
+        self._ids = torch.full((n, self.width + 1), self.pad_token_id, dtype=torch.long, device=dev)
+        self._mask = torch.zeros((n, self.width + 1), dtype=torch.int8, device=dev)
+        self.input_ids, self.attention_mask = self._ids[:, :self.width], self._mask[:, :self.width]
         self.lengths = torch.zeros(n, dtype=torch.long, device=dev)  # tokens generated so far
         self.done = torch.ones(n, dtype=torch.bool, device=dev)  # episode over (awaiting reset)
         self.all_done = True  # every slot's episode over, as of the last step (a host bool)
         self.episode_prompts: list[str] = [""] * n
+        self.episode_responses: list[str] = [""] * n  # decoded when each episode ends
         self._rngs = [seeding.np_random()[0] for _ in range(n)]
         self._prompt_ids: dict[str, list[int]] = {}
-        self._cols = torch.arange(self.width, device=dev)
 
     # -- Gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
@@ -148,27 +150,26 @@ class TokenGenVectorEnv(VectorEnv):
         actions = torch.as_tensor(actions, device=self.device).long().reshape(-1)
         if actions.numel() != self.num_envs:
             raise TextRLError(f"step(actions): got {actions.numel()} actions; expected {self.num_envs}")
-        was_done = self.done.clone()
-        active = ~was_done
+        active = ~self.done
         bad = active & ((actions < 0) | (actions >= self.single_action_space.n))
         eos = actions == self.eos_token_id if self.eos_token_id is not None else torch.zeros_like(active)
         new_lengths = self.lengths + active.long()
         terminated = active & eos
         truncated = active & ~eos & (new_lengths >= self.max_new_tokens)
         ended = terminated | truncated
-        # The one host sync per step: three flags in one small transfer.
+        # The one host sync per step: four flags in one small transfer.
         any_bad, any_ended, any_was_done, all_done = torch.stack(
-            [bad.any(), ended.any(), was_done.any(), (self.done | ended).all()]).tolist()
+            [bad.any(), ended.any(), self.done.any(), (self.done | ended).all()]).tolist()
         if any_bad:
             i = int(bad.nonzero()[0])
             raise TextRLError(f"action {int(actions[i])} in env {i} is outside the vocabulary; expected an "
                               f"integer in [0, {self.single_action_space.n})")
-        # Write each active slot's token at its next response column (finished slots keep theirs).
-        col = (self.max_prompt_tokens + self.lengths.clamp(max=self.max_new_tokens - 1))[:, None]
-        keep = ~active[:, None]
-        self.input_ids.scatter_(1, col, torch.where(keep, self.input_ids.gather(1, col), actions[:, None]))
-        self.attention_mask.scatter_(1, col, torch.where(keep, self.attention_mask.gather(1, col),
-                                                         torch.ones_like(col, dtype=torch.int8)))
+        was_done = ~active
+        # Write each slot's token at its next response column. A finished slot writes (pad, 0) one
+        # column past its episode, or into the scratch column W when its episode filled all T.
+        col = (self.max_prompt_tokens + self.lengths)[:, None]
+        self._ids.scatter_(1, col, torch.where(active, actions, self.pad_token_id)[:, None])
+        self._mask.scatter_(1, col, active[:, None].to(torch.int8))
         self.lengths = new_lengths
         self.done |= ended
         self.all_done = all_done  # read by the rollout collector instead of another sync
@@ -190,11 +191,12 @@ class TokenGenVectorEnv(VectorEnv):
         for k, i in enumerate(slots):
             prompt = prompts[k] if prompts is not None else self.prompts[int(self._rngs[i].integers(len(self.prompts)))]
             ids = self._encode(prompt)
-            self.input_ids[i] = self.pad_token_id
-            self.attention_mask[i] = 0
+            self._ids[i] = self.pad_token_id
+            self._mask[i] = 0
             self.input_ids[i, self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = torch.tensor(ids, device=self.device)
             self.attention_mask[i, self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = 1
             self.episode_prompts[i] = prompt
+            self.episode_responses[i] = ""
         if slots:
             idx = torch.tensor(slots, device=self.device)
             self.lengths[idx] = 0
@@ -210,13 +212,16 @@ class TokenGenVectorEnv(VectorEnv):
 
     def response_texts(self, slots: Sequence[int]) -> list[str]:
         """Decoded response text of each slot in ``slots`` (special tokens dropped)."""
-        ids = self.input_ids[:, self.max_prompt_tokens:].tolist()
-        lengths = self.lengths.tolist()
-        return [decode_response(self.tokenizer, ids[i][:lengths[i]]) for i in slots]
+        idx = torch.as_tensor(list(slots), dtype=torch.long, device=self.device)
+        ids = self.input_ids[idx, self.max_prompt_tokens:].tolist()
+        lengths = self.lengths[idx].tolist()
+        return [decode_response(self.tokenizer, row[:n]) for row, n in zip(ids, lengths)]
 
     def _score(self, slots: list[int], rewards: torch.Tensor) -> dict[str, Any]:
         prompts = [self.episode_prompts[i] for i in slots]
         responses = self.response_texts(slots)
+        for i, text in zip(slots, responses):
+            self.episode_responses[i] = text
         scores = check_scores(self.reward_model(prompts, responses), len(slots))
         idx = torch.tensor(slots, device=self.device)
         rewards[idx] = scores.to(self.device)

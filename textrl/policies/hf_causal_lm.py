@@ -153,6 +153,18 @@ def clear_gguf_quantizer(lm) -> None:
                 pass
 
 
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def has_plain_lm_head(lm: nn.Module) -> bool:
+    """True when ``logits = lm_head(base_model(x).last_hidden_state)`` (Llama, GPT-2, Qwen...),
+    i.e. the CausalLM applies no soft-capping or scaling that calling the trunk directly would skip."""
+    config = lm.config.get_text_config()
+    if any(getattr(config, name, None) not in (None, 1.0) for name in LOGIT_TRANSFORMS):
+        return False
+    return lm.get_output_embeddings() is not None and lm.base_model is not lm
+
+
 class PolicyWithValueHead(nn.Module):
     """A causal LM (``self.lm``) and a :class:`ValueHead` sharing one forward pass.
 
@@ -165,6 +177,7 @@ class PolicyWithValueHead(nn.Module):
         super().__init__()
         self.lm = lm
         self.value_head = ValueHead(lm.config.get_text_config().hidden_size)
+        self.plain_head = has_plain_lm_head(lm)
 
     @property
     def config(self):
@@ -208,13 +221,19 @@ class PolicyWithValueHead(nn.Module):
         attention_mask = attention_mask.long()
         if position_ids is None:
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      past_key_values=past_key_values, use_cache=use_cache, output_hidden_states=True,
-                      logits_to_keep=logits_to_keep)
-        hidden = out.hidden_states[-1]
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        return PolicyOutput(out.logits, self.value_head(hidden), out.past_key_values)
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      past_key_values=past_key_values, use_cache=use_cache)
+        if self.plain_head:  # trunk, then lm_head on the kept positions: no hidden-state capture
+            out = self.lm.base_model(**inputs)
+            hidden = out.last_hidden_state
+            hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+            logits = self.lm.get_output_embeddings()(hidden)
+        else:
+            out = self.lm(**inputs, output_hidden_states=True, logits_to_keep=logits_to_keep)
+            hidden = out.hidden_states[-1]
+            hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+            logits = out.logits
+        return PolicyOutput(logits, self.value_head(hidden), out.past_key_values)
 
     def response_outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int):
         """Teacher-forced logits and values for the last ``response_length`` tokens.

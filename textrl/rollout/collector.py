@@ -103,10 +103,9 @@ class RolloutCollector:
             ref_sampling = SamplingConfig(temperature=self.sampling.temperature)
             ref_logits = response_logits(self.reference, input_ids, attention_mask, T)[..., :vocab]
             ref_logprobs = token_logprobs(ref_logits, input_ids[:, -T:], ref_sampling) * response_mask
-        n = env.num_envs
         return RolloutBatch(
             input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
             logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, rewards=rewards,
-            scores=rewards.sum(1), prompts=list(env.episode_prompts), responses=env.response_texts(range(n)),
+            scores=rewards.sum(1), prompts=list(env.episode_prompts), responses=list(env.episode_responses),
             sampling=self.sampling, vocab_size=vocab, samples_per_prompt=self.samples_per_prompt,
         )
