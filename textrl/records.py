@@ -1,0 +1,155 @@
+"""Training records for the SFT and reward-model stages, from the common public formats.
+
+Demonstrations (``stage=sft``) become :class:`Demonstration` (prompt, response):
+
+- ``{"prompt", "response"}`` (also ``completion``/``output``/``chosen`` as the response);
+- Alpaca ``{"instruction", "input", "output"}`` (the input, when present, follows the
+  instruction after a blank line);
+- chat ``{"messages": [{"role", "content"}, ...]}``: everything before the last assistant turn
+  is the prompt, that turn the response.
+
+Rankings (``stage=rm``) become :class:`Ranking` (prompt, K responses, ranks with 0 = best):
+
+- K-wise ``{"prompt", "responses": [...], "ranking": [...]}``;
+- pairs ``{"prompt", "chosen", "rejected"}``;
+- Anthropic hh-rlhf ``{"chosen", "rejected"}``: two full dialogues sharing a prefix; the prompt
+  is the dialogue up to and including the last ``"\\n\\nAssistant:"``, the responses are what
+  follows it in each.
+
+Labelled text (``stage=rm rm.objective=classification``) becomes (text, label) pairs from
+``{"text", "label"}`` rows.
+
+Files: ``.jsonl``/``.json`` (optionally ``.gz``); anything else is tried as a ``datasets`` id.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from textrl.errors import TextRLError
+
+ASSISTANT = "\n\nAssistant:"
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """A prompt and the demonstrated response (``messages`` keeps chat turns for templates)."""
+
+    prompt: str
+    response: str
+    messages: tuple = ()
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A prompt, K responses and their ranks (0 = best; equal ranks are ties)."""
+
+    prompt: str
+    responses: tuple[str, ...]
+    ranks: tuple[int, ...]
+
+
+def read_rows(source: str, split: str = "train") -> list[dict]:
+    """Rows of a ``.jsonl``/``.json`` file (optionally gzipped) or of a ``datasets`` id.
+
+    Raises:
+        TextRLError: a missing file, invalid JSON, or a datasets id that cannot be loaded.
+    """
+    path = os.path.expanduser(source)
+    base = path[:-3] if path.endswith(".gz") else path
+    if os.path.isfile(path):
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            text = f.read()
+        try:
+            if base.endswith(".jsonl"):
+                return [json.loads(line) for line in text.splitlines() if line.strip()]
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise TextRLError(f"{source!r} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        return rows if isinstance(rows, list) else next((v for v in rows.values() if isinstance(v, list)), [rows])
+    if base.endswith((".jsonl", ".json")) or source.startswith((".", "/", "~")):
+        raise TextRLError(f"data file {source!r} does not exist; expected a .jsonl/.json path or a datasets id")
+    try:
+        import datasets
+
+        return list(datasets.load_dataset(source, split=split))
+    except Exception as e:  # datasets raises many types; report one line
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TextRLError(f"cannot load {source!r} as a file or a datasets id ({first})") from None
+
+
+def to_demonstration(row: dict[str, Any]) -> Demonstration:
+    """One demonstration from a prompt/response, Alpaca or chat-messages row.
+
+    Raises:
+        TextRLError: a row in none of these formats (its keys are named).
+    """
+    if "messages" in row:
+        messages = [dict(m) for m in row["messages"]]
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        if last is None:
+            raise TextRLError(f"chat row has no assistant turn; roles {[m.get('role') for m in messages]}")
+        prompt = "\n".join(m["content"] for m in messages[:last])
+        return Demonstration(prompt, messages[last]["content"], tuple(tuple(m.items()) for m in messages[:last + 1]))
+    if "instruction" in row:
+        prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+        return Demonstration(prompt, row.get("output", ""))
+    for key in ("response", "completion", "output", "chosen"):
+        if "prompt" in row and key in row:
+            return Demonstration(row["prompt"], row[key])
+    raise TextRLError(f"demonstration row has keys {sorted(row)}; expected prompt/response, "
+                      f"instruction/input/output (Alpaca) or messages")
+
+
+def split_dialogue(text: str) -> tuple[str, str]:
+    """hh-rlhf: ``(prompt up to and including the last "\\n\\nAssistant:", the reply after it)``."""
+    cut = text.rfind(ASSISTANT)
+    if cut < 0:
+        raise TextRLError(f"dialogue {text[:60]!r}... has no {ASSISTANT.strip()!r} turn")
+    cut += len(ASSISTANT)
+    return text[:cut], text[cut:].strip()
+
+
+def to_ranking(row: dict[str, Any]) -> Ranking:
+    """One ranking from a K-wise, pairwise or hh-rlhf row.
+
+    Raises:
+        TextRLError: an unknown format, a ranking of the wrong length, or hh-rlhf dialogues
+            whose prompts differ.
+    """
+    if "responses" in row:
+        responses, ranks = tuple(row["responses"]), tuple(int(r) for r in row.get("ranking", range(len(row["responses"]))))
+        if len(ranks) != len(responses):
+            raise TextRLError(f"ranking {list(ranks)} has {len(ranks)} entries; expected one per response "
+                              f"({len(responses)})")
+        return Ranking(row["prompt"], responses, ranks)
+    if "chosen" in row and "rejected" in row:
+        if "prompt" in row:
+            return Ranking(row["prompt"], (row["chosen"], row["rejected"]), (0, 1))
+        prompt, chosen = split_dialogue(row["chosen"])
+        other, rejected = split_dialogue(row["rejected"])
+        if other != prompt:
+            raise TextRLError("hh-rlhf row: chosen and rejected dialogues differ before the last Assistant turn")
+        return Ranking(prompt, (chosen, rejected), (0, 1))
+    raise TextRLError(f"preference row has keys {sorted(row)}; expected prompt/responses/ranking, "
+                      f"prompt/chosen/rejected or chosen/rejected dialogues (hh-rlhf)")
+
+
+def to_labelled(rows: Iterable[dict[str, Any]], text_field: str = "text", label_field: str = "label"):
+    """``(texts, labels)`` from classification rows.
+
+    Raises:
+        TextRLError: a row without the text or label field.
+    """
+    texts, labels = [], []
+    for row in rows:
+        if text_field not in row or label_field not in row:
+            raise TextRLError(f"classification row has keys {sorted(row)}; expected {text_field!r} and {label_field!r}")
+        texts.append(row[text_field])
+        labels.append(int(row[label_field]))
+    return texts, labels
