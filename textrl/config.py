@@ -61,6 +61,8 @@ class DataConfig:
     split: str = "train"
     max_prompts: Optional[int] = None
     prefix_tokens: Optional[int] = None
+    prompt_format: str = "none"  # none (raw text) | auto | chat | plain: see textrl.records.format_prompt
+    eval_prompts: Optional[int] = None  # hold out the last k prompts for stage=eval (not trained on)
 
 
 @dataclass
@@ -103,8 +105,67 @@ class LoggerConfig:
 
 
 @dataclass
+class SFTConfig:
+    """``sft.*`` (``stage=sft``): supervised fine-tuning on demonstrations, loss on response tokens
+    only. InstructGPT: 16 epochs, cosine decay, residual dropout 0.2."""
+
+    data: str = "${oc.env:TEXTRL_ASSETS,../shared/assets}/alpaca-subset/alpaca_small_2k.json"
+    split: str = "train"
+    max_examples: Optional[int] = None
+    eval_fraction: float = 0.05
+    epochs: float = 1.0
+    lr: float = 5.0e-5
+    warmup_ratio: float = 0.03
+    batch_size: int = 8
+    max_length: int = 256
+    dropout: float = 0.0
+    weight_decay: float = 0.0
+    prompt_format: str = "auto"  # auto | chat | plain
+
+
+@dataclass
+class RMConfig:
+    """``rm.*`` (``stage=rm``): reward-model training. ``objective=ranking`` uses K-wise rankings or
+    pairs (InstructGPT eq. 1); ``objective=classification`` trains a classifier on labelled text.
+    ``model`` initialises the backbone (an SFT directory, any HF model id or directory)."""
+
+    objective: str = "ranking"  # ranking | classification
+    model: str = "${policy.model}"
+    gguf_file: Optional[str] = "${policy.gguf_file}"
+    data: str = "${oc.env:TEXTRL_ASSETS,../shared/assets}/hh-rlhf-harmless-test/harmless-base-test.jsonl.gz"
+    eval_data: Optional[str] = None
+    split: str = "train"
+    max_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = 500
+    eval_fraction: float = 0.1
+    epochs: float = 1.0
+    lr: float = 1.0e-5
+    warmup_ratio: float = 0.03
+    batch_size: int = 8
+    max_length: int = 256
+    head_tokens: Optional[int] = None  # classification: keep the first k and the last (max_length-k) tokens
+    normalize: bool = True
+    unit_std: bool = False
+    prompt_format: str = "plain"
+    text_field: str = "text"
+    label_field: str = "label"
+    labels: list[str] = field(default_factory=lambda: ["negative", "positive"])
+
+
+@dataclass
+class EvalConfig:
+    """``eval.*`` (``stage=eval``): the policy (``policy.model``) against ``reference`` on held-out
+    prompts (``data.*``): mean reward, win rate under the reward model, KL, length."""
+
+    reference: str = "${policy.model}"
+    reference_gguf_file: Optional[str] = None
+    num_prompts: int = 64
+    samples: int = 8
+
+
+@dataclass
 class TrainConfig:
-    """The whole run: ``stage`` (rl), ``seed``, ``device`` (auto | cpu | cuda | cuda:N) and one
+    """The whole run: ``stage`` (sft | rm | rl | eval | instructgpt), ``seed``, ``device`` (auto | cpu | cuda | cuda:N) and one
     node per config group."""
 
     stage: str = "rl"
@@ -118,6 +179,9 @@ class TrainConfig:
     algo: Any = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def package_dir(package: str) -> str:

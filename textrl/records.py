@@ -53,6 +53,32 @@ class Ranking:
     ranks: tuple[int, ...]
 
 
+PROMPT_FORMATS = ("none", "auto", "chat", "plain")
+
+
+def format_prompt(tokenizer, prompt: str, prompt_format: str = "auto") -> str:
+    """The text the model sees before its response.
+
+    ``none``: the prompt as is (continuation tasks); ``chat``: the tokenizer's chat template
+    with one user turn and the assistant header; ``plain``: ``prompt + "\n"``; ``auto``: chat if
+    the tokenizer has a template, else plain.
+
+    Raises:
+        TextRLError: unknown format, or ``chat`` with a tokenizer that has no chat template.
+    """
+    if prompt_format not in PROMPT_FORMATS:
+        raise TextRLError(f"prompt_format: got {prompt_format!r}; expected one of {list(PROMPT_FORMATS)}")
+    if prompt_format == "none":
+        return prompt
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "chat" and not has_template:
+        raise TextRLError("prompt_format: got 'chat' but the tokenizer has no chat template; expected auto or plain")
+    if prompt_format in ("chat", "auto") and has_template:
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    return prompt + "\n"
+
+
 def read_rows(source: str, split: str = "train") -> list[dict]:
     """Rows of a ``.jsonl``/``.json`` file (optionally gzipped) or of a ``datasets`` id.
 
@@ -67,7 +93,7 @@ def read_rows(source: str, split: str = "train") -> list[dict]:
             text = f.read()
         try:
             if base.endswith(".jsonl"):
-                return [json.loads(line) for line in text.splitlines() if line.strip()]
+                return [json.loads(line) for line in text.split("\n") if line.strip()]  # not splitlines: \u2028 is text
             rows = json.loads(text)
         except json.JSONDecodeError as e:
             raise TextRLError(f"{source!r} is not valid JSON ({e.msg} at line {e.lineno})") from None
@@ -115,6 +141,22 @@ def split_dialogue(text: str) -> tuple[str, str]:
     return text[:cut], text[cut:].strip()
 
 
+def split_dialogue_pair(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """hh-rlhf: the shared dialogue up to and including its last ``"\n\nAssistant:"`` is the prompt;
+    what follows in each dialogue is that response (usually one turn; more where the two
+    dialogues diverged earlier).
+
+    Raises:
+        TextRLError: the dialogues share no Assistant turn.
+    """
+    common = os.path.commonprefix([chosen, rejected])
+    cut = common.rfind(ASSISTANT)
+    if cut < 0:
+        raise TextRLError(f"hh-rlhf row: dialogues {chosen[:40]!r}... share no {ASSISTANT.strip()!r} turn")
+    cut += len(ASSISTANT)
+    return chosen[:cut], chosen[cut:].strip(), rejected[cut:].strip()
+
+
 def to_ranking(row: dict[str, Any]) -> Ranking:
     """One ranking from a K-wise, pairwise or hh-rlhf row.
 
@@ -131,10 +173,7 @@ def to_ranking(row: dict[str, Any]) -> Ranking:
     if "chosen" in row and "rejected" in row:
         if "prompt" in row:
             return Ranking(row["prompt"], (row["chosen"], row["rejected"]), (0, 1))
-        prompt, chosen = split_dialogue(row["chosen"])
-        other, rejected = split_dialogue(row["rejected"])
-        if other != prompt:
-            raise TextRLError("hh-rlhf row: chosen and rejected dialogues differ before the last Assistant turn")
+        prompt, chosen, rejected = split_dialogue_pair(row["chosen"], row["rejected"])
         return Ranking(prompt, (chosen, rejected), (0, 1))
     raise TextRLError(f"preference row has keys {sorted(row)}; expected prompt/responses/ranking, "
                       f"prompt/chosen/rejected or chosen/rejected dialogues (hh-rlhf)")

@@ -8,26 +8,10 @@ import random
 import numpy as np
 import torch
 
+from textrl.devices import resolve_device
 from textrl.errors import TextRLError
-from textrl.loggers import JsonlLogger, make_logger
 
-STAGES = ("rl",)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → ``cuda`` when available else ``cpu``; ``cuda`` without CUDA is an error.
-
-    Raises:
-        TextRLError: unknown device name, or CUDA requested but unavailable.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TextRLError(f"device: got {name!r} but CUDA is not available; expected device=cpu or device=auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise TextRLError(f"device: got {name!r}; expected auto, cpu, cuda or cuda:N") from None
+STAGES = ("sft", "rm", "rl", "eval", "instructgpt")
 
 
 def seed_everything(seed: int) -> None:
@@ -62,20 +46,25 @@ def run(cfg, run_dir: str | None = None, registry=None) -> dict:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     registry = registry or load_plugins()
-    loggers = [JsonlLogger(run_dir), make_logger(cfg.logger)]
-    names = []
-    for plugin in filter(None, loggers):
-        names.append(registry.manager.register(plugin))
-    try:
-        from textrl.stages import rl
-
-        return rl.train(cfg, registry, run_dir, device)
-    finally:
-        for name in names:
-            registry.manager.unregister(name=name)
+    return run_stage(cfg, registry, run_dir, device)
 
 
 def _hydra_run_dir() -> str | None:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+
+
+def run_stage(cfg, registry, run_dir: str, device) -> dict:
+    """Run the one stage ``cfg.stage`` names."""
+    from textrl.stages import evaluate, instructgpt, reward_model, rl, sft
+
+    if cfg.stage == "sft":
+        return sft.train(cfg, run_dir, device)
+    if cfg.stage == "rm":
+        return reward_model.train(cfg, run_dir, device)
+    if cfg.stage == "eval":
+        return evaluate.evaluate(cfg, registry, run_dir, device)
+    if cfg.stage == "instructgpt":
+        return instructgpt.run_pipeline(cfg, registry, run_dir, device)
+    return rl.train(cfg, registry, run_dir, device)

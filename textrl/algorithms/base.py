@@ -24,8 +24,9 @@ class Algorithm(ABC):
     samples_per_prompt: int | None = None
 
     @abstractmethod
-    def setup(self, policy, reference) -> None:
-        """Build optimizers and anything else that needs the models (called once)."""
+    def setup(self, policy, reference, reward_model=None) -> None:
+        """Build optimizers and anything else that needs the models (called once). An
+        implementation may leave out ``reward_model`` from its signature."""
 
     @abstractmethod
     def update(self, batch: RolloutBatch) -> dict[str, float]:

@@ -59,6 +59,9 @@ class PPO(Algorithm):
         max_grad_norm: gradient-norm clip (``None`` = off).
         whiten_advantages: normalise advantages over the batch.
         weight_decay: AdamW weight decay.
+        value_init: ``zeros`` (value head starts at 0) or ``reward_model``: copy the (normalised)
+            score head of a ``reward=learned`` model into the value head (InstructGPT initialises
+            the value function from the RM; here the head, since the trunk is the policy's).
 
     Minibatch shuffling draws from a generator seeded from torch's global seed (``seed``).
 
@@ -70,7 +73,7 @@ class PPO(Algorithm):
     def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
                  clip_range: float = 0.2, clip_range_value: float | None = 0.2, vf_coef: float = 0.1,
                  ent_coef: float = 0.0, epochs: int = 4, minibatch_size: int = 8, max_grad_norm: float | None = 1.0,
-                 whiten_advantages: bool = True, weight_decay: float = 0.0):
+                 whiten_advantages: bool = True, weight_decay: float = 0.0, value_init: str = "zeros"):
         for name, value in (("algo.lr", lr), ("algo.epochs", epochs), ("algo.minibatch_size", minibatch_size),
                             ("algo.clip_range", clip_range)):
             if not value > 0:
@@ -80,6 +83,9 @@ class PPO(Algorithm):
         self.vf_coef, self.ent_coef, self.epochs = vf_coef, ent_coef, epochs
         self.minibatch_size, self.max_grad_norm = minibatch_size, max_grad_norm
         self.whiten_advantages, self.weight_decay = whiten_advantages, weight_decay
+        if value_init not in ("zeros", "reward_model"):
+            raise TextRLError(f"algo.value_init: got {value_init!r}; expected zeros or reward_model")
+        self.value_init = value_init
         self.kl_controller = make_kl_controller(kl)
         self.generator = torch.Generator().manual_seed(torch.initial_seed())
         self.policy = self.optimizer = None
@@ -89,9 +95,29 @@ class PPO(Algorithm):
         """Current β."""
         return self.kl_controller.value
 
-    def setup(self, policy, reference) -> None:
-        """Create the AdamW optimizer over the policy (LM + value head)."""
+    def setup(self, policy, reference, reward_model=None) -> None:
+        """Create the AdamW optimizer over the policy (LM + value head); with
+        ``value_init=reward_model`` first copy ``reward_model.score_head()`` into the value head.
+
+        Raises:
+            TextRLError: ``value_init=reward_model`` without a learned reward model of the
+                policy's hidden size.
+        """
         self.policy = policy
+        if self.value_init == "reward_model":
+            head = getattr(reward_model, "score_head", None)
+            if head is None:
+                raise TextRLError("algo.value_init=reward_model needs reward=learned; got a reward model without "
+                                  "a score head")
+            weight, bias = head()
+            target = policy.value_head.summary
+            if weight.shape != target.weight.shape:
+                raise TextRLError(f"algo.value_init=reward_model: reward model hidden size {weight.shape[1]} != "
+                                  f"policy hidden size {target.weight.shape[1]}; expected an RM initialised "
+                                  f"from the policy (InstructGPT)")
+            with torch.no_grad():
+                target.weight.copy_(weight)
+                target.bias.copy_(bias)
         params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 

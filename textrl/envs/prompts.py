@@ -125,7 +125,7 @@ def _read_file(path: str, base: str, text_field: str | None) -> list[str]:
         raise TextRLError(f"data.prompts: cannot read {path!r} ({e}); expected a UTF-8 text file") from None
     try:
         if base.endswith(".jsonl"):
-            rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
+            rows = [json.loads(line) for line in raw.split("\n") if line.strip()]  # not splitlines: \u2028 is text
         elif base.endswith(".json"):
             rows = json.loads(raw) if raw.strip() else []
             if isinstance(rows, dict):  # {"prompts": [...]} or {"data": [...]}

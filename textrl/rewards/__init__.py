@@ -2,13 +2,14 @@
 
 from textrl.hookspecs import hookimpl
 from textrl.rewards.base import RewardModel, check_scores
+from textrl.rewards.learned import LearnedReward
 from textrl.rewards.sentiment import SentimentReward
 
 
 @hookimpl
 def textrl_reward_models():
     """textrl's built-in reward models."""
-    return {"sentiment": SentimentReward}
+    return {"sentiment": SentimentReward, "learned": LearnedReward}
 
 
-__all__ = ["RewardModel", "SentimentReward", "check_scores"]
+__all__ = ["LearnedReward", "RewardModel", "SentimentReward", "check_scores"]

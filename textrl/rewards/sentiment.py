@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from textrl.devices import resolve_device
 from textrl.errors import TextRLError
 
 BACKENDS = ("vader", "classifier")
@@ -109,14 +110,15 @@ class SentimentReward:
 
     def __init__(self, backend: str = "vader", model: str | None = None, positive_label: str = "positive",
                  include_prompt: bool = False, batch_size: int = 32, max_length: int = 256,
-                 device: str = "cpu"):
+                 device: str = "auto"):
         if backend not in BACKENDS:
             raise TextRLError(f"reward.backend: got {backend!r}; expected one of {list(BACKENDS)}")
         self.include_prompt = include_prompt
         if backend == "vader":
             self.scorer = VaderSentiment()
         else:
-            self.scorer = ClassifierSentiment(model or "", positive_label, batch_size, max_length, device)
+            self.scorer = ClassifierSentiment(model or "", positive_label, batch_size, max_length,
+                                              resolve_device(device))
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         texts = [p + r for p, r in zip(prompts, responses)] if self.include_prompt else list(responses)

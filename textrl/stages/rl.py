@@ -8,6 +8,7 @@ atomically.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 
@@ -16,32 +17,64 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from textrl.config import build_plugin
+from textrl.errors import TextRLError
+from textrl.records import format_prompt
 from textrl.envs.prompts import load_prompts
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.io import atomic_save_dir, atomic_write_json
+from textrl.loggers import JsonlLogger, make_logger
 from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_tokenizer
 from textrl.policies.reference import frozen_reference
 from textrl.policies.sampling import SamplingConfig
 from textrl.rollout.collector import RolloutCollector
 
 
+def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
+    """``(train_prompts, eval_prompts)``: ``data.eval_prompts`` holds out the last k prompts for
+    ``stage=eval``; each prompt is written in ``data.prompt_format``.
+
+    Raises:
+        TextRLError: holding out every prompt.
+    """
+    d = cfg.data
+    prompts = load_prompts(d.prompts, text_field=d.text_field, split=d.split, max_prompts=d.max_prompts,
+                           prefix_tokens=d.prefix_tokens, tokenizer=tokenizer)
+    prompts = [format_prompt(tokenizer, p, d.prompt_format) for p in prompts]
+    k = d.eval_prompts or 0
+    if k >= len(prompts):
+        raise TextRLError(f"data.eval_prompts: got {k}; expected fewer than the {len(prompts)} prompts")
+    return (prompts[:-k], prompts[-k:]) if k else (prompts, [])
+
+
 def build_reward(cfg, registry, device):
     """The reward model for ``cfg.reward`` (``device: auto`` becomes the run's device)."""
     node = OmegaConf.to_container(cfg.reward, resolve=True)
     if node.get("device") == "auto":
-        node["device"] = str(device)
+        node["device"] = str(device)  # the run's device, not a second guess
     return build_plugin("reward", node, registry.rewards)
 
 
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
-    """Run the RL stage; returns the summary dict (also written to ``summary.json``)."""
+    """Run the RL stage; returns the summary dict (also written to ``summary.json``).
+
+    The jsonl logger (metrics.jsonl, samples.jsonl in ``run_dir``) and the ``logger.name``
+    logger are registered as plugins for the duration of the stage.
+    """
+    names = [registry.manager.register(p) for p in (JsonlLogger(run_dir), make_logger(cfg.logger)) if p is not None]
+    try:
+        return _train(cfg, registry, run_dir, device)
+    finally:
+        for name in names:
+            registry.manager.unregister(name=name)
+
+
+def _train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     start = time.perf_counter()
     tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
     policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
                                                  tokenizer=tokenizer, dropout=cfg.policy.dropout, device=device)
     reference = frozen_reference(policy)
-    prompts = load_prompts(cfg.data.prompts, text_field=cfg.data.text_field, split=cfg.data.split,
-                           max_prompts=cfg.data.max_prompts, prefix_tokens=cfg.data.prefix_tokens, tokenizer=tokenizer)
+    prompts, _ = load_prompt_split(cfg, tokenizer)
     reward_model = build_reward(cfg, registry, device)
     env = TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=cfg.rollout.batch_size,
                             max_new_tokens=cfg.env.max_new_tokens, max_prompt_tokens=cfg.env.max_prompt_tokens,
@@ -49,7 +82,10 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
                             device=device, autoreset_mode="disabled")
     sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
     algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
-    algorithm.setup(policy, reference)
+    if "reward_model" in inspect.signature(algorithm.setup).parameters:
+        algorithm.setup(policy, reference, reward_model=reward_model)
+    else:
+        algorithm.setup(policy, reference)
     samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
     collector = RolloutCollector(env, policy, reference, sampling, seed=cfg.seed, samples_per_prompt=samples_per_prompt)
 

@@ -1,0 +1,201 @@
+"""Stage ``rm``: reward-model training (InstructGPT step 2).
+
+``rm.objective=ranking``: a scalar-output ``AutoModelForSequenceClassification`` (any HF backbone,
+including an SFT causal-LM directory, as InstructGPT initialises its RM from the SFT model)
+trained with the K-wise ranking loss of :mod:`textrl.algorithms.ranking`: every step takes
+``rm.batch_size`` prompts with all their responses, scores each response once and uses all
+C(K, 2) pairs. After training the reward is normalised: a bias makes the mean score of the
+reference set (the best-ranked responses of the training data) 0, and ``rm.unit_std`` adds a gain
+making its std 1. Both are stored in ``textrl_reward.json`` next to the model and applied by
+``reward=learned`` on load.
+
+``rm.objective=classification``: a classifier on labelled text (e.g. IMDB sentiment); the saved
+directory works as ``reward=sentiment reward.backend=classifier reward.model=<dir>``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import torch
+
+from textrl.algorithms.ranking import ranking_loss, ranking_pairs
+from textrl.errors import TextRLError
+from textrl.io import atomic_save_dir, atomic_write_json
+from textrl.records import read_rows, to_labelled, to_ranking
+from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer, load_sequence_classifier
+from textrl.stages.sft import split_rows
+
+OBJECTIVES = ("ranking", "classification")
+
+
+def _optimizer_and_schedule(model, lr: float, steps: int, warmup_ratio: float, weight_decay: float = 0.0):
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    schedule = get_scheduler("cosine", optimizer, num_warmup_steps=math.ceil(warmup_ratio * steps),
+                             num_training_steps=steps)
+    return optimizer, schedule
+
+
+def _batches(items: list, batch_size: int, epochs: float, seed: int):
+    """Yield ``(step, batch)`` for ``epochs`` (fractional allowed) shuffled passes over ``items``."""
+    generator = torch.Generator().manual_seed(seed)
+    total = max(1, math.ceil(len(items) * epochs / batch_size))
+    step, order = 0, []
+    while step < total:
+        if len(order) < batch_size:
+            order += torch.randperm(len(items), generator=generator).tolist()
+        batch, order = [items[i] for i in order[:batch_size]], order[batch_size:]
+        yield step, total, batch
+        step += 1
+
+
+def ranking_step(scorer: RewardScorer, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and pairwise accuracy of one batch of :class:`~textrl.records.Ranking` s: every
+    response of every prompt is scored in one forward pass (Σ K rows), then all ordered pairs of
+    each prompt enter the loss."""
+    scores = scorer.score([x.prompt for x in batch for _ in x.responses], [y for x in batch for y in x.responses])
+    return ranking_loss(scores, ranking_pairs([x.ranks for x in batch], device=scores.device))
+
+
+def evaluate_ranking(scorer: RewardScorer, rankings, batch_size: int) -> dict:
+    """Mean ranking loss and pairwise accuracy of ``scorer`` over ``rankings`` (no grad)."""
+    losses, correct, pairs_seen = [], 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(rankings), batch_size):
+            chunk = rankings[i:i + batch_size]
+            scores = scorer.score([r.prompt for r in chunk for _ in r.responses],
+                                  [y for r in chunk for y in r.responses])
+            pairs = ranking_pairs([r.ranks for r in chunk], device=scores.device)
+            loss, acc = ranking_loss(scores, pairs)
+            losses.append(float(loss) * len(chunk))
+            correct += float(acc) * len(pairs.winner)
+            pairs_seen += len(pairs.winner)
+    return {"loss": sum(losses) / max(1, len(rankings)), "pairwise_accuracy": correct / max(1, pairs_seen)}
+
+
+def train_ranking(cfg, run_dir: str, device: torch.device) -> dict:
+    """K-wise ranking RM; see the module docstring."""
+    r = cfg.rm
+    rankings = [to_ranking(row) for row in read_rows(r.data, r.split)]
+    rankings = [x for x in rankings if len(set(x.ranks)) > 1][:r.max_examples]
+    if r.eval_data:
+        train_set, eval_set = rankings, [to_ranking(row) for row in read_rows(r.eval_data, r.split)]
+    else:
+        train_set, eval_set = split_rows(rankings, r.eval_fraction, cfg.seed)
+    eval_set = eval_set[:r.max_eval_examples]
+    model, tokenizer = load_sequence_classifier(r.model, r.gguf_file, num_labels=1, device=device)
+    scorer = RewardScorer(model, tokenizer, max_length=r.max_length, prompt_format=r.prompt_format, device=device)
+    before = evaluate_ranking(scorer, eval_set, r.batch_size) if eval_set else {}
+    start = time.perf_counter()
+    optimizer = schedule = None
+    model.train()
+    for step, total, batch in _batches(train_set, r.batch_size, r.epochs, cfg.seed):
+        if optimizer is None:
+            optimizer, schedule = _optimizer_and_schedule(model, r.lr, total, r.warmup_ratio)
+        loss, acc = ranking_step(scorer, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 10 == 0 or step == total - 1:
+            print(f"textrl rm: step {step + 1}/{total} loss {loss.item():.4f} pairwise acc {acc.item():.3f}")
+    model.eval()
+    after = evaluate_ranking(scorer, eval_set, r.batch_size) if eval_set else {}
+    normalization = {"bias": 0.0, "gain": 1.0}
+    if r.normalize:
+        with torch.no_grad():
+            best = [(x.prompt, x.responses[x.ranks.index(min(x.ranks))]) for x in train_set[:512]]
+            ref = torch.cat([scorer.score([p for p, _ in best[i:i + 32]], [y for _, y in best[i:i + 32]])
+                             for i in range(0, len(best), 32)])
+        normalization = {"bias": -float(ref.mean()), "gain": 1.0 / float(ref.std().clamp(min=1e-6)) if r.unit_std else 1.0,
+                         "reference": "best-ranked training responses", "reference_size": len(best)}
+    return _save(run_dir, model, tokenizer, {"objective": "ranking", "normalization": normalization,
+                                               "prompt_format": r.prompt_format, "max_length": r.max_length},
+                 {"stage": "rm", "objective": "ranking", "train_examples": len(train_set),
+                  "eval_examples": len(eval_set), "eval_before": before, "eval_after": after,
+                  "train_time_s": time.perf_counter() - start, "normalization": normalization})
+
+
+def train_classification(cfg, run_dir: str, device: torch.device) -> dict:
+    """Classifier on labelled text (``rm.text_field``/``rm.label_field``)."""
+    r = cfg.rm
+    texts, labels = to_labelled(read_rows(r.data, r.split), r.text_field, r.label_field)
+    rows = list(zip(texts, labels))[:r.max_examples] if r.max_examples else list(zip(texts, labels))
+    if r.eval_data:
+        eval_rows = list(zip(*to_labelled(read_rows(r.eval_data, r.split), r.text_field, r.label_field)))
+        train_rows = rows
+    else:
+        train_rows, eval_rows = split_rows(rows, r.eval_fraction, cfg.seed)
+    eval_rows = eval_rows[:r.max_eval_examples]
+    names = list(r.labels)
+    if max(labels) >= len(names):
+        raise TextRLError(f"rm.labels: got {names}; expected a name for every label up to {max(labels)}")
+    model, tokenizer = load_sequence_classifier(r.model, r.gguf_file, num_labels=len(names), device=device,
+                                                id2label=dict(enumerate(names)))
+    scorer = RewardScorer(model, tokenizer, max_length=r.max_length, head_tokens=r.head_tokens, device=device)
+    start = time.perf_counter()
+    optimizer = schedule = None
+    model.train()
+    for step, total, batch in _batches(train_rows, r.batch_size, r.epochs, cfg.seed):
+        if optimizer is None:
+            optimizer, schedule = _optimizer_and_schedule(model, r.lr, total, r.warmup_ratio)
+        logits = scorer.logits([t for t, _ in batch])
+        target = torch.tensor([y for _, y in batch], device=logits.device)
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 20 == 0 or step == total - 1:
+            acc = float((logits.argmax(-1) == target).float().mean())
+            print(f"textrl rm: step {step + 1}/{total} loss {loss.item():.4f} batch acc {acc:.3f}")
+    train_time = time.perf_counter() - start
+    model.eval()
+    accuracy = classification_accuracy(scorer, eval_rows, r.batch_size * 2)
+    return _save(run_dir, model, tokenizer, {"objective": "classification", "head_tokens": r.head_tokens,
+                                               "max_length": r.max_length},
+                 {"stage": "rm", "objective": "classification", "train_examples": len(train_rows),
+                  "eval_examples": len(eval_rows), "eval_accuracy": accuracy, "train_time_s": train_time})
+
+
+def classification_accuracy(scorer: RewardScorer, rows, batch_size: int) -> float:
+    """Fraction of ``(text, label)`` rows whose argmax logit is the label."""
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            predicted = scorer.logits([t for t, _ in chunk]).argmax(-1).cpu()
+            correct += int((predicted == torch.tensor([y for _, y in chunk])).sum())
+    return correct / max(1, len(rows))
+
+
+def _save(run_dir, model, tokenizer, settings: dict, summary: dict) -> dict:
+    model_dir = os.path.join(run_dir, "model")
+
+    def save(directory):
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        atomic_write_json(os.path.join(directory, NORMALIZATION_FILE), settings)
+
+    atomic_save_dir(model_dir, save)
+    summary["model_dir"] = model_dir
+    atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+    print("textrl rm: " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict)))
+    return summary
+
+
+def train(cfg, run_dir: str, device: torch.device) -> dict:
+    """Dispatch on ``rm.objective``.
+
+    Raises:
+        TextRLError: unknown objective.
+    """
+    if cfg.rm.objective not in OBJECTIVES:
+        raise TextRLError(f"rm.objective: got {cfg.rm.objective!r}; expected one of {list(OBJECTIVES)}")
+    return (train_ranking if cfg.rm.objective == "ranking" else train_classification)(cfg, run_dir, device)
