@@ -90,6 +90,10 @@ def test_wrong_type_names_the_key(tmp_path):
     (["device=cuda"], "CUDA is not available"),
     (["algo.minibatch_size=3"], "algo.minibatch_size: got 3; expected a divisor of rollout.batch_size=8"),
     (["reward.backend=telepathy"], "reward.backend: got 'telepathy'"),
+    (["stage=sft", "sft.data=/no/such/demos.json"], "data file '/no/such/demos.json' does not exist"),
+    (["stage=rm", "rm.objective=regression"], "rm.objective: got 'regression'"),
+    (["stage=distill"], "stage: got 'distill'"),
+    (["reward=learned"], "reward.model: not set"),
 ])
 def test_bad_input_is_one_clear_line(assets, tmp_path, overrides, message):
     if "device=cuda" in overrides:

@@ -217,3 +217,22 @@ def test_wrong_number_of_actions_or_prompts(tokenizer):
     venv.reset(seed=0)
     with pytest.raises(TextRLError, match="got 2 actions; expected 3"):
         venv.step(torch.tensor([5, 5]))
+
+
+def test_format_prompt_changes_tokens_not_the_prompt_the_reward_sees(tokenizer):
+    seen = []
+
+    def rm(prompts, responses):
+        seen.extend(prompts)
+        return torch.zeros(len(prompts))
+
+    wrap = lambda p: "the " + p  # noqa: E731
+    env = single(tokenizer, reward_model=rm, max_new_tokens=1, format_prompt=wrap)
+    obs, _ = env.reset(options={"prompt": "dog ran"})
+    assert obs["input_ids"][10 - 4:10].tolist() == tokenizer("the dog ran")["input_ids"]
+    env.step(5)
+    venv = vector(tokenizer, n=1, reward_model=rm, max_new_tokens=1, format_prompt=wrap, autoreset_mode="disabled")
+    vobs, _ = venv.reset(options={"prompts": ["dog ran"]})
+    assert vobs["input_ids"][0].tolist() == obs["input_ids"].tolist()
+    venv.step(torch.tensor([5]))
+    assert seen == ["dog ran", "dog ran"]

@@ -145,6 +145,8 @@ def _row_text(row, text_field: str | None, where: str) -> str:
         return row
     if not isinstance(row, dict):
         raise TextRLError(f"data.prompts: row {row!r} in {where!r} is a {type(row).__name__}; expected a string or an object")
+    if text_field is None and "instruction" in row:  # Alpaca: the instruction and its input, as SFT sees them
+        return row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
     fields = (text_field,) if text_field else TEXT_FIELDS
     for key in fields:
         if key in row:

@@ -131,6 +131,8 @@ class TokenGenEnv(gym.Env):
             ``"error"`` raises.
         vocab_size: action-space size; defaults to ``len(tokenizer)``.
         stop_on_eos: end the episode when the action is the tokenizer's EOS id.
+        format_prompt: optional ``str -> str`` applied before tokenising (e.g. a chat template);
+            the reward model and ``info`` get the raw prompt.
 
     Spaces: ``observation_space`` is ``Dict(input_ids=Box(int64,(P+T,)),
     attention_mask=Box(int8,(P+T,)))`` with the layout in the module docstring;
@@ -159,6 +161,7 @@ class TokenGenEnv(gym.Env):
         vocab_size: int | None = None,
         stop_on_eos: bool = True,
         render_mode: str | None = None,
+        format_prompt: Callable[[str], str] | None = None,
     ):
         check_lengths(max_new_tokens, max_prompt_tokens)
         self.tokenizer = resolve_tokenizer(tokenizer)
@@ -167,6 +170,7 @@ class TokenGenEnv(gym.Env):
         self.max_new_tokens = int(max_new_tokens)
         self.max_prompt_tokens = int(max_prompt_tokens)
         self.prompt_truncation = prompt_truncation
+        self.format_prompt = format_prompt
         self.stop_on_eos = stop_on_eos
         self.eos_token_id = self.tokenizer.eos_token_id
         self.pad_token_id = pad_id_of(self.tokenizer)
@@ -190,7 +194,8 @@ class TokenGenEnv(gym.Env):
         prompt = (options or {}).get("prompt")
         if prompt is None:
             prompt = self.prompts[int(self.np_random.integers(len(self.prompts)))]
-        ids = encode_prompt(self.tokenizer, prompt, self.max_prompt_tokens, self.prompt_truncation)
+        text = self.format_prompt(prompt) if self.format_prompt else prompt
+        ids = encode_prompt(self.tokenizer, text, self.max_prompt_tokens, self.prompt_truncation)
         self._ids[:] = self.pad_token_id
         self._mask[:] = 0
         self._ids[self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = ids

@@ -57,6 +57,8 @@ class TokenGenVectorEnv(VectorEnv):
         device: torch device of every returned tensor.
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``AutoresetMode.DISABLED``
             (or their names ``"nextstep"``/``"disabled"``).
+        format_prompt: optional ``str -> str`` applied to a prompt before tokenising (e.g. a chat
+            template); the reward model and ``info`` still get the raw prompt.
 
     ``reset(seed=, options=)`` → ``(obs, info)``; ``options`` may hold ``"prompts"`` (a list of
     N strings, or one per slot being reset) and ``"reset_mask"`` (bool ``(N,)``: reset only
@@ -85,6 +87,7 @@ class TokenGenVectorEnv(VectorEnv):
         stop_on_eos: bool = True,
         device: str | torch.device = "cpu",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        format_prompt: Callable[[str], str] | None = None,
     ):
         check_lengths(max_new_tokens, max_prompt_tokens)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
@@ -103,6 +106,7 @@ class TokenGenVectorEnv(VectorEnv):
         self.max_new_tokens = int(max_new_tokens)
         self.max_prompt_tokens = int(max_prompt_tokens)
         self.prompt_truncation = prompt_truncation
+        self.format_prompt = format_prompt
         self.stop_on_eos = stop_on_eos
         self.eos_token_id = self.tokenizer.eos_token_id if stop_on_eos else None
         self.pad_token_id = pad_id_of(self.tokenizer)
@@ -206,7 +210,8 @@ class TokenGenVectorEnv(VectorEnv):
     def _encode(self, prompt: str) -> list[int]:
         ids = self._prompt_ids.get(prompt)
         if ids is None:
-            ids = encode_prompt(self.tokenizer, prompt, self.max_prompt_tokens, self.prompt_truncation)
+            text = self.format_prompt(prompt) if self.format_prompt else prompt
+            ids = encode_prompt(self.tokenizer, text, self.max_prompt_tokens, self.prompt_truncation)
             self._prompt_ids[prompt] = ids
         return ids
 

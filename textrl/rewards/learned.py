@@ -70,6 +70,12 @@ class RewardScorer:
         self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
         self.prompt_format, self.head_tokens, self.device = prompt_format, head_tokens, torch.device(device)
         self.specials = tokenizer("", add_special_tokens=True)["input_ids"]
+        budget = max_length - len(self.specials)
+        if budget < 1:
+            raise TextRLError(f"max_length: got {max_length}; expected more than the {len(self.specials)} special tokens")
+        if head_tokens is not None and not 0 < head_tokens < budget:
+            raise TextRLError(f"rm.head_tokens: got {head_tokens}; expected 0 < head_tokens < {budget} "
+                              f"(max_length minus special tokens)")
 
     def _encode(self, texts: Sequence[str], keep: str):
         budget = self.max_length - len(self.specials)

@@ -12,6 +12,7 @@ By default only the response is scored; ``include_prompt=True`` scores prompt + 
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Sequence
 
@@ -43,7 +44,8 @@ class ClassifierSentiment:
         positive_label: label name (matched case-insensitively against ``config.id2label``)
             or class index.
         batch_size: texts per forward pass.
-        max_length: tokens kept per text (longer texts are truncated).
+        max_length: tokens kept per text (longer texts are truncated); a ``textrl_reward.json``
+            written by ``stage=rm`` next to the model overrides it and adds its head+tail setting.
         device: where the classifier runs.
 
     Raises:
@@ -66,7 +68,14 @@ class ClassifierSentiment:
             raise TextRLError(f"reward.model: cannot load a sequence classifier from {model!r} "
                               f"({str(e).splitlines()[0]})") from None
         self.index = self._label_index(positive_label)
-        self.batch_size, self.max_length, self.device = batch_size, max_length, device
+        from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer
+
+        settings_path = os.path.join(os.path.expanduser(model), NORMALIZATION_FILE)
+        settings = json.load(open(settings_path)) if os.path.isfile(settings_path) else {}
+        # a classifier trained by stage=rm is read the way it was trained (length, head+tail)
+        self.scorer = RewardScorer(self.model, self.tokenizer, settings.get("max_length", max_length),
+                                   head_tokens=settings.get("head_tokens"), device=device)
+        self.batch_size, self.device = batch_size, device
 
     def _label_index(self, label: str | int) -> int:
         id2label = {int(k): str(v) for k, v in self.model.config.id2label.items()}
@@ -83,11 +92,8 @@ class ClassifierSentiment:
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt").to(self.device)
-            out.append(self.model(**enc).logits[:, self.index].float().cpu())
+        out = [self.scorer.logits(texts[i:i + self.batch_size])[:, self.index].cpu()
+               for i in range(0, len(texts), self.batch_size)]
         return torch.cat(out) if out else torch.zeros(0)
 
 

@@ -19,7 +19,7 @@ from textrl.io import append_jsonl, atomic_write_json
 from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_causal_lm, load_tokenizer
 from textrl.policies.sampling import SamplingConfig
 from textrl.rollout.collector import RolloutCollector
-from textrl.stages.rl import build_reward, load_prompt_split
+from textrl.stages.rl import build_reward, load_prompt_split, prompt_formatter
 
 
 def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
@@ -38,11 +38,12 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         env = TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=len(prompts),
                                 max_new_tokens=cfg.env.max_new_tokens, max_prompt_tokens=cfg.env.max_prompt_tokens,
                                 prompt_truncation=cfg.env.prompt_truncation, stop_on_eos=cfg.env.stop_on_eos,
-                                device=device, autoreset_mode="disabled")
+                                device=device, autoreset_mode="disabled",
+                                format_prompt=prompt_formatter(cfg, tokenizer))
         return RolloutCollector(env, model, reference, sampling, seed=cfg.seed).collect(prompts=prompts)
 
     ours = rollout(policy, reference_lm)
-    theirs = rollout(PolicyWithValueHead(reference_lm), None)
+    theirs = rollout(PolicyWithValueHead(reference_lm).to(device), None)
     wins = (ours.scores > theirs.scores).float() + 0.5 * (ours.scores == theirs.scores).float()
     result = {
         "prompts": len(prompts),

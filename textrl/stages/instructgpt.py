@@ -41,7 +41,7 @@ def run_pipeline(cfg, registry, run_dir: str, device) -> dict:
     sft_dir = out["sft"]["model_dir"]
     out["rm"] = reward_model.train(_stage(cfg, "rm", **{"rm.model": sft_dir, "rm.gguf_file": None}), dirs["rm"], device)
     policy = {"policy.model": sft_dir, "policy.gguf_file": None, "reward.model": out["rm"]["model_dir"]}
-    out["rl"] = rl.train(_stage(cfg, "rl", **policy), registry, dirs["rl"], device)
+    out["rl"] = rl.train(_stage(cfg, "rl", **policy, **{"trainer.save_policy": True}), registry, dirs["rl"], device)
     out["eval"] = evaluate.evaluate(
         _stage(cfg, "eval", **{**policy, "policy.model": os.path.join(dirs["rl"], "policy"), "eval.reference": sft_dir,
                                "eval.reference_gguf_file": None}), registry, dirs["eval"], device)

@@ -112,7 +112,8 @@ def train_ranking(cfg, run_dir: str, device: torch.device) -> dict:
             best = [(x.prompt, x.responses[x.ranks.index(min(x.ranks))]) for x in train_set[:512]]
             ref = torch.cat([scorer.score([p for p, _ in best[i:i + 32]], [y for _, y in best[i:i + 32]])
                              for i in range(0, len(best), 32)])
-        normalization = {"bias": -float(ref.mean()), "gain": 1.0 / float(ref.std().clamp(min=1e-6)) if r.unit_std else 1.0,
+        gain = 1.0 / float(ref.std().clamp(min=1e-6)) if r.unit_std and len(ref) > 1 else 1.0
+        normalization = {"bias": -float(ref.mean()), "gain": gain,
                          "reference": "best-ranked training responses", "reference_size": len(best)}
     return _save(run_dir, model, tokenizer, {"objective": "ranking", "normalization": normalization,
                                                "prompt_format": r.prompt_format, "max_length": r.max_length},

@@ -31,7 +31,7 @@ from textrl.rollout.collector import RolloutCollector
 
 def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
     """``(train_prompts, eval_prompts)``: ``data.eval_prompts`` holds out the last k prompts for
-    ``stage=eval``; each prompt is written in ``data.prompt_format``.
+    ``stage=eval``. Prompts are raw text; :func:`prompt_formatter` writes them for the policy.
 
     Raises:
         TextRLError: holding out every prompt.
@@ -39,11 +39,18 @@ def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
     d = cfg.data
     prompts = load_prompts(d.prompts, text_field=d.text_field, split=d.split, max_prompts=d.max_prompts,
                            prefix_tokens=d.prefix_tokens, tokenizer=tokenizer)
-    prompts = [format_prompt(tokenizer, p, d.prompt_format) for p in prompts]
     k = d.eval_prompts or 0
     if k >= len(prompts):
         raise TextRLError(f"data.eval_prompts: got {k}; expected fewer than the {len(prompts)} prompts")
     return (prompts[:-k], prompts[-k:]) if k else (prompts, [])
+
+
+def prompt_formatter(cfg, tokenizer):
+    """``str -> str`` writing a raw prompt in ``data.prompt_format`` (None when it is ``none``)."""
+    if cfg.data.prompt_format == "none":
+        return None
+    format_prompt(tokenizer, "check", cfg.data.prompt_format)  # fail early on a bad format
+    return lambda prompt: format_prompt(tokenizer, prompt, cfg.data.prompt_format)
 
 
 def build_reward(cfg, registry, device):
@@ -79,7 +86,7 @@ def _train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     env = TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=cfg.rollout.batch_size,
                             max_new_tokens=cfg.env.max_new_tokens, max_prompt_tokens=cfg.env.max_prompt_tokens,
                             prompt_truncation=cfg.env.prompt_truncation, stop_on_eos=cfg.env.stop_on_eos,
-                            device=device, autoreset_mode="disabled")
+                            device=device, autoreset_mode="disabled", format_prompt=prompt_formatter(cfg, tokenizer))
     sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
     algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
     if "reward_model" in inspect.signature(algorithm.setup).parameters:
