@@ -84,13 +84,14 @@ def train(cfg, run_dir: str, device: torch.device) -> dict:
     train_rows, eval_rows = split_rows(demos, s.eval_fraction, cfg.seed)
     encode = lambda d: encode_demonstration(tokenizer, d.prompt, d.response, s.max_length, s.prompt_format)  # noqa: E731
     train_set, eval_set = [encode(d) for d in train_rows], [encode(d) for d in eval_rows]
+    steps = math.ceil(math.ceil(len(train_set) / s.batch_size) * s.epochs)
     with tempfile.TemporaryDirectory(dir=run_dir) as scratch:
         args = TrainingArguments(
             output_dir=scratch, num_train_epochs=s.epochs, learning_rate=s.lr, lr_scheduler_type="cosine",
-            warmup_steps=math.ceil(s.warmup_ratio * math.ceil(len(train_set) / s.batch_size) * s.epochs),
+            warmup_steps=math.ceil(s.warmup_ratio * steps), logging_steps=max(1, steps // 20),
             per_device_train_batch_size=s.batch_size,
             per_device_eval_batch_size=s.batch_size, weight_decay=s.weight_decay, eval_strategy="no",
-            save_strategy="no", report_to=[], logging_steps=10, seed=cfg.seed, use_cpu=device.type == "cpu",
+            save_strategy="no", report_to=[], seed=cfg.seed, use_cpu=device.type == "cpu",
             disable_tqdm=not cfg.trainer.progress_bar, remove_unused_columns=False)
         trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
                           data_collator=_Collator(tokenizer.pad_token_id))
