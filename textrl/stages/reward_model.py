@@ -53,6 +53,26 @@ def _batches(items: list, batch_size: int, epochs: float, seed: int):
         step += 1
 
 
+def fit(model, items: list, r, seed: int, step) -> None:
+    """Train ``model`` on shuffled minibatches of ``items`` for ``r.epochs``: AdamW, cosine LR with
+    ``r.warmup_ratio`` warmup, gradient-norm clip 1; ``step(batch) -> (loss, accuracy)``. Leaves
+    the model in eval mode."""
+    optimizer = schedule = None
+    model.train()
+    for i, total, batch in _batches(items, r.batch_size, r.epochs, seed):
+        if optimizer is None:
+            optimizer, schedule = _optimizer_and_schedule(model, r.lr, total, r.warmup_ratio)
+        loss, accuracy = step(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if i % 20 == 0 or i == total - 1:
+            print(f"textrl rm: step {i + 1}/{total} loss {loss.item():.4f} accuracy {float(accuracy):.3f}")
+    model.eval()
+
+
 def ranking_step(scorer: RewardScorer, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss and pairwise accuracy of one batch of :class:`~textrl.records.Ranking` s: every
     response of every prompt is scored in one forward pass (Σ K rows), then all ordered pairs of
@@ -91,20 +111,7 @@ def train_ranking(cfg, run_dir: str, device: torch.device) -> dict:
     scorer = RewardScorer(model, tokenizer, max_length=r.max_length, prompt_format=r.prompt_format, device=device)
     before = evaluate_ranking(scorer, eval_set, r.batch_size) if eval_set else {}
     start = time.perf_counter()
-    optimizer = schedule = None
-    model.train()
-    for step, total, batch in _batches(train_set, r.batch_size, r.epochs, cfg.seed):
-        if optimizer is None:
-            optimizer, schedule = _optimizer_and_schedule(model, r.lr, total, r.warmup_ratio)
-        loss, acc = ranking_step(scorer, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % 10 == 0 or step == total - 1:
-            print(f"textrl rm: step {step + 1}/{total} loss {loss.item():.4f} pairwise acc {acc.item():.3f}")
-    model.eval()
+    fit(model, train_set, r, cfg.seed, lambda batch: ranking_step(scorer, batch))
     after = evaluate_ranking(scorer, eval_set, r.batch_size) if eval_set else {}
     normalization = {"bias": 0.0, "gain": 1.0}
     if r.normalize:
@@ -140,24 +147,14 @@ def train_classification(cfg, run_dir: str, device: torch.device) -> dict:
                                                 id2label=dict(enumerate(names)))
     scorer = RewardScorer(model, tokenizer, max_length=r.max_length, head_tokens=r.head_tokens, device=device)
     start = time.perf_counter()
-    optimizer = schedule = None
-    model.train()
-    for step, total, batch in _batches(train_rows, r.batch_size, r.epochs, cfg.seed):
-        if optimizer is None:
-            optimizer, schedule = _optimizer_and_schedule(model, r.lr, total, r.warmup_ratio)
+
+    def classification_step(batch):
         logits = scorer.logits([t for t, _ in batch])
         target = torch.tensor([y for _, y in batch], device=logits.device)
-        loss = torch.nn.functional.cross_entropy(logits, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % 20 == 0 or step == total - 1:
-            acc = float((logits.argmax(-1) == target).float().mean())
-            print(f"textrl rm: step {step + 1}/{total} loss {loss.item():.4f} batch acc {acc:.3f}")
+        return torch.nn.functional.cross_entropy(logits, target), (logits.argmax(-1) == target).float().mean()
+
+    fit(model, train_rows, r, cfg.seed, classification_step)
     train_time = time.perf_counter() - start
-    model.eval()
     accuracy = classification_accuracy(scorer, eval_rows, r.batch_size * 2)
     return _save(run_dir, model, tokenizer, {"objective": "classification", "head_tokens": r.head_tokens,
                                                "max_length": r.max_length},
