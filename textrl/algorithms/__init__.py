@@ -2,13 +2,14 @@
 
 from textrl.algorithms.base import Algorithm
 from textrl.algorithms.ppo import PPO, KLConfig
+from textrl.algorithms.reinforce import Reinforce
 from textrl.hookspecs import hookimpl
 
 
 @hookimpl
 def textrl_algorithms():
     """textrl's built-in algorithms."""
-    return {"ppo": PPO}
+    return {"ppo": PPO, "reinforce": Reinforce}
 
 
-__all__ = ["PPO", "Algorithm", "KLConfig"]
+__all__ = ["PPO", "Algorithm", "KLConfig", "Reinforce"]
