@@ -2,6 +2,7 @@
 
 from textrl.algorithms.base import Algorithm
 from textrl.algorithms.ppo import PPO, KLConfig
+from textrl.algorithms.ppo_ptx import PPOPtx
 from textrl.algorithms.reinforce import Reinforce
 from textrl.hookspecs import hookimpl
 
@@ -9,7 +10,7 @@ from textrl.hookspecs import hookimpl
 @hookimpl
 def textrl_algorithms():
     """textrl's built-in algorithms."""
-    return {"ppo": PPO, "reinforce": Reinforce}
+    return {"ppo": PPO, "ppo_ptx": PPOPtx, "reinforce": Reinforce}
 
 
-__all__ = ["PPO", "Algorithm", "KLConfig", "Reinforce"]
+__all__ = ["PPO", "PPOPtx", "Algorithm", "KLConfig", "Reinforce"]

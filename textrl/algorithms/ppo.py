@@ -145,6 +145,11 @@ class PPO(Algorithm):
                 "policy/approxkl": pg.approxkl, "policy/entropy": entropy.detach(), "val/clipfrac": vf.clipfrac,
                 "val/values": values.detach()}
 
+    def auxiliary_losses(self) -> dict[str, tuple[float, torch.Tensor]]:
+        """Extra ``{name: (coefficient, loss)}`` terms added to every minibatch's loss (PPO-ptx's
+        pretraining loss); none for plain PPO."""
+        return {}
+
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """One PPO update (see the module docstring); returns mean metrics over minibatches."""
         if batch.batch_size % self.minibatch_size:
@@ -161,6 +166,9 @@ class PPO(Algorithm):
                 idx = order[start:start + self.minibatch_size]
                 terms = self.loss(batch.select(idx), advantages[idx], returns[idx])
                 terms.pop("val/values")
+                for name, (coef, value) in self.auxiliary_losses().items():
+                    terms[name] = value
+                    terms["loss/total"] = terms["loss/total"] + coef * value
                 self.optimizer.zero_grad(set_to_none=True)
                 check_finite(terms["loss/total"], "loss/total")
                 terms["loss/total"].backward()

@@ -89,10 +89,9 @@ def _train(cfg, registry, run_dir: str, device: torch.device) -> dict:
                             device=device, autoreset_mode="disabled", format_prompt=prompt_formatter(cfg, tokenizer))
     sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
     algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
-    if "reward_model" in inspect.signature(algorithm.setup).parameters:
-        algorithm.setup(policy, reference, reward_model=reward_model)
-    else:
-        algorithm.setup(policy, reference)
+    offered = {"reward_model": reward_model, "tokenizer": tokenizer}  # passed to setups that accept them
+    accepted = inspect.signature(algorithm.setup).parameters
+    algorithm.setup(policy, reference, **{k: v for k, v in offered.items() if k in accepted})
     samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
     collector = RolloutCollector(env, policy, reference, sampling, seed=cfg.seed, samples_per_prompt=samples_per_prompt)
 

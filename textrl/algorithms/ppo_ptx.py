@@ -1,0 +1,80 @@
+"""PPO-ptx (InstructGPT, Ouyang et al. 2022, eq. 2): PPO plus γ_ptx × the language-modelling loss
+on pretraining text, so RL does not erase what the model already knew.
+
+Every PPO minibatch also draws ``ptx_batch_size`` texts from ``ptx_data`` (a .txt/.json/.jsonl
+path or a ``datasets`` id, read like prompts) and adds ``ptx_coef · CE(π; text)``; the term is
+logged as ``loss/ptx``. With ``ptx_coef = 0`` the parameters follow PPO exactly (tested).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from textrl.algorithms.ppo import PPO, KLConfig
+from textrl.envs.prompts import load_prompts
+from textrl.errors import TextRLError
+
+
+class PPOPtx(PPO):
+    """PPO with a pretraining-mix term.
+
+    Args:
+        ptx_coef: γ_ptx ≥ 0 (InstructGPT used 27.8 with its own loss scaling).
+        ptx_data: pretraining text source (required).
+        ptx_batch_size: texts per minibatch.
+        ptx_max_length: tokens kept per text.
+        (all PPO arguments)
+
+    Raises:
+        TextRLError: ``ptx_data`` unset, ``ptx_coef`` < 0, or no tokenizer passed to ``setup``.
+    """
+
+    def __init__(self, ptx_coef: float = 1.0, ptx_data: str = "???", ptx_batch_size: int = 8,
+                 ptx_max_length: int = 128, lr: float = 1e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0,
+                 lam: float = 0.95, clip_range: float = 0.2, clip_range_value: float | None = 0.2,
+                 vf_coef: float = 0.1, ent_coef: float = 0.0, epochs: int = 4, minibatch_size: int = 8,
+                 max_grad_norm: float | None = 1.0, whiten_advantages: bool = True, weight_decay: float = 0.0,
+                 value_init: str = "zeros"):
+        super().__init__(lr, kl, gamma, lam, clip_range, clip_range_value, vf_coef, ent_coef, epochs, minibatch_size,
+                         max_grad_norm, whiten_advantages, weight_decay, value_init)
+        if ptx_coef < 0:
+            raise TextRLError(f"algo.ptx_coef: got {ptx_coef}; expected γ_ptx >= 0")
+        if not ptx_data or ptx_data == "???":
+            raise TextRLError("algo.ptx_data: not set; expected a text/json/jsonl path or a datasets id")
+        self.ptx_coef, self.ptx_data = ptx_coef, ptx_data
+        self.ptx_batch_size, self.ptx_max_length = ptx_batch_size, ptx_max_length
+        self.ptx_generator = torch.Generator().manual_seed(torch.initial_seed() + 1)
+
+    def setup(self, policy, reference, reward_model=None, tokenizer=None) -> None:
+        """PPO's setup, then tokenise the pretraining texts once."""
+        super().setup(policy, reference, reward_model)
+        if tokenizer is None:
+            raise TextRLError("algo=ppo_ptx needs the policy's tokenizer in setup(); got None")
+        texts = load_prompts(self.ptx_data)
+        self.ptx_ids = [ids for ids in tokenizer(texts, truncation=True, max_length=self.ptx_max_length)["input_ids"]
+                        if len(ids) > 1]
+        self.pad_id = tokenizer.pad_token_id
+
+    def ptx_loss(self) -> torch.Tensor:
+        """Mean next-token cross-entropy of the policy on ``ptx_batch_size`` random texts."""
+        pick = torch.randint(len(self.ptx_ids), (self.ptx_batch_size,), generator=self.ptx_generator).tolist()
+        rows = [self.ptx_ids[i] for i in pick]
+        width = max(len(r) for r in rows)
+        device = self.policy.device
+        ids = torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+        labels = ids.masked_fill(mask == 0, -100)
+        return self.policy.lm(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    def auxiliary_losses(self):
+        """``{"loss/ptx": (γ_ptx, CE)}``."""
+        return {"loss/ptx": (self.ptx_coef, self.ptx_loss())}
+
+    def state_dict(self) -> dict:
+        """PPO's state and the pretraining-sampler RNG."""
+        return {**super().state_dict(), "ptx_generator": self.ptx_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        super().load_state_dict(state)
+        self.ptx_generator.set_state(state["ptx_generator"])
