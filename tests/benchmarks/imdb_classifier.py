@@ -50,8 +50,8 @@ def main() -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     vader, vader_s = vader_accuracy(ASSETS / "imdb" / "test_5k.jsonl.gz")
     acc, train_min = summary["eval_accuracy"], summary["train_time_s"] / 60
-    print(f"| model | train examples | test reviews | accuracy | train time |")
-    print(f"| --- | --- | --- | --- | --- |")
+    print("| model | train examples | test reviews | accuracy | train time |")
+    print("| --- | --- | --- | --- | --- |")
     print(f"| all-MiniLM-L6-v2 fine-tuned (textrl stage=rm) | {summary['train_examples']} | "
           f"{summary['eval_examples']} | {acc:.4f} | {train_min:.1f} min (whole run {wall / 60:.1f} min) |")
     print(f"| VADER lexicon, compound >= 0 (baseline) | 0 | {summary['eval_examples']} | {vader:.4f} | "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
 
 from textrl.policies.hf_causal_lm import PolicyWithValueHead

@@ -71,7 +71,10 @@ class ClassifierSentiment:
         from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer
 
         settings_path = os.path.join(os.path.expanduser(model), NORMALIZATION_FILE)
-        settings = json.load(open(settings_path)) if os.path.isfile(settings_path) else {}
+        settings = {}
+        if os.path.isfile(settings_path):
+            with open(settings_path) as f:
+                settings = json.load(f)
         # a classifier trained by stage=rm is read the way it was trained (length, head+tail)
         self.scorer = RewardScorer(self.model, self.tokenizer, settings.get("max_length", max_length),
                                    head_tokens=settings.get("head_tokens"), device=device)
