@@ -25,7 +25,7 @@ from gymnasium import spaces
 
 from textrl.envs.prompts import load_prompts
 from textrl.errors import TextRLError
-from textrl.rewards.base import check_scores
+from textrl.rewards.base import score_responses
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +217,12 @@ class TokenGenEnv(gym.Env):
         if terminated or truncated:
             self._done = True
             response = decode_response(self.tokenizer, self._ids[self.max_prompt_tokens:col + 1])
-            score = float(check_scores(self.reward_model([self._prompt], [response]), 1)[0])
-            reward, info = score, {"prompt": self._prompt, "response": response, "score": score}
+            out = score_responses(self.reward_model, [self._prompt], [response])
+            reward = float(out.scores[0])
+            info = {"prompt": self._prompt, "response": response, "score": reward,
+                    **{f"reward/{k}": float(v[0]) for k, v in out.components.items()}}
+            if out.details is not None:
+                info["reward_details"] = out.details[0]
         return self._obs(), reward, terminated, truncated, info
 
     def render(self):

@@ -42,7 +42,7 @@ from textrl.envs.token_env import (
     vocab_size_of,
 )
 from textrl.errors import TextRLError
-from textrl.rewards.base import check_scores
+from textrl.rewards.base import score_responses
 
 MODES = {m.value.lower(): m for m in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)}
 
@@ -66,7 +66,10 @@ class TokenGenVectorEnv(VectorEnv):
     terminations: BoolTensor[N], truncations: BoolTensor[N], info)``. ``obs`` is
     ``{"input_ids": LongTensor[N, P+T], "attention_mask": Int8Tensor[N, P+T]}``.
     When episodes end, ``info`` holds ``prompt``, ``response`` (object arrays) and ``score``
-    (float array), each with its ``_key`` mask, the Gymnasium vector-info convention.
+    (float array), each with its ``_key`` mask, the Gymnasium vector-info convention; a reward
+    model with ``score_with_details`` adds ``reward/<component>`` (float arrays) and
+    ``reward_details`` (object array of dicts). ``episode_responses``, ``episode_details`` and
+    ``episode_components`` hold the same for each slot's last finished episode.
 
     Raises:
         TextRLError: as the single env, plus a wrong number of prompts or actions.
@@ -128,6 +131,8 @@ class TokenGenVectorEnv(VectorEnv):
         self.all_done = True  # every slot's episode over, as of the last step (a host bool)
         self.episode_prompts: list[str] = [""] * n
         self.episode_responses: list[str] = [""] * n  # decoded when each episode ends
+        self.episode_details: list[dict | None] = [None] * n  # the reward model's explanation, if any
+        self.episode_components: dict[str, torch.Tensor] = {}  # name -> FloatTensor[N], if any
         self._rngs = [seeding.np_random()[0] for _ in range(n)]
         self._prompt_ids: dict[str, list[int]] = {}
 
@@ -185,6 +190,22 @@ class TokenGenVectorEnv(VectorEnv):
             self._start(was_done.nonzero().flatten().tolist(), None)
         return self._obs(), rewards, terminated, truncated, info
 
+    def state_dict(self) -> dict:
+        """The per-slot prompt RNG states (for checkpoints; episodes in flight are not saved)."""
+        return {"rngs": [rng.bit_generator.state for rng in self._rngs]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`.
+
+        Raises:
+            TextRLError: a state saved with a different number of envs.
+        """
+        if len(state["rngs"]) != self.num_envs:
+            raise TextRLError(f"env state has {len(state['rngs'])} slots; expected {self.num_envs} "
+                              f"(the same rollout.batch_size and number of processes)")
+        for rng, rng_state in zip(self._rngs, state["rngs"]):
+            rng.bit_generator.state = rng_state
+
     # -- internals -----------------------------------------------------------------------------
     def _start(self, slots: list[int], prompts: Sequence[str] | None) -> None:
         if prompts is not None and len(prompts) not in (len(slots), self.num_envs):
@@ -201,6 +222,7 @@ class TokenGenVectorEnv(VectorEnv):
             self.attention_mask[i, self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = 1
             self.episode_prompts[i] = prompt
             self.episode_responses[i] = ""
+            self.episode_details[i] = None
         if slots:
             idx = torch.tensor(slots, device=self.device)
             self.lengths[idx] = 0
@@ -225,19 +247,28 @@ class TokenGenVectorEnv(VectorEnv):
     def _score(self, slots: list[int], rewards: torch.Tensor) -> dict[str, Any]:
         prompts = [self.episode_prompts[i] for i in slots]
         responses = self.response_texts(slots)
-        for i, text in zip(slots, responses):
-            self.episode_responses[i] = text
-        scores = check_scores(self.reward_model(prompts, responses), len(slots))
+        out = score_responses(self.reward_model, prompts, responses)
         idx = torch.tensor(slots, device=self.device)
-        rewards[idx] = scores.to(self.device)
+        rewards[idx] = out.scores.to(self.device)
+        for k, i in enumerate(slots):
+            self.episode_responses[i] = responses[k]
+            self.episode_details[i] = out.details[k] if out.details is not None else None
         mask = np.zeros(self.num_envs, dtype=bool)
         mask[slots] = True
-        prompt_arr = np.full(self.num_envs, None, dtype=object)
-        response_arr = np.full(self.num_envs, None, dtype=object)
-        score_arr = np.zeros(self.num_envs, dtype=np.float32)
-        prompt_arr[slots], response_arr[slots], score_arr[slots] = prompts, responses, scores.cpu().numpy()
-        return {"prompt": prompt_arr, "_prompt": mask, "response": response_arr, "_response": mask.copy(),
-                "score": score_arr, "_score": mask.copy()}
+        columns = {"prompt": prompts, "response": responses, "score": out.scores.cpu().numpy()}
+        for name, values in out.components.items():
+            self.episode_components.setdefault(name, torch.zeros(self.num_envs, device=self.device))[idx] = \
+                values.to(self.device)
+            columns[f"reward/{name}"] = values.cpu().numpy()
+        if out.details is not None:
+            columns["reward_details"] = out.details
+        info: dict[str, Any] = {}
+        for key, values in columns.items():  # the Gymnasium vector-info layout: value array + "_key" mask
+            numeric = isinstance(values, np.ndarray)
+            arr = np.zeros(self.num_envs, dtype=np.float32) if numeric else np.full(self.num_envs, None, dtype=object)
+            arr[slots] = values
+            info[key], info[f"_{key}"] = arr, mask.copy()
+        return info
 
     def _obs(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids.clone(), "attention_mask": self.attention_mask.clone()}

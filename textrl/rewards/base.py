@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -20,6 +21,61 @@ class RewardModel(Protocol):
     """
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor: ...
+
+
+@dataclass
+class RewardOutput:
+    """Scores plus what went into them, for reward models that can explain themselves.
+
+    A reward model may define ``score_with_details(prompts, responses) -> RewardOutput`` besides
+    ``__call__``; the env then logs its components as ``reward/<name>`` and writes its details
+    to the samples file.
+
+    Attributes:
+        scores: ``FloatTensor[B]``, the reward (what ``__call__`` returns).
+        components: ``{name: FloatTensor[B]}``, named parts of the reward (a composite's
+            unweighted component scores); empty for a single model.
+        details: one JSON-serialisable dict per response (for an RBRM, which rules fired), or
+            ``None``.
+    """
+
+    scores: torch.Tensor
+    components: dict[str, torch.Tensor] = field(default_factory=dict)
+    details: list[dict[str, Any]] | None = None
+
+
+def score_responses(reward_model, prompts: Sequence[str], responses: Sequence[str],
+                    name: str = "reward model") -> RewardOutput:
+    """Score B (prompt, response) pairs with any reward model, checked.
+
+    Calls ``reward_model.score_with_details`` when it exists, else ``reward_model(prompts,
+    responses)``. Scores and every component go through :func:`check_scores`.
+
+    Returns:
+        RewardOutput: ``scores`` float32 ``(B,)``; components float32 ``(B,)`` each; ``details``
+        a list of B dicts or ``None``.
+
+    Raises:
+        TextRLError: the reward model raised, or returned a wrong shape/dtype or a NaN/inf
+            (the message names the component), or details of the wrong length.
+    """
+    n = len(responses)
+    try:
+        if hasattr(reward_model, "score_with_details"):
+            out = reward_model.score_with_details(list(prompts), list(responses))
+        else:
+            out = RewardOutput(reward_model(list(prompts), list(responses)))
+    except TextRLError:
+        raise
+    except Exception as e:  # a user's reward model: one line, not its traceback
+        raise TextRLError(f"{name} raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
+                          f"expected a float tensor of shape ({n},)") from None
+    if not isinstance(out, RewardOutput):
+        raise TextRLError(f"{name}.score_with_details returned {type(out).__name__}; expected a RewardOutput")
+    components = {k: check_scores(v, n, f"{name} component {k!r}") for k, v in out.components.items()}
+    if out.details is not None and len(out.details) != n:
+        raise TextRLError(f"{name} returned {len(out.details)} details; expected {n}, one per response")
+    return RewardOutput(check_scores(out.scores, n, name), components, out.details)
 
 
 def check_scores(scores, batch_size: int, name: str = "reward model") -> torch.Tensor:

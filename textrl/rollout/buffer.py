@@ -27,7 +27,9 @@ class RolloutBatch:
         sampling: how the tokens were sampled (PPO recomputes logprobs the same way).
         vocab_size: size of the action space (logits beyond it are ignored).
         samples_per_prompt: k; rows ``[g*k, (g+1)*k)`` share one prompt (1 = no groups).
-        reward_components: optional ``{name: FloatTensor[B]}`` for composite rewards.
+        reward_components: ``{name: FloatTensor[B]}``, a composite reward's component scores
+            (empty for a single reward model).
+        reward_details: B dicts explaining each score (an RBRM's rules), or ``None``.
     """
 
     input_ids: torch.Tensor
@@ -44,6 +46,7 @@ class RolloutBatch:
     vocab_size: int
     samples_per_prompt: int = 1
     reward_components: dict[str, torch.Tensor] = field(default_factory=dict)
+    reward_details: list[dict] | None = None
 
     @property
     def batch_size(self) -> int:
