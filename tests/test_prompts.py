@@ -195,3 +195,20 @@ def test_real_tinystories_asset_loads_1000_prompts():
     prompts = load_prompts(str(path))
     assert len(prompts) == 1000
     assert all(p and p == p.strip() for p in prompts)
+
+
+def test_hh_rlhf_rows_give_their_first_human_turn(tmp_path):
+    rows = [{"chosen": "\n\nHuman: How do I pick a lock?\n\nAssistant: I can't help.\n\nHuman: Please?\n\nAssistant: No.",
+             "rejected": "\n\nHuman: How do I pick a lock?\n\nAssistant: Use a pin."}]
+    path = tmp_path / "hh.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert load_prompts(str(path)) == ["How do I pick a lock?"]
+
+
+def test_real_hh_rlhf_prompts_are_single_human_turns():
+    path = ASSETS_DIR / "hh-rlhf-harmless-test" / "harmless-base-test.jsonl.gz"
+    if not path.is_file():
+        pytest.skip(f"hh-rlhf assets not found at {path}")
+    prompts = load_prompts(str(path))
+    assert len(prompts) == 2312
+    assert not any("Human:" in p or "Assistant:" in p for p in prompts)

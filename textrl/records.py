@@ -32,6 +32,7 @@ from typing import Any, Iterable
 
 from textrl.errors import TextRLError
 
+HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
 
 
@@ -139,6 +140,20 @@ def split_dialogue(text: str) -> tuple[str, str]:
         raise TextRLError(f"dialogue {text[:60]!r}... has no {ASSISTANT.strip()!r} turn")
     cut += len(ASSISTANT)
     return text[:cut], text[cut:].strip()
+
+
+def first_human_turn(dialogue: str) -> str:
+    """hh-rlhf: the text of the first ``"Human:"`` turn of a dialogue (a single-turn prompt).
+
+    Raises:
+        TextRLError: the dialogue has no Human turn.
+    """
+    start = dialogue.find(HUMAN)
+    if start < 0:
+        raise TextRLError(f"dialogue {dialogue[:60]!r}... has no {HUMAN.strip()!r} turn")
+    start += len(HUMAN)
+    end = dialogue.find(ASSISTANT, start)
+    return dialogue[start:end if end >= 0 else None].strip()
 
 
 def split_dialogue_pair(chosen: str, rejected: str) -> tuple[str, str, str]:

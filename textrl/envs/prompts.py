@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Iterable, Sequence
 
 from textrl.errors import TextRLError
+from textrl.records import first_human_turn
 
 BUILTIN = "builtin"
 TEXT_FIELDS = ("prompt", "text", "query", "instruction", "review")
@@ -49,7 +50,8 @@ def load_prompts(
     Args:
         source: ``"builtin"``, a file path, a ``datasets`` id, or an in-memory list of strings.
         text_field: key holding the text in json/jsonl/csv rows and dataset rows; ``None`` tries
-            ``prompt``, ``text``, ``query``, ``instruction``, ``review`` in that order.
+            ``prompt``, ``text``, ``query``, ``instruction``, ``review`` in that order, and takes
+            the first Human turn of hh-rlhf ``chosen`` dialogues.
         split: dataset split for a ``datasets`` id.
         max_prompts: keep only the first this many prompts (``None`` keeps all).
         prefix_tokens: cut each text to its first k tokens with ``tokenizer`` (TRL's IMDB recipe).
@@ -145,6 +147,8 @@ def _row_text(row, text_field: str | None, where: str) -> str:
         return row
     if not isinstance(row, dict):
         raise TextRLError(f"data.prompts: row {row!r} in {where!r} is a {type(row).__name__}; expected a string or an object")
+    if text_field is None and isinstance(row.get("chosen"), str) and "Human:" in row["chosen"]:
+        return first_human_turn(row["chosen"])  # hh-rlhf: the conversation's opening request
     if text_field is None and "instruction" in row:  # Alpaca: the instruction and its input, as SFT sees them
         return row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
     fields = (text_field,) if text_field else TEXT_FIELDS
