@@ -2,8 +2,10 @@
 
 from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_causal_lm, load_tokenizer
 from textrl.policies.kv_cache import KVCacheDecoder
-from textrl.policies.reference import frozen_reference
+from textrl.policies.lora import LoraSettings
+from textrl.policies.reference import frozen_reference, make_reference
 from textrl.policies.sampling import SamplingConfig
 
-__all__ = ["KVCacheDecoder", "PolicyWithValueHead", "SamplingConfig", "frozen_reference", "load_causal_lm",
+__all__ = ["KVCacheDecoder", "LoraSettings", "PolicyWithValueHead", "SamplingConfig", "frozen_reference",
+           "make_reference", "load_causal_lm",
            "load_tokenizer"]

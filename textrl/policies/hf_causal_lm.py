@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from textrl.errors import TextRLError
+from textrl.policies.lora import LoraSettings, add_lora, base_model_of, is_adapter_dir, load_adapters
 from textrl.policies.value_head import ValueHead
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,9 @@ def load_causal_lm(model: str, gguf_file: str | None = None, dtype: str = "float
             (RL wants 0 so rollout and training logprobs agree); ``None`` leaves them.
         device: where to put the model.
 
+    A directory of LoRA adapters saved by textrl (or peft) loads its base model and returns it
+    with the adapters merged in.
+
     Raises:
         TextRLError: unknown dtype, missing path, not a GGUF file, or a load failure.
     """
@@ -108,6 +112,9 @@ def load_causal_lm(model: str, gguf_file: str | None = None, dtype: str = "float
 
     if dtype not in DTYPES:
         raise TextRLError(f"policy.dtype: got {dtype!r}; expected one of {sorted(DTYPES)}")
+    if gguf_file is None and is_adapter_dir(model):
+        base = load_causal_lm(*base_model_of(model), dtype, tokenizer, dropout, device)
+        return load_adapters(base, model, trainable=False).merge_and_unload()
     model, gguf_file = split_model_path(model, gguf_file)
     _check_location(model, gguf_file)
     path = os.path.expanduser(model)
@@ -171,13 +178,22 @@ class PolicyWithValueHead(nn.Module):
     ``forward`` returns next-token logits and V(s) at every position: the value of the state
     "sequence up to and including this position", read off the last hidden state (as in TRL's
     ``AutoModelForCausalLMWithValueHead`` and InstructGPT's policy+value networks).
+
+    Args:
+        lm: a ``PreTrainedModel`` causal LM, or a peft ``PeftModel`` wrapping one (LoRA): then
+            ``self.lm`` is the wrapped model (its linear layers carry the adapters) and
+            ``self.adapters`` the ``PeftModel`` that saves them and switches them off.
+        base: ``(model, gguf_file)`` the LM was loaded from, recorded when saving adapters.
     """
 
-    def __init__(self, lm: nn.Module):
+    def __init__(self, lm: nn.Module, base: tuple[str, str | None] | None = None):
         super().__init__()
-        self.lm = lm
-        self.value_head = ValueHead(lm.config.get_text_config().hidden_size)
-        self.plain_head = has_plain_lm_head(lm)
+        is_peft = hasattr(lm, "disable_adapter") and hasattr(lm, "peft_config")
+        self.__dict__["adapters"] = lm if is_peft else None  # not a submodule: it shares self.lm's weights
+        self.lm = lm.base_model.model if is_peft else lm
+        self.base = base
+        self.value_head = ValueHead(self.lm.config.get_text_config().hidden_size)
+        self.plain_head = has_plain_lm_head(self.lm)
 
     @property
     def config(self):
@@ -191,10 +207,27 @@ class PolicyWithValueHead(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model: str, gguf_file: str | None = None, dtype: str = "float32",
-                        tokenizer=None, dropout: float | None = 0.0, device: str | torch.device = "cpu"):
+                        tokenizer=None, dropout: float | None = 0.0, device: str | torch.device = "cpu",
+                        lora: LoraSettings | None = None):
         """Load the LM with :func:`load_causal_lm`; a ``value_head.safetensors`` saved by
-        :meth:`save_pretrained` next to it is loaded too (else the head starts at zero)."""
-        policy = cls(load_causal_lm(model, gguf_file, dtype, tokenizer, dropout, device))
+        :meth:`save_pretrained` next to it is loaded too (else the head starts at zero).
+
+        With ``lora.r > 0`` fresh LoRA adapters are added (see :mod:`textrl.policies.lora`); a
+        directory of saved adapters loads its base model and the adapters, trainable.
+
+        Raises:
+            TextRLError: as :func:`load_causal_lm` and :func:`~textrl.policies.lora.add_lora`.
+        """
+        if gguf_file is None and is_adapter_dir(model):
+            base = base_model_of(model)
+            lm = load_adapters(load_causal_lm(*base, dtype, tokenizer, dropout, device), model, trainable=True)
+        else:
+            local = os.path.exists(os.path.expanduser(model))
+            base = (os.path.abspath(os.path.expanduser(model)) if local else model, gguf_file)
+            lm = load_causal_lm(model, gguf_file, dtype, tokenizer, dropout, device)
+            if lora is not None and lora.r > 0:
+                lm = add_lora(lm, lora)
+        policy = cls(lm, base)
         head = os.path.join(os.path.expanduser(split_model_path(model, gguf_file)[0]), VALUE_HEAD_FILE)
         if os.path.isfile(head):
             from safetensors.torch import load_file
@@ -236,22 +269,13 @@ class PolicyWithValueHead(nn.Module):
         return PolicyOutput(logits, self.value_head(hidden), out.past_key_values)
 
     def response_outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int):
-        """Teacher-forced logits and values for the last ``response_length`` tokens.
-
-        Args:
-            input_ids: ``(B, P+T)`` [left-padded prompt | right-padded response].
-            attention_mask: ``(B, P+T)``.
-            response_length: T.
-
-        Returns:
-            ``(logits, values)``: ``(B, T, V)`` logits predicting response token t and
-            ``(B, T)`` V(s_t), the state before token t, both read at position P−1+t.
-        """
-        out = self(input_ids, attention_mask, logits_to_keep=response_length + 1)
-        return out.logits[:, :-1], out.values[:, :-1]
+        """Teacher-forced ``(logits (B, T, V), values (B, T))`` of the last T tokens; see
+        :func:`response_outputs`."""
+        return response_outputs(self, input_ids, attention_mask, response_length)
 
     def save_pretrained(self, directory: str, tokenizer=None) -> None:
-        """Write the LM (``save_pretrained``), the tokenizer and ``value_head.safetensors``.
+        """Write the LM (``save_pretrained``; with LoRA only the adapters, and ``textrl.json``
+        names the base model), the tokenizer and ``value_head.safetensors``.
 
         ``policy.model=<directory>`` loads the result. Written into ``directory`` as given;
         callers wanting atomicity write to a temporary directory and rename it.
@@ -259,14 +283,38 @@ class PolicyWithValueHead(nn.Module):
         from safetensors.torch import save_file
 
         os.makedirs(directory, exist_ok=True)
-        self.lm.save_pretrained(directory)
+        meta = {"value_head": VALUE_HEAD_FILE}
+        if self.adapters is not None:  # the adapters only; the base model is named in textrl.json
+            self.adapters.save_pretrained(directory)
+            meta.update(base_model=self.base[0] if self.base else None, base_gguf_file=self.base[1] if self.base else None)
+        else:
+            self.lm.save_pretrained(directory)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
                   os.path.join(directory, VALUE_HEAD_FILE))
         with open(os.path.join(directory, "textrl.json"), "w") as f:
-            json.dump({"value_head": VALUE_HEAD_FILE}, f)
+            json.dump(meta, f)
 
+
+
+def response_outputs(policy: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     response_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced logits and values for the last ``response_length`` tokens, in one forward
+    pass of ``policy`` (a :class:`PolicyWithValueHead`, or the DDP/DeepSpeed wrapper around one:
+    calling the wrapper is what all-reduces its gradients).
+
+    Args:
+        input_ids: ``(B, P+T)`` [left-padded prompt | right-padded response].
+        attention_mask: ``(B, P+T)``.
+        response_length: T.
+
+    Returns:
+        ``(logits, values)``: ``(B, T, V)`` logits predicting response token t and ``(B, T)``
+        V(s_t), the state before token t, both read at position P−1+t.
+    """
+    out = policy(input_ids, attention_mask, logits_to_keep=response_length + 1)
+    return out.logits[:, :-1], out.values[:, :-1]
 
 
 def response_logits(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int):

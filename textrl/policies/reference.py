@@ -7,6 +7,7 @@ import copy
 from torch import nn
 
 from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.policies.lora import AdapterDisabledReference
 
 
 def frozen_reference(policy: PolicyWithValueHead) -> nn.Module:
@@ -18,3 +19,12 @@ def frozen_reference(policy: PolicyWithValueHead) -> nn.Module:
     ref = copy.deepcopy(policy.lm).eval()
     ref.requires_grad_(False)
     return ref
+
+
+def make_reference(policy: PolicyWithValueHead) -> nn.Module:
+    """π_ref for ``policy``: with LoRA adapters, the policy's own network with the adapters
+    switched off (:class:`~textrl.policies.lora.AdapterDisabledReference`, no extra weights);
+    otherwise a frozen copy (:func:`frozen_reference`)."""
+    if policy.adapters is not None:
+        return AdapterDisabledReference(policy.adapters)
+    return frozen_reference(policy)
