@@ -25,6 +25,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from textrl.errors import TextRLError
+from textrl.policies.lora import LoraSettings
 
 RESERVED_KEYS = ("name",)
 
@@ -33,12 +34,14 @@ RESERVED_KEYS = ("name",)
 class PolicyConfig:
     """``policy.*``: the causal LM. ``model`` is a hub id, a directory or a .gguf path;
     ``gguf_file`` a GGUF file inside ``model``; ``dropout`` overrides every dropout rate in the
-    model config (0 for RL, so rollout and training logprobs agree)."""
+    model config (0 for RL, so rollout and training logprobs agree); ``lora.r > 0`` trains LoRA
+    adapters instead of every weight, with the adapter-disabled base as π_ref."""
 
     model: str = MISSING
     gguf_file: Optional[str] = None
     dtype: str = "float32"
     dropout: Optional[float] = 0.0
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
 
 @dataclass
@@ -80,7 +83,8 @@ class RolloutConfig:
 @dataclass
 class TrainerConfig:
     """``trainer.*``: the RL loop. ``updates`` rollout+update iterations; ``sample_every`` writes
-    ``samples_per_update`` samples every so many updates; ``threads`` sets torch's CPU threads."""
+    ``samples_per_update`` samples every so many updates; ``threads`` sets torch's CPU threads;
+    ``precision`` is ``fp32`` or ``bf16`` (autocast; weights and optimizer stay float32)."""
 
     updates: int = 20
     sample_every: int = 1
@@ -88,6 +92,7 @@ class TrainerConfig:
     save_policy: bool = True
     progress_bar: bool = True
     threads: Optional[int] = None
+    precision: str = "fp32"  # fp32 | bf16
 
 
 @dataclass

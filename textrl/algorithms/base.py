@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import torch
+
 from textrl.rollout.buffer import RolloutBatch
 
 
@@ -14,14 +16,54 @@ class Algorithm(ABC):
     config), the trainer calls :meth:`setup` once with the policy and the reference model, then
     :meth:`update` once per rollout batch.
 
+    Multi-process runs: :meth:`setup` may take an ``accelerator`` (``None`` in one process);
+    an algorithm passes its model and optimizer through :meth:`distribute` and uses
+    :meth:`backward`, :meth:`clip_grad_norm` and :meth:`mean_across_processes`, which fall back
+    to plain torch in one process. An algorithm that ignores them still runs in one process.
+
     Attributes:
         uses_value_head: whether the rollout's values (the critic) matter to this algorithm.
         samples_per_prompt: episodes per prompt the algorithm needs in each batch (GRPO and
             leave-one-out baselines need k ≥ 2); ``None`` uses ``rollout.samples_per_prompt``.
+        accelerator: the run's ``accelerate.Accelerator``, or ``None`` in one process.
     """
 
     uses_value_head: bool = True
     samples_per_prompt: int | None = None
+    accelerator = None
+
+    def distribute(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator=None):
+        """``(model, optimizer)`` wrapped by ``accelerator.prepare`` (DDP or DeepSpeed) when the
+        run has several processes, else returned as they are. Call the returned model for
+        forward passes whose gradients must be all-reduced."""
+        self.accelerator = accelerator
+        if accelerator is None or accelerator.num_processes == 1:
+            return model, optimizer
+        return accelerator.prepare(model, optimizer)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, through the accelerator when there is one."""
+        if self.accelerator is None:
+            loss.backward()
+        else:
+            self.accelerator.backward(loss)
+
+    def clip_grad_norm(self, parameters, max_norm: float) -> torch.Tensor:
+        """Clip the global gradient norm to ``max_norm``; returns the norm before clipping."""
+        if self.accelerator is None:
+            return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return self.accelerator.clip_grad_norm_(parameters, max_norm)
+
+    def episodes_seen(self, batch: RolloutBatch) -> int:
+        """Episodes in this update over all processes (the n_steps of the adaptive KL controller)."""
+        return batch.batch_size * (self.accelerator.num_processes if self.accelerator is not None else 1)
+
+    def mean_across_processes(self, value: float) -> float:
+        """``value`` averaged over the processes (e.g. the KL that drives β, which every process
+        must agree on); ``value`` itself in one process."""
+        from textrl.distributed import mean_across_processes
+
+        return mean_across_processes({"v": value}, self.accelerator)["v"]
 
     @abstractmethod
     def setup(self, policy, reference, reward_model=None) -> None:

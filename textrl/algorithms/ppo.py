@@ -19,6 +19,7 @@ from textrl.algorithms.base import Algorithm
 from textrl.algorithms.kl import AdaptiveKLController, FixedKLController, kl_shaped_rewards
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
 from textrl.errors import TextRLError
+from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import entropy_from_logits, token_logprobs, warp_logits
 from textrl.rollout.buffer import RolloutBatch
 
@@ -88,16 +89,17 @@ class PPO(Algorithm):
         self.value_init = value_init
         self.kl_controller = make_kl_controller(kl)
         self.generator = torch.Generator().manual_seed(torch.initial_seed())
-        self.policy = self.optimizer = None
+        self.policy = self.model = self.optimizer = None
 
     @property
     def kl_coef(self) -> float:
         """Current β."""
         return self.kl_controller.value
 
-    def setup(self, policy, reference, reward_model=None) -> None:
+    def setup(self, policy, reference, reward_model=None, accelerator=None) -> None:
         """Create the AdamW optimizer over the policy (LM + value head); with
         ``value_init=reward_model`` first copy ``reward_model.score_head()`` into the value head.
+        With an ``accelerator`` (several processes) the policy and optimizer are prepared by it.
 
         Raises:
             TextRLError: ``value_init=reward_model`` without a learned reward model of the
@@ -119,7 +121,8 @@ class PPO(Algorithm):
                 target.weight.copy_(weight)
                 target.bias.copy_(bias)
         params = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        self.model, self.optimizer = self.distribute(policy, optimizer, accelerator)
 
     def advantages(self, batch: RolloutBatch):
         """KL-shaped rewards → GAE. Returns ``(advantages, returns, kl)``, each ``(B, T)``."""
@@ -133,7 +136,7 @@ class PPO(Algorithm):
     def loss(self, batch: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
         """PPO loss terms on a minibatch (one teacher-forced forward pass of the policy)."""
         mask = batch.response_mask
-        logits, values = self.policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
+        logits, values = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
         logits = logits[..., :batch.vocab_size]
         logprobs = token_logprobs(logits, batch.response_ids, batch.sampling)
         pg = ppo_policy_loss(logprobs, batch.logprobs, advantages, mask, self.clip_range)
@@ -171,17 +174,19 @@ class PPO(Algorithm):
                     terms["loss/total"] = terms["loss/total"] + coef * value
                 self.optimizer.zero_grad(set_to_none=True)
                 check_finite(terms["loss/total"], "loss/total")
-                terms["loss/total"].backward()
+                self.backward(terms["loss/total"])
                 if self.max_grad_norm is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                    terms["policy/grad_norm"] = norm
+                    norm = self.clip_grad_norm(self.model.parameters(), self.max_grad_norm)
+                    if norm is not None:  # DeepSpeed clips inside its engine and returns None
+                        terms["policy/grad_norm"] = norm
                 self.optimizer.step()
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 steps += 1
         mask = batch.response_mask
         episode_kl = kl.sum(1)
-        self.kl_controller.update(float(episode_kl.mean()), batch.batch_size)
+        # β must agree across processes: it follows the KL of the whole (all-process) batch
+        self.kl_controller.update(self.mean_across_processes(float(episode_kl.mean())), self.episodes_seen(batch))
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update({
             "objective/kl": float(episode_kl.mean()),

@@ -45,9 +45,9 @@ class PPOPtx(PPO):
         self.ptx_batch_size, self.ptx_max_length = ptx_batch_size, ptx_max_length
         self.ptx_generator = torch.Generator().manual_seed(torch.initial_seed() + 1)
 
-    def setup(self, policy, reference, reward_model=None, tokenizer=None) -> None:
+    def setup(self, policy, reference, reward_model=None, tokenizer=None, accelerator=None) -> None:
         """PPO's setup, then tokenise the pretraining texts once."""
-        super().setup(policy, reference, reward_model)
+        super().setup(policy, reference, reward_model, accelerator)
         if tokenizer is None:
             raise TextRLError("algo=ppo_ptx needs the policy's tokenizer in setup(); got None")
         texts = load_prompts(self.ptx_data)

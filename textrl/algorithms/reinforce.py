@@ -21,6 +21,7 @@ import torch
 from textrl.algorithms.base import Algorithm
 from textrl.algorithms.ppo import KLConfig, check_finite, make_kl_controller
 from textrl.errors import TextRLError
+from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import token_logprobs
 from textrl.rollout.buffer import RolloutBatch
 
@@ -82,10 +83,12 @@ class Reinforce(Algorithm):
         self.kl_controller = make_kl_controller(kl)
         self.running_return: float | None = None
 
-    def setup(self, policy, reference) -> None:
-        """AdamW over the LM (the value head is unused)."""
+    def setup(self, policy, reference, accelerator=None) -> None:
+        """AdamW over the LM; the value head is unused and frozen. Prepared by ``accelerator`` if given."""
         self.policy = policy
-        self.optimizer = torch.optim.AdamW([p for p in policy.lm.parameters() if p.requires_grad], lr=self.lr)
+        policy.value_head.requires_grad_(False)
+        optimizer = torch.optim.AdamW([p for p in policy.lm.parameters() if p.requires_grad], lr=self.lr)
+        self.model, self.optimizer = self.distribute(policy, optimizer, accelerator)
 
     def baseline_values(self, returns: torch.Tensor, k: int) -> torch.Tensor:
         """``(B,)`` baseline for this batch's returns (updates the moving average)."""
@@ -112,17 +115,17 @@ class Reinforce(Algorithm):
             for start in range(0, batch.batch_size, self.minibatch_size):
                 idx = torch.arange(start, min(start + self.minibatch_size, batch.batch_size), device=mask.device)
                 mb = batch.select(idx)
-                logits, _ = self.policy.response_outputs(mb.input_ids, mb.attention_mask, mb.response_length)
+                logits, _ = response_outputs(self.model, mb.input_ids, mb.attention_mask, mb.response_length)
                 logprobs = token_logprobs(logits[..., :mb.vocab_size], mb.response_ids, mb.sampling)
                 loss = reinforce_loss(logprobs, mb.response_mask, advantages[idx]) * len(idx) / batch.batch_size
                 check_finite(loss, "loss/policy")
-                loss.backward()
+                self.backward(loss)
                 total += float(loss)
             if self.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.policy.lm.parameters(), self.max_grad_norm)
+                self.clip_grad_norm(self.policy.lm.parameters(), self.max_grad_norm)
             self.optimizer.step()
         episode_kl = ((batch.logprobs - batch.ref_logprobs) * mask).sum(1)
-        self.kl_controller.update(float(episode_kl.mean()), batch.batch_size)
+        self.kl_controller.update(self.mean_across_processes(float(episode_kl.mean())), self.episodes_seen(batch))
         return {"loss/policy": total, "objective/kl": float(episode_kl.mean()),
                 "objective/score": float(batch.scores.mean()), "objective/rlhf_reward": float(returns.mean()),
                 "kl/beta": beta, "policy/advantage_std": float(advantages.std()) if advantages.numel() > 1 else 0.0,

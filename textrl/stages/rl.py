@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from textrl.config import build_plugin
+from textrl.devices import autocast
+from textrl.distributed import make_accelerator, mean_across_processes, rank_and_size, replica_max_abs_diff
 from textrl.errors import TextRLError
 from textrl.records import format_prompt
 from textrl.envs.prompts import load_prompts
@@ -24,7 +26,8 @@ from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.io import atomic_save_dir, atomic_write_json
 from textrl.loggers import JsonlLogger, make_logger
 from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_tokenizer
-from textrl.policies.reference import frozen_reference
+from textrl.policies.lora import LoraSettings
+from textrl.policies.reference import make_reference
 from textrl.policies.sampling import SamplingConfig
 from textrl.rollout.collector import RolloutCollector
 
@@ -61,71 +64,115 @@ def build_reward(cfg, registry, device):
     return build_plugin("reward", node, registry.rewards)
 
 
+def sample_rows(batch, n: int) -> list[dict]:
+    """The first ``n`` episodes of ``batch`` as samples-file rows: prompt, response, score, each
+    reward component and, when the reward model explains itself, its ``details`` (which rules fired)."""
+    rows = []
+    for i in range(min(n, batch.batch_size)):
+        row = {"prompt": batch.prompts[i], "response": batch.responses[i], "score": float(batch.scores[i])}
+        row.update({f"reward/{k}": float(v[i]) for k, v in batch.reward_components.items()})
+        if batch.reward_details is not None:
+            row["details"] = batch.reward_details[i]
+        rows.append(row)
+    return rows
+
+
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     """Run the RL stage; returns the summary dict (also written to ``summary.json``).
 
     The jsonl logger (metrics.jsonl, samples.jsonl in ``run_dir``) and the ``logger.name``
-    logger are registered as plugins for the duration of the stage.
+    logger are registered as plugins for the duration of the stage, on the main process only
+    when several processes run (``accelerate launch``; see :mod:`textrl.distributed`).
+
+    Raises:
+        TextRLError: ``rollout.batch_size`` not divisible by the number of processes, and
+            whatever the parts raise (see their docstrings).
     """
-    names = [registry.manager.register(p) for p in (JsonlLogger(run_dir), make_logger(cfg.logger)) if p is not None]
+    accelerator = make_accelerator(device)
+    main = accelerator is None or accelerator.is_main_process
+    loggers = (JsonlLogger(run_dir), make_logger(cfg.logger)) if main else ()
+    names = [registry.manager.register(p) for p in loggers if p is not None]
     try:
-        return _train(cfg, registry, run_dir, device)
+        return _train(cfg, registry, run_dir, device, accelerator)
     finally:
         for name in names:
             registry.manager.unregister(name=name)
 
 
-def _train(cfg, registry, run_dir: str, device: torch.device) -> dict:
+def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> dict:
     start = time.perf_counter()
+    autocast(device, cfg.trainer.precision)  # a bad precision fails before anything loads
+    rank, processes = rank_and_size(accelerator)
+    if cfg.rollout.batch_size % processes:
+        raise TextRLError(f"rollout.batch_size: got {cfg.rollout.batch_size}; expected a multiple of the "
+                          f"{processes} processes (each collects an equal share)")
+    if accelerator is not None and device.type == "cuda":
+        device = accelerator.device  # one GPU per process
+    main = rank == 0
     tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
     policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
-                                                 tokenizer=tokenizer, dropout=cfg.policy.dropout, device=device)
-    reference = frozen_reference(policy)
+                                                 tokenizer=tokenizer, dropout=cfg.policy.dropout, device=device,
+                                                 lora=LoraSettings(**cfg.policy.lora))
+    reference = make_reference(policy)  # a frozen copy, or the LoRA policy with its adapters off
     prompts, _ = load_prompt_split(cfg, tokenizer)
     reward_model = build_reward(cfg, registry, device)
-    env = TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=cfg.rollout.batch_size,
+    env = TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=cfg.rollout.batch_size // processes,
                             max_new_tokens=cfg.env.max_new_tokens, max_prompt_tokens=cfg.env.max_prompt_tokens,
                             prompt_truncation=cfg.env.prompt_truncation, stop_on_eos=cfg.env.stop_on_eos,
                             device=device, autoreset_mode="disabled", format_prompt=prompt_formatter(cfg, tokenizer))
     sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
     algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
-    offered = {"reward_model": reward_model, "tokenizer": tokenizer}  # passed to setups that accept them
+    offered = {"reward_model": reward_model, "tokenizer": tokenizer, "accelerator": accelerator}
     accepted = inspect.signature(algorithm.setup).parameters
     algorithm.setup(policy, reference, **{k: v for k, v in offered.items() if k in accepted})
     samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
-    collector = RolloutCollector(env, policy, reference, sampling, seed=cfg.seed, samples_per_prompt=samples_per_prompt)
+    # each process draws its own episodes: env slot seeds seed + rank*N + i never collide
+    collector = RolloutCollector(env, policy, reference, sampling, seed=cfg.seed + rank * env.num_envs,
+                                 samples_per_prompt=samples_per_prompt)
 
     hook = registry.manager.hook
-    hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
+    if main:
+        hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
     scores = []
-    bar = tqdm(range(1, cfg.trainer.updates + 1), desc="updates", disable=not cfg.trainer.progress_bar,
+    bar = tqdm(range(1, cfg.trainer.updates + 1), desc="updates", disable=not (cfg.trainer.progress_bar and main),
                dynamic_ncols=True)
     for update in bar:
         t0 = time.perf_counter()
-        batch = collector.collect()
-        t1 = time.perf_counter()
-        metrics = algorithm.update(batch)
+        with autocast(device, cfg.trainer.precision):
+            batch = collector.collect()
+            t1 = time.perf_counter()
+            metrics = algorithm.update(batch)
         t2 = time.perf_counter()
         tokens = float(batch.response_mask.sum())
         metrics.update({"perf/tokens_per_s": tokens / (t2 - t0), "perf/rollout_s": t1 - t0, "perf/update_s": t2 - t1})
-        scores.append(float(batch.scores.mean()))
-        samples = []
-        if cfg.trainer.sample_every and update % cfg.trainer.sample_every == 0:
-            samples = [{"prompt": p, "response": r, "score": float(s)} for p, r, s in
-                       zip(batch.prompts, batch.responses, batch.scores[:cfg.trainer.samples_per_update])]
-        hook.textrl_on_update_end(update=update, metrics=metrics, samples=samples)
+        metrics.update({f"reward/{k}": float(v.mean()) for k, v in batch.reward_components.items()})
+        metrics = mean_across_processes(metrics, accelerator)
+        if processes > 1:
+            metrics["perf/tokens_per_s"] *= processes  # every process's tokens in the same time
+        scores.append(metrics.get("objective/score", float(batch.scores.mean())))
+        if main:
+            samples = []
+            if cfg.trainer.sample_every and update % cfg.trainer.sample_every == 0:
+                samples = sample_rows(batch, cfg.trainer.samples_per_update)
+            hook.textrl_on_update_end(update=update, metrics=metrics, samples=samples)
         bar.set_postfix(score=f"{scores[-1]:.3f}", kl=f"{metrics.get('objective/kl', 0.0):.2f}")
     bar.close()
 
-    if cfg.trainer.save_policy:
-        atomic_save_dir(os.path.join(run_dir, "policy"), lambda d: policy.save_pretrained(d, tokenizer))
+    replica_diff = replica_max_abs_diff(policy, accelerator)
     k = max(1, min(3, len(scores) // 3))
     summary = {
         "first_score": scores[0], "last_score": scores[-1],
         "first_score_mean3": sum(scores[:k]) / k, "last_score_mean3": sum(scores[-k:]) / k,
         "updates": len(scores), "episodes": len(scores) * cfg.rollout.batch_size,
-        "wall_time_s": time.perf_counter() - start, "run_dir": run_dir,
+        "wall_time_s": time.perf_counter() - start, "run_dir": run_dir, "processes": processes,
     }
-    atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
-    hook.textrl_on_train_end(summary=summary)
+    if processes > 1:
+        summary["replica_max_abs_diff"] = replica_diff  # 0.0: every process holds the same policy
+    if main:
+        if cfg.trainer.save_policy:
+            atomic_save_dir(os.path.join(run_dir, "policy"), lambda d: policy.save_pretrained(d, tokenizer))
+        atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+        hook.textrl_on_train_end(summary=summary)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     return summary

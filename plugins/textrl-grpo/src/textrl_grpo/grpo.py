@@ -15,6 +15,7 @@ from textrl.algorithms import KLConfig
 from textrl.algorithms.advantages import masked_mean
 from textrl.algorithms.losses import ppo_policy_loss
 from textrl.algorithms.ppo import check_finite, make_kl_controller
+from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import token_logprobs
 
 
@@ -81,10 +82,13 @@ class GRPO(textrl.Algorithm):
         self.kl_controller = make_kl_controller(kl)
         self.generator = torch.Generator().manual_seed(torch.initial_seed())
 
-    def setup(self, policy, reference) -> None:
-        """AdamW over the LM's parameters (the value head is unused)."""
+    def setup(self, policy, reference, accelerator=None) -> None:
+        """AdamW over the LM's parameters (the value head is unused and frozen); with several
+        processes the model and optimizer go through ``accelerator`` (textrl's ``distribute``)."""
         self.policy = policy
-        self.optimizer = torch.optim.AdamW([p for p in policy.lm.parameters() if p.requires_grad], lr=self.lr)
+        policy.value_head.requires_grad_(False)
+        optimizer = torch.optim.AdamW([p for p in policy.lm.parameters() if p.requires_grad], lr=self.lr)
+        self.model, self.optimizer = self.distribute(policy, optimizer, accelerator)
 
     def update(self, batch) -> dict[str, float]:
         """One GRPO update on a batch whose rows come in groups of ``group_size``."""
@@ -99,21 +103,21 @@ class GRPO(textrl.Algorithm):
             for start in range(0, batch.batch_size, self.minibatch_size):
                 idx = order[start:start + self.minibatch_size]
                 mb = batch.select(idx)
-                logits, _ = self.policy.response_outputs(mb.input_ids, mb.attention_mask, mb.response_length)
+                logits, _ = response_outputs(self.model, mb.input_ids, mb.attention_mask, mb.response_length)
                 logprobs = token_logprobs(logits[..., :mb.vocab_size], mb.response_ids, mb.sampling)
                 terms = grpo_loss(logprobs, mb.logprobs, mb.ref_logprobs, advantages[idx], mb.response_mask,
                                   self.clip_range, beta)
                 check_finite(terms["loss"], "loss/total")
                 self.optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
+                self.backward(terms["loss"])
                 if self.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(self.policy.lm.parameters(), self.max_grad_norm)
+                    self.clip_grad_norm(self.policy.lm.parameters(), self.max_grad_norm)
                 self.optimizer.step()
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 steps += 1
         episode_kl = ((batch.logprobs - batch.ref_logprobs) * batch.response_mask).sum(1)
-        self.kl_controller.update(float(episode_kl.mean()), batch.batch_size)
+        self.kl_controller.update(self.mean_across_processes(float(episode_kl.mean())), self.episodes_seen(batch))
         return {
             "loss/policy": sums["policy"] / steps, "loss/kl": sums["kl"] / steps,
             "policy/clipfrac": sums["clipfrac"] / steps, "kl/beta": beta,

@@ -1,0 +1,63 @@
+"""Multi-process training through accelerate (DDP, or DeepSpeed ZeRO from an accelerate config).
+
+``accelerate launch --num_processes N -m textrl ...`` starts N copies of the run. Each collects
+``rollout.batch_size / N`` episodes with its own seed; the algorithm hands its model and
+optimizer to ``Accelerator.prepare`` so gradients are all-reduced; metrics are averaged across
+processes; only the main process writes files and logs. A plain ``textrl`` run (one process)
+never builds an ``Accelerator`` and runs exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+def launched_processes() -> int:
+    """How many processes the launcher started (``WORLD_SIZE``, set by accelerate launch and
+    torchrun; 1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def make_accelerator(device: torch.device):
+    """An ``accelerate.Accelerator`` when launched with several processes, else ``None``.
+
+    On CPU the processes talk over gloo; on CUDA each process takes GPU ``LOCAL_RANK`` (NCCL).
+    DDP expects every trainable parameter in every loss: an algorithm that leaves one out (the
+    value head in REINFORCE) freezes it.
+    """
+    if launched_processes() <= 1:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device.type == "cpu")
+
+
+def rank_and_size(accelerator) -> tuple[int, int]:
+    """``(process index, number of processes)``; ``(0, 1)`` without an accelerator."""
+    return (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
+
+
+def mean_across_processes(values: dict[str, float], accelerator) -> dict[str, float]:
+    """Average every scalar in ``values`` over the processes (one all-reduce); unchanged when
+    there is one process. All processes must pass the same keys."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=accelerator.device)
+    t = accelerator.reduce(t, reduction="mean")
+    return dict(zip(keys, t.tolist()))
+
+
+def replica_max_abs_diff(module: torch.nn.Module, accelerator) -> float:
+    """Largest ``|θ_rank − θ_0|`` over every parameter and process: 0.0 when all replicas of
+    ``module`` are identical (as data-parallel training must keep them). 0.0 for one process."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return 0.0
+    from accelerate.utils import broadcast
+
+    worst = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    for p in module.parameters():
+        theirs = broadcast(p.detach().clone(), from_process=0)
+        worst = torch.maximum(worst, (p.detach() - theirs).abs().max().double())
+    return float(accelerator.gather(worst[None]).max())
