@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from textrl.algorithms.base import Algorithm
+from textrl.algorithms.base import Algorithm, make_adamw
 from textrl.algorithms.ppo import KLConfig, check_finite, make_kl_controller
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
@@ -87,7 +87,7 @@ class Reinforce(Algorithm):
         """AdamW over the LM; the value head is unused and frozen. Prepared by ``accelerator`` if given."""
         self.policy = policy
         policy.value_head.requires_grad_(False)
-        optimizer = torch.optim.AdamW([p for p in policy.lm.parameters() if p.requires_grad], lr=self.lr)
+        optimizer = make_adamw([p for p in policy.lm.parameters() if p.requires_grad], lr=self.lr)
         self.model, self.optimizer = self.distribute(policy, optimizer, accelerator)
 
     def baseline_values(self, returns: torch.Tensor, k: int) -> torch.Tensor:
@@ -108,6 +108,7 @@ class Reinforce(Algorithm):
         mask = batch.response_mask
         returns = episode_returns(batch.scores, batch.logprobs, batch.ref_logprobs, mask, beta)
         advantages = returns - self.baseline_values(returns, batch.samples_per_prompt)
+        check_finite(advantages, "advantages")
         total = 0.0
         for _ in range(self.epochs):
             self.optimizer.zero_grad(set_to_none=True)
@@ -122,7 +123,9 @@ class Reinforce(Algorithm):
                 self.backward(loss)
                 total += float(loss)
             if self.max_grad_norm is not None:
-                self.clip_grad_norm(self.policy.lm.parameters(), self.max_grad_norm)
+                norm = self.clip_grad_norm(self.policy.lm.parameters(), self.max_grad_norm)
+                if norm is not None:
+                    check_finite(norm, "gradient norm")
             self.optimizer.step()
         episode_kl = ((batch.logprobs - batch.ref_logprobs) * mask).sum(1)
         self.kl_controller.update(self.mean_across_processes(float(episode_kl.mean())), self.episodes_seen(batch))

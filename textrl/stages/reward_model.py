@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from textrl.algorithms.base import make_adamw
 from textrl.algorithms.ranking import ranking_loss, ranking_pairs
 from textrl.errors import TextRLError
 from textrl.io import atomic_save_dir, atomic_write_json
@@ -34,7 +35,7 @@ OBJECTIVES = ("ranking", "classification")
 def _optimizer_and_schedule(model, lr: float, steps: int, warmup_ratio: float, weight_decay: float = 0.0):
     from transformers import get_scheduler
 
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    optimizer = make_adamw([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     schedule = get_scheduler("cosine", optimizer, num_warmup_steps=math.ceil(warmup_ratio * steps),
                              num_training_steps=steps)
     return optimizer, schedule

@@ -12,6 +12,7 @@ import torch
 
 import textrl
 from textrl.algorithms import KLConfig
+from textrl.algorithms.base import make_adamw
 from textrl.algorithms.advantages import masked_mean
 from textrl.algorithms.losses import ppo_policy_loss
 from textrl.algorithms.ppo import check_finite, make_kl_controller
@@ -87,7 +88,7 @@ class GRPO(textrl.Algorithm):
         processes the model and optimizer go through ``accelerator`` (textrl's ``distribute``)."""
         self.policy = policy
         policy.value_head.requires_grad_(False)
-        optimizer = torch.optim.AdamW([p for p in policy.lm.parameters() if p.requires_grad], lr=self.lr)
+        optimizer = make_adamw([p for p in policy.lm.parameters() if p.requires_grad], lr=self.lr)
         self.model, self.optimizer = self.distribute(policy, optimizer, accelerator)
 
     def update(self, batch) -> dict[str, float]:
