@@ -84,7 +84,11 @@ class RolloutConfig:
 class TrainerConfig:
     """``trainer.*``: the RL loop. ``updates`` rollout+update iterations; ``sample_every`` writes
     ``samples_per_update`` samples every so many updates; ``threads`` sets torch's CPU threads;
-    ``precision`` is ``fp32`` or ``bf16`` (autocast; weights and optimizer stay float32)."""
+    ``precision`` is ``fp32`` or ``bf16`` (autocast; weights and optimizer stay float32).
+    Checkpoints (see :mod:`textrl.checkpoint`) are written every ``checkpoint_every`` updates (0:
+    only at the end), the newest ``keep_checkpoints`` kept; ``resume`` is ``auto`` (the newest
+    checkpoint in the run directory) or a checkpoint path. ``on_nonfinite`` is ``error`` (stop,
+    naming the quantity and update) or ``skip`` (warn and drop the rest of that batch)."""
 
     updates: int = 20
     sample_every: int = 1
@@ -93,6 +97,10 @@ class TrainerConfig:
     progress_bar: bool = True
     threads: Optional[int] = None
     precision: str = "fp32"  # fp32 | bf16
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    resume: Optional[str] = None  # auto | <checkpoint or run dir>
+    on_nonfinite: str = "error"  # error | skip
 
 
 @dataclass

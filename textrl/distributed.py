@@ -61,3 +61,12 @@ def replica_max_abs_diff(module: torch.nn.Module, accelerator) -> float:
         theirs = broadcast(p.detach().clone(), from_process=0)
         worst = torch.maximum(worst, (p.detach() - theirs).abs().max().double())
     return float(accelerator.gather(worst[None]).max())
+
+
+def gather_states(state: dict, accelerator) -> list[dict]:
+    """Every process's ``state`` (picklable), in process order; ``[state]`` for one process."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return [state]
+    from accelerate.utils import gather_object
+
+    return gather_object([state])

@@ -14,3 +14,17 @@ class TextRLError(ValueError):
     Subclasses ``ValueError`` so library users can catch it the usual way. The message is one
     line: ``"<what>: got <bad value>; expected <what is allowed>"``.
     """
+
+
+class NonFiniteError(TextRLError):
+    """A NaN or inf in a quantity training depends on: a reward, an advantage, a loss, a gradient.
+
+    Attributes:
+        quantity: what was non-finite (``"reward"``, ``"advantages"``, ``"loss/total"``,
+            ``"gradient norm"``...). The trainer adds the update number and, following
+            ``trainer.on_nonfinite``, stops the run or skips the rest of the batch.
+    """
+
+    def __init__(self, quantity: str, message: str):
+        super().__init__(message)
+        self.quantity = quantity

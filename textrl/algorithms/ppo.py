@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from textrl.algorithms.advantages import gae, masked_mean, masked_whiten
-from textrl.algorithms.base import Algorithm
+from textrl.algorithms.base import Algorithm, make_adamw
 from textrl.algorithms.kl import AdaptiveKLController, FixedKLController, kl_shaped_rewards
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
-from textrl.errors import TextRLError
+from textrl.errors import NonFiniteError, TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import entropy_from_logits, token_logprobs, warp_logits
 from textrl.rollout.buffer import RolloutBatch
@@ -67,8 +67,9 @@ class PPO(Algorithm):
     Minibatch shuffling draws from a generator seeded from torch's global seed (``seed``).
 
     Raises:
-        TextRLError: a non-positive lr/epochs/minibatch size, a minibatch size that does not
-            divide the batch, or a NaN/inf loss.
+        TextRLError: a non-positive lr/epochs/minibatch size, or a minibatch size that does not
+            divide the batch; :class:`~textrl.errors.NonFiniteError` for a NaN/inf advantage,
+            loss or gradient norm (raised before the optimizer step that would use it).
     """
 
     def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
@@ -121,7 +122,7 @@ class PPO(Algorithm):
                 target.weight.copy_(weight)
                 target.bias.copy_(bias)
         params = [p for p in policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = make_adamw(params, lr=self.lr, weight_decay=self.weight_decay)
         self.model, self.optimizer = self.distribute(policy, optimizer, accelerator)
 
     def advantages(self, batch: RolloutBatch):
@@ -161,6 +162,7 @@ class PPO(Algorithm):
         beta = self.kl_coef
         with torch.no_grad():
             advantages, returns, kl = self.advantages(batch)
+        check_finite(advantages, "advantages")
         sums: dict[str, float] = {}
         steps = 0
         for _ in range(self.epochs):
@@ -178,6 +180,7 @@ class PPO(Algorithm):
                 if self.max_grad_norm is not None:
                     norm = self.clip_grad_norm(self.model.parameters(), self.max_grad_norm)
                     if norm is not None:  # DeepSpeed clips inside its engine and returns None
+                        check_finite(norm, "gradient norm")  # before the step: the weights stay good
                         terms["policy/grad_norm"] = norm
                 self.optimizer.step()
                 for k, v in terms.items():
@@ -214,7 +217,7 @@ class PPO(Algorithm):
 
 
 def check_finite(value: torch.Tensor, name: str) -> None:
-    """Raise :class:`TextRLError` naming ``name`` if ``value`` has a NaN or inf."""
+    """Raise :class:`~textrl.errors.NonFiniteError` naming ``name`` if ``value`` has a NaN or inf."""
     if not torch.isfinite(value).all():
-        raise TextRLError(f"{name} is {value.item() if value.numel() == 1 else 'non-finite'}; expected a finite "
-                          f"value (lower algo.lr or check the reward model)")
+        shown = value.item() if value.numel() == 1 else "non-finite"
+        raise NonFiniteError(name, f"{name} is {shown}; expected a finite value (lower algo.lr or check the reward model)")

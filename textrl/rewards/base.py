@@ -7,7 +7,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from textrl.errors import TextRLError
+from textrl.errors import NonFiniteError, TextRLError
 
 
 @runtime_checkable
@@ -84,8 +84,9 @@ def check_scores(scores, batch_size: int, name: str = "reward model") -> torch.T
     Accepts a tensor, a numpy array or a list of numbers of length ``batch_size``.
 
     Raises:
-        TextRLError: wrong shape, a non-numeric dtype, or any NaN/inf entry; the message
-            names the reward model, what it returned and what was expected.
+        TextRLError: wrong shape or a non-numeric dtype; :class:`~textrl.errors.NonFiniteError`
+            for a NaN/inf entry. The message names the reward model, what it returned and what
+            was expected.
     """
     try:
         t = torch.as_tensor(scores)
@@ -99,5 +100,5 @@ def check_scores(scores, batch_size: int, name: str = "reward model") -> torch.T
     bad = ~torch.isfinite(t)
     if bad.any():
         i = int(bad.nonzero()[0])
-        raise TextRLError(f"{name} returned {t[i].item()} for response {i}; expected finite scores")
+        raise NonFiniteError("reward", f"{name} returned {t[i].item()} for response {i}; expected finite scores")
     return t

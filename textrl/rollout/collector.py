@@ -52,6 +52,19 @@ class RolloutCollector:
         self.generator = torch.Generator(device=env.device).manual_seed(seed)
         self._reset_seed: int | None = seed
 
+    def state_dict(self) -> dict:
+        """RNG states of token sampling and prompt draws (the collector's and the env's), for
+        checkpoints: restoring them makes the next batch the one an uninterrupted run would get."""
+        return {"generator": self.generator.get_state(), "prompt_rng": self.prompt_rng.bit_generator.state,
+                "reset_seed": self._reset_seed, "env": self.env.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.generator.set_state(state["generator"])
+        self.prompt_rng.bit_generator.state = state["prompt_rng"]
+        self._reset_seed = state["reset_seed"]
+        self.env.load_state_dict(state["env"])
+
     @torch.no_grad()
     def collect(self, prompts: list[str] | None = None) -> RolloutBatch:
         """Run one episode in every env slot and return them as a batch.
@@ -108,4 +121,6 @@ class RolloutCollector:
             logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, rewards=rewards,
             scores=rewards.sum(1), prompts=list(env.episode_prompts), responses=list(env.episode_responses),
             sampling=self.sampling, vocab_size=vocab, samples_per_prompt=self.samples_per_prompt,
+            reward_components={k: v.clone() for k, v in env.episode_components.items()},
+            reward_details=list(env.episode_details) if any(d is not None for d in env.episode_details) else None,
         )

@@ -9,6 +9,7 @@ atomically.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import time
 
@@ -18,8 +19,11 @@ from tqdm import tqdm
 
 from textrl.config import build_plugin
 from textrl.devices import autocast
-from textrl.distributed import make_accelerator, mean_across_processes, rank_and_size, replica_max_abs_diff
-from textrl.errors import TextRLError
+from textrl.distributed import (gather_states, make_accelerator, mean_across_processes, rank_and_size,
+                                replica_max_abs_diff)
+from textrl.checkpoint import (find_resume_checkpoint, list_checkpoints, load_checkpoint, restore_checkpoint,
+                               rng_state, save_checkpoint, truncate_jsonl)
+from textrl.errors import NonFiniteError, TextRLError
 from textrl.records import format_prompt
 from textrl.envs.prompts import load_prompts
 from textrl.envs.token_vector_env import TokenGenVectorEnv
@@ -30,6 +34,8 @@ from textrl.policies.lora import LoraSettings
 from textrl.policies.reference import make_reference
 from textrl.policies.sampling import SamplingConfig
 from textrl.rollout.collector import RolloutCollector
+
+log = logging.getLogger(__name__)
 
 
 def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
@@ -77,6 +83,72 @@ def sample_rows(batch, n: int) -> list[dict]:
     return rows
 
 
+def check_trainer(trainer) -> None:
+    """Raise :class:`TextRLError` for trainer settings that cannot work (named, with what is allowed)."""
+    if trainer.updates < 1:
+        raise TextRLError(f"trainer.updates: got {trainer.updates}; expected a positive integer")
+    if trainer.checkpoint_every < 0:
+        raise TextRLError(f"trainer.checkpoint_every: got {trainer.checkpoint_every}; expected 0 (only at the end) "
+                          f"or a positive number of updates")
+    if trainer.keep_checkpoints < 1:
+        raise TextRLError(f"trainer.keep_checkpoints: got {trainer.keep_checkpoints}; expected at least 1")
+    if trainer.on_nonfinite not in ("error", "skip"):
+        raise TextRLError(f"trainer.on_nonfinite: got {trainer.on_nonfinite!r}; expected 'error' or 'skip'")
+
+
+def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator) -> tuple[int, list[float]]:
+    """``(first update to run, mean scores of the updates already done)``.
+
+    With ``trainer.resume`` pointing at a checkpoint, restore it (policy, optimizer, KL
+    controller, RNGs, prompt sampler) and cut ``metrics.jsonl``/``samples.jsonl`` back to its
+    update, so every update has exactly one record; otherwise start at update 1 (a fresh run in
+    a used directory also starts those files afresh).
+
+    Raises:
+        TextRLError: a resume path without a checkpoint, or a checkpoint of another config.
+    """
+    rank, _ = rank_and_size(accelerator)
+    path = find_resume_checkpoint(cfg.trainer.resume, run_dir)
+    done = 0
+    if path is not None:
+        state = load_checkpoint(path, cfg)
+        done = restore_checkpoint(state, policy, algorithm, collector, rank)
+        log.info("resumed from %s at update %d", path, done + 1)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()  # every process has read the files before they are cut
+    if rank == 0:
+        kept = truncate_jsonl(os.path.join(run_dir, "metrics.jsonl"), done)
+        truncate_jsonl(os.path.join(run_dir, "samples.jsonl"), done)
+    else:
+        kept = [{"objective/score": float("nan")}] * done
+    return done + 1, [r["objective/score"] for r in kept if "objective/score" in r]
+
+
+def checkpoint(cfg, run_dir: str, update: int, policy, algorithm, collector, accelerator) -> None:
+    """Write the checkpoint of ``update`` (main process; every process's sampler state in it)."""
+    processes = gather_states({"collector": collector.state_dict(), "rng": rng_state()}, accelerator)
+    if accelerator is None or accelerator.is_main_process:
+        save_checkpoint(run_dir, update, cfg, policy, algorithm, processes, keep=cfg.trainer.keep_checkpoints)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+
+
+def on_nonfinite(error: NonFiniteError, update: int, cfg, run_dir: str) -> dict:
+    """``trainer.on_nonfinite``: ``error`` stops the run naming the quantity, the update and the
+    last good checkpoint (left intact); ``skip`` warns and returns the update's metrics record.
+
+    Raises:
+        TextRLError: with ``on_nonfinite=error``, or an unknown ``on_nonfinite`` value.
+    """
+    if cfg.trainer.on_nonfinite == "skip":
+        log.warning("update %d: %s; skipped the rest of this batch (trainer.on_nonfinite=skip)", update, error)
+        return {"skipped/nonfinite": 1.0}
+    found = list_checkpoints(run_dir)
+    last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
+    raise TextRLError(f"update {update}: {error.quantity} is not finite ({error}); stopped "
+                      f"(trainer.on_nonfinite=error; {last})")
+
+
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     """Run the RL stage; returns the summary dict (also written to ``summary.json``).
 
@@ -101,7 +173,8 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
 
 def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> dict:
     start = time.perf_counter()
-    autocast(device, cfg.trainer.precision)  # a bad precision fails before anything loads
+    autocast(device, cfg.trainer.precision)  # bad trainer settings fail before anything loads
+    check_trainer(cfg.trainer)
     rank, processes = rank_and_size(accelerator)
     if cfg.rollout.batch_size % processes:
         raise TextRLError(f"rollout.batch_size: got {cfg.rollout.batch_size}; expected a multiple of the "
@@ -130,33 +203,47 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
     collector = RolloutCollector(env, policy, reference, sampling, seed=cfg.seed + rank * env.num_envs,
                                  samples_per_prompt=samples_per_prompt)
 
+    start_update, scores = resume(cfg, run_dir, policy, algorithm, collector, accelerator)
     hook = registry.manager.hook
     if main:
         hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
-    scores = []
-    bar = tqdm(range(1, cfg.trainer.updates + 1), desc="updates", disable=not (cfg.trainer.progress_bar and main),
-               dynamic_ncols=True)
+    bar = tqdm(range(start_update, cfg.trainer.updates + 1), desc="updates", initial=start_update - 1,
+               total=cfg.trainer.updates, disable=not (cfg.trainer.progress_bar and main), dynamic_ncols=True)
     for update in bar:
         t0 = time.perf_counter()
-        with autocast(device, cfg.trainer.precision):
-            batch = collector.collect()
-            t1 = time.perf_counter()
-            metrics = algorithm.update(batch)
-        t2 = time.perf_counter()
-        tokens = float(batch.response_mask.sum())
-        metrics.update({"perf/tokens_per_s": tokens / (t2 - t0), "perf/rollout_s": t1 - t0, "perf/update_s": t2 - t1})
-        metrics.update({f"reward/{k}": float(v.mean()) for k, v in batch.reward_components.items()})
+        try:
+            with autocast(device, cfg.trainer.precision):
+                batch = collector.collect()
+                t1 = time.perf_counter()
+                metrics = algorithm.update(batch)
+        except NonFiniteError as e:
+            metrics = on_nonfinite(e, update, cfg, run_dir)  # raises unless trainer.on_nonfinite=skip
+            batch = None
+        else:
+            t2 = time.perf_counter()
+            tokens = float(batch.response_mask.sum())
+            metrics.update({"perf/tokens_per_s": tokens / (t2 - t0), "perf/rollout_s": t1 - t0,
+                            "perf/update_s": t2 - t1})
+            metrics.update({f"reward/{k}": float(v.mean()) for k, v in batch.reward_components.items()})
         metrics = mean_across_processes(metrics, accelerator)
-        if processes > 1:
+        if processes > 1 and "perf/tokens_per_s" in metrics:
             metrics["perf/tokens_per_s"] *= processes  # every process's tokens in the same time
-        scores.append(metrics.get("objective/score", float(batch.scores.mean())))
+        if "objective/score" in metrics:
+            scores.append(metrics["objective/score"])
         if main:
             samples = []
-            if cfg.trainer.sample_every and update % cfg.trainer.sample_every == 0:
+            if batch is not None and cfg.trainer.sample_every and update % cfg.trainer.sample_every == 0:
                 samples = sample_rows(batch, cfg.trainer.samples_per_update)
             hook.textrl_on_update_end(update=update, metrics=metrics, samples=samples)
-        bar.set_postfix(score=f"{scores[-1]:.3f}", kl=f"{metrics.get('objective/kl', 0.0):.2f}")
+        every = cfg.trainer.checkpoint_every
+        if (every and update % every == 0) or update == cfg.trainer.updates:
+            checkpoint(cfg, run_dir, update, policy, algorithm, collector, accelerator)
+        bar.set_postfix(score=f"{scores[-1] if scores else float('nan'):.3f}",
+                        kl=f"{metrics.get('objective/kl', 0.0):.2f}")
     bar.close()
+    if not scores:
+        raise TextRLError(f"trainer.updates: got {cfg.trainer.updates}; every update was skipped or already done "
+                          f"(resumed at update {start_update}); expected at least one update to run")
 
     replica_diff = replica_max_abs_diff(policy, accelerator)
     k = max(1, min(3, len(scores) // 3))

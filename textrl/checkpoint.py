@@ -1,0 +1,208 @@
+"""Checkpoints of the RL stage and exact resume.
+
+A checkpoint is a directory ``<run_dir>/checkpoints/update_<NNNNNN>/`` holding ``state.pt`` and
+``meta.json``, written to a temporary directory and renamed into place, so a crash or SIGKILL
+leaves either the whole checkpoint or none of it; only the newest ``trainer.keep_checkpoints``
+are kept. ``state.pt`` holds everything the next update depends on:
+
+- the policy's trainable tensors (all weights and the value head; with LoRA the adapters and
+  the value head, since the frozen base is reloaded from ``policy.model``);
+- the algorithm's ``state_dict()`` (optimizer, KL controller, shuffling RNG, baselines);
+- the RNG states of python, numpy and torch (CPU and CUDA) and of the collector and env (token
+  sampling, prompt draws);
+- the update counter and the run's config fingerprint.
+
+``trainer.resume=auto`` restarts from the newest checkpoint in the run directory (from scratch if
+there is none); a path restarts from that checkpoint. ``metrics.jsonl`` and ``samples.jsonl`` are
+cut back to the checkpoint's update, so a killed and resumed run ends with exactly one record
+per update. ``state.pt`` is a pickle: resume only from checkpoints you wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from textrl.errors import TextRLError
+from textrl.io import atomic_save_dir, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.pt"
+# keys that may change between a run and its resumption without changing the experiment
+RESUMABLE_KEYS = ("trainer.updates", "trainer.resume", "trainer.checkpoint_every", "trainer.keep_checkpoints",
+                  "trainer.progress_bar", "trainer.threads", "trainer.sample_every", "trainer.samples_per_update",
+                  "trainer.save_policy", "logger", "device")
+
+
+def config_fingerprint(cfg) -> dict:
+    """The resolved config as flat ``{dotted.key: value}``, without :data:`RESUMABLE_KEYS`."""
+    flat = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return {k: v for k, v in flat.items() if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)}
+
+
+def checkpoint_dir(run_dir: str, update: int) -> str:
+    """``<run_dir>/checkpoints/update_<update:06d>``."""
+    return os.path.join(run_dir, CHECKPOINTS, f"update_{update:06d}")
+
+
+def list_checkpoints(run_dir: str) -> list[str]:
+    """Complete checkpoint directories in ``run_dir``, oldest first (temporary ones skipped)."""
+    root = os.path.join(run_dir, CHECKPOINTS)
+    if not os.path.isdir(root):
+        return []
+    names = sorted(n for n in os.listdir(root) if n.startswith("update_") and not n.endswith(".old"))
+    return [os.path.join(root, n) for n in names if os.path.isfile(os.path.join(root, n, STATE_FILE))]
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch (CPU, and every CUDA device) global RNG states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The policy's trainable tensors by name (CPU copies)."""
+    return {n: p.detach().cpu().clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(run_dir: str, update: int, cfg, policy, algorithm, processes: list[dict], keep: int) -> str:
+    """Write the checkpoint for ``update`` atomically and prune to the newest ``keep``.
+
+    Args:
+        processes: per process (one entry in a single-process run) ``{"collector":
+            collector.state_dict(), "rng": rng_state()}``.
+
+    Returns:
+        str: the checkpoint directory.
+    """
+    state = {"update": update, "policy": trainable_state(policy), "algorithm": algorithm.state_dict(),
+             "processes": processes, "config": config_fingerprint(cfg)}
+    path = checkpoint_dir(run_dir, update)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def write(tmp: str) -> None:
+        torch.save(state, os.path.join(tmp, STATE_FILE))
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump({"update": update, "keys": len(state["policy"])}, f)
+
+    atomic_save_dir(path, write)
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def find_resume_checkpoint(resume: str | None, run_dir: str) -> str | None:
+    """The checkpoint directory ``trainer.resume`` points at: ``auto`` → the newest in ``run_dir``
+    (``None`` if there is none), a path → that directory (or its newest checkpoint when it is a
+    run directory), ``None``/``""`` → ``None``.
+
+    Raises:
+        TextRLError: a path that holds no checkpoint.
+    """
+    if not resume:
+        return None
+    if resume == "auto":
+        found = list_checkpoints(run_dir)
+        return found[-1] if found else None
+    path = os.path.expanduser(resume)
+    if os.path.isfile(os.path.join(path, STATE_FILE)):
+        return path
+    found = list_checkpoints(path) if os.path.isdir(path) else []
+    if found:
+        return found[-1]
+    raise TextRLError(f"trainer.resume: {resume!r} holds no checkpoint ({STATE_FILE}); expected 'auto', a "
+                      f"checkpoint directory or a run directory with {CHECKPOINTS}/")
+
+
+def load_checkpoint(path: str, cfg) -> dict:
+    """Read a checkpoint and check it was written by the same experiment config.
+
+    Raises:
+        TextRLError: an unreadable file, or a config that differs in a key that changes the
+            experiment (the message names the first such keys and both values).
+    """
+    try:
+        state = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a damaged file
+        raise TextRLError(f"trainer.resume: cannot read {os.path.join(path, STATE_FILE)!r} ({type(e).__name__}); "
+                          f"expected a checkpoint written by textrl") from None
+    now, then = config_fingerprint(cfg), state["config"]
+    changed = sorted(k for k in set(now) | set(then) if now.get(k, "<unset>") != then.get(k, "<unset>"))
+    if changed:
+        shown = ", ".join(f"{k}={now.get(k, '<unset>')!r} (checkpoint: {then.get(k, '<unset>')!r})" for k in changed[:3])
+        raise TextRLError(f"trainer.resume: checkpoint {path!r} is from a different config: {shown}; expected the "
+                          f"same experiment (only {', '.join(RESUMABLE_KEYS[:2])}... may change)")
+    return state
+
+
+def restore_checkpoint(state: dict, policy, algorithm, collector, rank: int = 0) -> int:
+    """Load ``state`` into the policy, algorithm, this process's collector and global RNGs;
+    returns its update.
+
+    Raises:
+        TextRLError: the checkpoint's tensors do not match the policy's trainable parameters, or
+            it was written by a different number of processes.
+    """
+    if rank >= len(state["processes"]):
+        raise TextRLError(f"trainer.resume: checkpoint was written by {len(state['processes'])} process(es); "
+                          f"expected this run to use the same number")
+    params = dict(policy.named_parameters())
+    expected = {n for n, p in params.items() if p.requires_grad}
+    if set(state["policy"]) != expected:
+        missing = sorted(expected - set(state["policy"]))[:2] or sorted(set(state["policy"]) - expected)[:2]
+        raise TextRLError(f"trainer.resume: checkpoint tensors do not match the policy (e.g. {missing}); expected "
+                          f"the same policy.model and policy.lora settings")
+    with torch.no_grad():
+        for name, tensor in state["policy"].items():
+            params[name].copy_(tensor)
+    algorithm.load_state_dict(state["algorithm"])
+    collector.load_state_dict(state["processes"][rank]["collector"])
+    set_rng_state(state["processes"][rank]["rng"])
+    return int(state["update"])
+
+
+def truncate_jsonl(path: str, last_update: int) -> list[dict]:
+    """Keep the records of ``path`` with ``update <= last_update`` (dropping a torn last line);
+    rewritten atomically. Returns the kept records."""
+    if not os.path.isfile(path):
+        return []
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if record.get("update", 0) <= last_update:
+                kept.append(record)
+    atomic_write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
+    return kept
