@@ -73,62 +73,12 @@ def one_line_error(result) -> str:
     return lines[0] if lines else ""
 
 
-def test_unknown_config_key_names_the_key(tmp_path):
-    result = textrl("algo.lrr=1", f"hydra.run.dir={tmp_path}")
-    assert "algo.lrr" in one_line_error(result)
-
-
-def test_wrong_type_names_the_key(tmp_path):
-    result = textrl("rollout.batch_size=many", f"hydra.run.dir={tmp_path}")
-    assert "rollout.batch_size" in result.stderr and "Traceback" not in result.stderr and result.returncode != 0
-
-
-@pytest.mark.parametrize("overrides, message", [
-    (["data.prompts=/no/such/prompts.jsonl"], "data.prompts: file '/no/such/prompts.jsonl' does not exist"),
-    (["policy.model=/no/such/model"], "policy.model: directory '/no/such/model' does not exist"),
-    (["env.max_new_tokens=0"], "env.max_new_tokens: got 0"),
-    (["device=cuda"], "CUDA is not available"),
-    (["algo.minibatch_size=3"], "algo.minibatch_size: got 3; expected a divisor of rollout.batch_size=8"),
-    (["reward.backend=telepathy"], "reward.backend: got 'telepathy'"),
-    (["stage=sft", "sft.data=/no/such/demos.json"], "data file '/no/such/demos.json' does not exist"),
-    (["stage=rm", "rm.objective=regression"], "rm.objective: got 'regression'"),
-    (["stage=distill"], "stage: got 'distill'"),
-    (["reward=learned"], "reward.model: not set"),
-])
-def test_bad_input_is_one_clear_line(assets, tmp_path, overrides, message):
-    if "device=cuda" in overrides:
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("CUDA is available here")
-    result = textrl(*fast(tmp_path / "run", "trainer.updates=1", *overrides))
-    line = one_line_error(result)
-    assert line.startswith("textrl: error:") and message in line, result.stderr[-2000:]
-    assert len([x for x in result.stderr.splitlines() if x.startswith("textrl: error")]) == 1
-
-
-def test_empty_prompt_file_is_a_clear_error(assets, tmp_path):
-    empty = tmp_path / "empty.txt"
-    empty.write_text("\n\n")
-    line = one_line_error(textrl(*fast(tmp_path / "run", f"data.prompts={empty}", "data.prefix_tokens=null")))
-    assert "holds no prompts" in line and str(empty) in line
-
-
-def test_too_long_prompt_errors_when_configured(assets, tmp_path):
+def test_too_long_prompt_is_cut_from_the_left_by_default(assets, tmp_path):
     prompts = tmp_path / "long.txt"
     prompts.write_text("Once upon a time there was a little girl named Lily who loved to play outside\n")
-    args = fast(tmp_path / "run", f"data.prompts={prompts}", "data.prefix_tokens=null", "env.max_prompt_tokens=4",
-                "trainer.updates=1")
-    line = one_line_error(textrl(*args, "env.prompt_truncation=error"))
-    assert "env.max_prompt_tokens=4" in line
-    result = textrl(*args)  # the default cuts from the left with a warning
+    result = textrl(*fast(tmp_path / "run", f"data.prompts={prompts}", "data.prefix_tokens=null",
+                          "env.max_prompt_tokens=4", "trainer.updates=1"))
     assert result.returncode == 0 and "cut from the left" in result.stdout + result.stderr
-
-
-def test_unknown_group_option_lists_valid_ones(tmp_path):
-    result = textrl("algo=sarsa", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0 and "ppo" in result.stderr and "sarsa" in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_plugins_command_lists_builtins():

@@ -56,7 +56,103 @@ def main() -> None:
         _fail(str(e))
     register_configs()
     register_plugin_configs(_registry)
+    try:
+        check_composition(sys.argv[1:])
+    except TextRLError as e:
+        _fail(str(e))
     _app()
+
+
+def check_composition(argv: list[str]) -> None:
+    """Compose the config once with Hydra's compose API so a typo, a wrong type, an unknown group
+    option or an unparsable override becomes one line naming the key (Hydra's own report runs
+    to several lines). Multirun sweeps and Hydra's flags (``--cfg``...) are left to Hydra.
+
+    Raises:
+        TextRLError: ``<key>: got <value>; expected <what is allowed>``.
+    """
+    if any(a.startswith("-") for a in argv):
+        return
+    from hydra import compose, initialize_config_module
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    try:
+        with initialize_config_module("textrl.conf", version_base="1.3"):
+            cfg = compose("train", overrides=list(argv), return_hydra_config=True)
+            run_dir = cfg.hydra.run.dir
+    except OverrideParseException as e:
+        first, reason = (str(e).splitlines() + [""])[:2]
+        raise TextRLError(f"{first.replace('Error parsing override ', 'override ')}: cannot parse ({reason}); "
+                          f"expected key=value") from None
+    except MissingConfigException as e:
+        raise TextRLError(missing_option_message(str(e), argv)) from None
+    except ConfigCompositionException as e:
+        raise TextRLError(override_error_message(e, argv)) from None
+    check_writable(run_dir)
+
+
+def check_writable(run_dir: str) -> None:
+    """Fail before the run when its output directory cannot be created or written.
+
+    Tries to create (and removes) a temporary directory in the nearest existing ancestor of
+    ``run_dir``, so nothing is left behind either way.
+
+    Raises:
+        TextRLError: ``hydra.run.dir: cannot write to <dir> (<reason>); expected a writable directory``.
+    """
+    import tempfile
+
+    path = os.path.abspath(run_dir)
+    ancestor = path
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    try:
+        if not os.path.isdir(ancestor):
+            raise NotADirectoryError(f"{ancestor} is a file")
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".textrl-write-check-"))
+    except OSError as e:
+        raise TextRLError(f"hydra.run.dir: cannot write to {run_dir!r} ({e.strerror or e}); expected a writable "
+                          f"directory") from None
+
+
+def missing_option_message(text: str, argv: list[str]) -> str:
+    """``<group>=<option>: no such option; expected one of [...]`` from Hydra's MissingConfigException."""
+    import re
+
+    match = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
+    options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
+    if not match:
+        return text.splitlines()[0]
+    group, option = match.groups()
+    return f"{group}={option}: no such {group} option; expected one of {options}"
+
+
+def override_error_message(error: Exception, argv: list[str]) -> str:
+    """One line for a failed override: an unknown key (with the valid keys) or a wrong type."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    cause = error.__cause__
+    key = getattr(cause, "full_key", None)
+    value = next((a.split("=", 1)[1] for a in reversed(argv) if key and a.lstrip("+~").split("=", 1)[0] == key), None)
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
+        parent, _, name = key.rpartition(".")
+        return f"{key}: no such key; expected one of {valid_keys(parent, argv)} (or +{key}={value} to add one)"
+    if isinstance(cause, ValidationError) and key:
+        reason = str(cause).splitlines()[0]
+        return f"{key}: got {value!r}; expected a value of the key's type ({reason})"
+    return " ".join(str(error).split())
+
+
+def valid_keys(parent: str, argv: list[str]) -> list[str]:
+    """Keys of the config node ``parent`` after the group choices in ``argv``."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    choices = [a for a in argv if "=" in a and "." not in a.split("=", 1)[0]]
+    with initialize_config_module("textrl.conf", version_base="1.3"):
+        cfg = compose("train", overrides=choices)
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return sorted(node.keys()) if node is not None and hasattr(node, "keys") else []
 
 
 def default_options() -> dict[str, str]:

@@ -80,18 +80,34 @@ def format_prompt(tokenizer, prompt: str, prompt_format: str = "auto") -> str:
     return prompt + "\n"
 
 
+def read_text(path: str, key: str = "data file") -> str:
+    """The whole text of ``path`` (gunzipped when it ends in ``.gz``).
+
+    Raises:
+        TextRLError: unreadable, not UTF-8, or a damaged gzip stream; the message names ``key``
+            and the path.
+    """
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return f.read()
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TextRLError(f"{key}: cannot read {path!r} ({reason}); expected a UTF-8 text file"
+                          f"{' (gzip-compressed)' if path.endswith('.gz') else ''}") from None
+
+
 def read_rows(source: str, split: str = "train") -> list[dict]:
     """Rows of a ``.jsonl``/``.json`` file (optionally gzipped) or of a ``datasets`` id.
 
     Raises:
-        TextRLError: a missing file, invalid JSON, or a datasets id that cannot be loaded.
+        TextRLError: a missing or unreadable file, invalid JSON, or a datasets id that cannot be
+            loaded.
     """
     path = os.path.expanduser(source)
     base = path[:-3] if path.endswith(".gz") else path
     if os.path.isfile(path):
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            text = f.read()
+        text = read_text(path)
         try:
             if base.endswith(".jsonl"):
                 return [json.loads(line) for line in text.split("\n") if line.strip()]  # not splitlines: \u2028 is text

@@ -15,7 +15,6 @@ IMDB reviews.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import os
@@ -23,7 +22,7 @@ from importlib import resources
 from typing import Iterable, Sequence
 
 from textrl.errors import TextRLError
-from textrl.records import first_human_turn
+from textrl.records import first_human_turn, read_text
 
 BUILTIN = "builtin"
 TEXT_FIELDS = ("prompt", "text", "query", "instruction", "review")
@@ -119,12 +118,7 @@ def _looks_like_hub_id(source: str) -> bool:
 
 
 def _read_file(path: str, base: str, text_field: str | None) -> list[str]:
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            raw = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise TextRLError(f"data.prompts: cannot read {path!r} ({e}); expected a UTF-8 text file") from None
+    raw = read_text(path, "data.prompts")
     try:
         if base.endswith(".jsonl"):
             rows = [json.loads(line) for line in raw.split("\n") if line.strip()]  # not splitlines: \u2028 is text

@@ -49,6 +49,21 @@ def resolve_tokenizer(tokenizer):
                           f"expected a hub id or a local directory") from None
 
 
+def eos_id_of(tokenizer, stop_on_eos: bool) -> int | None:
+    """The EOS id that ends an episode (``None`` when ``stop_on_eos`` is off).
+
+    Raises:
+        TextRLError: ``stop_on_eos`` with a tokenizer that has no EOS token (no episode could
+            ever terminate; only the length limit would end it).
+    """
+    if not stop_on_eos:
+        return None
+    if tokenizer.eos_token_id is None:
+        raise TextRLError(f"env.stop_on_eos: got true, but tokenizer {type(tokenizer).__name__} has no EOS token; "
+                          f"expected a tokenizer with eos_token set, or env.stop_on_eos=false")
+    return int(tokenizer.eos_token_id)
+
+
 def check_lengths(max_new_tokens: int, max_prompt_tokens: int) -> None:
     """Raise :class:`TextRLError` unless both lengths are positive integers."""
     for name, value in (("env.max_new_tokens", max_new_tokens), ("env.max_prompt_tokens", max_prompt_tokens)):
@@ -172,7 +187,7 @@ class TokenGenEnv(gym.Env):
         self.prompt_truncation = prompt_truncation
         self.format_prompt = format_prompt
         self.stop_on_eos = stop_on_eos
-        self.eos_token_id = self.tokenizer.eos_token_id
+        self.eos_token_id = eos_id_of(self.tokenizer, stop_on_eos)
         self.pad_token_id = pad_id_of(self.tokenizer)
         self.render_mode = render_mode
         self.width = self.max_prompt_tokens + self.max_new_tokens

@@ -35,6 +35,7 @@ from textrl.envs.prompts import load_prompts
 from textrl.envs.token_env import (
     check_lengths,
     decode_response,
+    eos_id_of,
     encode_prompt,
     observation_space,
     pad_id_of,
@@ -111,7 +112,7 @@ class TokenGenVectorEnv(VectorEnv):
         self.prompt_truncation = prompt_truncation
         self.format_prompt = format_prompt
         self.stop_on_eos = stop_on_eos
-        self.eos_token_id = self.tokenizer.eos_token_id if stop_on_eos else None
+        self.eos_token_id = eos_id_of(self.tokenizer, stop_on_eos)
         self.pad_token_id = pad_id_of(self.tokenizer)
         self.device = torch.device(device)
         self.width = self.max_prompt_tokens + self.max_new_tokens

@@ -54,7 +54,7 @@ def _check_location(model: str, gguf_file: str | None) -> None:
             raise TextRLError(f"policy.gguf_file: {path!r} does not exist; expected a .gguf file")
         with open(path, "rb") as f:
             if f.read(4) != b"GGUF":
-                raise TextRLError(f"policy.gguf_file: {path!r} is not a GGUF file (no GGUF magic bytes)")
+                raise TextRLError(f"policy.gguf_file: {path!r} is not a GGUF file (no GGUF magic bytes); expected a .gguf model file")
 
 
 def _one_line(e: Exception) -> str:
@@ -225,7 +225,7 @@ class PolicyWithValueHead(nn.Module):
             local = os.path.exists(os.path.expanduser(model))
             base = (os.path.abspath(os.path.expanduser(model)) if local else model, gguf_file)
             lm = load_causal_lm(model, gguf_file, dtype, tokenizer, dropout, device)
-            if lora is not None and lora.r > 0:
+            if lora is not None and lora.r != 0:  # add_lora rejects a negative rank
                 lm = add_lora(lm, lora)
         policy = cls(lm, base)
         head = os.path.join(os.path.expanduser(split_model_path(model, gguf_file)[0]), VALUE_HEAD_FILE)
