@@ -168,3 +168,12 @@ def test_fingerprint_ignores_run_length_but_not_the_experiment():
     other = config_fingerprint(compose_config(["experiment=tinystories_sentiment", "algo.lr=0.5"]))
     assert base == longer
     assert base != other and other["algo.lr"] == 0.5
+
+
+def test_a_fresh_run_in_a_used_directory_drops_the_old_checkpoints(assets, tmp_path):
+    out = tmp_path / "run"
+    args = ("logger=none", "trainer.save_policy=false", "trainer.checkpoint_every=2")
+    assert textrl(*fast(out, "trainer.updates=6", *args)).returncode == 0
+    assert textrl(*fast(out, "trainer.updates=2", *args)).returncode == 0
+    assert [Path(p).name for p in list_checkpoints(str(out))] == ["update_000002"]
+    assert [r["update"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]

@@ -103,3 +103,15 @@ def test_multirun_runs_every_combination_in_its_own_directory(assets, tmp_path):
         seen.add((algo, seed))
         assert len(read_jsonl(job / "metrics.jsonl")) == 2
     assert seen == {("ppo", "1"), ("ppo", "2"), ("grpo", "1"), ("grpo", "2")}
+
+
+def test_precheck_accepts_hydra_interpolations_and_multirun_mode():
+    """The one-line config pre-check must not reject valid Hydra command lines it cannot resolve."""
+    from textrl.cli import check_composition
+    from textrl.config import register_configs, register_plugin_configs
+    from textrl.plugins import load_plugins
+
+    register_configs()
+    register_plugin_configs(load_plugins())
+    check_composition(["hydra.run.dir=outputs/${hydra:job.name}", "+extra_key=1"])
+    check_composition(["hydra.mode=MULTIRUN", "seed=1,2"])

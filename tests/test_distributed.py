@@ -46,7 +46,18 @@ def test_two_processes_keep_identical_policies(assets, tmp_path, algo):
     assert len(read_jsonl(out / "samples.jsonl")) == 3 * 3
 
 
-def test_batch_must_split_evenly_across_processes(assets, tmp_path):
-    result = accelerate_launch(*fast(tmp_path / "run", "device=cpu", "trainer.threads=1", "rollout.batch_size=7"))
+@pytest.mark.parametrize("override, message", [
+    ("rollout.batch_size=7", "rollout.batch_size: got 7; expected a multiple of the 2 processes"),
+    ("algo.minibatch_size=8", "algo.minibatch_size: got 8; expected a divisor of the per-process batch "
+                              "rollout.batch_size / processes = 4"),
+])
+def test_batch_must_split_evenly_across_processes(assets, tmp_path, override, message):
+    result = accelerate_launch(*fast(tmp_path / "run", "device=cpu", "trainer.threads=1", override))
     assert result.returncode != 0
-    assert "textrl: error: rollout.batch_size: got 7; expected a multiple of the 2 processes" in result.stderr
+    assert f"textrl: error: {message}" in result.stderr
+
+
+def test_skipping_nonfinite_batches_needs_one_process(assets, tmp_path):
+    result = accelerate_launch(*fast(tmp_path / "run", "device=cpu", "trainer.threads=1", "trainer.on_nonfinite=skip"))
+    assert result.returncode != 0
+    assert "textrl: error: trainer.on_nonfinite: got 'skip' with several processes; expected 'error'" in result.stderr

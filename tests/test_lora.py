@@ -95,13 +95,17 @@ def test_adapters_save_and_load_back(tokenizer, tmp_path):
     ids, mask = inputs(tokenizer)
     with torch.no_grad():
         expected = policy.response_outputs(ids, mask, 3)
-        loaded = PolicyWithValueHead.from_pretrained(str(tmp_path / "policy"))
+        loaded = PolicyWithValueHead.from_pretrained(str(tmp_path / "policy"), lora=LoraSettings(r=2))
         got = loaded.response_outputs(ids, mask, 3)
         merged = response_logits(load_causal_lm(str(tmp_path / "policy")), ids, mask, 3)
-    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-5)
+        # continuing from saved adapters: they are merged in, so π_ref is the saved policy itself
+        ref = response_logits(make_reference(loaded), ids, mask, 3)
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-4)
     torch.testing.assert_close(got[1], expected[1], rtol=0, atol=1e-6)
     torch.testing.assert_close(merged, expected[0], rtol=0, atol=1e-4)
+    torch.testing.assert_close(ref, got[0], rtol=0, atol=1e-6)
     assert loaded.adapters is not None and any(p.requires_grad for n, p in loaded.named_parameters() if "lora_" in n)
+    assert loaded.base[0] == str(tmp_path / "policy")  # its own adapters would save on top of the merged one
 
 
 @pytest.mark.parametrize("settings, message", [

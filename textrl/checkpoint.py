@@ -40,7 +40,7 @@ STATE_FILE = "state.pt"
 # keys that may change between a run and its resumption without changing the experiment
 RESUMABLE_KEYS = ("trainer.updates", "trainer.resume", "trainer.checkpoint_every", "trainer.keep_checkpoints",
                   "trainer.progress_bar", "trainer.threads", "trainer.sample_every", "trainer.samples_per_update",
-                  "trainer.save_policy", "logger", "device")
+                  "trainer.save_policy", "logger")
 
 
 def config_fingerprint(cfg) -> dict:
@@ -118,6 +118,18 @@ def save_checkpoint(run_dir: str, update: int, cfg, policy, algorithm, processes
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def remove_checkpoints_after(run_dir: str, update: int) -> None:
+    """Delete checkpoints (and temporary checkpoint folders left by a kill) newer than ``update``:
+    they belong to a run this one replaces."""
+    root = os.path.join(run_dir, CHECKPOINTS)
+    if not os.path.isdir(root):
+        return
+    for name in os.listdir(root):
+        digits = "".join(c for c in name if c.isdigit())
+        if name.startswith(".tmp") or (name.startswith("update_") and digits and int(digits) > update):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 def find_resume_checkpoint(resume: str | None, run_dir: str) -> str | None:

@@ -71,7 +71,7 @@ def check_composition(argv: list[str]) -> None:
     Raises:
         TextRLError: ``<key>: got <value>; expected <what is allowed>``.
     """
-    if any(a.startswith("-") for a in argv):
+    if any(a.startswith("-") or a.replace(" ", "").upper() == "HYDRA.MODE=MULTIRUN" for a in argv):
         return
     from hydra import compose, initialize_config_module
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -79,7 +79,10 @@ def check_composition(argv: list[str]) -> None:
     try:
         with initialize_config_module("textrl.conf", version_base="1.3"):
             cfg = compose("train", overrides=list(argv), return_hydra_config=True)
-            run_dir = cfg.hydra.run.dir
+            try:
+                run_dir = cfg.hydra.run.dir
+            except OmegaConfBaseException:  # e.g. ${hydra:job.name}: only Hydra's own run resolves it
+                run_dir = None
     except OverrideParseException as e:
         first, reason = (str(e).splitlines() + [""])[:2]
         raise TextRLError(f"{first.replace('Error parsing override ', 'override ')}: cannot parse ({reason}); "
@@ -88,7 +91,8 @@ def check_composition(argv: list[str]) -> None:
         raise TextRLError(missing_option_message(str(e), argv)) from None
     except ConfigCompositionException as e:
         raise TextRLError(override_error_message(e, argv)) from None
-    check_writable(run_dir)
+    if run_dir is not None:
+        check_writable(run_dir)
 
 
 def check_writable(run_dir: str) -> None:

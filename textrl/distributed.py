@@ -30,7 +30,12 @@ def make_accelerator(device: torch.device):
         return None
     from accelerate import Accelerator
 
-    return Accelerator(cpu=device.type == "cpu")
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None and plugin.deepspeed_config.get("train_micro_batch_size_per_gpu") in (None, "auto"):
+        # accelerate infers this from a dataloader; textrl has none, and its steps see one minibatch
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 1
+    return accelerator
 
 
 def rank_and_size(accelerator) -> tuple[int, int]:
@@ -70,3 +75,12 @@ def gather_states(state: dict, accelerator) -> list[dict]:
     from accelerate.utils import gather_object
 
     return gather_object([state])
+
+
+def broadcast_object(obj, accelerator):
+    """The main process's ``obj`` (picklable) on every process; ``obj`` itself for one process."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([obj], from_process=0)[0]

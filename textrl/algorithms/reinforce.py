@@ -97,7 +97,7 @@ class Reinforce(Algorithm):
         if self.baseline == "none":
             return torch.zeros_like(returns)
         b = torch.full_like(returns, self.running_return if self.running_return is not None else 0.0)
-        mean = float(returns.mean())
+        mean = self.mean_across_processes(float(returns.mean()))  # one baseline on every process
         self.running_return = mean if self.running_return is None else (
             self.baseline_decay * self.running_return + (1 - self.baseline_decay) * mean)
         return b

@@ -212,28 +212,27 @@ class PolicyWithValueHead(nn.Module):
         """Load the LM with :func:`load_causal_lm`; a ``value_head.safetensors`` saved by
         :meth:`save_pretrained` next to it is loaded too (else the head starts at zero).
 
-        With ``lora.r > 0`` fresh LoRA adapters are added (see :mod:`textrl.policies.lora`); a
-        directory of saved adapters loads its base model and the adapters, trainable.
+        With ``lora.r > 0`` fresh LoRA adapters are added (see :mod:`textrl.policies.lora`). A
+        directory of saved adapters loads as its base with those adapters merged in: that is the
+        starting policy (and π_ref); new adapters, if any, train on top of it.
 
         Raises:
             TextRLError: as :func:`load_causal_lm` and :func:`~textrl.policies.lora.add_lora`.
         """
-        if gguf_file is None and is_adapter_dir(model):
-            base = base_model_of(model)
-            lm = load_adapters(load_causal_lm(*base, dtype, tokenizer, dropout, device), model, trainable=True)
-        else:
-            local = os.path.exists(os.path.expanduser(model))
-            base = (os.path.abspath(os.path.expanduser(model)) if local else model, gguf_file)
-            lm = load_causal_lm(model, gguf_file, dtype, tokenizer, dropout, device)
-            if lora is not None and lora.r != 0:  # add_lora rejects a negative rank
-                lm = add_lora(lm, lora)
+        # A saved adapter directory loads merged into its base (load_causal_lm), so it is the
+        # starting point and π_ref; fresh adapters then train on top and record it as their base.
+        local = os.path.exists(os.path.expanduser(model))
+        base = (os.path.abspath(os.path.expanduser(model)) if local else model, gguf_file)
+        lm = load_causal_lm(model, gguf_file, dtype, tokenizer, dropout, device)
+        if lora is not None and lora.r != 0:  # add_lora rejects a negative rank
+            lm = add_lora(lm, lora)
         policy = cls(lm, base)
         head = os.path.join(os.path.expanduser(split_model_path(model, gguf_file)[0]), VALUE_HEAD_FILE)
         if os.path.isfile(head):
             from safetensors.torch import load_file
 
             policy.value_head.load_state_dict(load_file(head))
-        return policy.to(device)
+        return policy.to(device).eval()  # RL runs without dropout: rollout and training log-probs agree
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None,
                 past_key_values=None, use_cache: bool = False, logits_to_keep: int = 0) -> PolicyOutput:

@@ -56,10 +56,18 @@ class RolloutCollector:
         """RNG states of token sampling and prompt draws (the collector's and the env's), for
         checkpoints: restoring them makes the next batch the one an uninterrupted run would get."""
         return {"generator": self.generator.get_state(), "prompt_rng": self.prompt_rng.bit_generator.state,
-                "reset_seed": self._reset_seed, "env": self.env.state_dict()}
+                "reset_seed": self._reset_seed, "env": self.env.state_dict(), "device": self.env.device.type}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`."""
+        """Restore :meth:`state_dict`.
+
+        Raises:
+            TextRLError: a state saved on another kind of device (a CUDA generator's state does not
+                fit a CPU generator).
+        """
+        if state.get("device", self.env.device.type) != self.env.device.type:
+            raise TextRLError(f"trainer.resume: checkpoint was written on {state['device']}; expected a run on the "
+                              f"same kind of device (this one is {self.env.device.type}; set device=...)")
         self.generator.set_state(state["generator"])
         self.prompt_rng.bit_generator.state = state["prompt_rng"]
         self._reset_seed = state["reset_seed"]

@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from textrl.config import build_plugin
 from textrl.devices import autocast
-from textrl.distributed import (gather_states, make_accelerator, mean_across_processes, rank_and_size,
-                                replica_max_abs_diff)
-from textrl.checkpoint import (find_resume_checkpoint, list_checkpoints, load_checkpoint, restore_checkpoint,
-                               rng_state, save_checkpoint, truncate_jsonl)
+from textrl.distributed import (broadcast_object, gather_states, make_accelerator, mean_across_processes,
+                                rank_and_size, replica_max_abs_diff)
+from textrl.checkpoint import (find_resume_checkpoint, list_checkpoints, load_checkpoint, remove_checkpoints_after,
+                               restore_checkpoint, rng_state, save_checkpoint, truncate_jsonl)
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.records import format_prompt
 from textrl.envs.prompts import load_prompts
@@ -116,12 +116,13 @@ def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator) -> tupl
         log.info("resumed from %s at update %d", path, done + 1)
     if accelerator is not None:
         accelerator.wait_for_everyone()  # every process has read the files before they are cut
+    scores = []
     if rank == 0:
         kept = truncate_jsonl(os.path.join(run_dir, "metrics.jsonl"), done)
         truncate_jsonl(os.path.join(run_dir, "samples.jsonl"), done)
-    else:
-        kept = [{"objective/score": float("nan")}] * done
-    return done + 1, [r["objective/score"] for r in kept if "objective/score" in r]
+        remove_checkpoints_after(run_dir, done)  # a later run's leftovers would be resumed or pruned wrongly
+        scores = [r["objective/score"] for r in kept if "objective/score" in r]
+    return done + 1, broadcast_object(scores, accelerator)
 
 
 def checkpoint(cfg, run_dir: str, update: int, policy, algorithm, collector, accelerator) -> None:
@@ -179,6 +180,13 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
     if cfg.rollout.batch_size % processes:
         raise TextRLError(f"rollout.batch_size: got {cfg.rollout.batch_size}; expected a multiple of the "
                           f"{processes} processes (each collects an equal share)")
+    if processes > 1 and cfg.trainer.on_nonfinite == "skip":
+        raise TextRLError("trainer.on_nonfinite: got 'skip' with several processes; expected 'error' (a batch "
+                          "skipped on one process would leave the others waiting in the gradient all-reduce)")
+    minibatch = cfg.algo.get("minibatch_size") if hasattr(cfg.algo, "get") else None
+    if processes > 1 and isinstance(minibatch, int) and (cfg.rollout.batch_size // processes) % minibatch:
+        raise TextRLError(f"algo.minibatch_size: got {minibatch}; expected a divisor of the per-process batch "
+                          f"rollout.batch_size / processes = {cfg.rollout.batch_size // processes}")
     if accelerator is not None and device.type == "cuda":
         device = accelerator.device  # one GPU per process
     main = rank == 0
@@ -187,6 +195,9 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
                                                  tokenizer=tokenizer, dropout=cfg.policy.dropout, device=device,
                                                  lora=LoraSettings(**cfg.policy.lora))
     reference = make_reference(policy)  # a frozen copy, or the LoRA policy with its adapters off
+    if cfg.policy.lora.r and cfg.policy.lora.dropout:
+        log.warning("policy.lora.dropout=%s has no effect in RL: the policy runs in eval mode so rollout and "
+                    "training log-probs agree", cfg.policy.lora.dropout)
     prompts, _ = load_prompt_split(cfg, tokenizer)
     reward_model = build_reward(cfg, registry, device)
     env = TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=cfg.rollout.batch_size // processes,
@@ -216,6 +227,7 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
                 batch = collector.collect()
                 t1 = time.perf_counter()
                 metrics = algorithm.update(batch)
+            metrics.setdefault("objective/score", float(batch.scores.mean()))  # for algorithms that omit it
         except NonFiniteError as e:
             metrics = on_nonfinite(e, update, cfg, run_dir)  # raises unless trainer.on_nonfinite=skip
             batch = None
