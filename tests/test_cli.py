@@ -115,3 +115,12 @@ def test_precheck_accepts_hydra_interpolations_and_multirun_mode():
     register_plugin_configs(load_plugins())
     check_composition(["hydra.run.dir=outputs/${hydra:job.name}", "+extra_key=1"])
     check_composition(["hydra.mode=MULTIRUN", "seed=1,2"])
+
+
+def test_bf16_autocast_trains_on_cpu(assets, tmp_path):
+    out = tmp_path / "run"
+    result = textrl(*fast(out, "device=cpu", "trainer.precision=bf16", "trainer.updates=2", "logger=none"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = read_jsonl(out / "metrics.jsonl")
+    assert len(records) == 2 and all(math.isfinite(r["loss/policy"]) and math.isfinite(r["objective/kl"])
+                                      for r in records)
