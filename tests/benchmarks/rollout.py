@@ -7,7 +7,8 @@ Both sides sample (temperature 1, no top-k/top-p) exactly ``--new-tokens`` token
 the same model and the same left-padded prompts (EOS stopping off on both sides), so they do the
 same model work; the rollout also runs the value head, the env bookkeeping and the reward call.
 Prints a table and, last, ``rollout_vs_generate=<lowest ratio>`` (rollout tok/s ÷ generate tok/s,
-both measured in this run). Not collected by pytest.
+both measured in this run). The two are timed alternately and the ratio is the median of the
+per-pair ratios, so a shared machine's drift does not favour either side. Not collected by pytest.
 """
 
 from __future__ import annotations
@@ -48,18 +49,22 @@ def load_model(name: str, device):
     return tokenizer, lm.to(device).eval()
 
 
-def timed(fn, repeats: int, device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def seconds(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def timed_pairs(first, second, repeats: int, device) -> tuple[list[float], list[float]]:
+    """Time ``first`` and ``second`` alternately ``repeats`` times after a warm-up of each, so
+    slow drifts of a shared machine hit both sides alike."""
+    first(), second()
+    pairs = [(seconds(first, device), seconds(second, device)) for _ in range(repeats)]
+    return [a for a, _ in pairs], [b for _, b in pairs]
 
 
 def bench(name: str, batch_size: int, new_tokens: int, repeats: int, device) -> dict:
@@ -82,10 +87,10 @@ def bench(name: str, batch_size: int, new_tokens: int, repeats: int, device) -> 
         assert batch.response_length == new_tokens
 
     tokens = batch_size * new_tokens
-    gen_s = timed(generate, repeats, device)
-    roll_s = timed(rollout, repeats, device)
-    return {"model": name, "batch": batch_size, "generate_tok_s": tokens / gen_s, "rollout_tok_s": tokens / roll_s,
-            "ratio": gen_s / roll_s}
+    gen, roll = timed_pairs(generate, rollout, repeats, device)
+    return {"model": name, "batch": batch_size, "generate_tok_s": tokens / statistics.median(gen),
+            "rollout_tok_s": tokens / statistics.median(roll),
+            "ratio": statistics.median(g / r for g, r in zip(gen, roll))}
 
 
 def main() -> None:
@@ -99,7 +104,7 @@ def main() -> None:
     device = torch.device(args.device)
     rows = [bench(m, b, args.new_tokens, args.repeats, device) for m in args.models for b in args.batch_sizes]
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"new_tokens={args.new_tokens} repeats={args.repeats} (median)")
+          f"new_tokens={args.new_tokens} repeats={args.repeats} (medians; ratio = median of alternating pairs)")
     print(f"| {'model':<12} | {'batch':>5} | {'generate tok/s':>14} | {'rollout tok/s':>13} | {'ratio':>5} |")
     print(f"|{'-' * 14}|{'-' * 7}|{'-' * 16}|{'-' * 15}|{'-' * 7}|")
     for r in rows:
