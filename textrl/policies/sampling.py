@@ -44,7 +44,9 @@ def warp_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
     Returns:
         ``(..., V)`` float32 logits; filtered-out entries are ``torch.finfo(float32).min``.
     """
-    logits = logits.float() / sampling.temperature
+    logits = logits.float()
+    if sampling.temperature != 1.0:  # skip a vocabulary-sized copy in the common case
+        logits = logits / sampling.temperature
     floor = torch.finfo(logits.dtype).min
     if 0 < sampling.top_k < logits.shape[-1]:
         kth = torch.topk(logits, sampling.top_k, dim=-1).values[..., -1:]
@@ -71,9 +73,9 @@ def sample_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: tor
         ``(tokens, logprobs)``: ``LongTensor[B]`` and ``FloatTensor[B]``, the log-probability
         of each token under the distribution it was sampled from.
     """
-    logp = torch.log_softmax(warp_logits(logits, sampling), dim=-1)
-    tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
-    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+    probs = torch.softmax(warp_logits(logits, sampling), dim=-1)
+    tokens = torch.multinomial(probs, 1, generator=generator)  # a sampled token has probability > 0
+    return tokens.squeeze(-1), probs.gather(-1, tokens).squeeze(-1).log()
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, sampling: SamplingConfig | None = None):

@@ -98,11 +98,11 @@ class RolloutCollector:
         for t in range(T):
             tokens, logp = sample_tokens(logits[:, :vocab], self.sampling, self.generator)
             tokens = torch.where(active, tokens, env.pad_token_id)
-            logprobs[:, t] = logp * active
-            value_buf[:, t] = values * active
+            logprobs[:, t] = logp  # entries after an episode's end are zeroed once, in _batch
+            value_buf[:, t] = values
             obs, reward, terminated, truncated, _ = env.step(tokens)
             rewards[:, t] = reward
-            active = active & ~(terminated | truncated)
+            active = ~env.done
             if env.all_done:
                 break
             logits, values = decoder.step(tokens, active)
@@ -117,7 +117,7 @@ class RolloutCollector:
         input_ids = obs["input_ids"][:, cols]
         attention_mask = obs["attention_mask"][:, cols].long()
         response_mask = (torch.arange(T, device=env.device)[None, :] < lengths[:, None]).float()
-        logprobs, values, rewards = logprobs[:, :T], values[:, :T], rewards[:, :T]
+        logprobs, values, rewards = logprobs[:, :T] * response_mask, values[:, :T] * response_mask, rewards[:, :T]
         if self.reference is None:
             ref_logprobs = logprobs.clone()
         else:
