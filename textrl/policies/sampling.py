@@ -73,9 +73,9 @@ def sample_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: tor
         ``(tokens, logprobs)``: ``LongTensor[B]`` and ``FloatTensor[B]``, the log-probability
         of each token under the distribution it was sampled from.
     """
-    probs = torch.softmax(warp_logits(logits, sampling), dim=-1)
-    tokens = torch.multinomial(probs, 1, generator=generator)  # a sampled token has probability > 0
-    return tokens.squeeze(-1), probs.gather(-1, tokens).squeeze(-1).log()
+    logp = torch.log_softmax(warp_logits(logits, sampling), dim=-1)
+    tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, sampling: SamplingConfig | None = None):
