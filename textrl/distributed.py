@@ -13,6 +13,7 @@ import os
 
 import torch
 
+
 def launched_processes() -> int:
     """How many processes the launcher started (``WORLD_SIZE``, set by accelerate launch and
     torchrun; 1 when run directly)."""
@@ -38,6 +39,11 @@ def make_accelerator(device: torch.device):
     return accelerator
 
 
+def single_process(accelerator) -> bool:
+    """True without an accelerator or with one process: nothing to all-reduce or gather."""
+    return accelerator is None or accelerator.num_processes == 1
+
+
 def rank_and_size(accelerator) -> tuple[int, int]:
     """``(process index, number of processes)``; ``(0, 1)`` without an accelerator."""
     return (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
@@ -46,7 +52,7 @@ def rank_and_size(accelerator) -> tuple[int, int]:
 def mean_across_processes(values: dict[str, float], accelerator) -> dict[str, float]:
     """Average every scalar in ``values`` over the processes (one all-reduce); unchanged when
     there is one process. All processes must pass the same keys."""
-    if accelerator is None or accelerator.num_processes == 1:
+    if single_process(accelerator):
         return values
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=accelerator.device)
@@ -57,7 +63,7 @@ def mean_across_processes(values: dict[str, float], accelerator) -> dict[str, fl
 def replica_max_abs_diff(module: torch.nn.Module, accelerator) -> float:
     """Largest ``|θ_rank − θ_0|`` over every parameter and process: 0.0 when all replicas of
     ``module`` are identical (as data-parallel training must keep them). 0.0 for one process."""
-    if accelerator is None or accelerator.num_processes == 1:
+    if single_process(accelerator):
         return 0.0
     from accelerate.utils import broadcast
 
@@ -70,7 +76,7 @@ def replica_max_abs_diff(module: torch.nn.Module, accelerator) -> float:
 
 def gather_states(state: dict, accelerator) -> list[dict]:
     """Every process's ``state`` (picklable), in process order; ``[state]`` for one process."""
-    if accelerator is None or accelerator.num_processes == 1:
+    if single_process(accelerator):
         return [state]
     from accelerate.utils import gather_object
 
@@ -79,7 +85,7 @@ def gather_states(state: dict, accelerator) -> list[dict]:
 
 def broadcast_object(obj, accelerator):
     """The main process's ``obj`` (picklable) on every process; ``obj`` itself for one process."""
-    if accelerator is None or accelerator.num_processes == 1:
+    if single_process(accelerator):
         return obj
     from accelerate.utils import broadcast_object_list
 

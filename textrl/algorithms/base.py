@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from textrl.distributed import mean_across_processes, single_process
 from textrl.rollout.buffer import RolloutBatch
 
 
@@ -51,7 +52,7 @@ class Algorithm(ABC):
         run has several processes, else returned as they are. Call the returned model for
         forward passes whose gradients must be all-reduced."""
         self.accelerator = accelerator
-        if accelerator is None or accelerator.num_processes == 1:
+        if single_process(accelerator):
             return model, optimizer
         return accelerator.prepare(model, optimizer)
 
@@ -75,8 +76,6 @@ class Algorithm(ABC):
     def mean_across_processes(self, value: float) -> float:
         """``value`` averaged over the processes (e.g. the KL that drives β, which every process
         must agree on); ``value`` itself in one process."""
-        from textrl.distributed import mean_across_processes
-
         return mean_across_processes({"v": value}, self.accelerator)["v"]
 
     @abstractmethod

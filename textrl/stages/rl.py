@@ -139,7 +139,7 @@ def on_nonfinite(error: NonFiniteError, update: int, cfg, run_dir: str) -> dict:
     last good checkpoint (left intact); ``skip`` warns and returns the update's metrics record.
 
     Raises:
-        TextRLError: with ``on_nonfinite=error``, or an unknown ``on_nonfinite`` value.
+        TextRLError: with ``on_nonfinite=error`` (:func:`check_trainer` has validated the value).
     """
     if cfg.trainer.on_nonfinite == "skip":
         log.warning("update %d: %s; skipped the rest of this batch (trainer.on_nonfinite=skip)", update, error)
