@@ -6,7 +6,8 @@ Training runs on ``transformers.Trainer``: cosine LR with warmup, epochs, held-o
 The result is a Hugging Face model directory (``<run_dir>/model``) that ``policy.model=`` and
 ``rm.model=`` accept. The Trainer's logs (train loss, learning rate, gradient norm, epoch every
 logging step; the held-out loss before and after training) reach the ``textrl_on_update_end``
-hooks through :class:`HookCallback`, so metrics.jsonl, the console and wandb get them.
+hooks through a Trainer callback (:func:`hook_callback`), so metrics.jsonl, the console and
+wandb get them.
 """
 
 from __future__ import annotations
