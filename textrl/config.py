@@ -113,6 +113,7 @@ class LoggerConfig:
     entity: Optional[str] = None
     mode: str = "offline"
     run_name: Optional[str] = None
+    group: Optional[str] = None  # wandb group; stage=instructgpt sets one for its four stages
     tags: list[str] = field(default_factory=list)
     table_every: int = 5
 

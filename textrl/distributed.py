@@ -20,6 +20,12 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
+def launched_rank() -> int:
+    """This process's index among the launched ones (``RANK``; 0 when run directly). Rank 0 is
+    the main process, the one that writes files and logs."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def make_accelerator(device: torch.device):
     """An ``accelerate.Accelerator`` when launched with several processes, else ``None``.
 

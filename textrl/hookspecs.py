@@ -36,17 +36,35 @@ def textrl_algorithms() -> dict[str, Callable[..., Any]]:
     """
 
 
+# -- the lifecycle hooks: every stage (sft, rm, rl, eval) reports through these three ----------
+# One stage runs at a time (stage=instructgpt runs sft, rm, rl, eval one after the other, each
+# in its own sub-folder with its own start/end), so the calls between a start and its end belong
+# to the stage ``cfg.stage`` named at the start. Metric names carry their meaning:
+#   rl:   objective/*, loss/*, policy/*, val/*, kl/*, reward/*, perf/* (see the README)
+#   sft:  train/loss, train/learning_rate, train/grad_norm, train/epoch; eval/loss (held out)
+#   rm:   train/loss, train/accuracy, train/learning_rate, train/epoch; eval/loss and
+#         eval/pairwise_accuracy (ranking) or eval/accuracy (classification)
+#   eval: eval/<the numbers of eval.json>, e.g. eval/win_rate, eval/policy/mean_reward
+
+
 @hookspec
 def textrl_on_train_start(cfg, run_dir: str) -> None:
-    """Called once before the first update with the resolved config and the run directory."""
+    """Called once when a stage starts, with its resolved config (``cfg.stage`` names the stage:
+    sft, rm, rl or eval) and its run directory."""
 
 
 @hookspec
 def textrl_on_update_end(update: int, metrics: dict[str, float], samples: list[dict]) -> None:
-    """Called after every update (1-based ``update``) with its scalar metrics and, every
-    ``trainer.sample_every`` updates, a few ``{"prompt", "response", "score"}`` samples (else [])."""
+    """Called with every scalar-metrics record of the running stage.
+
+    rl: after every update (1-based ``update``), and every ``trainer.sample_every`` updates with
+    a few ``{"prompt", "response", "score"}`` samples (else []). sft and rm: every logging step
+    (``update`` = optimizer steps done; 0 for the held-out evaluation before training), samples
+    []. eval: once, ``update`` 0, the evaluation's numbers, samples []. Metric names: see above.
+    """
 
 
 @hookspec
 def textrl_on_train_end(summary: dict) -> None:
-    """Called once after training with the run summary (first/last mean score, wall time...)."""
+    """Called once when a stage ends with its summary (what it writes to ``summary.json``, or
+    ``eval.json`` for eval): rl's has first/last mean score, updates and wall time."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -25,9 +26,27 @@ def atomic_write_text(path: str, text: str) -> None:
         raise
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` made strict-JSON-safe: dicts, lists and tuples walked, other numbers (numpy, 0-d
+    tensors) turned into ``float``, and every non-finite float (NaN, ±Infinity) into ``None``
+    (JSON ``null``), which ``json.dumps(..., allow_nan=False)`` would reject.
+
+    Raises:
+        TypeError: a value that is neither JSON-native nor convertible with ``float``.
+    """
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    value = float(obj)
+    return value if math.isfinite(value) else None
+
+
 def atomic_write_json(path: str, obj: Any) -> None:
-    """:func:`atomic_write_text` of ``json.dumps(obj, indent=2)``."""
-    atomic_write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
+    """:func:`atomic_write_text` of ``json.dumps(obj, indent=2)``, strict (:func:`strict_json`)."""
+    atomic_write_text(path, json.dumps(strict_json(obj), indent=2, allow_nan=False) + "\n")
 
 
 def atomic_save_dir(path: str, save: Callable[[str], None]) -> None:
@@ -52,8 +71,10 @@ def atomic_save_dir(path: str, save: Callable[[str], None]) -> None:
 
 
 def append_jsonl(path: str, record: dict) -> None:
-    """Append one JSON line with a single ``write`` and flush it to disk."""
+    """Append one strict JSON line (:func:`strict_json`: NaN/Infinity become ``null``) with a
+    single ``write`` and flush it to disk."""
+    line = json.dumps(strict_json(record), allow_nan=False) + "\n"
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=float) + "\n")
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())

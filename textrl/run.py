@@ -1,4 +1,5 @@
-"""``run(cfg)``: seed, load plugins, pick the device, dispatch on ``cfg.stage``."""
+"""``run(cfg)``: seed, load plugins, pick the device, dispatch on ``cfg.stage`` with the stage's
+loggers registered."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from textrl.devices import resolve_device
+from textrl.distributed import launched_rank
 from textrl.errors import TextRLError
 
 STAGES = ("sft", "rm", "rl", "eval", "instructgpt")
@@ -56,15 +58,22 @@ def _hydra_run_dir() -> str | None:
 
 
 def run_stage(cfg, registry, run_dir: str, device) -> dict:
-    """Run the one stage ``cfg.stage`` names."""
+    """Run the one stage ``cfg.stage`` names, its loggers registered as plugins while it runs.
+
+    The loggers (:func:`textrl.loggers.stage_loggers`: metrics.jsonl and ``logger.name``, in
+    ``run_dir``) are registered here for every stage, on the main process only when several
+    run. ``instructgpt`` registers none itself: it calls this for each of its four stages.
+    """
+    from textrl.loggers import stage_loggers
     from textrl.stages import evaluate, instructgpt, reward_model, rl, sft
 
-    if cfg.stage == "sft":
-        return sft.train(cfg, run_dir, device)
-    if cfg.stage == "rm":
-        return reward_model.train(cfg, run_dir, device)
-    if cfg.stage == "eval":
-        return evaluate.evaluate(cfg, registry, run_dir, device)
     if cfg.stage == "instructgpt":
         return instructgpt.run_pipeline(cfg, registry, run_dir, device)
-    return rl.train(cfg, registry, run_dir, device)
+    stage = {"sft": sft.train, "rm": reward_model.train, "rl": rl.train, "eval": evaluate.evaluate}[cfg.stage]
+    loggers = stage_loggers(cfg, run_dir) if launched_rank() == 0 else []
+    names = [registry.manager.register(logger) for logger in loggers]
+    try:
+        return stage(cfg, registry, run_dir, device)
+    finally:
+        for name in names:
+            registry.manager.unregister(name=name)

@@ -1,6 +1,8 @@
-"""Loggers: plugins on the lifecycle hooks (``textrl_on_train_start/update_end/train_end``).
+"""Loggers: plugins on the lifecycle hooks (``textrl_on_train_start/update_end/train_end``),
+which every stage calls.
 
 ``jsonl`` (metrics.jsonl, samples.jsonl) is always on; ``logger=console|wandb|none`` adds one more.
+:func:`stage_loggers` builds them for one stage; :func:`textrl.run.run_stage` registers them.
 """
 
 from textrl.loggers.console import ConsoleLogger
@@ -27,4 +29,15 @@ def make_logger(cfg_logger):
     raise TextRLError(f"logger={name}: no such logger; expected one of ['console', 'none', 'wandb']")
 
 
-__all__ = ["ConsoleLogger", "JsonlLogger", "make_logger"]
+def stage_loggers(cfg, run_dir: str) -> list:
+    """The logger plugins of one stage: metrics.jsonl/samples.jsonl in ``run_dir`` (started afresh
+    unless the stage is rl, which resumes) and the ``logger.name`` logger.
+
+    Raises:
+        textrl.TextRLError: unknown logger name.
+    """
+    chosen = make_logger(cfg.logger)
+    return [JsonlLogger(run_dir, fresh=cfg.stage != "rl")] + ([chosen] if chosen is not None else [])
+
+
+__all__ = ["ConsoleLogger", "JsonlLogger", "make_logger", "stage_loggers"]

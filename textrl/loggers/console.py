@@ -1,27 +1,54 @@
-"""One console line per update with the headline metrics (printed above the progress bar)."""
+"""One console line per metrics record with its headline numbers (printed above the progress
+bar), and a closing summary per stage."""
 
 from __future__ import annotations
 
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from textrl.hookspecs import hookimpl
 
 HEADLINE = ("objective/score", "objective/rlhf_reward", "objective/kl", "kl/beta", "loss/policy", "loss/value",
-            "perf/tokens_per_s")
+            "perf/tokens_per_s",  # rl
+            "train/loss", "train/accuracy", "train/learning_rate", "eval/loss", "eval/accuracy",
+            "eval/pairwise_accuracy")  # sft, rm (eval prints its table at the end instead)
+MODEL_KEY = {"rm": "rm.model"}  # the model a stage starts from; policy.model for the others
+
+
+def summary_text(stage: str, summary: dict) -> str:
+    """The closing console text of ``stage`` from its summary dict."""
+    if stage == "rl":
+        return "textrl: mean score {first_score:.3f} -> {last_score:.3f} in {wall_time_s:.0f}s".format(**summary)
+    if stage == "sft":
+        return (f"textrl sft: eval loss {summary['eval_loss_before']:.3f} -> {summary['eval_loss_after']:.3f} "
+                f"over {summary['steps']} steps; model in {summary['model_dir']}")
+    if stage == "eval":
+        from textrl.stages.evaluate import format_table
+
+        return format_table(summary)
+    return f"textrl {stage}: " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list)))
 
 
 class ConsoleLogger:
-    """Prints ``update N | score ... | kl ...`` lines and the final summary."""
+    """Prints ``update N | score ... | kl ...`` (rl) or ``sft step N | loss ... | learning_rate ...``
+    lines and the stage's closing summary (:func:`summary_text`)."""
+
+    stage = "rl"
 
     @hookimpl
     def textrl_on_train_start(self, cfg, run_dir):
-        tqdm.write(f"textrl: stage={cfg.stage} policy={cfg.policy.model} run_dir={run_dir}")
+        self.stage = cfg.stage
+        model = OmegaConf.select(cfg, MODEL_KEY.get(cfg.stage, "policy.model"))
+        tqdm.write(f"textrl: stage={cfg.stage} model={model} run_dir={run_dir}")
 
     @hookimpl
     def textrl_on_update_end(self, update, metrics):
-        parts = [f"{k.split('/')[-1]} {metrics[k]:.4g}" for k in HEADLINE if k in metrics]
-        tqdm.write(f"update {update:>4} | " + " | ".join(parts))
+        parts = [f"{'eval_' if k.startswith('eval/') else ''}{k.split('/')[-1]} {metrics[k]:.4g}"
+                 for k in HEADLINE if metrics.get(k) is not None]
+        if parts:
+            label = "update" if self.stage == "rl" else f"{self.stage} step"
+            tqdm.write(f"{label} {update:>4} | " + " | ".join(parts))
 
     @hookimpl
     def textrl_on_train_end(self, summary):
-        tqdm.write("textrl: mean score {first_score:.3f} -> {last_score:.3f} in {wall_time_s:.0f}s".format(**summary))
+        tqdm.write(summary_text(self.stage, summary))

@@ -1,4 +1,4 @@
-"""``metrics.jsonl`` (one object per update) and ``samples.jsonl`` in the run directory."""
+"""``metrics.jsonl`` (one object per metrics record) and ``samples.jsonl`` in the stage's run directory."""
 
 from __future__ import annotations
 
@@ -9,11 +9,22 @@ from textrl.io import append_jsonl
 
 
 class JsonlLogger:
-    """Appends each update's metrics (with ``update``) and samples as JSON lines."""
+    """Appends each metrics record (with ``update``) and its samples as strict JSON lines
+    (non-finite numbers become ``null``).
 
-    def __init__(self, run_dir: str):
+    Args:
+        run_dir: the stage's run directory.
+        fresh: delete the files an earlier run left in ``run_dir`` first; for the stages that do
+            not resume (sft, rm, eval). rl keeps them: its resume cuts them back to the checkpoint.
+    """
+
+    def __init__(self, run_dir: str, fresh: bool = False):
         self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
         self.samples_path = os.path.join(run_dir, "samples.jsonl")
+        if fresh:
+            for path in (self.metrics_path, self.samples_path):
+                if os.path.exists(path):
+                    os.remove(path)
 
     @hookimpl
     def textrl_on_update_end(self, update, metrics, samples):

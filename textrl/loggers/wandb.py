@@ -1,7 +1,9 @@
 """Weights & Biases logging: the resolved config, per-update metrics and a samples table.
 
-Runs offline (``logger.mode=offline``, the default) unless configured online; files land in the
-run directory's ``wandb/`` folder. ``wandb`` is imported only when this logger is selected.
+One wandb run per stage (``job_type`` = the stage), grouped by ``logger.group``;
+``stage=instructgpt`` puts its four stages in one group. Runs offline (``logger.mode=offline``, the
+default) unless configured online; files land in the stage's run directory's ``wandb/`` folder.
+``wandb`` is imported only when this logger is selected.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from textrl.hookspecs import hookimpl
 
 
 class WandbLogger:
-    """Logs to wandb: ``wandb.init(config=<resolved config as a dict>)``, ``wandb.log`` per
-    update, a ``samples`` table of (update, prompt, response, score) every ``table_every``
-    updates, ``summary`` at the end."""
+    """Logs to wandb: ``wandb.init(config=<resolved config as a dict>, group=logger.group,
+    job_type=<stage>)`` at the stage's start, ``wandb.log`` per metrics record, a ``samples``
+    table of (update, prompt, response, score) every ``table_every`` updates, ``summary`` and
+    ``finish`` at the stage's end."""
 
     def __init__(self, cfg_logger):
         self.cfg = cfg_logger
@@ -27,7 +30,8 @@ class WandbLogger:
 
         self.wandb = wandb
         self.run = wandb.init(project=self.cfg.project, entity=self.cfg.entity, mode=self.cfg.mode,
-                              name=self.cfg.run_name, tags=list(self.cfg.tags), dir=run_dir,
+                              name=self.cfg.run_name, group=self.cfg.group, job_type=cfg.stage,
+                              tags=list(self.cfg.tags), dir=run_dir,
                               config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
 
     @hookimpl

@@ -4,8 +4,9 @@ Both models answer the same prompts (``data.eval_prompts`` held out from RL, or 
 ``eval.num_prompts``), sampled with ``rollout.*``; the reward model (``reward.*``) scores every
 response. Reported: mean reward of each, the policy's win rate under the reward model (ties count
 half), the mean KL of the policy to the reference on its own samples (nats per response), and
-mean response lengths (tokens). Printed as a table, written to ``eval.json`` and
-``eval_samples.jsonl``.
+mean response lengths (tokens). Written to ``eval.json`` and ``eval_samples.jsonl``; reported
+through the hooks as one ``eval/*`` metrics record (metrics.jsonl, wandb) and, by the console
+logger, as a table.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from textrl.stages.rl import build_reward, load_prompt_split, prompt_formatter
 
 
 def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
-    """Run the evaluation; returns the ``eval.json`` dict."""
+    """Run the evaluation; returns the ``eval.json`` dict. Calls the lifecycle hooks of
+    ``registry`` (see :mod:`textrl.hookspecs`): one record of :func:`eval_metrics` at update 0."""
+    hook = registry.manager.hook
+    hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
     tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
     policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
                                                  tokenizer=tokenizer, device=device).eval()
@@ -59,8 +63,21 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     for i in range(min(cfg.eval.samples, len(prompts))):
         append_jsonl(samples_path, {"prompt": prompts[i], "policy": ours.responses[i], "policy_reward": float(ours.scores[i]),
                                     "reference": theirs.responses[i], "reference_reward": float(theirs.scores[i])})
-    print(format_table(result))
+    hook.textrl_on_update_end(update=0, metrics=eval_metrics(result), samples=[])
+    hook.textrl_on_train_end(summary=result)
     return result
+
+
+def eval_metrics(result: dict, prefix: str = "eval") -> dict[str, float]:
+    """The numbers of an eval result, flattened: ``{"policy": {"mean_reward": 0.4}}`` →
+    ``{"eval/policy/mean_reward": 0.4}``; strings, lists and booleans are left out."""
+    metrics = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            metrics.update(eval_metrics(value, f"{prefix}/{key}"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[f"{prefix}/{key}"] = float(value)
+    return metrics
 
 
 def format_table(result: dict) -> str:

@@ -2,12 +2,15 @@
 
 Each step runs in its own folder under the run directory and feeds the next:
 ``sft/model`` is the RL policy, the RM's initialisation and the eval reference; ``rm/model`` is
-the RL reward (``reward=learned``); ``rl/policy`` is evaluated against ``sft/model``.
+the RL reward (``reward=learned``); ``rl/policy`` is evaluated against ``sft/model``. Each stage
+runs through :func:`textrl.run.run_stage`, so each gets its own loggers (``metrics.jsonl`` in its
+folder; with ``logger=wandb`` its own wandb run, the four in one ``logger.group``).
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from omegaconf import OmegaConf
 
@@ -30,20 +33,26 @@ def run_pipeline(cfg, registry, run_dir: str, device) -> dict:
     Raises:
         TextRLError: the RL reward is not ``learned`` (the pipeline trains it).
     """
-    from textrl.stages import evaluate, reward_model, rl, sft
+    from textrl.run import run_stage
 
     if cfg.reward.name != "learned":
         raise TextRLError(f"stage=instructgpt: got reward={cfg.reward.name}; expected reward=learned (trained by rm)")
     dirs = {name: os.path.join(run_dir, name) for name in ("sft", "rm", "rl", "eval")}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
-    out = {"sft": sft.train(_stage(cfg, "sft"), dirs["sft"], device)}
+    group = cfg.logger.group or f"instructgpt-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def stage(name: str, **updates):  # one wandb group; run names <run_name>-<stage> when named
+        named = {"logger.run_name": f"{cfg.logger.run_name}-{name}"} if cfg.logger.run_name else {}
+        return run_stage(_stage(cfg, name, **{"logger.group": group, **named, **updates}), registry, dirs[name],
+                         device)
+
+    out = {"sft": stage("sft")}
     sft_dir = out["sft"]["model_dir"]
-    out["rm"] = reward_model.train(_stage(cfg, "rm", **{"rm.model": sft_dir, "rm.gguf_file": None}), dirs["rm"], device)
+    out["rm"] = stage("rm", **{"rm.model": sft_dir, "rm.gguf_file": None})
     policy = {"policy.model": sft_dir, "policy.gguf_file": None, "reward.model": out["rm"]["model_dir"]}
-    out["rl"] = rl.train(_stage(cfg, "rl", **policy, **{"trainer.save_policy": True}), registry, dirs["rl"], device)
-    out["eval"] = evaluate.evaluate(
-        _stage(cfg, "eval", **{**policy, "policy.model": os.path.join(dirs["rl"], "policy"), "eval.reference": sft_dir,
-                               "eval.reference_gguf_file": None}), registry, dirs["eval"], device)
+    out["rl"] = stage("rl", **policy, **{"trainer.save_policy": True})
+    out["eval"] = stage("eval", **{**policy, "policy.model": os.path.join(dirs["rl"], "policy"),
+                                   "eval.reference": sft_dir, "eval.reference_gguf_file": None})
     atomic_write_json(os.path.join(run_dir, "summary.json"), out)
     return out

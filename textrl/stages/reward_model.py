@@ -11,6 +11,10 @@ making its std 1. Both are stored in ``textrl_reward.json`` next to the model an
 
 ``rm.objective=classification``: a classifier on labelled text (e.g. IMDB sentiment); the saved
 directory works as ``reward=sentiment reward.backend=classifier reward.model=<dir>``.
+
+Both report through the ``textrl_on_update_end`` hooks (metrics.jsonl, console, wandb): the mean
+train loss and accuracy since the last report, learning rate and epoch about 20 times a run, and
+the held-out numbers (``eval/*``) before (step 0) and after training.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import time
 
 import torch
+from tqdm import tqdm
 
 from textrl.algorithms.base import make_adamw
 from textrl.algorithms.ranking import ranking_loss, ranking_pairs
@@ -54,24 +59,41 @@ def _batches(items: list, batch_size: int, epochs: float, seed: int):
         step += 1
 
 
-def fit(model, items: list, r, seed: int, step) -> None:
+def fit(model, items: list, r, seed: int, step, log, progress_bar: bool = False) -> int:
     """Train ``model`` on shuffled minibatches of ``items`` for ``r.epochs``: AdamW, cosine LR with
     ``r.warmup_ratio`` warmup, gradient-norm clip 1; ``step(batch) -> (loss, accuracy)``. Leaves
-    the model in eval mode."""
-    optimizer = schedule = None
+    the model in eval mode and returns the number of optimizer steps.
+
+    Every ``max(1, steps // 20)`` steps and at the last, ``log(steps_done, metrics)`` gets
+    ``train/loss`` and ``train/accuracy`` (means over the steps since the previous call, read
+    from the device once per call), ``train/learning_rate`` and ``train/epoch`` (passes over
+    ``items``). ``progress_bar`` shows a tqdm bar of the steps.
+    """
+    optimizer = schedule = bar = None
+    loss_sum = accuracy_sum = 0.0
+    since = 0
     model.train()
     for i, total, batch in _batches(items, r.batch_size, r.epochs, seed):
         if optimizer is None:
             optimizer, schedule = _optimizer_and_schedule(model, r.lr, total, r.warmup_ratio)
+            bar = tqdm(total=total, desc="rm steps", disable=not progress_bar, dynamic_ncols=True)
         loss, accuracy = step(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        if i % 20 == 0 or i == total - 1:
-            print(f"textrl rm: step {i + 1}/{total} loss {loss.item():.4f} accuracy {float(accuracy):.3f}")
+        loss_sum, accuracy_sum, since = loss_sum + loss.detach(), accuracy_sum + accuracy, since + 1
+        bar.update(1)
+        if (i + 1) % max(1, total // 20) == 0 or i == total - 1:
+            log(i + 1, {"train/loss": float(loss_sum) / since, "train/accuracy": float(accuracy_sum) / since,
+                        "train/learning_rate": schedule.get_last_lr()[0],
+                        "train/epoch": (i + 1) * r.batch_size / len(items)})
+            loss_sum = accuracy_sum = 0.0
+            since = 0
+    bar.close()
     model.eval()
+    return total
 
 
 def ranking_step(scorer: RewardScorer, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,8 +120,8 @@ def evaluate_ranking(scorer: RewardScorer, rankings, batch_size: int) -> dict:
     return {"loss": sum(losses) / max(1, len(rankings)), "pairwise_accuracy": correct / max(1, pairs_seen)}
 
 
-def train_ranking(cfg, run_dir: str, device: torch.device) -> dict:
-    """K-wise ranking RM; see the module docstring."""
+def train_ranking(cfg, run_dir: str, device: torch.device, log) -> dict:
+    """K-wise ranking RM; see the module docstring. ``log(step, metrics)`` reports (see :func:`fit`)."""
     r = cfg.rm
     rankings = [to_ranking(row) for row in read_rows(r.data, r.split)]
     rankings = [x for x in rankings if len(set(x.ranks)) > 1][:r.max_examples]
@@ -111,9 +133,13 @@ def train_ranking(cfg, run_dir: str, device: torch.device) -> dict:
     model, tokenizer = load_sequence_classifier(r.model, r.gguf_file, num_labels=1, device=device)
     scorer = RewardScorer(model, tokenizer, max_length=r.max_length, prompt_format=r.prompt_format, device=device)
     before = evaluate_ranking(scorer, eval_set, r.batch_size) if eval_set else {}
+    if before:
+        log(0, {f"eval/{k}": v for k, v in before.items()})
     start = time.perf_counter()
-    fit(model, train_set, r, cfg.seed, lambda batch: ranking_step(scorer, batch))
+    steps = fit(model, train_set, r, cfg.seed, lambda batch: ranking_step(scorer, batch), log, cfg.trainer.progress_bar)
     after = evaluate_ranking(scorer, eval_set, r.batch_size) if eval_set else {}
+    if after:
+        log(steps, {f"eval/{k}": v for k, v in after.items()})
     normalization = {"bias": 0.0, "gain": 1.0}
     if r.normalize:
         with torch.no_grad():
@@ -130,8 +156,9 @@ def train_ranking(cfg, run_dir: str, device: torch.device) -> dict:
                   "train_time_s": time.perf_counter() - start, "normalization": normalization})
 
 
-def train_classification(cfg, run_dir: str, device: torch.device) -> dict:
-    """Classifier on labelled text (``rm.text_field``/``rm.label_field``)."""
+def train_classification(cfg, run_dir: str, device: torch.device, log) -> dict:
+    """Classifier on labelled text (``rm.text_field``/``rm.label_field``). ``log(step, metrics)``
+    reports (see :func:`fit`)."""
     r = cfg.rm
     texts, labels = to_labelled(read_rows(r.data, r.split), r.text_field, r.label_field)
     rows = list(zip(texts, labels))[:r.max_examples] if r.max_examples else list(zip(texts, labels))
@@ -154,9 +181,10 @@ def train_classification(cfg, run_dir: str, device: torch.device) -> dict:
         target = torch.tensor([y for _, y in batch], device=logits.device)
         return torch.nn.functional.cross_entropy(logits, target), (logits.argmax(-1) == target).float().mean()
 
-    fit(model, train_rows, r, cfg.seed, classification_step)
+    steps = fit(model, train_rows, r, cfg.seed, classification_step, log, cfg.trainer.progress_bar)
     train_time = time.perf_counter() - start
     accuracy = classification_accuracy(scorer, eval_rows, r.batch_size * 2)
+    log(steps, {"eval/accuracy": accuracy})
     return _save(run_dir, model, tokenizer, {"objective": "classification", "head_tokens": r.head_tokens,
                                                "max_length": r.max_length},
                  {"stage": "rm", "objective": "classification", "train_examples": len(train_rows),
@@ -185,16 +213,24 @@ def _save(run_dir, model, tokenizer, settings: dict, summary: dict) -> dict:
     atomic_save_dir(model_dir, save)
     summary["model_dir"] = model_dir
     atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
-    print("textrl rm: " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict)))
     return summary
 
 
-def train(cfg, run_dir: str, device: torch.device) -> dict:
-    """Dispatch on ``rm.objective``.
+def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
+    """Dispatch on ``rm.objective``, calling the lifecycle hooks of ``registry`` (see
+    :mod:`textrl.hookspecs`); returns the summary (also ``summary.json``).
 
     Raises:
         TextRLError: unknown objective.
     """
     if cfg.rm.objective not in OBJECTIVES:
         raise TextRLError(f"rm.objective: got {cfg.rm.objective!r}; expected one of {list(OBJECTIVES)}")
-    return (train_ranking if cfg.rm.objective == "ranking" else train_classification)(cfg, run_dir, device)
+    hook = registry.manager.hook
+    hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
+
+    def log(step: int, metrics: dict) -> None:
+        hook.textrl_on_update_end(update=step, metrics=metrics, samples=[])
+
+    summary = (train_ranking if cfg.rm.objective == "ranking" else train_classification)(cfg, run_dir, device, log)
+    hook.textrl_on_train_end(summary=summary)
+    return summary

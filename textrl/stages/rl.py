@@ -28,7 +28,6 @@ from textrl.records import format_prompt
 from textrl.envs.prompts import load_prompts
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.io import atomic_save_dir, atomic_write_json
-from textrl.loggers import JsonlLogger, make_logger
 from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_tokenizer
 from textrl.policies.lora import LoraSettings
 from textrl.policies.reference import make_reference
@@ -153,23 +152,15 @@ def on_nonfinite(error: NonFiniteError, update: int, cfg, run_dir: str) -> dict:
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     """Run the RL stage; returns the summary dict (also written to ``summary.json``).
 
-    The jsonl logger (metrics.jsonl, samples.jsonl in ``run_dir``) and the ``logger.name``
-    logger are registered as plugins for the duration of the stage, on the main process only
-    when several processes run (``accelerate launch``; see :mod:`textrl.distributed`).
+    The loggers are registered by :func:`textrl.run.run_stage` (the main process's only when
+    several processes run; see :mod:`textrl.distributed`); the hooks are called on the main
+    process only.
 
     Raises:
         TextRLError: ``rollout.batch_size`` not divisible by the number of processes, and
             whatever the parts raise (see their docstrings).
     """
-    accelerator = make_accelerator(device)
-    main = accelerator is None or accelerator.is_main_process
-    loggers = (JsonlLogger(run_dir), make_logger(cfg.logger)) if main else ()
-    names = [registry.manager.register(p) for p in loggers if p is not None]
-    try:
-        return _train(cfg, registry, run_dir, device, accelerator)
-    finally:
-        for name in names:
-            registry.manager.unregister(name=name)
+    return _train(cfg, registry, run_dir, device, make_accelerator(device))
 
 
 def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> dict:

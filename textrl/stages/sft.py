@@ -4,7 +4,10 @@ The loss is the next-token cross-entropy on response tokens only (prompt labels 
 prompt is formatted with the tokenizer's chat template when it has one (``sft.prompt_format``).
 Training runs on ``transformers.Trainer``: cosine LR with warmup, epochs, held-out eval loss.
 The result is a Hugging Face model directory (``<run_dir>/model``) that ``policy.model=`` and
-``rm.model=`` accept.
+``rm.model=`` accept. The Trainer's logs (train loss, learning rate, gradient norm, epoch every
+logging step; the held-out loss before and after training) reach the ``textrl_on_update_end``
+hooks through a Trainer callback (:func:`hook_callback`), so metrics.jsonl, the console and
+wandb get them.
 """
 
 from __future__ import annotations
@@ -72,11 +75,50 @@ class _Collator:
         return {k: torch.tensor(v) for k, v in batch.items()}
 
 
-def train(cfg, run_dir: str, device: torch.device) -> dict:
-    """Run SFT; returns (and writes ``summary.json``) train/eval loss and the model directory."""
+def trainer_metrics(logs: dict) -> dict[str, float]:
+    """One ``transformers.Trainer`` log as textrl metric names: ``eval_<x>`` → ``eval/<x>``,
+    every other number ``<x>`` → ``train/<x>`` (``loss``, ``learning_rate``, ``grad_norm``,
+    ``epoch``); ``total_flos`` and non-numbers are dropped."""
+    return {(f"eval/{k[5:]}" if k.startswith("eval_") else f"train/{k}"): float(v) for k, v in logs.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "total_flos"}
+
+
+def hook_callback(hook):
+    """A ``transformers.TrainerCallback`` forwarding the Trainer's logs to ``textrl_on_update_end``
+    (``update`` = optimizer steps done, ``metrics`` = :func:`trainer_metrics`), on the main
+    process. The end-of-training log (runtime, mean loss of the run) is left to the summary."""
+    from transformers import TrainerCallback
+
+    class HookCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs and "train_runtime" not in logs:
+                hook.textrl_on_update_end(update=state.global_step, metrics=trainer_metrics(logs), samples=[])
+
+    return HookCallback()
+
+
+def quiet_progress_bar():
+    """Hugging Face's progress bars without the raw log dicts it prints (the hooks report them)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    return BarOnly()
+
+
+def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
+    """Run SFT; returns (and writes ``summary.json``) train/eval loss and the model directory.
+
+    Calls the lifecycle hooks of ``registry`` (see :mod:`textrl.hookspecs`).
+    """
     from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     s = cfg.sft
+    hook = registry.manager.hook
+    hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
     tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
     model = load_causal_lm(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer,
                            dropout=s.dropout, device=device)
@@ -94,7 +136,10 @@ def train(cfg, run_dir: str, device: torch.device) -> dict:
             save_strategy="no", report_to=[], seed=cfg.seed, use_cpu=device.type == "cpu",
             disable_tqdm=not cfg.trainer.progress_bar, remove_unused_columns=False)
         trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
-                          data_collator=_Collator(tokenizer.pad_token_id))
+                          data_collator=_Collator(tokenizer.pad_token_id), callbacks=[hook_callback(hook)])
+        trainer.remove_callback(PrinterCallback)  # prints raw log dicts; the console logger prints them
+        if trainer.pop_callback(ProgressCallback) is not None:
+            trainer.add_callback(quiet_progress_bar())
         before = trainer.evaluate()["eval_loss"] if eval_set else float("nan")
         result = trainer.train()
         after = trainer.evaluate()["eval_loss"] if eval_set else float("nan")
@@ -105,5 +150,5 @@ def train(cfg, run_dir: str, device: torch.device) -> dict:
                "train_loss": result.training_loss, "train_loss_curve": losses, "eval_loss_before": before,
                "eval_loss_after": after, "steps": result.global_step}
     atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
-    print(f"textrl sft: eval loss {before:.3f} -> {after:.3f} over {result.global_step} steps; model in {model_dir}")
+    hook.textrl_on_train_end(summary=summary)
     return summary
