@@ -29,7 +29,6 @@ from textrl.records import read_rows, to_labelled, to_ranking
 from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer, load_sequence_classifier
 from textrl.stages.sft import split_rows
 
-OBJECTIVES = ("ranking", "classification")
 
 
 def _optimizer_and_schedule(model, lr: float, steps: int, warmup_ratio: float, weight_decay: float = 0.0):
@@ -190,11 +189,6 @@ def _save(run_dir, model, tokenizer, settings: dict, summary: dict) -> dict:
 
 
 def train(cfg, run_dir: str, device: torch.device) -> dict:
-    """Dispatch on ``rm.objective``.
-
-    Raises:
-        TextRLError: unknown objective.
-    """
-    if cfg.rm.objective not in OBJECTIVES:
-        raise TextRLError(f"rm.objective: got {cfg.rm.objective!r}; expected one of {list(OBJECTIVES)}")
+    """Dispatch on ``rm.objective`` (``ranking`` | ``classification``, validated by
+    :func:`textrl.config.check_config`)."""
     return (train_ranking if cfg.rm.objective == "ranking" else train_classification)(cfg, run_dir, device)
