@@ -137,6 +137,8 @@ CASES = [
     ("grpo_group_of_one", ["algo=grpo", "algo.group_size=1"], ["algo.group_size: got 1", ">= 2"]),
     ("sft_zero_lr", ["stage=sft", "sft.lr=0"], ["sft.lr: got 0.0", "> 0"]),
     ("eval_zero_prompts", ["stage=eval", "eval.num_prompts=0"], ["eval.num_prompts: got 0", "positive integer"]),
+    ("missing_ptx_data", ["algo=ppo_ptx", "algo.ptx_data={tmp}/missing_ptx.jsonl"],
+     ["algo.ptx_data: file", "missing_ptx.jsonl' does not exist"]),
     ("learned_reward_without_score_head", ["reward=learned", "reward.model=${{oc.env:TEXTRL_ASSETS}}/tinystories-656k"],
      ["reward.model:", "tinystories-656k' has no trained weights", "score.weight", "written by stage=rm"]),
 ]

@@ -53,7 +53,10 @@ class PPOPtx(PPO):
         super().setup(policy, reference, reward_model, accelerator)
         if tokenizer is None:
             raise TextRLError("algo=ppo_ptx needs the policy's tokenizer in setup(); got None")
-        texts = load_prompts(self.ptx_data)
+        try:
+            texts = load_prompts(self.ptx_data)
+        except TextRLError as e:  # the loader names data.prompts; the user typed algo.ptx_data
+            raise TextRLError(str(e).replace("data.prompts", "algo.ptx_data", 1)) from None
         self.ptx_ids = [ids for ids in tokenizer(texts, truncation=True, max_length=self.ptx_max_length)["input_ids"]
                         if len(ids) > 1]
         self.pad_id = tokenizer.pad_token_id
