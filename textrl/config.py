@@ -304,7 +304,7 @@ CHECKS: dict[str, Check] = {
     "trainer.keep_checkpoints": POSITIVE,
     "trainer.on_nonfinite": one_of("error", "skip"),
     "logger.name": one_of("console", "wandb", "none"),
-    "logger.mode": one_of("offline", "online", "disabled"),
+    "logger.mode": one_of("offline", "online", "disabled", "shared"),
     "logger.table_every": POSITIVE,
     "sft.max_examples": integer(ge=1, optional=True),
     "sft.eval_fraction": FRACTION,
