@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import DTYPES
@@ -348,15 +349,18 @@ _ABSENT = object()
 
 
 def _value(node, path: str):
-    """The plain value at dotted ``path`` under ``node`` (``_ABSENT`` when the key does not exist
-    or is unset ``???``)."""
-    for part in path.split("."):
-        if not isinstance(node, (dict, DictConfig)) or part not in node:
-            return _ABSENT
-        if isinstance(node, DictConfig) and OmegaConf.is_missing(node, part):
-            return _ABSENT
-        node = node[part]
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    """The plain value at dotted ``path`` under ``node`` (``_ABSENT`` when the key does not exist,
+    is unset ``???`` or is an interpolation that does not resolve yet, which the run reports)."""
+    try:
+        for part in path.split("."):
+            if not isinstance(node, (dict, DictConfig)) or part not in node:
+                return _ABSENT
+            if isinstance(node, DictConfig) and OmegaConf.is_missing(node, part):
+                return _ABSENT
+            node = node[part]
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except OmegaConfBaseException:
+        return _ABSENT
 
 
 def check_plugin_params(kind: str, node, factory, registry=None) -> None:
