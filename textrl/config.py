@@ -7,6 +7,12 @@ algorithms are plugins: their config nodes are generated from the factory's sign
 that ships no YAML, and an unknown parameter is rejected with the accepted ones listed.
 
 Reserved keys under ``reward.`` and ``algo.`` (not passed to the factory): ``name``.
+
+One source per default: the dataclasses below for the config groups, the factory's signature for
+a plugin's parameters; the YAML files in ``conf/`` only pick options and set what an option
+changes (``tests/test_defaults.py`` holds them and the README table to that). Every numeric and
+choice setting is range-checked by :func:`check_config` from the table :data:`CHECKS` and the
+plugins' ``config_checks``, before anything loads.
 """
 
 from __future__ import annotations
@@ -204,8 +210,8 @@ class TrainConfig:
 
 # -- Range and choice checks -------------------------------------------------------------------
 # Every numeric and choice setting is checked here, once, right after composition and before
-# anything loads (:func:`check_config`, called by :func:`textrl.run.run`). A new key's check is one
-# line: in CHECKS for a key of a config group (or a parameter textrl's algorithm contract shares,
+# anything loads (:func:`check_config`, called by the command and by :func:`textrl.run.run`). A new
+# key's check is one line: in CHECKS for a key of a config group (or a parameter textrl's algorithm contract shares,
 # such as ``algo.lr``: checked for whichever algorithm has it), or in the ``config_checks`` dict of
 # a plugin factory for that plugin's own parameters.
 
@@ -225,6 +231,7 @@ class Check:
 
 
 def _bounds_text(gt, ge, lt, le, integer: bool) -> str:
+    """``"a number in (0, 1]"``, ``"a positive integer"``, ``"an integer >= 2"``... for the bounds."""
     kind = "an integer" if integer else "a number"
     low = (f"[{ge}" if ge is not None else f"({gt}") if (ge is not None or gt is not None) else None
     high = (f"{le}]" if le is not None else f"{lt})") if (le is not None or lt is not None) else None
