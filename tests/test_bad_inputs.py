@@ -130,6 +130,17 @@ CASES = [
     ("samples_per_prompt_not_dividing_batch", ["rollout.samples_per_prompt=3"], ["rollout.samples_per_prompt: got 3",
                                                                                   "divisor"]),
     ("resume_path_without_checkpoint", ["trainer.resume={tmp}/nothing"], ["trainer.resume:", "holds no checkpoint"]),
+    # settings out of range, caught before anything loads (the bulk is in test_config_checks.py)
+    ("zero_batch_size", ["rollout.batch_size=0"], ["rollout.batch_size: got 0", "positive integer"]),
+    ("top_p_above_one", ["rollout.top_p=1.5"], ["rollout.top_p: got 1.5", "(0, 1]"]),
+    ("gamma_above_one", ["algo.gamma=1.5"], ["algo.gamma: got 1.5", "[0, 1]"]),
+    ("grpo_group_of_one", ["algo=grpo", "algo.group_size=1"], ["algo.group_size: got 1", ">= 2"]),
+    ("sft_zero_lr", ["stage=sft", "sft.lr=0"], ["sft.lr: got 0.0", "> 0"]),
+    ("eval_zero_prompts", ["stage=eval", "eval.num_prompts=0"], ["eval.num_prompts: got 0", "positive integer"]),
+    ("missing_ptx_data", ["algo=ppo_ptx", "algo.ptx_data={tmp}/missing_ptx.jsonl"],
+     ["algo.ptx_data: file", "missing_ptx.jsonl' does not exist"]),
+    ("learned_reward_without_score_head", ["reward=learned", "reward.model=${{oc.env:TEXTRL_ASSETS}}/tinystories-656k"],
+     ["reward.model:", "tinystories-656k' has no trained weights", "score.weight", "written by stage=rm"]),
 ]
 
 

@@ -1,4 +1,5 @@
-"""An installed (non-editable) wheel ships conf/ as textrl.conf and the builtin prompts."""
+"""An installed (non-editable) wheel ships conf/ as textrl.conf and textrl/data (builtin prompts, RBRM
+rubrics, the DeepSpeed launch config)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,15 @@ def test_wheel_finds_configs_and_data_without_the_source_tree(tmp_path):
         "register_configs(); register_plugin_configs(load_plugins(autoload=False))\n"
         "with hydra.initialize_config_module('textrl.conf', version_base='1.3'):\n"
         "    cfg = hydra.compose('train', overrides=['experiment=tinystories_sentiment'])\n"
-        "print(textrl.__file__); print(cfg.policy.model.endswith('tinystories-656k'), cfg.algo.name, len(builtin_prompts()))\n"
+        "from textrl.rewards.rbrm import builtin_rubrics\n"
+        "from importlib import resources\n"
+        "ds = resources.files('textrl.data').joinpath('accelerate', 'deepspeed_zero2.yaml').is_file()\n"
+        "print(textrl.__file__); print(cfg.policy.model.endswith('tinystories-656k'), cfg.algo.name, len(builtin_prompts()),\n"
+        "      builtin_rubrics(), ds)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     path, answer = result.stdout.strip().splitlines()[-2:]
     assert path.startswith(str(target))  # the wheel's copy, not the source tree
-    assert answer == "True ppo 80"
+    assert answer == "True ppo 80 ['harmlessness'] True"  # rubric and accelerate config as package data

@@ -196,3 +196,7 @@ def test_readme_plugin_example_works_as_written(assets, site, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     for sample in read_jsonl(out / "samples.jsonl"):
         assert sample["score"] == pytest.approx(0.5 * min(sample["response"].count("!"), 5))
+    # its config_checks run at startup, as the README shows
+    bad = run_textrl(*fast(tmp_path / "bad", "reward=shouting", "reward.cap=0"), env={"PYTHONPATH": str(site)})
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "textrl: error: reward.cap: got 0; expected a positive integer" in bad.stderr.splitlines(), bad.stderr[-2000:]

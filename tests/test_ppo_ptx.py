@@ -63,8 +63,12 @@ def test_positive_ptx_coef_changes_the_update(tokenizer, policy, ptx_file):
 def test_ptx_needs_data_and_a_non_negative_coef(ptx_file):
     with pytest.raises(TextRLError, match="algo.ptx_data: not set"):
         PPOPtx()
-    with pytest.raises(TextRLError, match="algo.ptx_coef: got -1"):
-        PPOPtx(ptx_coef=-1, ptx_data=ptx_file)
+    from textrl.config import check_plugin_params
+
+    with pytest.raises(TextRLError, match="algo.ptx_coef: got -1; expected γ_ptx >= 0"):
+        check_plugin_params("algo", {"ptx_coef": -1, "ptx_data": ptx_file}, PPOPtx)
+    with pytest.raises(TextRLError, match="algo.gamma: got 1.5"):  # PPO's own checks apply too
+        check_plugin_params("algo", {"ptx_coef": 0.5, "gamma": 1.5}, PPOPtx)
 
 
 def test_algo_ppo_ptx_trains_through_the_cli(assets, tmp_path):

@@ -54,8 +54,11 @@ def test_gradient_equals_the_policy_gradient_of_a_bandit():
 
 
 def test_unknown_baseline_is_a_clear_error():
-    with pytest.raises(TextRLError, match="algo.baseline: got 'median'"):
-        Reinforce(baseline="median")
+    from textrl.config import check_plugin_params
+
+    with pytest.raises(TextRLError, match=r"algo.baseline: got 'median'; expected one of \['none', 'moving_average'"):
+        check_plugin_params("algo", {"baseline": "median"}, Reinforce)
+    check_plugin_params("algo", {"baseline": "leave_one_out"}, Reinforce)
 
 
 @pytest.mark.parametrize("baseline, extra", [("none", []), ("moving_average", []),

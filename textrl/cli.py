@@ -11,7 +11,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from textrl.config import check_plugin_overrides, register_configs, register_plugin_configs  # noqa: E402
+from textrl.config import check_config, check_plugin_overrides, register_configs, register_plugin_configs  # noqa: E402
 from textrl.errors import TextRLError  # noqa: E402
 
 _registry = None
@@ -57,16 +57,18 @@ def main() -> None:
     register_configs()
     register_plugin_configs(_registry)
     try:
-        check_composition(sys.argv[1:])
+        check_composition(sys.argv[1:], _registry)
     except TextRLError as e:
         _fail(str(e))
     _app()
 
 
-def check_composition(argv: list[str]) -> None:
+def check_composition(argv: list[str], registry=None) -> None:
     """Compose the config once with Hydra's compose API so a typo, a wrong type, an unknown group
     option or an unparsable override becomes one line naming the key (Hydra's own report runs
-    to several lines). Multirun sweeps and Hydra's flags (``--cfg``...) are left to Hydra.
+    to several lines), and range-check every setting (:func:`textrl.config.check_config`) before
+    Hydra creates the run directory. Multirun sweeps and Hydra's flags (``--cfg``...) are left to
+    Hydra (each job's settings are checked by :func:`textrl.run.run`).
 
     Raises:
         TextRLError: ``<key>: got <value>; expected <what is allowed>``.
@@ -83,6 +85,7 @@ def check_composition(argv: list[str]) -> None:
                 run_dir = cfg.hydra.run.dir
             except OmegaConfBaseException:  # e.g. ${hydra:job.name}: only Hydra's own run resolves it
                 run_dir = None
+            check_config(cfg, registry)
     except OverrideParseException as e:
         first, reason = (str(e).splitlines() + [""])[:2]
         raise TextRLError(f"{first.replace('Error parsing override ', 'override ')}: cannot parse ({reason}); "

@@ -7,6 +7,12 @@ algorithms are plugins: their config nodes are generated from the factory's sign
 that ships no YAML, and an unknown parameter is rejected with the accepted ones listed.
 
 Reserved keys under ``reward.`` and ``algo.`` (not passed to the factory): ``name``.
+
+One source per default: the dataclasses below for the config groups, the factory's signature for
+a plugin's parameters; the YAML files in ``conf/`` only pick options and set what an option
+changes (``tests/test_defaults.py`` holds them and the README table to that). Every numeric and
+choice setting is range-checked by :func:`check_config` from the table :data:`CHECKS` and the
+plugins' ``config_checks``, before anything loads.
 """
 
 from __future__ import annotations
@@ -15,17 +21,22 @@ import copy
 import dataclasses
 import importlib.util
 import inspect
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from textrl.errors import TextRLError
+from textrl.policies.hf_causal_lm import DTYPES
 from textrl.policies.lora import LoraSettings
+from textrl.records import PROMPT_FORMATS
 
 RESERVED_KEYS = ("name",)
 
@@ -48,8 +59,8 @@ class PolicyConfig:
 class EnvConfig:
     """``env.*``: the token-generation MDP (lengths in tokens)."""
 
-    max_new_tokens: int = 32
-    max_prompt_tokens: int = 64
+    max_new_tokens: int = 20
+    max_prompt_tokens: int = 32
     prompt_truncation: str = "left"  # left | error
     stop_on_eos: bool = True
 
@@ -90,7 +101,7 @@ class TrainerConfig:
     checkpoint in the run directory) or a checkpoint path. ``on_nonfinite`` is ``error`` (stop,
     naming the quantity and update) or ``skip`` (warn and drop the rest of that batch)."""
 
-    updates: int = 20
+    updates: int = 60
     sample_every: int = 1
     samples_per_update: int = 4
     save_policy: bool = True
@@ -196,6 +207,219 @@ class TrainConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RMConfig = field(default_factory=RMConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# -- Range and choice checks -------------------------------------------------------------------
+# Every numeric and choice setting is checked here, once, right after composition and before
+# anything loads (:func:`check_config`, called by the command and by :func:`textrl.run.run`). A new
+# key's check is one line: in CHECKS for a key of a config group (or a parameter textrl's algorithm contract shares,
+# such as ``algo.lr``: checked for whichever algorithm has it), or in the ``config_checks`` dict of
+# a plugin factory for that plugin's own parameters.
+
+
+@dataclass(frozen=True)
+class Check:
+    """What one setting may hold: ``accepts(value)`` decides, ``expected`` is the text the error
+    line ends with (``<key>: got <value>; expected <expected>``)."""
+
+    accepts: Callable[[Any], bool]
+    expected: str
+
+    def __call__(self, key: str, value: Any) -> None:
+        """Raise :class:`TextRLError` naming ``key`` when ``value`` is not accepted."""
+        if not self.accepts(value):
+            raise TextRLError(f"{key}: got {value!r}; expected {self.expected}")
+
+
+def _bounds_text(gt, ge, lt, le, integer: bool) -> str:
+    """``"a number in (0, 1]"``, ``"a positive integer"``, ``"an integer >= 2"``... for the bounds."""
+    kind = "an integer" if integer else "a number"
+    low = (f"[{ge}" if ge is not None else f"({gt}") if (ge is not None or gt is not None) else None
+    high = (f"{le}]" if le is not None else f"{lt})") if (le is not None or lt is not None) else None
+    if low and high:
+        return f"{kind} in {low}, {high}"
+    if integer and ge == 1:
+        return "a positive integer"
+    if low:
+        return f"{kind} {'>=' if ge is not None else '>'} {ge if ge is not None else gt}"
+    if high:
+        return f"{kind} {'<=' if le is not None else '<'} {le if le is not None else lt}"
+    return kind
+
+
+def number(gt=None, ge=None, lt=None, le=None, integer: bool = False, optional: bool = False,
+           expected: Optional[str] = None) -> Check:
+    """A finite number (an int when ``integer``) within the given bounds; ``optional`` also
+    accepts ``null``. ``expected`` replaces the generated description."""
+
+    def accepts(v) -> bool:
+        if v is None:
+            return optional
+        if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+            return False
+        return (math.isfinite(v) and (gt is None or v > gt) and (ge is None or v >= ge)
+                and (lt is None or v < lt) and (le is None or v <= le))
+
+    text = expected or _bounds_text(gt, ge, lt, le, integer) + (" or null" if optional else "")
+    return Check(accepts, text)
+
+
+def integer(gt=None, ge=None, lt=None, le=None, optional: bool = False, expected: Optional[str] = None) -> Check:
+    """:func:`number` restricted to integers."""
+    return number(gt, ge, lt, le, integer=True, optional=optional, expected=expected)
+
+
+def one_of(*choices: str) -> Check:
+    """One of the named ``choices`` (the one definition of a choice setting's values)."""
+    return Check(lambda v: v in choices, f"one of {list(choices)}")
+
+
+def matches(pattern: str, expected: str) -> Check:
+    """A string matching the regular expression ``pattern`` in full."""
+    return Check(lambda v: isinstance(v, str) and re.fullmatch(pattern, v) is not None, expected)
+
+
+STAGES = ("sft", "rm", "rl", "eval", "instructgpt")
+POSITIVE = integer(ge=1)
+FRACTION = number(ge=0, lt=1)
+
+CHECKS: dict[str, Check] = {
+    "stage": one_of(*STAGES),
+    "seed": integer(ge=0, lt=2**32),  # numpy's seed range
+    "device": matches(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"),
+    "policy.dtype": one_of(*DTYPES),
+    "policy.dropout": number(ge=0, lt=1, optional=True),
+    "policy.lora.r": integer(ge=0, expected="a positive rank (0 turns LoRA off)"),
+    "policy.lora.alpha": number(gt=0),
+    "policy.lora.dropout": FRACTION,
+    "env.max_new_tokens": POSITIVE,
+    "env.max_prompt_tokens": POSITIVE,
+    "env.prompt_truncation": one_of("left", "error"),
+    "data.max_prompts": integer(ge=1, optional=True),
+    "data.prefix_tokens": integer(ge=1, optional=True),
+    "data.prompt_format": one_of(*PROMPT_FORMATS),
+    "data.eval_prompts": integer(ge=0, optional=True),
+    "rollout.batch_size": POSITIVE,
+    "rollout.samples_per_prompt": POSITIVE,
+    "rollout.temperature": number(gt=0),
+    "rollout.top_k": integer(ge=0, expected="an integer >= 0 (0 turns it off)"),
+    "rollout.top_p": number(gt=0, le=1),
+    "trainer.updates": POSITIVE,
+    "trainer.sample_every": integer(ge=0, expected="an integer >= 0 (0: no samples)"),
+    "trainer.samples_per_update": integer(ge=0),
+    "trainer.threads": integer(ge=1, optional=True),
+    "trainer.precision": one_of("fp32", "bf16"),
+    "trainer.checkpoint_every": integer(ge=0, expected="0 (only at the end) or a positive number of updates"),
+    "trainer.keep_checkpoints": POSITIVE,
+    "trainer.on_nonfinite": one_of("error", "skip"),
+    "logger.name": one_of("console", "wandb", "none"),
+    "logger.mode": one_of("offline", "online", "disabled", "shared"),
+    "logger.table_every": POSITIVE,
+    "sft.max_examples": integer(ge=1, optional=True),
+    "sft.eval_fraction": FRACTION,
+    "sft.epochs": number(gt=0),
+    "sft.lr": number(gt=0),
+    "sft.warmup_ratio": number(ge=0, le=1),
+    "sft.batch_size": POSITIVE,
+    "sft.max_length": integer(ge=2),
+    "sft.dropout": FRACTION,
+    "sft.weight_decay": number(ge=0),
+    "sft.prompt_format": one_of("auto", "chat", "plain"),
+    "rm.objective": one_of("ranking", "classification"),
+    "rm.max_examples": integer(ge=1, optional=True),
+    "rm.max_eval_examples": integer(ge=1, optional=True),
+    "rm.eval_fraction": FRACTION,
+    "rm.epochs": number(gt=0),
+    "rm.lr": number(gt=0),
+    "rm.warmup_ratio": number(ge=0, le=1),
+    "rm.batch_size": POSITIVE,
+    "rm.max_length": integer(ge=2),
+    "rm.head_tokens": integer(ge=1, optional=True),
+    "rm.prompt_format": one_of(*PROMPT_FORMATS),
+    "eval.num_prompts": POSITIVE,
+    "eval.samples": POSITIVE,
+    # textrl's algorithm contract: checked for whichever algorithm (plugins included) has the key
+    "algo.lr": number(gt=0),
+    "algo.epochs": POSITIVE,
+    "algo.minibatch_size": POSITIVE,
+    "algo.max_grad_norm": number(gt=0, optional=True),
+    "algo.weight_decay": number(ge=0),
+    "algo.kl.init": number(ge=0, expected="β >= 0"),
+    "algo.kl.target": number(gt=0, expected="a KL target > 0 (nats)"),
+    "algo.kl.horizon": POSITIVE,
+    # shared by the reward models (built-in ones and plugins) that have the key
+    "reward.batch_size": POSITIVE,
+    "reward.device": matches(r"auto|cpu|mps|cuda(:\\d+)?", "auto, cpu, cuda or cuda:N"),
+}
+
+
+_ABSENT = object()
+
+
+def _value(node, path: str):
+    """The plain value at dotted ``path`` under ``node`` (``_ABSENT`` when the key does not exist,
+    is unset ``???`` or is an interpolation that does not resolve yet, which the run reports)."""
+    try:
+        for part in path.split("."):
+            if not isinstance(node, (dict, DictConfig)) or part not in node:
+                return _ABSENT
+            if isinstance(node, DictConfig) and OmegaConf.is_missing(node, part):
+                return _ABSENT
+            node = node[part]
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except OmegaConfBaseException:
+        return _ABSENT
+
+
+def check_plugin_params(kind: str, node, factory, registry=None) -> None:
+    """Check a ``reward``/``algo`` node's parameters with the factory's ``config_checks``
+    (``{param: Check}``, dotted params for nested ones such as ``kl.init``); a composite's
+    ``components`` are checked as reward nodes of their own (``reward.components.<label>.*``).
+
+    Raises:
+        TextRLError: naming ``<kind>.<param>``.
+    """
+    for param, check in getattr(factory, "config_checks", {}).items():
+        value = _value(node, param)
+        if value is not _ABSENT:
+            check(f"{kind}.{param}", value)
+    components = _value(node, "components")
+    if registry is not None and isinstance(components, dict) and kind.split(".")[0] == "reward":
+        for label, sub in components.items():
+            if not isinstance(sub, dict) or sub.get("name") not in registry.rewards:
+                continue  # build_composite names a malformed component
+            weight = sub.get("weight", 1.0)
+            number()(f"{kind}.components.{label}.weight", weight)
+            for key, check in CHECKS.items():
+                if key.startswith("reward.") and _value(sub, key[len("reward."):]) is not _ABSENT:
+                    check(f"{kind}.components.{label}.{key[len('reward.'):]}", _value(sub, key[len("reward."):]))
+            check_plugin_params(f"{kind}.components.{label}", sub, registry.rewards[sub["name"]], registry)
+
+
+def check_config(cfg, registry=None) -> None:
+    """Range- and choice-check every setting of a composed config, before anything loads.
+
+    Runs :data:`CHECKS` (keys that do not exist, such as ``algo.minibatch_size`` for an
+    algorithm without one, are skipped), then the selected reward model's and algorithm's own
+    ``config_checks``.
+
+    Args:
+        cfg: the composed ``TrainConfig``.
+        registry: the :class:`textrl.plugins.PluginRegistry` (plugin checks are skipped without).
+
+    Raises:
+        TextRLError: ``<key>: got <value>; expected <...>`` for the first bad setting.
+    """
+    for key, check in CHECKS.items():
+        value = _value(cfg, key)
+        if value is not _ABSENT:
+            check(key, value)
+    if registry is None:
+        return
+    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms)):
+        name = _value(cfg, f"{kind}.name")
+        if name in table:
+            check_plugin_params(kind, cfg[kind], table[name], registry)
 
 
 def package_dir(package: str) -> str:
@@ -312,8 +536,6 @@ def check_plugin_overrides(overrides: list[str], registry, defaults: dict[str, s
     Raises:
         TextRLError: naming the key, the selected plugin and the accepted keys.
     """
-    import re
-
     for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms)):
         names = [defaults.get(kind)]
         for arg in overrides:

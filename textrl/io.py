@@ -1,4 +1,9 @@
-"""Crash-safe file writes: a run that dies never leaves a half-written file behind."""
+"""Crash-safe file writes: a run that dies never leaves a half-written file behind.
+
+Files and directories written here get the permissions an ordinary ``open``/``mkdir`` would give
+under the user's umask (0644 and 0755 under umask 022), not the private 0600/0700 that
+``tempfile.mkstemp``/``mkdtemp`` create their temporary files with.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,22 @@ import tempfile
 from typing import Any, Callable
 
 
+def current_umask() -> int:
+    """The process's umask (e.g. ``0o022``); read by setting and restoring it."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    The file gets mode ``0o666 & ~umask``, as ``open(path, "w")`` would give it.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -52,11 +68,13 @@ def atomic_write_json(path: str, obj: Any) -> None:
 def atomic_save_dir(path: str, save: Callable[[str], None]) -> None:
     """Call ``save(tmp_dir)`` then move ``tmp_dir`` to ``path`` (replacing an older one).
 
-    A crash inside ``save`` leaves ``path`` as it was.
+    A crash inside ``save`` leaves ``path`` as it was. The directory gets mode
+    ``0o777 & ~umask``, as ``os.mkdir`` would give it (what ``save`` writes inside keeps its own).
     """
     parent = os.path.dirname(os.path.abspath(path))
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())
         save(tmp)
         old = None
         if os.path.exists(path):

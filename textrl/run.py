@@ -9,11 +9,10 @@ import random
 import numpy as np
 import torch
 
+from textrl.config import check_config
 from textrl.devices import resolve_device
 from textrl.distributed import launched_rank
 from textrl.errors import TextRLError
-
-STAGES = ("sft", "rm", "rl", "eval", "instructgpt")
 
 
 def seed_everything(seed: int) -> None:
@@ -31,13 +30,16 @@ def run(cfg, run_dir: str | None = None, registry=None) -> dict:
         run_dir: output directory; default: Hydra's run directory, else the current directory.
         registry: a :class:`textrl.plugins.PluginRegistry`; default: :func:`load_plugins`.
 
+    Every setting is range- and choice-checked (:func:`textrl.config.check_config`) before
+    anything is loaded or written.
+
     Raises:
         TextRLError: any bad input (config, data, model, reward model).
     """
     from textrl.plugins import load_plugins
 
-    if cfg.stage not in STAGES:
-        raise TextRLError(f"stage: got {cfg.stage!r}; expected one of {list(STAGES)}")
+    registry = registry or load_plugins()
+    check_config(cfg, registry)
     if run_dir is None:
         run_dir = _hydra_run_dir() or os.getcwd()
     os.makedirs(run_dir, exist_ok=True)
@@ -47,7 +49,6 @@ def run(cfg, run_dir: str | None = None, registry=None) -> dict:
         torch.set_num_threads(cfg.trainer.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    registry = registry or load_plugins()
     return run_stage(cfg, registry, run_dir, device)
 
 

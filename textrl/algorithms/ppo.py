@@ -18,6 +18,7 @@ from textrl.algorithms.advantages import gae, masked_mean, masked_whiten
 from textrl.algorithms.base import Algorithm, make_adamw
 from textrl.algorithms.kl import AdaptiveKLController, FixedKLController, kl_shaped_rewards
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
+from textrl.config import number, one_of
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import entropy_from_logits, token_logprobs, warp_logits
@@ -66,27 +67,27 @@ class PPO(Algorithm):
 
     Minibatch shuffling draws from a generator seeded from torch's global seed (``seed``).
 
+    Settings are range-checked at startup (``algo.lr`` etc. by :data:`textrl.config.CHECKS`, the
+    rest by :attr:`config_checks`).
+
     Raises:
-        TextRLError: a non-positive lr/epochs/minibatch size, or a minibatch size that does not
-            divide the batch; :class:`~textrl.errors.NonFiniteError` for a NaN/inf advantage,
+        TextRLError: a minibatch size that does not divide the batch; :class:`~textrl.errors.NonFiniteError` for a NaN/inf advantage,
             loss or gradient norm (raised before the optimizer step that would use it).
     """
 
-    def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
+    config_checks = {"gamma": number(ge=0, le=1), "lam": number(ge=0, le=1), "clip_range": number(gt=0),
+                     "clip_range_value": number(gt=0, optional=True), "vf_coef": number(ge=0),
+                     "ent_coef": number(ge=0), "value_init": one_of("zeros", "reward_model")}
+
+    def __init__(self, lr: float = 1.5e-4, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
                  clip_range: float = 0.2, clip_range_value: float | None = 0.2, vf_coef: float = 0.1,
-                 ent_coef: float = 0.0, epochs: int = 4, minibatch_size: int = 8, max_grad_norm: float | None = 1.0,
+                 ent_coef: float = 0.0, epochs: int = 1, minibatch_size: int = 16, max_grad_norm: float | None = 1.0,
                  whiten_advantages: bool = True, weight_decay: float = 0.0, value_init: str = "zeros"):
-        for name, value in (("algo.lr", lr), ("algo.epochs", epochs), ("algo.minibatch_size", minibatch_size),
-                            ("algo.clip_range", clip_range)):
-            if not value > 0:
-                raise TextRLError(f"{name}: got {value}; expected a positive number")
         self.lr, self.gamma, self.lam = lr, gamma, lam
         self.clip_range, self.clip_range_value = clip_range, clip_range_value
         self.vf_coef, self.ent_coef, self.epochs = vf_coef, ent_coef, epochs
         self.minibatch_size, self.max_grad_norm = minibatch_size, max_grad_norm
         self.whiten_advantages, self.weight_decay = whiten_advantages, weight_decay
-        if value_init not in ("zeros", "reward_model"):
-            raise TextRLError(f"algo.value_init: got {value_init!r}; expected zeros or reward_model")
         self.value_init = value_init
         self.kl_controller = make_kl_controller(kl)
         self.generator = torch.Generator().manual_seed(torch.initial_seed())

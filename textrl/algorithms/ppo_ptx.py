@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from textrl.algorithms.ppo import PPO, KLConfig
+from textrl.config import integer, number
 from textrl.envs.prompts import load_prompts
 from textrl.errors import TextRLError
 
@@ -26,19 +27,21 @@ class PPOPtx(PPO):
         (all PPO arguments)
 
     Raises:
-        TextRLError: ``ptx_data`` unset, ``ptx_coef`` < 0, or no tokenizer passed to ``setup``.
+        TextRLError: ``ptx_data`` unset, or no tokenizer passed to ``setup`` (``ptx_coef`` and
+            the sizes are checked at startup through :attr:`config_checks`).
     """
 
+    config_checks = {**PPO.config_checks, "ptx_coef": number(ge=0, expected="γ_ptx >= 0"),
+                     "ptx_batch_size": integer(ge=1), "ptx_max_length": integer(ge=2)}
+
     def __init__(self, ptx_coef: float = 1.0, ptx_data: str = "???", ptx_batch_size: int = 8,
-                 ptx_max_length: int = 128, lr: float = 1e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0,
+                 ptx_max_length: int = 128, lr: float = 1.5e-4, kl: KLConfig = KLConfig(), gamma: float = 1.0,
                  lam: float = 0.95, clip_range: float = 0.2, clip_range_value: float | None = 0.2,
-                 vf_coef: float = 0.1, ent_coef: float = 0.0, epochs: int = 4, minibatch_size: int = 8,
+                 vf_coef: float = 0.1, ent_coef: float = 0.0, epochs: int = 1, minibatch_size: int = 16,
                  max_grad_norm: float | None = 1.0, whiten_advantages: bool = True, weight_decay: float = 0.0,
                  value_init: str = "zeros"):
         super().__init__(lr, kl, gamma, lam, clip_range, clip_range_value, vf_coef, ent_coef, epochs, minibatch_size,
                          max_grad_norm, whiten_advantages, weight_decay, value_init)
-        if ptx_coef < 0:
-            raise TextRLError(f"algo.ptx_coef: got {ptx_coef}; expected γ_ptx >= 0")
         if not ptx_data or ptx_data == "???":
             raise TextRLError("algo.ptx_data: not set; expected a text/json/jsonl path or a datasets id")
         self.ptx_coef, self.ptx_data = ptx_coef, ptx_data
@@ -50,7 +53,10 @@ class PPOPtx(PPO):
         super().setup(policy, reference, reward_model, accelerator)
         if tokenizer is None:
             raise TextRLError("algo=ppo_ptx needs the policy's tokenizer in setup(); got None")
-        texts = load_prompts(self.ptx_data)
+        try:
+            texts = load_prompts(self.ptx_data)
+        except TextRLError as e:  # the loader names data.prompts; the user typed algo.ptx_data
+            raise TextRLError(str(e).replace("data.prompts", "algo.ptx_data", 1)) from None
         self.ptx_ids = [ids for ids in tokenizer(texts, truncation=True, max_length=self.ptx_max_length)["input_ids"]
                         if len(ids) > 1]
         self.pad_id = tokenizer.pad_token_id

@@ -20,6 +20,7 @@ import torch
 
 from textrl.algorithms.base import Algorithm, make_adamw
 from textrl.algorithms.ppo import KLConfig, check_finite, make_kl_controller
+from textrl.config import number, one_of
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import token_logprobs
@@ -66,18 +67,19 @@ class Reinforce(Algorithm):
         minibatch_size: episodes per forward pass (gradients accumulate to one step).
         max_grad_norm: gradient-norm clip (``None`` = off).
 
+    ``baseline`` and ``baseline_decay`` are checked at startup through :attr:`config_checks`.
+
     Raises:
-        TextRLError: unknown baseline, or ``leave_one_out`` on a batch with fewer than 2
+        TextRLError: ``leave_one_out`` on a batch with fewer than 2
             samples per prompt (set ``rollout.samples_per_prompt``).
     """
 
     uses_value_head = False
+    config_checks = {"baseline": one_of(*BASELINES), "baseline_decay": number(ge=0, lt=1)}
 
-    def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(), baseline: str = "moving_average",
-                 baseline_decay: float = 0.9, epochs: int = 1, minibatch_size: int = 8,
+    def __init__(self, lr: float = 1.5e-4, kl: KLConfig = KLConfig(), baseline: str = "moving_average",
+                 baseline_decay: float = 0.9, epochs: int = 1, minibatch_size: int = 16,
                  max_grad_norm: float | None = 1.0):
-        if baseline not in BASELINES:
-            raise TextRLError(f"algo.baseline: got {baseline!r}; expected one of {list(BASELINES)}")
         self.lr, self.baseline, self.baseline_decay = lr, baseline, baseline_decay
         self.epochs, self.minibatch_size, self.max_grad_norm = epochs, minibatch_size, max_grad_norm
         self.kl_controller = make_kl_controller(kl)

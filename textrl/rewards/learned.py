@@ -22,14 +22,22 @@ NORMALIZATION_FILE = "textrl_reward.json"
 
 
 def load_sequence_classifier(model: str, gguf_file: str | None = None, num_labels: int = 1,
-                             device: str | torch.device = "cpu", id2label: dict | None = None):
+                             device: str | torch.device = "cpu", id2label: dict | None = None,
+                             key: str = "rm.model", trained: bool = False):
     """``(AutoModelForSequenceClassification, tokenizer)`` from a hub id, a directory (an SFT
     causal-LM directory gets a fresh score head) or a GGUF file.
 
+    Args:
+        key: the setting ``model`` came from, named in errors (``rm.model``, ``reward.model``).
+        trained: require every weight, the score head included, to come from the checkpoint
+            (a reward model); without it a missing head is initialised randomly (RM training).
+
     Raises:
-        TextRLError: the model cannot be loaded.
+        TextRLError: the model cannot be loaded, or ``trained`` and some weights (typically
+            the score head of a plain causal LM) would be newly initialised.
     """
     from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
     from textrl.policies.hf_causal_lm import _check_location, _one_line, clear_gguf_quantizer, load_tokenizer, \
         split_model_path
@@ -40,11 +48,20 @@ def load_sequence_classifier(model: str, gguf_file: str | None = None, num_label
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     if id2label:
         kwargs.update(id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    verbosity = hf_logging.get_verbosity()
+    if trained:
+        hf_logging.set_verbosity_error()  # a missing head is reported below, in one line
     try:
-        clf = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(model), num_labels=num_labels,
-                                                                 dtype=torch.float32, **kwargs)
+        clf, info = AutoModelForSequenceClassification.from_pretrained(
+            os.path.expanduser(model), num_labels=num_labels, dtype=torch.float32, output_loading_info=True, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise TextRLError(f"rm.model: cannot load a sequence classifier from {model!r} ({_one_line(e)})") from None
+        raise TextRLError(f"{key}: cannot load a sequence classifier from {model!r} ({_one_line(e)})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = sorted(info.get("missing_keys") or [])
+    if trained and missing:
+        raise TextRLError(f"{key}: {model!r} has no trained weights for {missing[:3]} (they would be randomly "
+                          f"initialised, a random reward); expected a reward model directory written by stage=rm")
     if gguf_file:
         clear_gguf_quantizer(clf)
     if len(tokenizer) > clf.get_input_embeddings().weight.shape[0]:
@@ -118,7 +135,8 @@ class LearnedReward:
     ``__call__(prompts, responses) -> FloatTensor[B]`` (float32, on the CPU).
 
     Raises:
-        TextRLError: missing model, or a classifier with more than one output.
+        TextRLError: missing model, a model without a trained score head (a plain causal LM,
+            whose head would be random), or a classifier with more than one output.
     """
 
     def __init__(self, model: str = "???", batch_size: int = 16, normalize: bool = True, device: str = "auto"):
@@ -130,7 +148,7 @@ class LearnedReward:
             with open(path) as f:
                 settings = json.load(f)
         device = resolve_device(device)
-        clf, tokenizer = load_sequence_classifier(model, device=device)
+        clf, tokenizer = load_sequence_classifier(model, device=device, key="reward.model", trained=True)
         if clf.config.num_labels != 1:
             raise TextRLError(f"reward.model: {model!r} has {clf.config.num_labels} outputs; expected a one-output "
                               f"reward model (use reward=sentiment backend=classifier for a classifier)")

@@ -7,7 +7,7 @@ maps the pair to a reward. Refusing harmful requests is rewarded, refusing harml
 penalised. OpenAI's classifier is GPT-4 itself; this one is keyword and regex rules from a
 YAML file, so it is instant, deterministic and readable, and just as blunt as its rules.
 
-A rubric (``conf/rubrics/harmlessness.yaml`` is the default) has three parts::
+A rubric (``textrl/data/rubrics/harmlessness.yaml`` is the default) has three parts::
 
     prompt_categories:   # ordered; the first entry whose keywords/patterns match wins
       - {name: harmful_request, keywords: [bomb], patterns: ['how (do|can) i (kill|hurt)']}
@@ -47,8 +47,8 @@ TEXT_FIELDS = ("prompt", "text", "query", "instruction")  # tried in order when 
 
 
 def builtin_rubric_dir() -> Path:
-    """Folder of the built-in rubrics: ``textrl.conf/rubrics`` (``conf/rubrics`` in the repo)."""
-    return Path(str(resources.files("textrl.conf").joinpath("rubrics")))
+    """Folder of the built-in rubrics: ``textrl/data/rubrics`` (package data, not a Hydra config group)."""
+    return Path(str(resources.files("textrl.data").joinpath("rubrics")))
 
 
 def builtin_rubrics() -> list[str]:
@@ -82,7 +82,7 @@ class RuleBasedReward:
     first match wins, else the list's default entry); the reward is ``rewards[category][class]``.
 
     Args:
-        rubric: a built-in rubric name (``conf/rubrics/<name>.yaml``, default ``harmlessness``)
+        rubric: a built-in rubric name (``textrl/data/rubrics/<name>.yaml``, default ``harmlessness``)
             or a path to a YAML rubric (format in the module docstring).
         labels: optional ``.jsonl``/``.json`` file (may be ``.gz``) of prompts with a category
             label; a prompt found there (compared after stripping whitespace) gets that category

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from textrl.config import integer, one_of
 from textrl.devices import resolve_device
 from textrl.errors import TextRLError
 
@@ -114,14 +115,15 @@ class SentimentReward:
     ``__call__(prompts, responses) -> FloatTensor[B]`` (float32).
 
     Raises:
-        TextRLError: unknown backend, or the classifier errors above.
+        TextRLError: the classifier errors above (``backend`` and the sizes are checked at
+            startup through :attr:`config_checks`).
     """
+
+    config_checks = {"backend": one_of(*BACKENDS), "max_length": integer(ge=2)}
 
     def __init__(self, backend: str = "vader", model: str | None = None, positive_label: str = "positive",
                  include_prompt: bool = False, batch_size: int = 32, max_length: int = 256,
                  device: str = "auto"):
-        if backend not in BACKENDS:
-            raise TextRLError(f"reward.backend: got {backend!r}; expected one of {list(BACKENDS)}")
         self.include_prompt = include_prompt
         if backend == "vader":
             self.scorer = VaderSentiment()

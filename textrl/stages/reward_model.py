@@ -34,7 +34,6 @@ from textrl.records import read_rows, to_labelled, to_ranking
 from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer, load_sequence_classifier
 from textrl.stages.sft import split_rows
 
-OBJECTIVES = ("ranking", "classification")
 
 
 def _optimizer_and_schedule(model, lr: float, steps: int, warmup_ratio: float, weight_decay: float = 0.0):
@@ -217,14 +216,9 @@ def _save(run_dir, model, tokenizer, settings: dict, summary: dict) -> dict:
 
 
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
-    """Dispatch on ``rm.objective``, calling the lifecycle hooks of ``registry`` (see
-    :mod:`textrl.hookspecs`); returns the summary (also ``summary.json``).
-
-    Raises:
-        TextRLError: unknown objective.
-    """
-    if cfg.rm.objective not in OBJECTIVES:
-        raise TextRLError(f"rm.objective: got {cfg.rm.objective!r}; expected one of {list(OBJECTIVES)}")
+    """Dispatch on ``rm.objective`` (``ranking`` | ``classification``, validated by
+    :func:`textrl.config.check_config`), calling the lifecycle hooks of ``registry`` (see
+    :mod:`textrl.hookspecs`); returns the summary (also ``summary.json``)."""
     hook = registry.manager.hook
     hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
 

@@ -82,19 +82,6 @@ def sample_rows(batch, n: int) -> list[dict]:
     return rows
 
 
-def check_trainer(trainer) -> None:
-    """Raise :class:`TextRLError` for trainer settings that cannot work (named, with what is allowed)."""
-    if trainer.updates < 1:
-        raise TextRLError(f"trainer.updates: got {trainer.updates}; expected a positive integer")
-    if trainer.checkpoint_every < 0:
-        raise TextRLError(f"trainer.checkpoint_every: got {trainer.checkpoint_every}; expected 0 (only at the end) "
-                          f"or a positive number of updates")
-    if trainer.keep_checkpoints < 1:
-        raise TextRLError(f"trainer.keep_checkpoints: got {trainer.keep_checkpoints}; expected at least 1")
-    if trainer.on_nonfinite not in ("error", "skip"):
-        raise TextRLError(f"trainer.on_nonfinite: got {trainer.on_nonfinite!r}; expected 'error' or 'skip'")
-
-
 def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator) -> tuple[int, list[float]]:
     """``(first update to run, mean scores of the updates already done)``.
 
@@ -138,7 +125,7 @@ def on_nonfinite(error: NonFiniteError, update: int, cfg, run_dir: str) -> dict:
     last good checkpoint (left intact); ``skip`` warns and returns the update's metrics record.
 
     Raises:
-        TextRLError: with ``on_nonfinite=error`` (:func:`check_trainer` has validated the value).
+        TextRLError: with ``on_nonfinite=error`` (:func:`textrl.config.check_config` has validated the value).
     """
     if cfg.trainer.on_nonfinite == "skip":
         log.warning("update %d: %s; skipped the rest of this batch (trainer.on_nonfinite=skip)", update, error)
@@ -165,8 +152,6 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
 
 def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> dict:
     start = time.perf_counter()
-    autocast(device, cfg.trainer.precision)  # bad trainer settings fail before anything loads
-    check_trainer(cfg.trainer)
     rank, processes = rank_and_size(accelerator)
     if cfg.rollout.batch_size % processes:
         raise TextRLError(f"rollout.batch_size: got {cfg.rollout.batch_size}; expected a multiple of the "

@@ -14,6 +14,7 @@ import torch
 
 import textrl
 from textrl_grpo import group_advantages, grpo_loss
+from textrl_grpo.grpo import GRPO
 
 ASSETS = Path(os.environ.get("TEXTRL_ASSETS", Path(__file__).resolve().parents[4] / "shared" / "assets"))
 
@@ -33,6 +34,14 @@ def test_group_advantages_by_hand():
 def test_group_size_must_divide_batch_and_be_at_least_two(size):
     with pytest.raises(textrl.TextRLError, match=f"algo.group_size: got {size}"):
         group_advantages(torch.zeros(6), size)
+
+
+def test_group_size_below_two_is_rejected_at_startup():
+    from textrl.config import check_plugin_params
+
+    with pytest.raises(textrl.TextRLError, match="algo.group_size: got 1; expected an integer >= 2"):
+        check_plugin_params("algo", {"group_size": 1}, GRPO)
+    check_plugin_params("algo", {"group_size": 2}, GRPO)
 
 
 def test_grpo_loss_by_hand():

@@ -70,12 +70,11 @@ class GRPO(textrl.Algorithm):
     """
 
     uses_value_head = False
+    config_checks = {"group_size": textrl.integer(ge=2), "clip_range": textrl.number(gt=0)}
 
-    def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(init=0.04, adaptive=False), group_size: int = 4,
-                 clip_range: float = 0.2, epochs: int = 1, minibatch_size: int = 8, max_grad_norm: float | None = 1.0,
+    def __init__(self, lr: float = 1.5e-4, kl: KLConfig = KLConfig(), group_size: int = 4,
+                 clip_range: float = 0.2, epochs: int = 1, minibatch_size: int = 16, max_grad_norm: float | None = 1.0,
                  scale_rewards: bool = True):
-        if group_size < 2:
-            raise textrl.TextRLError(f"algo.group_size: got {group_size}; expected an integer >= 2")
         self.lr, self.group_size, self.clip_range = lr, group_size, clip_range
         self.epochs, self.minibatch_size, self.max_grad_norm = epochs, minibatch_size, max_grad_norm
         self.scale_rewards = scale_rewards
