@@ -19,6 +19,23 @@ import torch
 from textrl.policies.hf_causal_lm import PolicyWithValueHead
 
 
+def compact_left(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's real tokens to the right end (order kept) and cut the columns no row uses.
+
+    Args:
+        input_ids: ``(N, L)`` long, any mix of padding and tokens.
+        attention_mask: ``(N, L)``, 1 for real tokens; every row needs at least one.
+
+    Returns:
+        ``(ids, mask)``, both ``(N, W)`` long, W the longest row's number of real tokens.
+    """
+    mask = attention_mask.long()
+    order = torch.argsort(mask, dim=1, stable=True)  # real tokens to the right, order kept
+    ids, mask = input_ids.gather(1, order), mask.gather(1, order)
+    width = int(mask.sum(1).max())
+    return ids[:, -width:], mask[:, -width:]
+
+
 class KVCacheDecoder:
     """Decoding state (KV cache, attention mask, next position) of N env slots.
 
@@ -42,11 +59,7 @@ class KVCacheDecoder:
             input_ids: ``(N, L)`` long, any mix of padding and tokens.
             attention_mask: ``(N, L)``, 1 for real tokens; every row needs at least one.
         """
-        mask = attention_mask.long()
-        order = torch.argsort(mask, dim=1, stable=True)  # real tokens to the right, order kept
-        ids, mask = input_ids.gather(1, order), mask.gather(1, order)
-        width = int(mask.sum(1).max())
-        ids, mask = ids[:, -width:], mask[:, -width:]
+        ids, mask = compact_left(input_ids, attention_mask)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.policy(ids, mask, positions, use_cache=True, logits_to_keep=1)
         self.cache, self.mask, self.next_position = out.past_key_values, mask, positions[:, -1] + 1
@@ -59,8 +72,7 @@ class KVCacheDecoder:
             tokens: ``(N,)`` long, the actions just taken.
             active: ``(N,)`` bool, slots whose episode is still running.
         """
-        active = active.long()
-        self.mask = torch.cat([self.mask, active[:, None]], dim=1)
+        self.mask = torch.cat([self.mask, active[:, None]], dim=1)  # bool promotes to the mask's long
         out = self.policy(tokens[:, None], self.mask, self.next_position[:, None], past_key_values=self.cache,
                           use_cache=True, logits_to_keep=1)
         self.cache = out.past_key_values
