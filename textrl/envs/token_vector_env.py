@@ -77,7 +77,9 @@ class TokenGenVectorEnv(VectorEnv):
     ``reset(seed=s)`` with ``s``.
     ``copy``: as Gymnasium's ``SyncVectorEnv(copy=...)``: ``True`` returns a fresh copy of the
     observation from every ``reset``/``step``; ``False`` returns views of the env's buffers,
-    valid until the next ``reset`` (cheaper per step; the rollout collector copies once per batch).
+    valid until the next ``reset``, and on steps where nothing ends shared all-zero reward/flag
+    tensors (cheaper per step: read them, never write into them; the rollout collector copies
+    once per batch). ``step`` also accepts actions shaped ``(N, 1)``.
 
     Raises:
         TextRLError: as the single env, plus a wrong number of prompts or actions.
@@ -136,14 +138,30 @@ class TokenGenVectorEnv(VectorEnv):
         self._ids = torch.full((n, self.width + 1), self.pad_token_id, dtype=torch.long, device=dev)
         self._mask = torch.zeros((n, self.width + 1), dtype=torch.int8, device=dev)
         self.input_ids, self.attention_mask = self._ids[:, :self.width], self._mask[:, :self.width]
-        self.lengths = torch.zeros(n, dtype=torch.long, device=dev)  # tokens generated so far
-        self.done = torch.ones(n, dtype=torch.bool, device=dev)  # episode over (awaiting reset)
+        # per-slot state: episode running, and the observation column its next token goes to (P + length)
+        self._active = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._next_col = torch.full((n,), self.max_prompt_tokens, dtype=torch.long, device=dev)
+        # constants of the step, made once (a Python scalar in torch.where costs an op per step)
+        self._two, self._scratch = torch.tensor(2, device=dev), torch.tensor(self.width, device=dev)
+        self._one, self._rows = torch.tensor(1, dtype=torch.int8, device=dev), torch.arange(n, device=dev)
+        self._no_flags = torch.zeros(n, dtype=torch.bool, device=dev)  # never written: returned as is
+        self._no_rewards = torch.zeros(n, dtype=torch.float32, device=dev)  # never written: returned as is
         self.episode_prompts: list[str] = [""] * n
         self.episode_responses: list[str] = [""] * n  # decoded when each episode ends
         self.episode_details: list[dict | None] = [None] * n  # the reward model's explanation, if any
         self._rngs = [seeding.np_random()[0] for _ in range(n)]
         self._group_rng = np.random.default_rng()  # prompt draws for options["group_size"]
         self._prompt_ids: dict[str, list[int]] = {}
+
+    @property
+    def done(self) -> torch.Tensor:
+        """``BoolTensor[N]``: each slot's episode is over (awaiting a reset)."""
+        return ~self._active
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``LongTensor[N]``: response tokens each slot's episode has so far."""
+        return self._next_col - self.max_prompt_tokens
 
     # -- Gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
@@ -176,41 +194,45 @@ class TokenGenVectorEnv(VectorEnv):
         makes. Text decoding and the reward model run only on steps where episodes end.
         """
         actions = torch.as_tensor(actions, device=self.device)
-        if actions.dtype != torch.long or actions.dim() != 1:
-            actions = actions.long().reshape(-1)
+        if actions.dtype != torch.long:
+            actions = actions.long()
         if actions.numel() != self.num_envs:
             raise TextRLError(f"step(actions): got {actions.numel()} actions; expected {self.num_envs}")
-        active = ~self.done
-        bad = (actions.clamp(0, self.single_action_space.n - 1) != actions) & active
-        at_limit = (self.lengths + active) >= self.max_new_tokens  # lengths + this token
+        flat = actions if actions.dim() == 1 else actions.reshape(-1)
+        active = self._active
+        bad = (flat.clamp(0, self.single_action_space.n - 1) != flat) & active
+        at_limit = self._next_col >= self.width - 1  # this token is the episode's last allowed one
         if self.eos_token_id is not None:
-            eos = actions == self.eos_token_id
+            eos = flat == self.eos_token_id
             terminated, truncated = active & eos, (at_limit > eos) & active  # a > b is a & ~b for bools
         else:
-            terminated, truncated = torch.zeros_like(active), at_limit & active
+            terminated, truncated = self._no_flags if not self.copy else torch.zeros_like(active), at_limit & active
         ended = terminated | truncated
         # The one host sync per step: 2 = an action out of range, 1 = an episode ended, 0 = neither.
+        was_done = None
         if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
-            status, any_was_done = torch.stack([torch.where(bad, 2, ended).amax(), self.done.any()]).tolist()
+            was_done = ~active
+            status, any_was_done = torch.stack([torch.where(bad, self._two, ended).amax(), was_done.any()]).tolist()
         else:
-            status, any_was_done = int(torch.where(bad, 2, ended).amax()), False
+            status, any_was_done = int(torch.where(bad, self._two, ended).amax()), False
         if status == 2:
             i = int(bad.nonzero()[0])
-            raise TextRLError(f"action {int(actions[i])} in env {i} is outside the vocabulary; expected an "
+            raise TextRLError(f"action {int(flat[i])} in env {i} is outside the vocabulary; expected an "
                               f"integer in [0, {self.single_action_space.n})")
         # Write each active slot's token at its next response column; a finished slot writes into
         # the scratch column W, outside the observation.
-        col = torch.where(active, self.lengths + self.max_prompt_tokens, self.width)[:, None]
-        self._ids.scatter_(1, col, actions[:, None])
-        self._mask.scatter_(1, col, 1)
-        self.lengths += active
-        self.done |= ended
-        rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
-        info: dict[str, Any] = {}
+        col = torch.where(active, self._next_col, self._scratch)
+        self._ids.index_put_((self._rows, col), flat)
+        self._mask.index_put_((self._rows, col), self._one)
+        self._next_col += active
+        self._active ^= ended  # ended slots were active: clear exactly them
         if status == 1:
+            rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
             info = self._score(ended.nonzero().flatten().tolist(), rewards)
+        else:
+            rewards, info = self._no_rewards if not self.copy else torch.zeros_like(self._no_rewards), {}
         if any_was_done:
-            self._start((~active).nonzero().flatten().tolist(), None)
+            self._start(was_done.nonzero().flatten().tolist(), None)
         return self._obs(), rewards, terminated, truncated, info
 
     def state_dict(self) -> dict:
@@ -258,8 +280,8 @@ class TokenGenVectorEnv(VectorEnv):
             self.episode_details[i] = None
         if slots:
             idx = torch.tensor(slots, device=self.device)
-            self.lengths[idx] = 0
-            self.done[idx] = False
+            self._next_col[idx] = self.max_prompt_tokens
+            self._active[idx] = True
 
     def _encode(self, prompt: str) -> list[int]:
         ids = self._prompt_ids.get(prompt)

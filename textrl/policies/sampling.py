@@ -106,15 +106,19 @@ def sampling_logprobs(logits: torch.Tensor, sampling: SamplingConfig):
     return logp, torch.log_softmax(warp_logits(logits, sampling.untruncated()), dim=-1)
 
 
-def draw_tokens(logp: torch.Tensor, kl_logp: torch.Tensor | None, generator: torch.Generator | None = None):
+def draw_tokens(logp: torch.Tensor, kl_logp: torch.Tensor | None, generator: torch.Generator | None = None,
+                keepdim: bool = False):
     """The random half of :func:`sample_tokens`: one ``torch.multinomial`` draw per row from
     ``exp(logp)`` (``(B, V)`` float32), and the log-probs of the drawn tokens under ``logp`` and
     ``kl_logp`` (``None``: the same tensor). Returns ``(tokens, logprobs, kl_logprobs)`` as
-    :func:`sample_tokens`."""
+    :func:`sample_tokens`, each shaped ``(B, 1)`` with ``keepdim`` (no reshapes on a decode path)."""
     tokens = torch.multinomial(logp.exp(), 1, generator=generator)
-    sampled = logp.gather(-1, tokens).squeeze(-1)
-    kl_sampled = sampled if kl_logp is None else kl_logp.gather(-1, tokens).squeeze(-1)
-    return tokens.squeeze(-1), sampled, kl_sampled
+    sampled = logp.gather(-1, tokens)
+    kl_sampled = sampled if kl_logp is None else kl_logp.gather(-1, tokens)
+    if keepdim:
+        return tokens, sampled, kl_sampled
+    sampled = sampled.squeeze(-1)
+    return tokens.squeeze(-1), sampled, sampled if kl_logp is None else kl_sampled.squeeze(-1)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, sampling: SamplingConfig | None = None):

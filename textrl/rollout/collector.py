@@ -107,12 +107,12 @@ class RolloutCollector:
             self.engine = make_engine(self.engine_name, self.policy, self.sampling, vocab, self.generator, n,
                                       P + T, self.compile_backend)
         draw = self.engine.start(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
-        draws, active = [], torch.ones(n, dtype=torch.bool, device=env.device)
+        draws, active = [], torch.ones(n, 1, dtype=torch.bool, device=env.device)
         for _ in range(T):
             draws.append(draw)
             obs, _, terminated, truncated, info = env.step(draw.tokens)
             if info:  # some episodes ended on this step: the one place their results arrive
-                active = active & ~(terminated | truncated)
+                active = active & ~(terminated | truncated)[:, None]
                 if episodes.record(info):
                     break
             draw = self.engine.advance(draw.tokens, active)
@@ -127,7 +127,7 @@ class RolloutCollector:
         input_ids = obs["input_ids"][:, cols].clone()  # the env reuses its buffers at the next reset
         attention_mask = obs["attention_mask"][:, cols].long()
         response_mask = (torch.arange(T, device=env.device)[None, :] < lengths[:, None]).float()
-        logprobs, kl_logprobs, values = (torch.stack([getattr(d, name) for d in draws[:T]], 1) * response_mask
+        logprobs, kl_logprobs, values = (torch.cat([getattr(d, name) for d in draws[:T]], 1) * response_mask
                                          for name in ("logprobs", "kl_logprobs", "values"))
         scores = torch.as_tensor(episodes.scores, device=env.device)
         rewards = torch.zeros_like(response_mask).scatter_(1, (lengths - 1).clamp(min=0)[:, None], scores[:, None])

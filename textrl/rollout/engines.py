@@ -35,9 +35,10 @@ ENGINES = ("eager", "compiled", "auto")
 
 
 class Draw(NamedTuple):
-    """One token per env slot: ``tokens`` ``LongTensor[N]``, ``logprobs`` ``FloatTensor[N]`` (the
-    sampled distribution's, for the PPO ratio), ``kl_logprobs`` ``FloatTensor[N]`` (temperature-scaled,
-    untruncated, for the KL penalty) and ``values`` ``FloatTensor[N]`` V(s) of the state it was drawn in."""
+    """One token per env slot, each field shaped ``(N, 1)`` (what the next forward takes; no
+    reshapes per step): ``tokens`` long, ``logprobs`` float32 (the sampled distribution's, for the
+    PPO ratio), ``kl_logprobs`` float32 (temperature-scaled, untruncated, for the KL penalty) and
+    ``values`` float32 V(s) of the state it was drawn in."""
 
     tokens: torch.Tensor
     logprobs: torch.Tensor
@@ -92,12 +93,14 @@ class EagerEngine:
         return self._draw(*self.decoder.prefill(input_ids, attention_mask))
 
     def advance(self, tokens: torch.Tensor, active: torch.Tensor) -> Draw:
-        """Feed ``tokens`` (``(N,)`` long; slots with ``active`` false are masked out) and draw the next."""
+        """Feed ``tokens`` (``(N, 1)`` long; slots whose ``active`` (``(N, 1)`` bool) is false are
+        masked out) and draw the next."""
         return self._draw(*self.decoder.step(tokens, active))
 
     def _draw(self, logits: torch.Tensor, values: torch.Tensor) -> Draw:
-        return Draw(*draw_tokens(*sampling_logprobs(logits[:, :self.vocab_size], self.sampling), self.generator),
-                    values)
+        if logits.shape[-1] != self.vocab_size:
+            logits = logits[:, :self.vocab_size]
+        return Draw(*draw_tokens(*sampling_logprobs(logits, self.sampling), self.generator, keepdim=True), values)
 
 
 class CompiledEngine:
@@ -125,7 +128,7 @@ class CompiledEngine:
         self.cache = StaticCache(config=policy.config, max_cache_len=max_len)
         # decoding state, all at fixed addresses so the CUDA graph reads and updates them in place
         self.mask = torch.zeros(num_envs, max_len, dtype=torch.long, device=device)  # 1 = cached real token
-        self.position = torch.zeros(num_envs, dtype=torch.long, device=device)  # next position id per slot
+        self.position = torch.zeros(num_envs, 1, dtype=torch.long, device=device)  # next position id per slot
         self.column = torch.zeros(1, dtype=torch.long, device=device)  # cache column of the next token
         for t in (self.mask, self.position, self.column):
             torch._dynamo.mark_static_address(t)
@@ -145,10 +148,10 @@ class CompiledEngine:
         self.mask[:, :width] = mask
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.policy(ids, self.mask, positions, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-        self.position.copy_(positions[:, -1] + 1)
+        self.position.copy_(positions[:, -1:] + 1)
         self.column.fill_(width)
         logp, kl_logp = sampling_logprobs(out.logits[:, -1, :self.vocab_size], self.sampling)
-        return Draw(*draw_tokens(logp, kl_logp, self.generator), out.values[:, -1])
+        return Draw(*draw_tokens(logp, kl_logp, self.generator, keepdim=True), out.values)
 
     def advance(self, tokens: torch.Tensor, active: torch.Tensor) -> Draw:
         """One compiled token step (a CUDA graph replay on CUDA), then the draw; see :class:`EagerEngine`."""
@@ -156,13 +159,13 @@ class CompiledEngine:
             torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are consumed
         logp, kl_logp, values = self._step(tokens, active)
         # values is read after the next replay overwrites the graph's output buffers: keep a copy
-        return Draw(*draw_tokens(logp, kl_logp, self.generator), values.clone())
+        return Draw(*draw_tokens(logp, kl_logp, self.generator, keepdim=True), values.clone())
 
     def _token_step(self, tokens: torch.Tensor, active: torch.Tensor):
-        self.mask.index_copy_(1, self.column, active[:, None].long())
-        out = self.policy(tokens[:, None], self.mask, self.position[:, None], past_key_values=self.cache,
-                          use_cache=True, logits_to_keep=1)
+        self.mask.index_copy_(1, self.column, active.long())
+        out = self.policy(tokens, self.mask, self.position, past_key_values=self.cache, use_cache=True,
+                          logits_to_keep=1)
         self.position.add_(active)
         self.column.add_(1)
         logp, kl_logp = sampling_logprobs(out.logits[:, -1, :self.vocab_size], self.sampling)
-        return logp, kl_logp, out.values[:, -1]
+        return logp, kl_logp, out.values
