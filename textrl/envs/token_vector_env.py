@@ -188,10 +188,11 @@ class TokenGenVectorEnv(VectorEnv):
     def step(self, actions):
         """Append one token per active slot; see the class docstring for the returned tuple.
 
-        Device work per step: a dozen elementwise ops on ``(N,)`` tensors, two scatters into the
-        observation buffers and one host transfer of a single flag ("did any action fall outside
-        the vocabulary / any episode end?"), the same "are we done?" check ``model.generate``
-        makes. Text decoding and the reward model run only on steps where episodes end.
+        Device work per step: about a dozen elementwise ops on ``(N,)`` tensors, two indexed
+        writes into the observation buffers and one host transfer of a single integer (2: an
+        action outside the vocabulary, 1: an episode ended, 0: neither), the same "are we done?"
+        check ``model.generate`` makes. Text decoding and the reward model run only on steps where
+        episodes end.
         """
         actions = torch.as_tensor(actions, device=self.device)
         if actions.dtype != torch.long:
