@@ -74,7 +74,8 @@ def test_checkpoints_are_pruned_and_hold_the_training_state(assets, tmp_path):
     state = torch.load(Path(list_checkpoints(str(out))[-1]) / STATE_FILE, weights_only=False)
     assert state["update"] == 5
     assert {"optimizer", "kl_controller", "generator"} <= set(state["algorithm"])
-    assert {"generator", "prompt_rng", "env"} <= set(state["processes"][0]["collector"])
+    assert {"generator", "env"} <= set(state["processes"][0]["collector"])
+    assert {"rngs", "group_rng"} <= set(state["processes"][0]["collector"]["env"])  # the env draws the prompts
     assert {"python", "numpy", "torch"} <= set(state["processes"][0]["rng"])
     assert any(k.startswith("value_head") for k in state["policy"])
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp")]

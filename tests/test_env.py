@@ -236,3 +236,31 @@ def test_format_prompt_changes_tokens_not_the_prompt_the_reward_sees(tokenizer):
     assert vobs["input_ids"][0].tolist() == obs["input_ids"].tolist()
     venv.step(torch.tensor([5]))
     assert seen == ["dog ran", "dog ran"]
+
+
+def test_group_size_runs_each_drawn_prompt_in_k_consecutive_slots(tokenizer):
+    draws = []
+    for _ in range(2):
+        venv = vector(tokenizer, n=6, autoreset_mode="disabled")
+        _, info = venv.reset(seed=5, options={"group_size": 3})
+        _, again = venv.reset(options={"group_size": 3})  # the next draw continues the seeded stream
+        draws.append((list(info["prompt"]), list(again["prompt"])))
+    first, second = draws[0]
+    assert first[:3] == [first[0]] * 3 and first[3:] == [first[3]] * 3
+    assert draws[0] == draws[1]  # same seed, same grouped prompts
+    with pytest.raises(TextRLError, match="rollout.samples_per_prompt: got 4; expected a divisor of the 6 slots"):
+        venv.reset(options={"group_size": 4})
+
+
+def test_copy_false_returns_views_until_the_next_step(tokenizer):
+    copied, viewed = vector(tokenizer, n=2), vector(tokenizer, n=2, copy=False)
+    for venv in (copied, viewed):
+        venv.reset(seed=0)
+    a, *_ = copied.step(torch.tensor([5, 6]))
+    b, *_ = viewed.step(torch.tensor([[5], [6]]))  # (N, 1) actions are accepted too
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    before_a, before_b = a["input_ids"].clone(), b["input_ids"].clone()
+    copied.step(torch.tensor([7, 7]))
+    viewed.step(torch.tensor([7, 7]))
+    assert torch.equal(a["input_ids"], before_a)  # a copy keeps its step's observation
+    assert not torch.equal(b["input_ids"], before_b) and torch.equal(b["input_ids"], viewed.input_ids)

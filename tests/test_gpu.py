@@ -3,7 +3,10 @@
 - ``device=auto`` picks CUDA, and every tensor of a rollout stays on the GPU;
 - a rollout step costs at most one host synchronisation (the env's "all done?" check), like
   ``generate``: counted with ``torch.cuda.set_sync_debug_mode``;
-- bf16 autocast trains through the CLI with finite metrics, and a LoRA run works on the GPU.
+- the compiled engine (static cache, inductor + CUDA graphs) draws the eager engine's tokens,
+  log-probs and values, for a full and a LoRA policy, batch after batch;
+- bf16 autocast trains through the CLI with finite metrics (PPO update, compiled engine: ``auto``
+  resolves to ``compiled`` on CUDA), and a LoRA run works on the GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import torch
 from conftest import length_reward, make_policy
 from test_cli import fast, read_jsonl, textrl
 from textrl.devices import resolve_device
+from textrl.policies.lora import LoraSettings, add_lora
+from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.rollout.engines import CompiledEngine
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.policies import SamplingConfig, make_reference
 from textrl.rollout.collector import RolloutCollector
@@ -24,12 +30,12 @@ from textrl.rollout.collector import RolloutCollector
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
 
-def gpu_rollout(tokenizer, steps=6, batch=8):
-    policy = make_policy(tokenizer).to("cuda")
-    env = TokenGenVectorEnv(tokenizer, ["the movie was", "a dog ran"], length_reward, num_envs=batch,
-                            max_new_tokens=steps, max_prompt_tokens=6, device="cuda", stop_on_eos=False,
+def gpu_rollout(tokenizer, steps=6, batch=8, engine="eager", policy=None, stop_on_eos=False):
+    policy = policy if policy is not None else make_policy(tokenizer).to("cuda")
+    env = TokenGenVectorEnv(tokenizer, ["the movie was", "a dog ran", "happy"], length_reward, num_envs=batch,
+                            max_new_tokens=steps, max_prompt_tokens=6, device="cuda", stop_on_eos=stop_on_eos,
                             autoreset_mode="disabled")
-    return RolloutCollector(env, policy, make_reference(policy), SamplingConfig(), seed=0)
+    return RolloutCollector(env, policy, make_reference(policy), SamplingConfig(), seed=0, engine=engine)
 
 
 def test_auto_device_is_cuda():
@@ -43,10 +49,29 @@ def test_rollout_tensors_stay_on_the_gpu(tokenizer):
         assert getattr(batch, name).device.type == "cuda", name
 
 
-def test_one_host_sync_per_env_step(tokenizer):
+@pytest.mark.parametrize("lora", [False, True])
+def test_compiled_engine_draws_what_the_eager_engine_draws(tokenizer, lora):
+    lm = make_policy(tokenizer).lm
+    policy = PolicyWithValueHead(add_lora(lm, LoraSettings(r=4, alpha=8)) if lora else lm).to("cuda").eval()
+    for name, p in policy.named_parameters():
+        if "lora_B" in name:  # nonzero adapters, so they change the logits
+            torch.nn.init.normal_(p, std=0.2)
+    eager = gpu_rollout(tokenizer, steps=10, engine="eager", policy=policy, stop_on_eos=True)
+    compiled = gpu_rollout(tokenizer, steps=10, engine="compiled", policy=policy, stop_on_eos=True)
+    for _ in range(3):  # the static cache and the CUDA graph are reused batch after batch
+        a, b = eager.collect(), compiled.collect()
+        assert torch.equal(a.input_ids, b.input_ids)
+        for name in ("logprobs", "kl_logprobs", "values", "ref_logprobs"):
+            assert (getattr(a, name) - getattr(b, name)).abs().max() <= 1e-4, name
+    assert isinstance(compiled.engine, CompiledEngine) and compiled.engine.mask.device.type == "cuda"
+
+
+@pytest.mark.parametrize("engine", ["eager", "compiled"])
+def test_one_host_sync_per_env_step(tokenizer, engine):
     steps = 6
-    collector = gpu_rollout(tokenizer, steps=steps)
-    collector.collect()  # warm-up (first CUDA calls, allocator)
+    collector = gpu_rollout(tokenizer, steps=steps, engine=engine)
+    collector.collect()  # warm-up (first CUDA calls, allocator, compilation and graph capture)
+    collector.collect()
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -61,7 +86,7 @@ def test_one_host_sync_per_env_step(tokenizer):
 
 def test_bf16_training_through_the_cli(assets, tmp_path):
     out = tmp_path / "run"
-    result = textrl(*fast(out, "device=cuda", "trainer.precision=bf16", "trainer.updates=3"))
+    result = textrl(*fast(out, "device=cuda", "trainer.precision=bf16", "trainer.updates=3", "rollout.engine=compiled"))
     assert result.returncode == 0, result.stderr[-2000:]
     records = read_jsonl(out / "metrics.jsonl")
     assert len(records) == 3 and all(math.isfinite(r["loss/policy"]) for r in records)
@@ -69,6 +94,6 @@ def test_bf16_training_through_the_cli(assets, tmp_path):
 
 def test_lora_on_the_gpu(assets, tmp_path):
     out = tmp_path / "run"
-    result = textrl(*fast(out, "device=cuda", "policy.lora.r=4", "trainer.updates=2"))
+    result = textrl(*fast(out, "device=cuda", "policy.lora.r=4", "trainer.updates=2", "rollout.engine=compiled"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "policy" / "adapter_model.safetensors").is_file()

@@ -81,14 +81,16 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    """``rollout.*``: episodes per update, episodes per prompt (k, for group baselines) and the
-    sampling distribution."""
+    """``rollout.*``: episodes per update, episodes per prompt (k, for group baselines), the
+    sampling distribution and the decode ``engine`` (eager | compiled | auto: compiled on CUDA,
+    eager elsewhere; see :mod:`textrl.rollout.engines`)."""
 
     batch_size: int = 16
     samples_per_prompt: int = 1
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    engine: str = "auto"  # eager | compiled | auto
 
 
 @dataclass

@@ -1,19 +1,33 @@
-"""Rollout through TokenGenVectorEnv + KV cache vs ``model.generate``: tokens per second.
+"""Rollout through TokenGenVectorEnv + a decode engine vs ``model.generate``: ops per step, tokens/s.
 
 Usage: ``python tests/benchmarks/rollout.py [--repeats 3] [--new-tokens 64] [--batch-sizes 8 32]
-[--device cpu] [--models tinystories gpt2-small]``
+[--device cpu] [--models tinystories gpt2-small] [--engines eager] [--skip-ops] [--skip-throughput]``
 
-Both sides sample (temperature 1, no top-k/top-p) exactly ``--new-tokens`` tokens per row from
-the same model and the same left-padded prompts (EOS stopping off on both sides), so they do the
-same model work; the rollout also runs the value head, the env bookkeeping and the reward call.
-Prints a table and, last, ``rollout_vs_generate=<lowest ratio>`` (rollout tok/s ÷ generate tok/s,
-both measured in this run). The two are timed alternately and the ratio is the median of the
-per-pair ratios, so a shared machine's drift does not favour either side. Not collected by pytest.
+1. **Ops per token step** (hardware-independent), printed as one line
+   ``ops_per_step generate=<g> eager=<e> compiled=<c>`` for TinyStories-656K, batch 8. A step's
+   ops are the difference between a 32- and a 16-token run divided by 16, so prefill and batch
+   assembly cancel out. On CPU: aten ops dispatched (a ``TorchDispatchMode`` counter); inside the
+   compiled engine's graph, which a dispatch mode would disable, the aten calls the compiled code
+   makes (top-level ``aten::`` events of ``torch.profiler``; inductor's fused C++ kernels are not
+   aten calls). On CUDA: kernel launches, memory copies/sets and CUDA-graph launches issued
+   (``torch.profiler`` runtime events), one graph replay counting as one.
+2. **Tokens/s** (CPU and CUDA): textrl's engines vs ``model.generate`` on the same model and the
+   same left-padded prompts, exactly ``--new-tokens`` sampled tokens per row (EOS off on both
+   sides; the rollout also runs the value head, the env bookkeeping and the reward call); timed
+   alternately, ratio = median of per-pair ratios, last line ``rollout_vs_generate=<lowest>``.
+3. **CUDA only** (``--gpu-table``): bf16, 128 new tokens, batch 16/64/256, SmolLM2-135M's shape and
+   a ~1B Llama shape (random weights from a config): tokens/s of textrl eager and compiled, HF
+   ``generate`` (dynamic cache) and HF ``generate`` with a static cache + ``torch.compile``, and the
+   HBM-bandwidth bound: bytes of weights and KV cache read per step ÷ the bandwidth of a large
+   device-to-device copy measured in the same run, with textrl compiled's fraction of it.
+
+Not collected by pytest.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import time
@@ -22,33 +36,139 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes  # noqa: E402
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig,  # noqa: E402
+                          LlamaForCausalLM)
 
 from textrl.envs import TokenGenVectorEnv, builtin_prompts  # noqa: E402
 from textrl.policies import PolicyWithValueHead, SamplingConfig  # noqa: E402
 from textrl.rollout.collector import RolloutCollector  # noqa: E402
 
 ASSETS = Path(os.environ.get("TEXTRL_ASSETS", Path(__file__).resolve().parents[3] / "shared" / "assets"))
+PROMPT_TOKENS = 24
+# random-init shapes for the GPU table (throughput does not depend on the weights)
+SHAPES = {
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+}
+LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch",
+            "cudaMemcpyAsync", "cudaMemsetAsync")
 
 
 def zero_reward(prompts, responses):
     return torch.zeros(len(responses))
 
 
-def load_model(name: str, device):
+def load_model(name: str, device, dtype=torch.float32):
     tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tinystories-656k")
+    torch.manual_seed(0)
     if name == "tinystories":
         lm = AutoModelForCausalLM.from_pretrained(ASSETS / "tinystories-656k", dtype=torch.float32)
     elif name == "gpt2-small":  # GPT-2-small shape (124M), random weights; prompts use the TinyStories tokenizer
-        torch.manual_seed(0)
         lm = GPT2LMHeadModel(GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=50257))
+    elif name in SHAPES:
+        lm = LlamaForCausalLM(LlamaConfig(max_position_embeddings=2048, **SHAPES[name]))
     else:
-        raise SystemExit(f"unknown model {name!r}; expected tinystories or gpt2-small")
+        raise SystemExit(f"unknown model {name!r}; expected tinystories, gpt2-small or one of {sorted(SHAPES)}")
     lm.generation_config.eos_token_id = None  # both sides generate exactly --new-tokens tokens
     lm.generation_config.pad_token_id = tokenizer.pad_token_id
-    return tokenizer, lm.to(device).eval()
+    return tokenizer, lm.to(device=device, dtype=dtype).eval()
 
 
+class Rollout:
+    """A collector and the matching ``generate`` call on one model, batch and length."""
+
+    def __init__(self, tokenizer, lm, batch_size: int, new_tokens: int, engine: str, device):
+        self.lm, self.new_tokens, self.batch_size = lm, new_tokens, batch_size
+        policy = PolicyWithValueHead(lm).to(device=device, dtype=next(lm.parameters()).dtype).eval()
+        self.prompts = (builtin_prompts() * (batch_size // len(builtin_prompts()) + 1))[:batch_size]
+        env = TokenGenVectorEnv(tokenizer, self.prompts, zero_reward, num_envs=batch_size, max_new_tokens=new_tokens,
+                                max_prompt_tokens=PROMPT_TOKENS, vocab_size=lm.config.vocab_size, stop_on_eos=False,
+                                device=device, autoreset_mode="disabled", copy=False)
+        self.collector = RolloutCollector(env, policy, None, SamplingConfig(), seed=0, engine=engine)
+        self.enc = tokenizer(self.prompts, return_tensors="pt", padding=True, padding_side="left", truncation=True,
+                             max_length=PROMPT_TOKENS).to(device)
+
+    def rollout(self):
+        batch = self.collector.collect(prompts=self.prompts)
+        assert batch.response_length == self.new_tokens
+
+    @torch.no_grad()
+    def generate(self, **kwargs):
+        self.lm.generate(**self.enc, do_sample=True, max_new_tokens=self.new_tokens, top_k=0, top_p=1.0,
+                         temperature=1.0, **kwargs)
+
+
+# -- 1. ops per token step --------------------------------------------------------------------------
+class AtenCounter(TorchDispatchMode):
+    """Counts every aten op dispatched while active (below autograd: composite ops decomposed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def profiled_calls(fn, device) -> tuple[object, int]:
+    """``(fn(), n)``: n = aten calls made at top level (CPU) or launches issued (CUDA) by ``fn``."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities) as prof:
+        out = fn()
+    if device.type == "cuda":
+        return out, sum(1 for e in prof.events() if e.name in LAUNCHES)
+    return out, sum(1 for e in prof.events() if e.name.startswith("aten::")
+                    and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+
+
+def count_ops(run, device) -> int:
+    """Ops of one call of ``run`` (see the module docstring); a compiled engine's graph calls are
+    counted by :func:`profiled_calls` with the dispatch counter switched off around them."""
+    engine = getattr(getattr(run, "__self__", None), "collector", None)
+    engine = getattr(engine, "engine", None)
+    inside = [0]
+    if engine is not None and hasattr(engine, "_step"):
+        compiled = engine._step
+
+        def counted(*args):
+            with _disable_current_modes():
+                out, n = profiled_calls(lambda: compiled(*args), device)
+            inside[0] += n
+            return out
+        engine._step = counted
+    try:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            _, n = profiled_calls(run, device)
+            return n
+        with AtenCounter() as counter:
+            run()
+        return sum(counter.ops.values()) + inside[0]
+    finally:
+        if engine is not None and hasattr(engine, "_step"):
+            engine._step = compiled
+
+
+def ops_per_step(device, batch_size: int = 8, short: int = 16, long: int = 32) -> dict:
+    """Per-token-step ops of ``generate``, textrl eager and textrl compiled on TinyStories-656K."""
+    tokenizer, lm = load_model("tinystories", device)
+    result = {}
+    for name in ("generate", "eager", "compiled"):
+        counts = []
+        for new_tokens in (short, long):
+            r = Rollout(tokenizer, lm, batch_size, new_tokens, "compiled" if name == "compiled" else "eager", device)
+            run = r.generate if name == "generate" else r.rollout
+            run()  # warm-up (and compilation)
+            counts.append(count_ops(run, device))
+        result[name] = (counts[1] - counts[0]) / (long - short)
+    return result
+
+
+# -- 2./3. tokens per second ------------------------------------------------------------------------
 def seconds(fn, device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -59,38 +179,71 @@ def seconds(fn, device) -> float:
     return time.perf_counter() - start
 
 
-def timed_pairs(first, second, repeats: int, device) -> tuple[list[float], list[float]]:
-    """Time ``first`` and ``second`` alternately ``repeats`` times after a warm-up of each, so
-    slow drifts of a shared machine hit both sides alike."""
-    first(), second()
-    pairs = [(seconds(first, device), seconds(second, device)) for _ in range(repeats)]
-    return [a for a, _ in pairs], [b for _, b in pairs]
+def timed(fns: dict, repeats: int, device) -> dict:
+    """Median seconds of each function, timed round-robin ``repeats`` times after a warm-up of each,
+    so slow drifts of a shared machine hit every side alike; also the per-round times."""
+    for fn in fns.values():
+        fn()
+    rounds = [{name: seconds(fn, device) for name, fn in fns.items()} for _ in range(repeats)]
+    return {name: [r[name] for r in rounds] for name in fns}
 
 
-def bench(name: str, batch_size: int, new_tokens: int, repeats: int, device) -> dict:
+def bench(name: str, batch_size: int, new_tokens: int, repeats: int, engines, device) -> dict:
     tokenizer, lm = load_model(name, device)
-    policy = PolicyWithValueHead(lm).to(device).eval()
-    prompts = builtin_prompts()[:batch_size]
-    env = TokenGenVectorEnv(tokenizer, prompts, zero_reward, num_envs=batch_size, max_new_tokens=new_tokens,
-                            max_prompt_tokens=24, vocab_size=lm.config.vocab_size, stop_on_eos=False, device=device,
-                            autoreset_mode="disabled")
-    collector = RolloutCollector(env, policy, None, SamplingConfig(), seed=0)
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", truncation=True,
-                    max_length=24).to(device)
-
-    @torch.no_grad()
-    def generate():
-        lm.generate(**enc, do_sample=True, max_new_tokens=new_tokens, top_k=0, top_p=1.0, temperature=1.0)
-
-    def rollout():
-        batch = collector.collect(prompts=prompts)
-        assert batch.response_length == new_tokens
-
+    fns = {"generate": Rollout(tokenizer, lm, batch_size, new_tokens, "eager", device).generate}
+    for engine in engines:
+        fns[engine] = Rollout(tokenizer, lm, batch_size, new_tokens, engine, device).rollout
+    times = timed(fns, repeats, device)
     tokens = batch_size * new_tokens
-    gen, roll = timed_pairs(generate, rollout, repeats, device)
-    return {"model": name, "batch": batch_size, "generate_tok_s": tokens / statistics.median(gen),
-            "rollout_tok_s": tokens / statistics.median(roll),
-            "ratio": statistics.median(g / r for g, r in zip(gen, roll))}
+    row = {"model": name, "batch": batch_size, "generate": tokens / statistics.median(times["generate"])}
+    for engine in engines:
+        row[engine] = tokens / statistics.median(times[engine])
+        row[f"{engine}_ratio"] = statistics.median(g / r for g, r in zip(times["generate"], times[engine]))
+    return row
+
+
+def copy_bandwidth(device, gib: float = 2.0) -> float:
+    """Bytes/s of a large device-to-device copy (each byte read once and written once: 2 × size)."""
+    x = torch.empty(int(gib * 2**30), dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    best = min(seconds(lambda: y.copy_(x), device) for _ in range(5))
+    return 2 * x.numel() / best
+
+
+def bound_tokens_per_s(lm, batch_size: int, new_tokens: int, bandwidth: float) -> float:
+    """HBM-bound tokens/s: per step every weight is read once and the KV cache up to the current
+    length (prompt + t) once; the bound is batch / (mean bytes per step / bandwidth)."""
+    weight_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
+    c = lm.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * next(lm.parameters()).element_size()
+    mean_len = PROMPT_TOKENS + (new_tokens - 1) / 2
+    step_bytes = weight_bytes + batch_size * mean_len * per_token
+    return batch_size * bandwidth / step_bytes
+
+
+def gpu_table(repeats: int, device) -> None:
+    bandwidth = copy_bandwidth(device)
+    print(f"\nGPU: {torch.cuda.get_device_name(device)}, bf16, 128 new tokens, copy bandwidth {bandwidth / 1e9:.0f} GB/s")
+    print("| model | batch | textrl eager tok/s | textrl compiled tok/s | generate tok/s | generate static+compile "
+          "tok/s | compiled ÷ generate | compiled ÷ static | bound tok/s | compiled ÷ bound |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in SHAPES:
+        tokenizer, lm = load_model(name, device, torch.bfloat16)
+        for batch_size in (16, 64, 256):
+            eager = Rollout(tokenizer, lm, batch_size, 128, "eager", device)
+            compiled = Rollout(tokenizer, lm, batch_size, 128, "compiled", device)
+            fns = {"eager": eager.rollout, "compiled": compiled.rollout, "generate": eager.generate,
+                   "static": lambda: eager.generate(cache_implementation="static")}
+            times = timed(fns, repeats, device)
+            tps = {k: batch_size * 128 / statistics.median(v) for k, v in times.items()}
+            bound = bound_tokens_per_s(lm, batch_size, 128, bandwidth)
+            print(f"| {name} | {batch_size} | {tps['eager']:.0f} | {tps['compiled']:.0f} | {tps['generate']:.0f} | "
+                  f"{tps['static']:.0f} | {tps['compiled'] / tps['generate']:.2f} | "
+                  f"{tps['compiled'] / tps['static']:.2f} | {bound:.0f} | {tps['compiled'] / bound:.2f} |", flush=True)
+        del lm
+        torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -100,17 +253,33 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--models", nargs="+", default=["tinystories", "gpt2-small"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--engines", nargs="+", default=None, help="default: eager on CPU, eager compiled on CUDA")
+    parser.add_argument("--skip-ops", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--gpu-table", action="store_true", help="CUDA only: the bf16 SmolLM2/1B table")
     args = parser.parse_args()
     device = torch.device(args.device)
-    rows = [bench(m, b, args.new_tokens, args.repeats, device) for m in args.models for b in args.batch_sizes]
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"new_tokens={args.new_tokens} repeats={args.repeats} (medians; ratio = median of alternating pairs)")
-    print(f"| {'model':<12} | {'batch':>5} | {'generate tok/s':>14} | {'rollout tok/s':>13} | {'ratio':>5} |")
-    print(f"|{'-' * 14}|{'-' * 7}|{'-' * 16}|{'-' * 15}|{'-' * 7}|")
-    for r in rows:
-        print(f"| {r['model']:<12} | {r['batch']:>5} | {r['generate_tok_s']:>14.0f} | {r['rollout_tok_s']:>13.0f} "
-              f"| {r['ratio']:>5.2f} |")
-    print(f"rollout_vs_generate={min(r['ratio'] for r in rows):.2f}")
+    engines = args.engines or (["eager", "compiled"] if device.type == "cuda" else ["eager"])
+    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    if not args.skip_ops:
+        ops = ops_per_step(device)
+        unit = "kernel launches" if device.type == "cuda" else "aten ops"
+        print(f"{unit} per token step, TinyStories-656K, batch 8 (32- minus 16-token run, ÷ 16):")
+        print(f"ops_per_step generate={ops['generate']:.0f} eager={ops['eager']:.0f} compiled={ops['compiled']:.0f}")
+    if not args.skip_throughput:
+        rows = [bench(m, b, args.new_tokens, args.repeats, engines, device) for m in args.models
+                for b in args.batch_sizes]
+        print(f"new_tokens={args.new_tokens} repeats={args.repeats} (medians; ratio = median of alternating rounds)")
+        head = "".join(f" {e + ' tok/s':>14} | {e + ' ratio':>12} |" for e in engines)
+        print(f"| {'model':<12} | {'batch':>5} | {'generate tok/s':>14} |{head}")
+        for r in rows:
+            cells = "".join(f" {r[e]:>14.0f} | {r[e + '_ratio']:>12.2f} |" for e in engines)
+            print(f"| {r['model']:<12} | {r['batch']:>5} | {r['generate']:>14.0f} |{cells}")
+        print(f"rollout_vs_generate={min(r[e + '_ratio'] for r in rows for e in engines):.2f}")
+    if args.gpu_table:
+        if device.type != "cuda":
+            raise SystemExit("--gpu-table needs --device cuda")
+        gpu_table(args.repeats, device)
 
 
 if __name__ == "__main__":

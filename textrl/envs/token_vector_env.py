@@ -69,8 +69,17 @@ class TokenGenVectorEnv(VectorEnv):
     When episodes end, ``info`` holds ``prompt``, ``response`` (object arrays) and ``score``
     (float array), each with its ``_key`` mask, the Gymnasium vector-info convention; a reward
     model with ``score_with_details`` adds ``reward/<component>`` (float arrays) and
-    ``reward_details`` (object array of dicts). ``episode_responses``, ``episode_details`` and
-    ``episode_components`` hold the same for each slot's last finished episode.
+    ``reward_details`` (object array of dicts); steps on which no episode ends return ``{}``.
+    ``episode_prompts``, ``episode_responses`` and ``episode_details`` hold each slot's
+    current prompt and last finished episode's response and explanation.
+    ``options["group_size"] = k`` (with no ``"prompts"``) draws ``N / k`` prompts and starts each
+    in k consecutive slots (group baselines: GRPO, RLOO), from a generator seeded by
+    ``reset(seed=s)`` with ``s``.
+    ``copy``: as Gymnasium's ``SyncVectorEnv(copy=...)``: ``True`` returns a fresh copy of the
+    observation from every ``reset``/``step``; ``False`` returns views of the env's buffers,
+    valid until the next ``reset``, and on steps where nothing ends shared all-zero reward/flag
+    tensors (cheaper per step: read them, never write into them; the rollout collector copies
+    once per batch). ``step`` also accepts actions shaped ``(N, 1)``.
 
     Raises:
         TextRLError: as the single env, plus a wrong number of prompts or actions.
@@ -92,6 +101,7 @@ class TokenGenVectorEnv(VectorEnv):
         device: str | torch.device = "cpu",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         format_prompt: Callable[[str], str] | None = None,
+        copy: bool = True,
     ):
         check_lengths(max_new_tokens, max_prompt_tokens)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
@@ -112,6 +122,7 @@ class TokenGenVectorEnv(VectorEnv):
         self.prompt_truncation = prompt_truncation
         self.format_prompt = format_prompt
         self.stop_on_eos = stop_on_eos
+        self.copy = copy
         self.eos_token_id = eos_id_of(self.tokenizer, stop_on_eos)
         self.pad_token_id = pad_id_of(self.tokenizer)
         self.device = torch.device(device)
@@ -127,15 +138,30 @@ class TokenGenVectorEnv(VectorEnv):
         self._ids = torch.full((n, self.width + 1), self.pad_token_id, dtype=torch.long, device=dev)
         self._mask = torch.zeros((n, self.width + 1), dtype=torch.int8, device=dev)
         self.input_ids, self.attention_mask = self._ids[:, :self.width], self._mask[:, :self.width]
-        self.lengths = torch.zeros(n, dtype=torch.long, device=dev)  # tokens generated so far
-        self.done = torch.ones(n, dtype=torch.bool, device=dev)  # episode over (awaiting reset)
-        self.all_done = True  # every slot's episode over, as of the last step (a host bool)
+        # per-slot state: episode running, and the observation column its next token goes to (P + length)
+        self._active = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._next_col = torch.full((n,), self.max_prompt_tokens, dtype=torch.long, device=dev)
+        # constants of the step, made once (a Python scalar in torch.where costs an op per step)
+        self._two, self._scratch = torch.tensor(2, device=dev), torch.tensor(self.width, device=dev)
+        self._one, self._rows = torch.tensor(1, dtype=torch.int8, device=dev), torch.arange(n, device=dev)
+        self._no_flags = torch.zeros(n, dtype=torch.bool, device=dev)  # never written: returned as is
+        self._no_rewards = torch.zeros(n, dtype=torch.float32, device=dev)  # never written: returned as is
         self.episode_prompts: list[str] = [""] * n
         self.episode_responses: list[str] = [""] * n  # decoded when each episode ends
         self.episode_details: list[dict | None] = [None] * n  # the reward model's explanation, if any
-        self.episode_components: dict[str, torch.Tensor] = {}  # name -> FloatTensor[N], if any
         self._rngs = [seeding.np_random()[0] for _ in range(n)]
+        self._group_rng = np.random.default_rng()  # prompt draws for options["group_size"]
         self._prompt_ids: dict[str, list[int]] = {}
+
+    @property
+    def done(self) -> torch.Tensor:
+        """``BoolTensor[N]``: each slot's episode is over (awaiting a reset)."""
+        return ~self._active
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``LongTensor[N]``: response tokens each slot's episode has so far."""
+        return self._next_col - self.max_prompt_tokens
 
     # -- Gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
@@ -150,50 +176,70 @@ class TokenGenVectorEnv(VectorEnv):
             if len(seeds) != self.num_envs:
                 raise TextRLError(f"reset(seed=...): got {len(seeds)} seeds; expected {self.num_envs}")
             self._rngs = [seeding.np_random(s)[0] for s in seeds]
+            self._group_rng = np.random.default_rng(seeds[0])
         mask = options.get("reset_mask")
         slots = list(range(self.num_envs)) if mask is None else torch.as_tensor(mask).nonzero().flatten().tolist()
-        self._start(slots, options.get("prompts"))
+        prompts = options.get("prompts")
+        if prompts is None and options.get("group_size", 1) != 1:
+            prompts = self._group_prompts(options["group_size"], len(slots))
+        self._start(slots, prompts)
         return self._obs(), {"prompt": np.array(self.episode_prompts, dtype=object)}
 
     def step(self, actions):
-        """Append one token per active slot; see the class docstring for the returned tuple."""
-        actions = torch.as_tensor(actions, device=self.device).long().reshape(-1)
+        """Append one token per active slot; see the class docstring for the returned tuple.
+
+        Device work per step: about a dozen elementwise ops on ``(N,)`` tensors, two indexed
+        writes into the observation buffers and one host transfer of a single integer (2: an
+        action outside the vocabulary, 1: an episode ended, 0: neither), the same "are we done?"
+        check ``model.generate`` makes. Text decoding and the reward model run only on steps where
+        episodes end.
+        """
+        actions = torch.as_tensor(actions, device=self.device)
+        if actions.dtype != torch.long:
+            actions = actions.long()
         if actions.numel() != self.num_envs:
             raise TextRLError(f"step(actions): got {actions.numel()} actions; expected {self.num_envs}")
-        active = ~self.done
-        bad = active & ((actions < 0) | (actions >= self.single_action_space.n))
-        eos = actions == self.eos_token_id if self.eos_token_id is not None else torch.zeros_like(active)
-        new_lengths = self.lengths + active.long()
-        terminated = active & eos
-        truncated = active & ~eos & (new_lengths >= self.max_new_tokens)
+        flat = actions if actions.dim() == 1 else actions.reshape(-1)
+        active = self._active
+        bad = (flat.clamp(0, self.single_action_space.n - 1) != flat) & active
+        at_limit = self._next_col >= self.width - 1  # this token is the episode's last allowed one
+        if self.eos_token_id is not None:
+            eos = flat == self.eos_token_id
+            terminated, truncated = active & eos, (at_limit > eos) & active  # a > b is a & ~b for bools
+        else:
+            terminated, truncated = self._no_flags if not self.copy else torch.zeros_like(active), at_limit & active
         ended = terminated | truncated
-        # The one host sync per step: four flags in one small transfer.
-        any_bad, any_ended, any_was_done, all_done = torch.stack(
-            [bad.any(), ended.any(), self.done.any(), (self.done | ended).all()]).tolist()
-        if any_bad:
+        # The one host sync per step: 2 = an action out of range, 1 = an episode ended, 0 = neither.
+        was_done = None
+        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
+            was_done = ~active
+            status, any_was_done = torch.stack([torch.where(bad, self._two, ended).amax(), was_done.any()]).tolist()
+        else:
+            status, any_was_done = int(torch.where(bad, self._two, ended).amax()), False
+        if status == 2:
             i = int(bad.nonzero()[0])
-            raise TextRLError(f"action {int(actions[i])} in env {i} is outside the vocabulary; expected an "
+            raise TextRLError(f"action {int(flat[i])} in env {i} is outside the vocabulary; expected an "
                               f"integer in [0, {self.single_action_space.n})")
-        was_done = ~active
-        # Write each slot's token at its next response column. A finished slot writes (pad, 0) one
-        # column past its episode, or into the scratch column W when its episode filled all T.
-        col = (self.max_prompt_tokens + self.lengths)[:, None]
-        self._ids.scatter_(1, col, torch.where(active, actions, self.pad_token_id)[:, None])
-        self._mask.scatter_(1, col, active[:, None].to(torch.int8))
-        self.lengths = new_lengths
-        self.done |= ended
-        self.all_done = all_done  # read by the rollout collector instead of another sync
-        rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
-        info: dict[str, Any] = {}
-        if any_ended:
+        # Write each active slot's token at its next response column; a finished slot writes into
+        # the scratch column W, outside the observation.
+        col = torch.where(active, self._next_col, self._scratch)
+        self._ids.index_put_((self._rows, col), flat)
+        self._mask.index_put_((self._rows, col), self._one)
+        self._next_col += active
+        self._active ^= ended  # ended slots were active: clear exactly them
+        if status == 1:
+            rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
             info = self._score(ended.nonzero().flatten().tolist(), rewards)
-        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP and any_was_done:
+        else:
+            rewards, info = self._no_rewards if not self.copy else torch.zeros_like(self._no_rewards), {}
+        if any_was_done:
             self._start(was_done.nonzero().flatten().tolist(), None)
         return self._obs(), rewards, terminated, truncated, info
 
     def state_dict(self) -> dict:
         """The per-slot prompt RNG states (for checkpoints; episodes in flight are not saved)."""
-        return {"rngs": [rng.bit_generator.state for rng in self._rngs]}
+        return {"rngs": [rng.bit_generator.state for rng in self._rngs],
+                "group_rng": self._group_rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`.
@@ -206,6 +252,15 @@ class TokenGenVectorEnv(VectorEnv):
                               f"(the same rollout.batch_size and number of processes)")
         for rng, rng_state in zip(self._rngs, state["rngs"]):
             rng.bit_generator.state = rng_state
+        if "group_rng" in state:
+            self._group_rng.bit_generator.state = state["group_rng"]
+
+    def _group_prompts(self, k: int, slots: int) -> list[str]:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or slots % k:
+            raise TextRLError(f"rollout.samples_per_prompt: got {k!r}; expected a divisor of the {slots} slots "
+                              f"being reset (rollout.batch_size per process)")
+        picks = self._group_rng.choice(len(self.prompts), size=slots // k, replace=len(self.prompts) < slots // k)
+        return [self.prompts[i] for i in picks for _ in range(k)]
 
     # -- internals -----------------------------------------------------------------------------
     def _start(self, slots: list[int], prompts: Sequence[str] | None) -> None:
@@ -226,9 +281,8 @@ class TokenGenVectorEnv(VectorEnv):
             self.episode_details[i] = None
         if slots:
             idx = torch.tensor(slots, device=self.device)
-            self.lengths[idx] = 0
-            self.done[idx] = False
-            self.all_done = False
+            self._next_col[idx] = self.max_prompt_tokens
+            self._active[idx] = True
 
     def _encode(self, prompt: str) -> list[int]:
         ids = self._prompt_ids.get(prompt)
@@ -258,8 +312,6 @@ class TokenGenVectorEnv(VectorEnv):
         mask[slots] = True
         columns = {"prompt": prompts, "response": responses, "score": out.scores.cpu().numpy()}
         for name, values in out.components.items():
-            self.episode_components.setdefault(name, torch.zeros(self.num_envs, device=self.device))[idx] = \
-                values.to(self.device)
             columns[f"reward/{name}"] = values.cpu().numpy()
         if out.details is not None:
             columns["reward_details"] = out.details
@@ -272,4 +324,6 @@ class TokenGenVectorEnv(VectorEnv):
         return info
 
     def _obs(self) -> dict[str, torch.Tensor]:
+        if not self.copy:
+            return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
         return {"input_ids": self.input_ids.clone(), "attention_mask": self.attention_mask.clone()}

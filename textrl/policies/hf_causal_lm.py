@@ -258,7 +258,7 @@ class PolicyWithValueHead(nn.Module):
         if self.plain_head:  # trunk, then lm_head on the kept positions: no hidden-state capture
             out = self.lm.base_model(**inputs)
             hidden = out.last_hidden_state
-            hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+            hidden = hidden[:, -logits_to_keep:] if logits_to_keep and hidden.shape[1] > logits_to_keep else hidden
             logits = self.lm.get_output_embeddings()(hidden)
         else:
             out = self.lm(**inputs, output_hidden_states=True, logits_to_keep=logits_to_keep)

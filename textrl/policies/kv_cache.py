@@ -19,6 +19,23 @@ import torch
 from textrl.policies.hf_causal_lm import PolicyWithValueHead
 
 
+def compact_left(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's real tokens to the right end (order kept) and cut the columns no row uses.
+
+    Args:
+        input_ids: ``(N, L)`` long, any mix of padding and tokens.
+        attention_mask: ``(N, L)``, 1 for real tokens; every row needs at least one.
+
+    Returns:
+        ``(ids, mask)``, both ``(N, W)`` long, W the longest row's number of real tokens.
+    """
+    mask = attention_mask.long()
+    order = torch.argsort(mask, dim=1, stable=True)  # real tokens to the right, order kept
+    ids, mask = input_ids.gather(1, order), mask.gather(1, order)
+    width = int(mask.sum(1).max())
+    return ids[:, -width:], mask[:, -width:]
+
+
 class KVCacheDecoder:
     """Decoding state (KV cache, attention mask, next position) of N env slots.
 
@@ -26,14 +43,14 @@ class KVCacheDecoder:
         policy: the :class:`PolicyWithValueHead` to run.
 
     Both methods return ``(logits, values)``: ``FloatTensor[N, V]`` next-token logits and
-    ``FloatTensor[N]`` values V(s) of the current states.
+    ``FloatTensor[N, 1]`` values V(s) of the current states.
     """
 
     def __init__(self, policy: PolicyWithValueHead):
         self.policy = policy
         self.cache = None
         self.mask: torch.Tensor | None = None  # (N, L_cache) long
-        self.next_position: torch.Tensor | None = None  # (N,) long
+        self.next_position: torch.Tensor | None = None  # (N, 1) long
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """Run the prompt (or the whole observation) through the model and start the cache.
@@ -42,27 +59,24 @@ class KVCacheDecoder:
             input_ids: ``(N, L)`` long, any mix of padding and tokens.
             attention_mask: ``(N, L)``, 1 for real tokens; every row needs at least one.
         """
-        mask = attention_mask.long()
-        order = torch.argsort(mask, dim=1, stable=True)  # real tokens to the right, order kept
-        ids, mask = input_ids.gather(1, order), mask.gather(1, order)
-        width = int(mask.sum(1).max())
-        ids, mask = ids[:, -width:], mask[:, -width:]
+        ids, mask = compact_left(input_ids, attention_mask)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.policy(ids, mask, positions, use_cache=True, logits_to_keep=1)
-        self.cache, self.mask, self.next_position = out.past_key_values, mask, positions[:, -1] + 1
-        return out.logits[:, -1], out.values[:, -1]
+        self.cache, self.mask, self.next_position = out.past_key_values, mask, positions[:, -1:] + 1
+        return out.logits[:, -1], out.values
 
     def step(self, tokens: torch.Tensor, active: torch.Tensor):
         """Feed one token per slot; slots with ``active`` false are masked out.
 
         Args:
-            tokens: ``(N,)`` long, the actions just taken.
-            active: ``(N,)`` bool, slots whose episode is still running.
+            tokens: ``(N,)`` or ``(N, 1)`` long, the actions just taken.
+            active: ``(N,)`` or ``(N, 1)`` bool, slots whose episode is still running.
         """
-        active = active.long()
-        self.mask = torch.cat([self.mask, active[:, None]], dim=1)
-        out = self.policy(tokens[:, None], self.mask, self.next_position[:, None], past_key_values=self.cache,
-                          use_cache=True, logits_to_keep=1)
+        tokens = tokens if tokens.dim() == 2 else tokens[:, None]
+        active = active if active.dim() == 2 else active[:, None]
+        self.mask = torch.cat([self.mask, active], dim=1)  # bool promotes to the mask's long
+        out = self.policy(tokens, self.mask, self.next_position, past_key_values=self.cache, use_cache=True,
+                          logits_to_keep=1)
         self.cache = out.past_key_values
         self.next_position = self.next_position + active
-        return out.logits[:, -1], out.values[:, -1]
+        return out.logits[:, -1], out.values

@@ -78,6 +78,10 @@ def warp_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
 def sample_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None = None):
     """Draw one token per row from ``softmax(warp_logits(logits))``.
 
+    The same as :func:`draw_tokens` applied to :func:`sampling_logprobs`; the compiled decode
+    engine runs the second inside its graph and the first (the random draw) outside, so both
+    engines consume the generator identically.
+
     Args:
         logits: ``(B, V)`` next-token logits.
         sampling: temperature / top-k / top-p.
@@ -89,12 +93,32 @@ def sample_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: tor
         importance ratio); ``FloatTensor[B]`` its log-probability under the temperature-scaled,
         untruncated distribution (for the KL penalty; the same tensor when nothing truncates).
     """
+    return draw_tokens(*sampling_logprobs(logits, sampling), generator)
+
+
+def sampling_logprobs(logits: torch.Tensor, sampling: SamplingConfig):
+    """The deterministic half of :func:`sample_tokens`: ``(logp, kl_logp)``, both
+    ``FloatTensor[B, V]``: ``log_softmax(warp_logits(logits))`` and, when top-k/top-p truncate,
+    ``log_softmax`` of the temperature-scaled untruncated logits (else ``None``)."""
     logp = torch.log_softmax(warp_logits(logits, sampling), dim=-1)
-    tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
-    sampled = logp.gather(-1, tokens[:, None]).squeeze(-1)
     if not sampling.truncates:
-        return tokens, sampled, sampled
-    return tokens, sampled, token_logprobs(logits[:, None], tokens[:, None], sampling.untruncated())[:, 0]
+        return logp, None
+    return logp, torch.log_softmax(warp_logits(logits, sampling.untruncated()), dim=-1)
+
+
+def draw_tokens(logp: torch.Tensor, kl_logp: torch.Tensor | None, generator: torch.Generator | None = None,
+                keepdim: bool = False):
+    """The random half of :func:`sample_tokens`: one ``torch.multinomial`` draw per row from
+    ``exp(logp)`` (``(B, V)`` float32), and the log-probs of the drawn tokens under ``logp`` and
+    ``kl_logp`` (``None``: the same tensor). Returns ``(tokens, logprobs, kl_logprobs)`` as
+    :func:`sample_tokens`, each shaped ``(B, 1)`` with ``keepdim`` (no reshapes on a decode path)."""
+    tokens = torch.multinomial(logp.exp(), 1, generator=generator)
+    sampled = logp.gather(-1, tokens)
+    kl_sampled = sampled if kl_logp is None else kl_logp.gather(-1, tokens)
+    if keepdim:
+        return tokens, sampled, kl_sampled
+    sampled = sampled.squeeze(-1)
+    return tokens.squeeze(-1), sampled, sampled if kl_logp is None else kl_sampled.squeeze(-1)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, sampling: SamplingConfig | None = None):

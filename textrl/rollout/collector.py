@@ -1,9 +1,17 @@
 """Rollout collection: drive the vector env with the policy under ``no_grad``.
 
 One call of :meth:`RolloutCollector.collect` resets all N env slots together, prefills the
-policy's KV cache once, then alternates "sample a token per slot" / ``env.step`` until every
-episode has ended; one teacher-forced pass of the reference model then gives log π_ref. This is
-the same work as ``model.generate`` plus the env's bookkeeping (see ``tests/benchmarks``).
+policy's KV cache once, then alternates "draw a token per slot" (the decode engine, see
+:mod:`textrl.rollout.engines`) / ``env.step`` until every episode has ended; one teacher-forced
+pass of the reference model then gives log π_ref. This is the same work as ``model.generate`` plus
+the env's bookkeeping (see ``tests/benchmarks/rollout.py``).
+
+The collector uses only the env's public contract: the prompts from ``reset``'s info, the
+``terminated``/``truncated`` flags and, on the steps where episodes end, the ``info`` columns
+(``response``, ``score``, ``reward/<component>``, ``reward_details`` with their ``_key`` masks).
+Each episode's score is read once from that info; the per-token ``rewards`` of the batch are built
+from it once per batch. The response lengths are the response part of the final observation's
+attention mask. Per token step it keeps the draws in Python lists and stacks them once per batch.
 """
 
 from __future__ import annotations
@@ -15,9 +23,9 @@ from gymnasium.vector import AutoresetMode
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import PolicyWithValueHead, response_logits
-from textrl.policies.kv_cache import KVCacheDecoder
-from textrl.policies.sampling import SamplingConfig, sample_tokens, token_logprobs
+from textrl.policies.sampling import SamplingConfig, token_logprobs
 from textrl.rollout.buffer import RolloutBatch
+from textrl.rollout.engines import make_engine, resolve_engine
 
 
 class RolloutCollector:
@@ -30,17 +38,22 @@ class RolloutCollector:
         sampling: temperature / top-k / top-p for the policy.
         seed: seeds the env's prompt draws (first reset) and the token-sampling generator, so
             the same seed and config give the same first rollout token for token.
-        samples_per_prompt: k > 1 draws ``num_envs / k`` prompts per batch (with the
-            collector's own seeded generator) and runs each in k consecutive slots, for
+        samples_per_prompt: k > 1 has the env draw ``num_envs / k`` prompts per batch
+            (``reset(options={"group_size": k})``) and run each in k consecutive slots, for
             group baselines (GRPO, RLOO).
+        engine: ``rollout.engine``: ``eager``, ``compiled`` or ``auto`` (see
+            :mod:`textrl.rollout.engines`); the engine and its static cache are made once, at the
+            first batch, and reused.
+        compile_backend: ``torch.compile`` backend of the compiled engine (default: inductor).
 
     Raises:
-        TextRLError: the env autoresets (its episodes would be cut into the next batch), or
-            k does not divide ``num_envs``.
+        TextRLError: the env autoresets (its episodes would be cut into the next batch), k does
+            not divide ``num_envs``, or an unknown engine.
     """
 
     def __init__(self, env: TokenGenVectorEnv, policy: PolicyWithValueHead, reference, sampling: SamplingConfig,
-                 seed: int = 0, samples_per_prompt: int = 1):
+                 seed: int = 0, samples_per_prompt: int = 1, engine: str = "eager",
+                 compile_backend: str | None = None):
         if env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
             raise TextRLError(f"RolloutCollector needs autoreset_mode=DISABLED; got {env.metadata.get('autoreset_mode')}")
         if samples_per_prompt < 1 or env.num_envs % samples_per_prompt:
@@ -48,15 +61,17 @@ class RolloutCollector:
                               f"rollout.batch_size={env.num_envs}")
         self.env, self.policy, self.reference, self.sampling = env, policy, reference, sampling
         self.seed, self.samples_per_prompt = seed, samples_per_prompt
-        self.prompt_rng = np.random.default_rng(seed)
+        self.engine_name = resolve_engine(engine, env.device)
+        self.compile_backend = compile_backend
+        self.engine = None  # made at the first batch
         self.generator = torch.Generator(device=env.device).manual_seed(seed)
         self._reset_seed: int | None = seed
 
     def state_dict(self) -> dict:
-        """RNG states of token sampling and prompt draws (the collector's and the env's), for
-        checkpoints: restoring them makes the next batch the one an uninterrupted run would get."""
-        return {"generator": self.generator.get_state(), "prompt_rng": self.prompt_rng.bit_generator.state,
-                "reset_seed": self._reset_seed, "env": self.env.state_dict(), "device": self.env.device.type}
+        """RNG states of token sampling and prompt draws (the env's), for checkpoints: restoring
+        them makes the next batch the one an uninterrupted run would get."""
+        return {"generator": self.generator.get_state(), "reset_seed": self._reset_seed,
+                "env": self.env.state_dict(), "device": self.env.device.type}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`.
@@ -69,9 +84,11 @@ class RolloutCollector:
             raise TextRLError(f"trainer.resume: checkpoint was written on {state['device']}; expected a run on the "
                               f"same kind of device (this one is {self.env.device.type}; set device=...)")
         self.generator.set_state(state["generator"])
-        self.prompt_rng.bit_generator.state = state["prompt_rng"]
         self._reset_seed = state["reset_seed"]
-        self.env.load_state_dict(state["env"])
+        env_state = dict(state["env"])
+        if "prompt_rng" in state:  # checkpoints written before the env drew grouped prompts itself
+            env_state.setdefault("group_rng", state["prompt_rng"])
+        self.env.load_state_dict(env_state)
 
     @torch.no_grad()
     def collect(self, prompts: list[str] | None = None) -> RolloutBatch:
@@ -80,48 +97,40 @@ class RolloutCollector:
         Args:
             prompts: optional list of ``env.num_envs`` prompts; default: the env draws them.
         """
-        env, P, T = self.env, self.env.max_prompt_tokens, self.env.max_new_tokens
-        k = self.samples_per_prompt
-        if prompts is None and k > 1:
-            picks = self.prompt_rng.choice(len(env.prompts), size=env.num_envs // k,
-                                            replace=len(env.prompts) < env.num_envs // k)
-            prompts = [env.prompts[i] for i in picks for _ in range(k)]
-        obs, _ = env.reset(seed=self._reset_seed, options={"prompts": prompts} if prompts is not None else None)
+        env, P, n, T = self.env, self.env.max_prompt_tokens, self.env.num_envs, self.env.max_new_tokens
+        vocab = int(env.single_action_space.n)
+        options = {"prompts": prompts} if prompts is not None else {"group_size": self.samples_per_prompt}
+        obs, info = env.reset(seed=self._reset_seed, options=options)
         self._reset_seed = None  # later batches continue the env's prompt RNG
-        n, vocab = env.num_envs, int(env.single_action_space.n)
-        decoder = KVCacheDecoder(self.policy)
-        logits, values = decoder.prefill(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
-        logprobs = torch.zeros(n, T, device=env.device)
-        kl_logprobs = logprobs if not self.sampling.truncates else torch.zeros(n, T, device=env.device)
-        value_buf = torch.zeros(n, T, device=env.device)
-        rewards = torch.zeros(n, T, device=env.device)
-        active = torch.ones(n, dtype=torch.bool, device=env.device)
-        for t in range(T):
-            tokens, logp, kl_logp = sample_tokens(logits[:, :vocab], self.sampling, self.generator)
-            tokens = torch.where(active, tokens, env.pad_token_id)
-            logprobs[:, t] = logp  # entries after an episode's end are zeroed once, in _batch
-            if kl_logprobs is not logprobs:
-                kl_logprobs[:, t] = kl_logp
-            value_buf[:, t] = values
-            obs, reward, terminated, truncated, _ = env.step(tokens)
-            rewards[:, t] = reward
-            active = ~env.done
-            if env.all_done:
-                break
-            logits, values = decoder.step(tokens, active)
-        return self._batch(obs, logprobs, kl_logprobs, value_buf, rewards, vocab)
+        episodes = Episodes(list(info["prompt"]))
+        if self.engine is None:
+            self.engine = make_engine(self.engine_name, self.policy, self.sampling, vocab, self.generator, n,
+                                      P + T, self.compile_backend)
+        draw = self.engine.start(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
+        draws, active = [], torch.ones(n, 1, dtype=torch.bool, device=env.device)
+        for _ in range(T):
+            draws.append(draw)
+            obs, _, terminated, truncated, info = env.step(draw.tokens)
+            if info:  # some episodes ended on this step: the one place their results arrive
+                active = active & ~(terminated | truncated)[:, None]
+                if episodes.record(info):
+                    break
+            draw = self.engine.advance(draw.tokens, active)
+        return self._batch(obs, draws, episodes, vocab)
 
-    def _batch(self, obs, logprobs, kl_logprobs, values, rewards, vocab: int) -> RolloutBatch:
+    def _batch(self, obs, draws: list, episodes: "Episodes", vocab: int) -> RolloutBatch:
         env, P = self.env, self.env.max_prompt_tokens
-        lengths = env.lengths
+        lengths = obs["attention_mask"][:, P:].sum(1)
         T = int(lengths.max())  # trim columns no episode used
-        prompt_width = int(obs["attention_mask"][:, :P].long().sum(1).max())
+        prompt_width = int(obs["attention_mask"][:, :P].sum(1).max())
         cols = slice(P - prompt_width, P + T)
-        input_ids = obs["input_ids"][:, cols]
+        input_ids = obs["input_ids"][:, cols].clone()  # the env reuses its buffers at the next reset
         attention_mask = obs["attention_mask"][:, cols].long()
         response_mask = (torch.arange(T, device=env.device)[None, :] < lengths[:, None]).float()
-        kl_logprobs = kl_logprobs[:, :T] * response_mask
-        logprobs, values, rewards = logprobs[:, :T] * response_mask, values[:, :T] * response_mask, rewards[:, :T]
+        logprobs, kl_logprobs, values = (torch.cat([getattr(d, name) for d in draws[:T]], 1) * response_mask
+                                         for name in ("logprobs", "kl_logprobs", "values"))
+        scores = torch.as_tensor(episodes.scores, device=env.device)
+        rewards = torch.zeros_like(response_mask).scatter_(1, (lengths - 1).clamp(min=0)[:, None], scores[:, None])
         if self.reference is None:
             ref_logprobs = kl_logprobs.clone()
         else:
@@ -130,8 +139,43 @@ class RolloutCollector:
         return RolloutBatch(
             input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
             logprobs=logprobs, ref_logprobs=ref_logprobs, kl_logprobs=kl_logprobs, values=values, rewards=rewards,
-            scores=rewards.sum(1), prompts=list(env.episode_prompts), responses=list(env.episode_responses),
+            scores=scores, prompts=episodes.prompts, responses=episodes.responses,
             sampling=self.sampling, vocab_size=vocab, samples_per_prompt=self.samples_per_prompt,
-            reward_components={k: v.clone() for k, v in env.episode_components.items()},
-            reward_details=list(env.episode_details) if any(d is not None for d in env.episode_details) else None,
+            reward_components={k: torch.as_tensor(v, device=env.device) for k, v in episodes.components.items()},
+            reward_details=episodes.details if any(d is not None for d in episodes.details) else None,
         )
+
+
+class Episodes:
+    """The per-episode results of one batch, gathered from the env's step ``info`` (host side).
+
+    Args:
+        prompts: the N prompts, from ``reset``'s ``info["prompt"]``.
+
+    ``record(info)`` copies the rows flagged in the info's ``_score`` mask: ``response`` (str),
+    ``score`` (float32), each ``reward/<component>`` (float32) and ``reward_details`` (dict or
+    ``None``), and returns whether every episode has now ended.
+    """
+
+    def __init__(self, prompts: list[str]):
+        n = len(prompts)
+        self.prompts = prompts
+        self.responses: list[str] = [""] * n
+        self.scores = np.zeros(n, dtype=np.float32)
+        self.components: dict[str, np.ndarray] = {}
+        self.details: list[dict | None] = [None] * n
+        self.remaining = n
+
+    def record(self, info: dict) -> bool:
+        ended = info["_score"]
+        self.scores[ended] = info["score"][ended]
+        for i in np.flatnonzero(ended):
+            self.responses[i] = info["response"][i]
+            if "reward_details" in info:
+                self.details[i] = info["reward_details"][i]
+        for key, values in info.items():
+            if key.startswith("reward/"):
+                self.components.setdefault(key[len("reward/"):], np.zeros(len(self.prompts), np.float32))[ended] = \
+                    values[ended]
+        self.remaining -= int(ended.sum())
+        return self.remaining == 0

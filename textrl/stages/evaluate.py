@@ -15,39 +15,26 @@ import os
 
 import torch
 
-from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.io import append_jsonl, atomic_write_json
-from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_causal_lm, load_tokenizer
-from textrl.policies.sampling import SamplingConfig
-from textrl.rollout.collector import RolloutCollector
-from textrl.stages.rl import build_reward, load_prompt_split, prompt_formatter
+from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.stages.build import build_rollout_parts, make_collector
 
 
 def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
-    """Run the evaluation; returns the ``eval.json`` dict. Calls the lifecycle hooks of
-    ``registry`` (see :mod:`textrl.hookspecs`): one record of :func:`eval_metrics` at update 0."""
+    """Run the evaluation; returns the ``eval.json`` dict. Both rollouts use ``rollout.*``
+    (sampling and ``rollout.engine``) and the same seed. Calls the lifecycle hooks of ``registry``
+    (see :mod:`textrl.hookspecs`): one record of :func:`eval_metrics` at update 0.
+
+    Raises:
+        TextRLError: whatever building the parts raises (see :mod:`textrl.stages.build`).
+    """
     hook = registry.manager.hook
     hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
-    tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
-    policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
-                                                 tokenizer=tokenizer, device=device).eval()
-    reference_lm = load_causal_lm(cfg.eval.reference, cfg.eval.reference_gguf_file, cfg.policy.dtype,
-                                  tokenizer=tokenizer, device=device).eval()
-    train_prompts, held_out = load_prompt_split(cfg, tokenizer)
-    prompts = (held_out or train_prompts)[:cfg.eval.num_prompts]
-    reward_model = build_reward(cfg, registry, device)
-    sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
-
-    def rollout(model, reference):
-        env = TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=len(prompts),
-                                max_new_tokens=cfg.env.max_new_tokens, max_prompt_tokens=cfg.env.max_prompt_tokens,
-                                prompt_truncation=cfg.env.prompt_truncation, stop_on_eos=cfg.env.stop_on_eos,
-                                device=device, autoreset_mode="disabled",
-                                format_prompt=prompt_formatter(cfg, tokenizer))
-        return RolloutCollector(env, model, reference, sampling, seed=cfg.seed).collect(prompts=prompts)
-
-    ours = rollout(policy, reference_lm)
-    theirs = rollout(PolicyWithValueHead(reference_lm).to(device), None)
+    parts = build_rollout_parts(cfg, registry, device, "eval")
+    prompts, reference_lm = parts.prompts, parts.reference
+    ours = make_collector(cfg, parts.env, parts.policy, reference_lm, seed=cfg.seed).collect(prompts=prompts)
+    reference = PolicyWithValueHead(reference_lm).to(device)
+    theirs = make_collector(cfg, parts.env, reference, None, seed=cfg.seed).collect(prompts=prompts)
     wins = (ours.scores > theirs.scores).float() + 0.5 * (ours.scores == theirs.scores).float()
     result = {
         "prompts": len(prompts),

@@ -12,6 +12,7 @@ import inspect
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 from omegaconf import OmegaConf
@@ -24,49 +25,12 @@ from textrl.distributed import (broadcast_object, gather_states, make_accelerato
 from textrl.checkpoint import (find_resume_checkpoint, list_checkpoints, load_checkpoint, remove_checkpoints_after,
                                restore_checkpoint, rng_state, save_checkpoint, truncate_jsonl)
 from textrl.errors import NonFiniteError, TextRLError
-from textrl.records import format_prompt
-from textrl.envs.prompts import load_prompts
-from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.io import atomic_save_dir, atomic_write_json
-from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_tokenizer
-from textrl.policies.lora import LoraSettings
-from textrl.policies.reference import make_reference
-from textrl.policies.sampling import SamplingConfig
-from textrl.rollout.collector import RolloutCollector
+from textrl.rollout.engines import resolve_engine
+from textrl.stages.build import (RolloutParts, build_reward, build_rollout_parts, load_prompt_split,  # noqa: F401 (re-exported)
+                                 make_collector, prompt_formatter, sampling_config)
 
 log = logging.getLogger(__name__)
-
-
-def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
-    """``(train_prompts, eval_prompts)``: ``data.eval_prompts`` holds out the last k prompts for
-    ``stage=eval``. Prompts are raw text; :func:`prompt_formatter` writes them for the policy.
-
-    Raises:
-        TextRLError: holding out every prompt.
-    """
-    d = cfg.data
-    prompts = load_prompts(d.prompts, text_field=d.text_field, split=d.split, max_prompts=d.max_prompts,
-                           prefix_tokens=d.prefix_tokens, tokenizer=tokenizer)
-    k = d.eval_prompts or 0
-    if k >= len(prompts):
-        raise TextRLError(f"data.eval_prompts: got {k}; expected fewer than the {len(prompts)} prompts")
-    return (prompts[:-k], prompts[-k:]) if k else (prompts, [])
-
-
-def prompt_formatter(cfg, tokenizer):
-    """``str -> str`` writing a raw prompt in ``data.prompt_format`` (None when it is ``none``)."""
-    if cfg.data.prompt_format == "none":
-        return None
-    format_prompt(tokenizer, "check", cfg.data.prompt_format)  # fail early on a bad format
-    return lambda prompt: format_prompt(tokenizer, prompt, cfg.data.prompt_format)
-
-
-def build_reward(cfg, registry, device):
-    """The reward model for ``cfg.reward`` (``device: auto`` becomes the run's device)."""
-    node = OmegaConf.to_container(cfg.reward, resolve=True)
-    if node.get("device") == "auto":
-        node["device"] = str(device)  # the run's device, not a second guess
-    return build_plugin("reward", node, registry.rewards)
 
 
 def sample_rows(batch, n: int) -> list[dict]:
@@ -152,7 +116,26 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
 
 def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> dict:
     start = time.perf_counter()
-    rank, processes = rank_and_size(accelerator)
+    check_run(cfg, device, accelerator)
+    if accelerator is not None and device.type == "cuda":
+        device = accelerator.device  # one GPU per process
+    run = build(cfg, registry, device, accelerator)
+    start_update, scores = resume(cfg, run_dir, run.policy, run.algorithm, run.collector, accelerator)
+    scores = loop(cfg, registry, run_dir, run, start_update, scores, accelerator)
+    return finish(cfg, registry, run_dir, run, scores, time.perf_counter() - start, accelerator)
+
+
+def check_run(cfg, device: torch.device, accelerator) -> None:
+    """Fail on settings that cannot work before anything loads.
+
+    Raises:
+        TextRLError: bad sampling or engine settings for this device, or a batch the processes cannot share
+            (every other setting is checked by :func:`textrl.config.check_config` at startup).
+    """
+    autocast(device, cfg.trainer.precision)
+    sampling_config(cfg)
+    resolve_engine(cfg.rollout.engine, device)
+    _, processes = rank_and_size(accelerator)
     if cfg.rollout.batch_size % processes:
         raise TextRLError(f"rollout.batch_size: got {cfg.rollout.batch_size}; expected a multiple of the "
                           f"{processes} processes (each collects an equal share)")
@@ -163,56 +146,74 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
     if processes > 1 and isinstance(minibatch, int) and (cfg.rollout.batch_size // processes) % minibatch:
         raise TextRLError(f"algo.minibatch_size: got {minibatch}; expected a divisor of the per-process batch "
                           f"rollout.batch_size / processes = {cfg.rollout.batch_size // processes}")
-    if accelerator is not None and device.type == "cuda":
-        device = accelerator.device  # one GPU per process
-    main = rank == 0
-    tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
-    policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
-                                                 tokenizer=tokenizer, dropout=cfg.policy.dropout, device=device,
-                                                 lora=LoraSettings(**cfg.policy.lora))
-    reference = make_reference(policy)  # a frozen copy, or the LoRA policy with its adapters off
-    if cfg.policy.lora.r and cfg.policy.lora.dropout:
-        log.warning("policy.lora.dropout=%s has no effect in RL: the policy runs in eval mode so rollout and "
-                    "training log-probs agree", cfg.policy.lora.dropout)
-    prompts, _ = load_prompt_split(cfg, tokenizer)
-    reward_model = build_reward(cfg, registry, device)
-    env = TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=cfg.rollout.batch_size // processes,
-                            max_new_tokens=cfg.env.max_new_tokens, max_prompt_tokens=cfg.env.max_prompt_tokens,
-                            prompt_truncation=cfg.env.prompt_truncation, stop_on_eos=cfg.env.stop_on_eos,
-                            device=device, autoreset_mode="disabled", format_prompt=prompt_formatter(cfg, tokenizer))
-    sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
-    algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
-    offered = {"reward_model": reward_model, "tokenizer": tokenizer, "accelerator": accelerator}
-    accepted = inspect.signature(algorithm.setup).parameters
-    algorithm.setup(policy, reference, **{k: v for k, v in offered.items() if k in accepted})
-    samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
-    # each process draws its own episodes: env slot seeds seed + rank*N + i never collide
-    collector = RolloutCollector(env, policy, reference, sampling, seed=cfg.seed + rank * env.num_envs,
-                                 samples_per_prompt=samples_per_prompt)
 
-    start_update, scores = resume(cfg, run_dir, policy, algorithm, collector, accelerator)
-    hook = registry.manager.hook
+
+@dataclass
+class RLRun:
+    """What the RL stage trains with: the :class:`~textrl.stages.build.RolloutParts`, the
+    ``algorithm``, the ``collector`` on this process's env, and the ``device``."""
+
+    parts: RolloutParts
+    algorithm: object
+    collector: object
+    device: torch.device
+
+    @property
+    def policy(self):
+        return self.parts.policy
+
+
+def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
+    """Policy, reference, reward model and env (:func:`build_rollout_parts`), the algorithm set up
+    on them, and the collector (each process draws its own episodes: env slot seeds
+    ``seed + rank·N + i`` never collide)."""
+    rank, processes = rank_and_size(accelerator)
+    parts = build_rollout_parts(cfg, registry, device, "rl", num_envs=cfg.rollout.batch_size // processes)
+    algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
+    offered = {"reward_model": parts.reward_model, "tokenizer": parts.tokenizer, "accelerator": accelerator}
+    accepted = inspect.signature(algorithm.setup).parameters
+    algorithm.setup(parts.policy, parts.reference, **{k: v for k, v in offered.items() if k in accepted})
+    samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
+    collector = make_collector(cfg, parts.env, parts.policy, parts.reference, seed=cfg.seed + rank * parts.env.num_envs,
+                               samples_per_prompt=samples_per_prompt)
+    return RLRun(parts, algorithm, collector, device)
+
+
+def run_update(cfg, run: RLRun, update: int, run_dir: str):
+    """One rollout + algorithm update: ``(metrics, batch)``; ``batch`` is ``None`` when
+    ``trainer.on_nonfinite=skip`` dropped it."""
+    t0 = time.perf_counter()
+    try:
+        with autocast(run.device, cfg.trainer.precision):
+            batch = run.collector.collect()
+            t1 = time.perf_counter()
+            metrics = run.algorithm.update(batch)
+        metrics.setdefault("objective/score", float(batch.scores.mean()))  # for algorithms that omit it
+    except NonFiniteError as e:
+        return on_nonfinite(e, update, cfg, run_dir), None  # raises unless trainer.on_nonfinite=skip
+    t2 = time.perf_counter()
+    tokens = float(batch.response_mask.sum())
+    metrics.update({"perf/tokens_per_s": tokens / (t2 - t0), "perf/rollout_s": t1 - t0, "perf/update_s": t2 - t1})
+    metrics.update({f"reward/{k}": float(v.mean()) for k, v in batch.reward_components.items()})
+    return metrics, batch
+
+
+def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: list[float], accelerator) -> list[float]:
+    """Updates ``start_update..trainer.updates``: each :func:`run_update`, its metrics averaged over
+    processes and sent to the ``textrl_on_update_end`` hooks, checkpoints on schedule. Returns the
+    mean score of every update done so far.
+
+    Raises:
+        TextRLError: every update was skipped or already done.
+    """
+    rank, processes = rank_and_size(accelerator)
+    main, hook = rank == 0, registry.manager.hook
     if main:
         hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
     bar = tqdm(range(start_update, cfg.trainer.updates + 1), desc="updates", initial=start_update - 1,
                total=cfg.trainer.updates, disable=not (cfg.trainer.progress_bar and main), dynamic_ncols=True)
     for update in bar:
-        t0 = time.perf_counter()
-        try:
-            with autocast(device, cfg.trainer.precision):
-                batch = collector.collect()
-                t1 = time.perf_counter()
-                metrics = algorithm.update(batch)
-            metrics.setdefault("objective/score", float(batch.scores.mean()))  # for algorithms that omit it
-        except NonFiniteError as e:
-            metrics = on_nonfinite(e, update, cfg, run_dir)  # raises unless trainer.on_nonfinite=skip
-            batch = None
-        else:
-            t2 = time.perf_counter()
-            tokens = float(batch.response_mask.sum())
-            metrics.update({"perf/tokens_per_s": tokens / (t2 - t0), "perf/rollout_s": t1 - t0,
-                            "perf/update_s": t2 - t1})
-            metrics.update({f"reward/{k}": float(v.mean()) for k, v in batch.reward_components.items()})
+        metrics, batch = run_update(cfg, run, update, run_dir)
         metrics = mean_across_processes(metrics, accelerator)
         if processes > 1 and "perf/tokens_per_s" in metrics:
             metrics["perf/tokens_per_s"] *= processes  # every process's tokens in the same time
@@ -225,29 +226,36 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
             hook.textrl_on_update_end(update=update, metrics=metrics, samples=samples)
         every = cfg.trainer.checkpoint_every
         if (every and update % every == 0) or update == cfg.trainer.updates:
-            checkpoint(cfg, run_dir, update, policy, algorithm, collector, accelerator)
+            checkpoint(cfg, run_dir, update, run.policy, run.algorithm, run.collector, accelerator)
         bar.set_postfix(score=f"{scores[-1] if scores else float('nan'):.3f}",
                         kl=f"{metrics.get('objective/kl', 0.0):.2f}")
     bar.close()
     if not scores:
         raise TextRLError(f"trainer.updates: got {cfg.trainer.updates}; every update was skipped or already done "
                           f"(resumed at update {start_update}); expected at least one update to run")
+    return scores
 
-    replica_diff = replica_max_abs_diff(policy, accelerator)
+
+def finish(cfg, registry, run_dir: str, run: RLRun, scores: list[float], wall_time_s: float, accelerator) -> dict:
+    """Write ``<run_dir>/policy`` and ``summary.json`` (main process, atomically), call the
+    ``textrl_on_train_end`` hooks and return the summary."""
+    rank, processes = rank_and_size(accelerator)
+    replica_diff = replica_max_abs_diff(run.policy, accelerator)
     k = max(1, min(3, len(scores) // 3))
     summary = {
         "first_score": scores[0], "last_score": scores[-1],
         "first_score_mean3": sum(scores[:k]) / k, "last_score_mean3": sum(scores[-k:]) / k,
         "updates": len(scores), "episodes": len(scores) * cfg.rollout.batch_size,
-        "wall_time_s": time.perf_counter() - start, "run_dir": run_dir, "processes": processes,
+        "wall_time_s": wall_time_s, "run_dir": run_dir, "processes": processes,
     }
     if processes > 1:
         summary["replica_max_abs_diff"] = replica_diff  # 0.0: every process holds the same policy
-    if main:
+    if rank == 0:
         if cfg.trainer.save_policy:
-            atomic_save_dir(os.path.join(run_dir, "policy"), lambda d: policy.save_pretrained(d, tokenizer))
+            atomic_save_dir(os.path.join(run_dir, "policy"),
+                            lambda d: run.policy.save_pretrained(d, run.parts.tokenizer))
         atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
-        hook.textrl_on_train_end(summary=summary)
+        registry.manager.hook.textrl_on_train_end(summary=summary)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return summary

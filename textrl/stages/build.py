@@ -1,0 +1,133 @@
+"""Building what a rollout needs from the config, the one place ``stage=rl`` and ``stage=eval`` share.
+
+:func:`build_rollout_parts` loads the tokenizer, the policy (with value head), the reference
+model, the prompts, the reward model and the vector env; :func:`make_collector` puts a
+:class:`~textrl.rollout.collector.RolloutCollector` on top with ``rollout.*`` (sampling, engine).
+The RL stage builds its algorithm between the two (it decides ``samples_per_prompt``); the eval
+stage makes one collector per model it compares.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from omegaconf import OmegaConf
+
+from textrl.config import build_plugin
+from textrl.envs.prompts import load_prompts
+from textrl.envs.token_vector_env import TokenGenVectorEnv
+from textrl.errors import TextRLError
+from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_causal_lm, load_tokenizer
+from textrl.policies.lora import LoraSettings
+from textrl.policies.reference import make_reference
+from textrl.policies.sampling import SamplingConfig
+from textrl.records import format_prompt
+from textrl.rollout.collector import RolloutCollector
+
+log = logging.getLogger(__name__)
+
+
+def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
+    """``(train_prompts, eval_prompts)``: ``data.eval_prompts`` holds out the last k prompts for
+    ``stage=eval``. Prompts are raw text; :func:`prompt_formatter` writes them for the policy.
+
+    Raises:
+        TextRLError: holding out every prompt.
+    """
+    d = cfg.data
+    prompts = load_prompts(d.prompts, text_field=d.text_field, split=d.split, max_prompts=d.max_prompts,
+                           prefix_tokens=d.prefix_tokens, tokenizer=tokenizer)
+    k = d.eval_prompts or 0
+    if k >= len(prompts):
+        raise TextRLError(f"data.eval_prompts: got {k}; expected fewer than the {len(prompts)} prompts")
+    return (prompts[:-k], prompts[-k:]) if k else (prompts, [])
+
+
+def prompt_formatter(cfg, tokenizer):
+    """``str -> str`` writing a raw prompt in ``data.prompt_format`` (None when it is ``none``)."""
+    if cfg.data.prompt_format == "none":
+        return None
+    format_prompt(tokenizer, "check", cfg.data.prompt_format)  # fail early on a bad format
+    return lambda prompt: format_prompt(tokenizer, prompt, cfg.data.prompt_format)
+
+
+def build_reward(cfg, registry, device):
+    """The reward model for ``cfg.reward`` (``device: auto`` becomes the run's device)."""
+    node = OmegaConf.to_container(cfg.reward, resolve=True)
+    if node.get("device") == "auto":
+        node["device"] = str(device)  # the run's device, not a second guess
+    return build_plugin("reward", node, registry.rewards)
+
+
+def sampling_config(cfg) -> SamplingConfig:
+    """``rollout.temperature/top_k/top_p`` as a :class:`SamplingConfig` (which validates them)."""
+    return SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
+
+
+def make_env(cfg, tokenizer, prompts: list[str], reward_model, num_envs: int, device) -> TokenGenVectorEnv:
+    """The vector env of ``env.*`` over ``prompts``, in the ``DISABLED`` autoreset mode a collector
+    needs, returning views of its buffers (the collector copies once per batch)."""
+    return TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=num_envs,
+                             max_new_tokens=cfg.env.max_new_tokens, max_prompt_tokens=cfg.env.max_prompt_tokens,
+                             prompt_truncation=cfg.env.prompt_truncation, stop_on_eos=cfg.env.stop_on_eos,
+                             device=device, autoreset_mode="disabled", format_prompt=prompt_formatter(cfg, tokenizer),
+                             copy=False)
+
+
+def make_collector(cfg, env: TokenGenVectorEnv, policy, reference, seed: int,
+                   samples_per_prompt: int = 1) -> RolloutCollector:
+    """A collector with ``rollout.*``'s sampling distribution and decode engine."""
+    return RolloutCollector(env, policy, reference, sampling_config(cfg), seed=seed,
+                            samples_per_prompt=samples_per_prompt, engine=cfg.rollout.engine)
+
+
+@dataclass
+class RolloutParts:
+    """What :func:`build_rollout_parts` built: ``tokenizer``, ``policy`` (a
+    :class:`PolicyWithValueHead`), ``reference`` (π_ref LM), ``reward_model``, ``prompts`` (the
+    ones the env draws from) and ``env``."""
+
+    tokenizer: object
+    policy: PolicyWithValueHead
+    reference: torch.nn.Module
+    reward_model: object
+    prompts: list[str]
+    env: TokenGenVectorEnv
+
+
+def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None = None) -> RolloutParts:
+    """Everything below the collector for ``stage`` (``rl`` or ``eval``), in one order for both.
+
+    - ``rl``: the trainable policy (``policy.*``, with LoRA adapters when ``policy.lora.r > 0``),
+      π_ref = its frozen copy (or the policy with adapters off), the training prompts, and an env
+      of ``num_envs`` slots.
+    - ``eval``: the policy to evaluate (``policy.*``), π_ref = ``eval.reference``, the held-out
+      prompts (``data.eval_prompts``, else the training prompts) cut to ``eval.num_prompts``, and
+      an env with one slot per prompt.
+
+    Raises:
+        TextRLError: whatever loading the parts raises (see their docstrings).
+    """
+    tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
+    if stage == "rl":
+        policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
+                                                     tokenizer=tokenizer, dropout=cfg.policy.dropout, device=device,
+                                                     lora=LoraSettings(**cfg.policy.lora))
+        reference = make_reference(policy)  # a frozen copy, or the LoRA policy with its adapters off
+        if cfg.policy.lora.r and cfg.policy.lora.dropout:
+            log.warning("policy.lora.dropout=%s has no effect in RL: the policy runs in eval mode so rollout and "
+                        "training log-probs agree", cfg.policy.lora.dropout)
+        prompts, _ = load_prompt_split(cfg, tokenizer)
+    else:
+        policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
+                                                     tokenizer=tokenizer, device=device).eval()
+        reference = load_causal_lm(cfg.eval.reference, cfg.eval.reference_gguf_file, cfg.policy.dtype,
+                                   tokenizer=tokenizer, device=device).eval()
+        train_prompts, held_out = load_prompt_split(cfg, tokenizer)
+        prompts = (held_out or train_prompts)[:cfg.eval.num_prompts]
+        num_envs = len(prompts)
+    reward_model = build_reward(cfg, registry, device)
+    env = make_env(cfg, tokenizer, prompts, reward_model, num_envs, device)
+    return RolloutParts(tokenizer, policy, reference, reward_model, prompts, env)
