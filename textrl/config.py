@@ -306,6 +306,7 @@ CHECKS: dict[str, Check] = {
     "rollout.temperature": number(gt=0),
     "rollout.top_k": integer(ge=0, expected="an integer >= 0 (0 turns it off)"),
     "rollout.top_p": number(gt=0, le=1),
+    "rollout.engine": one_of("auto", "eager", "compiled"),
     "trainer.updates": POSITIVE,
     "trainer.sample_every": integer(ge=0, expected="an integer >= 0 (0: no samples)"),
     "trainer.samples_per_update": integer(ge=0),
