@@ -36,6 +36,7 @@ BAD = [
     (["rollout.top_k=-1"], "rollout.top_k: got -1"),
     (["rollout.top_p=0"], "rollout.top_p: got 0.0"),
     (["rollout.top_p=1.5"], "rollout.top_p: got 1.5"),
+    (["rollout.engine=fast"], "rollout.engine: got 'fast'"),
     (["trainer.updates=0"], "trainer.updates: got 0"),
     (["trainer.sample_every=-1"], "trainer.sample_every: got -1"),
     (["trainer.samples_per_update=-1"], "trainer.samples_per_update: got -1"),
