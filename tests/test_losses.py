@@ -397,7 +397,7 @@ def test_sample_tokens_stay_in_kept_set_with_renormalised_logprob():
     n = 4000
     logits = prob_logits().expand(n, 4)
     gen = torch.Generator().manual_seed(1234)
-    tokens, logp = sample_tokens(logits, sampling, generator=gen)
+    tokens, logp, _ = sample_tokens(logits, sampling, generator=gen)
     assert tokens.shape == (n,) and tokens.dtype == torch.long
     assert logp.shape == (n,)
     assert set(tokens.tolist()) == {1, 3}
@@ -408,7 +408,7 @@ def test_sample_tokens_stay_in_kept_set_with_renormalised_logprob():
     freq = (tokens == 1).float().mean().item()
     assert abs(freq - 0.625) < 0.05
     # the same seed gives the same draws
-    tokens2, _ = sample_tokens(logits, sampling, generator=torch.Generator().manual_seed(1234))
+    tokens2, _, _ = sample_tokens(logits, sampling, generator=torch.Generator().manual_seed(1234))
     assert torch.equal(tokens, tokens2)
 
 

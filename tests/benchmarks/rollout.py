@@ -267,14 +267,16 @@ def main() -> None:
         print(f"{unit} per token step, TinyStories-656K, batch 8 (32- minus 16-token run, ÷ 16):")
         print(f"ops_per_step generate={ops['generate']:.0f} eager={ops['eager']:.0f} compiled={ops['compiled']:.0f}")
     if not args.skip_throughput:
-        rows = [bench(m, b, args.new_tokens, args.repeats, engines, device) for m in args.models
-                for b in args.batch_sizes]
         print(f"new_tokens={args.new_tokens} repeats={args.repeats} (medians; ratio = median of alternating rounds)")
         head = "".join(f" {e + ' tok/s':>14} | {e + ' ratio':>12} |" for e in engines)
-        print(f"| {'model':<12} | {'batch':>5} | {'generate tok/s':>14} |{head}")
-        for r in rows:
-            cells = "".join(f" {r[e]:>14.0f} | {r[e + '_ratio']:>12.2f} |" for e in engines)
-            print(f"| {r['model']:<12} | {r['batch']:>5} | {r['generate']:>14.0f} |{cells}")
+        print(f"| {'model':<12} | {'batch':>5} | {'generate tok/s':>14} |{head}", flush=True)
+        rows = []
+        for m in args.models:
+            for b in args.batch_sizes:
+                r = bench(m, b, args.new_tokens, args.repeats, engines, device)
+                cells = "".join(f" {r[e]:>14.0f} | {r[e + '_ratio']:>12.2f} |" for e in engines)
+                print(f"| {r['model']:<12} | {r['batch']:>5} | {r['generate']:>14.0f} |{cells}", flush=True)
+                rows.append(r)
         print(f"rollout_vs_generate={min(r[e + '_ratio'] for r in rows for e in engines):.2f}")
     if args.gpu_table:
         if device.type != "cuda":
