@@ -16,7 +16,7 @@ from torch.testing import assert_close
 from textrl.algorithms.advantages import gae, masked_mean, masked_var, masked_whiten
 from textrl.algorithms.kl import AdaptiveKLController, FixedKLController, kl_shaped_rewards
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
-from textrl.algorithms.ppo import KLConfig, make_kl_controller
+from textrl.algorithms.kl import KLConfig, make_kl_controller
 from textrl.errors import TextRLError
 from textrl.policies.sampling import (SamplingConfig, entropy_from_logits, sample_tokens, token_logprobs,
                                       warp_logits)

@@ -35,13 +35,16 @@ class PolicyConfig:
     """``policy.*``: the causal LM. ``model`` is a hub id, a directory or a .gguf path;
     ``gguf_file`` a GGUF file inside ``model``; ``dropout`` overrides every dropout rate in the
     model config (0 for RL, so rollout and training logprobs agree); ``lora.r > 0`` trains LoRA
-    adapters instead of every weight, with the adapter-disabled base as π_ref."""
+    adapters instead of every weight, with the adapter-disabled base as π_ref;
+    ``gradient_checkpointing`` recomputes the layers' activations in the backward pass of RL
+    updates instead of storing them (less memory, about one more forward pass of compute)."""
 
     model: str = MISSING
     gguf_file: Optional[str] = None
     dtype: str = "float32"
     dropout: Optional[float] = 0.0
     lora: LoraSettings = field(default_factory=LoraSettings)
+    gradient_checkpointing: bool = False
 
 
 @dataclass

@@ -11,14 +11,17 @@ Each run is ``experiment=tinystories_sentiment`` with ``trainer.updates`` (defau
 the CPU, one per algorithm:
 
 - ``ppo``: PPO;
-- ``reinforce_rloo``: REINFORCE, ``algo.baseline=leave_one_out``, ``rollout.samples_per_prompt=4``;
+- ``reinforce_rloo``: REINFORCE, ``algo.baseline=leave_one_out``, ``rollout.samples_per_prompt=4``
+  (and ``reinforce_rloo_1epoch``, the same with ``algo.epochs=1``);
 - ``ppo_ptx``: PPO-ptx on the TinyStories text, γ_ptx = 0.5;
 - ``grpo``: the GRPO plugin (``plugins/textrl-grpo``, group size 4).
 
 The record of a run is its ``metrics.jsonl`` without the ``perf/*`` keys (wall-clock times).
-``--compare`` prints one table row per run (records, keys, values equal to the bit, the largest
-absolute and relative difference and the key it is in) and exits 1 when a run differs in its
-keys or beyond ``--rtol`` (default 0: bit-for-bit).
+``--compare`` prints one table row per run (records, values equal to the bit among the keys
+both have, the largest absolute and relative difference and its key, then the keys added (+),
+removed (-) or declared changed with ``--changed RUN:KEY`` (~)) and exits 1 when a run lost a
+key or a record, or a value differs beyond ``--rtol`` (default 0: bit-for-bit). New keys (a
+metric an algorithm did not report before) are listed but do not fail.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ ASSETS = Path(os.environ.get("TEXTRL_ASSETS", REPO.parent / "shared" / "assets")
 RUNS = {
     "ppo": ["algo=ppo"],
     "reinforce_rloo": ["algo=reinforce", "algo.baseline=leave_one_out", "rollout.samples_per_prompt=4"],
+    "reinforce_rloo_1epoch": ["algo=reinforce", "algo.baseline=leave_one_out", "rollout.samples_per_prompt=4",
+                              "algo.epochs=1"],
     "ppo_ptx": ["algo=ppo_ptx", f"algo.ptx_data={ASSETS / 'tinystories-text' / 'tinystories_1000.json'}",
                 "algo.ptx_coef=0.5"],
     "grpo": ["algo=grpo"],
@@ -69,23 +74,27 @@ def capture(names: list[str], updates: int) -> dict:
     return {"updates": updates, "runs": runs}
 
 
-def compare(old: list[dict], new: list[dict]) -> dict:
-    """Row of the comparison table for one run: equal values, the largest differences."""
-    row = {"records": f"{len(new)}/{len(old)}", "same_keys": len(old) == len(new), "equal": 0, "values": 0,
-           "max_abs": 0.0, "max_rel": 0.0, "worst": "-"}
+def compare(old: list[dict], new: list[dict], changed: set[str]) -> dict:
+    """Row of the comparison table for one run: values equal to the bit among the keys both
+    records have, the keys only the new (added) or only the old (removed) records have, and the
+    largest difference outside ``changed`` (keys declared changed on purpose)."""
+    row = {"records": f"{len(new)}/{len(old)}", "equal": 0, "values": 0, "added": set(), "removed": set(),
+           "max_abs": 0.0, "max_rel": 0.0, "worst": "-", "declared": set()}
     for a, b in zip(old, new):
-        if set(a) != set(b):
-            row["same_keys"] = False
-            row["worst"] = f"keys {sorted(set(a) ^ set(b))}"
+        row["added"] |= set(b) - set(a)
+        row["removed"] |= set(a) - set(b)
         for key in set(a) & set(b):
             x, y = a[key], b[key]
             row["values"] += 1
             if x == y:
                 row["equal"] += 1
                 continue
+            if key in changed:
+                row["declared"].add(key)
+                continue
             diff = abs(x - y) if isinstance(x, (int, float)) and isinstance(y, (int, float)) else math.inf
             rel = diff / max(abs(x), abs(y), 1e-30)
-            if rel > row["max_rel"]:
+            if rel >= row["max_rel"]:
                 row["max_abs"], row["max_rel"], row["worst"] = diff, rel, key
     return row
 
@@ -98,6 +107,10 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
     parser.add_argument("--updates", type=int, default=4)
     parser.add_argument("--rtol", type=float, default=0.0, help="largest relative difference accepted")
+    parser.add_argument("--changed", nargs="*", default=[], metavar="RUN:KEY",
+                        help="metrics whose definition changed on purpose (listed, not compared)")
+    parser.add_argument("--against", metavar="FILE", help="with --compare: compare with this saved capture "
+                                                          "instead of running now")
     args = parser.parse_args()
     if args.save:
         golden = capture(args.runs, args.updates)
@@ -106,14 +119,18 @@ def main() -> None:
         return
     golden = json.loads(Path(args.compare).read_text())
     names = [n for n in args.runs if n in golden["runs"]]
-    current = capture(names, golden["updates"])["runs"]
-    print(f"{'run':<16} {'records':>8} {'keys':>5} {'bit-equal':>11} {'max_abs':>10} {'max_rel':>10}  worst key")
+    current = json.loads(Path(args.against).read_text())["runs"] if args.against else \
+        capture(names, golden["updates"])["runs"]
+    print(f"{'run':<16} {'records':>8} {'bit-equal':>11} {'max_abs':>10} {'max_rel':>10}  worst key; key changes")
     failed = False
     for name in names:
-        row = compare(golden["runs"][name], current[name])
-        print(f"{name:<16} {row['records']:>8} {'same' if row['same_keys'] else 'DIFF':>5} "
-              f"{row['equal']:>5}/{row['values']:<5} {row['max_abs']:>10.3g} {row['max_rel']:>10.3g}  {row['worst']}")
-        failed |= not row["same_keys"] or row["max_rel"] > args.rtol
+        changed = {c.split(":", 1)[1] for c in args.changed if c.split(":", 1)[0] == name}
+        row = compare(golden["runs"][name], current[name], changed)
+        notes = [f"+{k}" for k in sorted(row["added"])] + [f"-{k}" for k in sorted(row["removed"])]
+        notes += [f"~{k} (declared changed)" for k in sorted(row["declared"])]
+        print(f"{name:<16} {row['records']:>8} {row['equal']:>5}/{row['values']:<5} {row['max_abs']:>10.3g} "
+              f"{row['max_rel']:>10.3g}  {row['worst']}; {' '.join(notes) or 'same keys'}")
+        failed |= bool(row["removed"]) or len(golden["runs"][name]) != len(current[name]) or row["max_rel"] > args.rtol
     print("identical" if not failed else f"DIFFERENT (beyond rtol={args.rtol})")
     sys.exit(1 if failed else 0)
 

@@ -1,4 +1,4 @@
-"""The KL penalty: per-token KL-shaped rewards and the KL coefficient β controllers.
+"""The KL penalty: per-token and per-episode KL, KL-shaped rewards and the β controllers.
 
 Per-token reward (Ziegler et al. 2019; Stiennon et al. 2020; InstructGPT eq. 2):
 ``r_t = −β·(log π(a_t|s_t) − log π_ref(a_t|s_t)) + 1[t = T]·r_RM(x, y)``.
@@ -6,9 +6,26 @@ Per-token reward (Ziegler et al. 2019; Stiennon et al. 2020; InstructGPT eq. 2):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from textrl.errors import TextRLError
+
+
+def episode_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-episode KL estimate ``Σ_t (log π(a_t|s_t) − log π_ref(a_t|s_t))`` over real tokens
+    (the k1 estimator summed over the response; nats per episode).
+
+    Args:
+        logprobs: ``(B, T)`` float log π of the sampled tokens.
+        ref_logprobs: ``(B, T)`` float log π_ref of the same tokens.
+        mask: ``(B, T)`` 1.0 on real response tokens.
+
+    Returns:
+        ``(B,)`` float, in the dtype of ``logprobs``.
+    """
+    return ((logprobs - ref_logprobs) * mask.to(logprobs.dtype)).sum(1)
 
 
 def kl_shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
@@ -32,6 +49,29 @@ def kl_shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs
     last = (mask.sum(1).long() - 1).clamp(min=0)
     rewards = rewards.scatter_add(1, last[:, None], scores.to(rewards.dtype)[:, None])
     return rewards * mask, kl
+
+
+@dataclass
+class KLConfig:
+    """KL penalty settings: ``init`` β, ``adaptive`` on/off, ``target`` KL (nats per episode) and
+    ``horizon`` (episodes) of the adaptive controller (Ziegler et al. 2019)."""
+
+    init: float = 0.05
+    adaptive: bool = True
+    target: float = 6.0
+    horizon: int = 10000
+
+
+def make_kl_controller(kl: "KLConfig | dict") -> "FixedKLController":
+    """A :class:`FixedKLController` or :class:`AdaptiveKLController` from ``kl``.
+
+    Raises:
+        TextRLError: as the controllers (negative β, non-positive target or horizon).
+    """
+    kl = KLConfig(**kl) if isinstance(kl, dict) else kl
+    if kl.adaptive:
+        return AdaptiveKLController(kl.init, kl.target, kl.horizon)
+    return FixedKLController(kl.init)
 
 
 class FixedKLController:

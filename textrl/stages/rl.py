@@ -8,7 +8,6 @@ atomically.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from textrl.algorithms.base import SetupContext, check_metrics
 from textrl.config import build_plugin
 from textrl.devices import autocast
 from textrl.distributed import (broadcast_object, gather_states, make_accelerator, mean_across_processes,
@@ -193,7 +193,8 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
     tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
     policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
                                                  tokenizer=tokenizer, dropout=cfg.policy.dropout, device=device,
-                                                 lora=LoraSettings(**cfg.policy.lora))
+                                                 lora=LoraSettings(**cfg.policy.lora),
+                                                 gradient_checkpointing=cfg.policy.gradient_checkpointing)
     reference = make_reference(policy)  # a frozen copy, or the LoRA policy with its adapters off
     if cfg.policy.lora.r and cfg.policy.lora.dropout:
         log.warning("policy.lora.dropout=%s has no effect in RL: the policy runs in eval mode so rollout and "
@@ -206,13 +207,12 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
                             device=device, autoreset_mode="disabled", format_prompt=prompt_formatter(cfg, tokenizer))
     sampling = SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
     algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
-    offered = {"reward_model": reward_model, "tokenizer": tokenizer, "accelerator": accelerator}
-    accepted = inspect.signature(algorithm.setup).parameters
-    algorithm.setup(policy, reference, **{k: v for k, v in offered.items() if k in accepted})
+    algorithm.setup(policy, reference, SetupContext(reward_model=reward_model, tokenizer=tokenizer,
+                                                    accelerator=accelerator))
     samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
     # each process draws its own episodes: env slot seeds seed + rank*N + i never collide
     collector = RolloutCollector(env, policy, reference, sampling, seed=cfg.seed + rank * env.num_envs,
-                                 samples_per_prompt=samples_per_prompt)
+                                 samples_per_prompt=samples_per_prompt, chunk_size=algorithm.micro_batch_size)
 
     start_update, scores = resume(cfg, run_dir, policy, algorithm, collector, accelerator)
     hook = registry.manager.hook
@@ -226,8 +226,7 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
             with autocast(device, cfg.trainer.precision):
                 batch = collector.collect()
                 t1 = time.perf_counter()
-                metrics = algorithm.update(batch)
-            metrics.setdefault("objective/score", float(batch.scores.mean()))  # for algorithms that omit it
+                metrics = check_metrics(algorithm.update(batch), cfg.algo.name)
         except NonFiniteError as e:
             metrics = on_nonfinite(e, update, cfg, run_dir)  # raises unless trainer.on_nonfinite=skip
             batch = None
