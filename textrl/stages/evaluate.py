@@ -14,6 +14,7 @@ import os
 
 import torch
 
+from textrl.algorithms.kl import episode_kl
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.io import append_jsonl, atomic_write_json
 from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_causal_lm, load_tokenizer
@@ -51,7 +52,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         "reference": {"mean_reward": float(theirs.scores.mean()),
                       "mean_length": float(theirs.response_mask.sum(1).mean())},
         "win_rate": float(wins.mean()),
-        "kl": float(((ours.logprobs - ours.ref_logprobs) * ours.response_mask).sum(1).mean()),
+        "kl": float(episode_kl(ours.logprobs, ours.ref_logprobs, ours.response_mask).mean()),
         "policy_model": cfg.policy.model, "reference_model": cfg.eval.reference,
     }
     atomic_write_json(os.path.join(run_dir, "eval.json"), result)

@@ -69,3 +69,27 @@ def test_algo_grpo_trains_through_the_cli(tmp_path):
         assert all(math.isfinite(r[k]) for k in ("objective/score", "objective/kl", "loss/policy", "loss/kl"))
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert samples[0]["prompt"] == samples[3]["prompt"]  # each prompt ran group_size times
+
+
+def test_plugin_imports_only_the_public_api():
+    import ast
+
+    import textrl_grpo
+
+    for path in Path(textrl_grpo.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("textrl."):
+                raise AssertionError(f"{path.name} imports internal module {node.module}")
+            if isinstance(node, ast.Import):
+                internal = [a.name for a in node.names if a.name.startswith("textrl.")]
+                assert not internal, f"{path.name} imports internal modules {internal}"
+            if isinstance(node, ast.ImportFrom) and node.module == "textrl":
+                assert all(a.name in textrl.__all__ for a in node.names), path.name
+
+
+def test_grpo_runs_on_textrls_loop():
+    from textrl_grpo import GRPO
+
+    assert GRPO.update is textrl.Algorithm.update  # the loop (with its gradient-norm check) is textrl's
+    algo = GRPO(lr=1e-3, micro_batch_size=2)
+    assert algo.micro_batch_size == 2 and not algo.uses_value_head and algo.samples_per_prompt == 4
