@@ -16,7 +16,8 @@ import torch
 
 from textrl.algorithms.advantages import gae, masked_mean, masked_whiten
 from textrl.algorithms.base import Algorithm, make_adamw
-from textrl.algorithms.kl import AdaptiveKLController, FixedKLController, kl_shaped_rewards
+from textrl.algorithms.kl import (AdaptiveKLController, FixedKLController, check_estimator, episode_kl,
+                                  kl_shaped_rewards)
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
@@ -26,18 +27,28 @@ from textrl.rollout.buffer import RolloutBatch
 
 @dataclass
 class KLConfig:
-    """KL penalty settings: ``init`` β, ``adaptive`` on/off, ``target`` KL (nats per episode) and
-    ``horizon`` (episodes) of the adaptive controller (Ziegler et al. 2019)."""
+    """``algo.kl.*``, the KL penalty to π_ref: ``init`` β ≥ 0; ``adaptive`` β (Ziegler et al. 2019)
+    steering ``objective/kl`` toward ``target`` (nats per episode, > 0) with gain 1/``horizon``
+    (``horizon`` in updates, > 0; see :class:`~textrl.algorithms.kl.AdaptiveKLController`), or a
+    fixed β with ``adaptive=false``; ``estimator`` of the per-token penalty: ``k1`` (log π − log π_ref,
+    InstructGPT), ``k2`` or ``k3`` (Schulman 2020; see :func:`~textrl.algorithms.kl.kl_penalty`)."""
 
     init: float = 0.05
     adaptive: bool = True
     target: float = 6.0
-    horizon: int = 10000
+    horizon: float = 5.0
+    estimator: str = "k1"
 
 
 def make_kl_controller(kl: KLConfig | dict) -> FixedKLController:
-    """A :class:`FixedKLController` or :class:`AdaptiveKLController` from ``kl``."""
+    """A :class:`FixedKLController` or :class:`AdaptiveKLController` from ``kl``.
+
+    Raises:
+        TextRLError: a value out of range (``init`` < 0, ``target`` or ``horizon`` ≤ 0, an unknown
+            ``estimator``), named by its ``algo.kl.*`` key.
+    """
     kl = KLConfig(**kl) if isinstance(kl, dict) else kl
+    check_estimator(kl.estimator)
     if kl.adaptive:
         return AdaptiveKLController(kl.init, kl.target, kl.horizon)
     return FixedKLController(kl.init)
@@ -48,7 +59,7 @@ class PPO(Algorithm):
 
     Args:
         lr: AdamW learning rate.
-        kl: :class:`KLConfig` (β init, adaptive, target, horizon).
+        kl: :class:`KLConfig` (β init, adaptive, target, horizon, estimator).
         gamma: discount γ.
         lam: GAE λ.
         clip_range: policy ratio clip ε.
@@ -89,6 +100,7 @@ class PPO(Algorithm):
             raise TextRLError(f"algo.value_init: got {value_init!r}; expected zeros or reward_model")
         self.value_init = value_init
         self.kl_controller = make_kl_controller(kl)
+        self.kl_estimator = (KLConfig(**kl) if isinstance(kl, dict) else kl).estimator
         self.generator = torch.Generator().manual_seed(torch.initial_seed())
         self.policy = self.model = self.optimizer = None
 
@@ -126,9 +138,11 @@ class PPO(Algorithm):
         self.model, self.optimizer = self.distribute(policy, optimizer, accelerator)
 
     def advantages(self, batch: RolloutBatch):
-        """KL-shaped rewards → GAE. Returns ``(advantages, returns, kl)``, each ``(B, T)``."""
+        """KL-shaped rewards → GAE. Returns ``(advantages, returns, penalty)``, each ``(B, T)``; the
+        penalty (``algo.kl.estimator``) compares the untruncated ``kl_logprobs`` with ``ref_logprobs``."""
         mask = batch.response_mask
-        rewards, kl = kl_shaped_rewards(batch.scores, batch.logprobs, batch.ref_logprobs, mask, self.kl_coef)
+        rewards, kl = kl_shaped_rewards(batch.scores, batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_coef,
+                                        self.kl_estimator)
         advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
         if self.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
@@ -187,15 +201,15 @@ class PPO(Algorithm):
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 steps += 1
         mask = batch.response_mask
-        episode_kl = kl.sum(1)
+        kl_k1 = episode_kl(batch.kl_logprobs, batch.ref_logprobs, mask)  # objective/kl: the k1 sum, whatever the penalty
         # β must agree across processes: it follows the KL of the whole (all-process) batch
-        self.kl_controller.update(self.mean_across_processes(float(episode_kl.mean())), self.episodes_seen(batch))
+        self.kl_controller.update(self.mean_across_processes(float(kl_k1.mean())))
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update({
-            "objective/kl": float(episode_kl.mean()),
+            "objective/kl": float(kl_k1.mean()),
             "objective/score": float(batch.scores.mean()),
-            "objective/rlhf_reward": float((batch.scores - beta * episode_kl).mean()),
-            "objective/entropy": float(-(batch.logprobs * mask).sum(1).mean()),
+            "objective/rlhf_reward": float((batch.scores - beta * kl.sum(1)).mean()),
+            "objective/entropy": float(-torch.where(mask.bool(), batch.logprobs, 0.0).sum(1).mean()),
             "val/explained_variance": float(explained_variance(batch.values, returns, mask)),
             "val/mean": float(masked_mean(batch.values, mask)),
             "kl/beta": beta,

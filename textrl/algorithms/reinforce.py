@@ -1,7 +1,9 @@
 """REINFORCE on the KL-shaped episode return, no critic (Williams 1992; RLOO: Kool et al. 2019,
 Ahmadian et al. 2024).
 
-Episode return ``G = r_RM(x, y) − β·Σ_t (log π(a_t|s_t) − log π_ref(a_t|s_t))``. The loss is
+Episode return ``G = r_RM(x, y) − β·Σ_t KL_t`` with ``KL_t`` the per-token KL estimate
+(``algo.kl.estimator``, k1 = ``log π(a_t|s_t) − log π_ref(a_t|s_t)``) on the temperature-scaled,
+untruncated log-probs of policy and reference. The loss is
 ``−mean_episodes((G − b)·Σ_t log π(a_t|s_t))`` with baseline b:
 
 - ``none``: b = 0;
@@ -19,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from textrl.algorithms.base import Algorithm, make_adamw
+from textrl.algorithms.kl import episode_kl, kl_penalty
 from textrl.algorithms.ppo import KLConfig, check_finite, make_kl_controller
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
@@ -29,9 +32,10 @@ BASELINES = ("none", "moving_average", "leave_one_out")
 
 
 def episode_returns(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-                    beta: float) -> torch.Tensor:
-    """``(B,)`` KL-shaped returns ``score − β·Σ_t (logπ − logπ_ref)`` over real tokens."""
-    return scores - beta * ((logprobs - ref_logprobs) * mask).sum(1)
+                    beta: float, estimator: str = "k1") -> torch.Tensor:
+    """``(B,)`` KL-shaped returns ``score − β·Σ_t KL_t`` over real tokens, ``KL_t`` from
+    :func:`~textrl.algorithms.kl.kl_penalty` (``logprobs`` untruncated, ``(B, T)`` like the rest)."""
+    return scores - beta * kl_penalty(logprobs, ref_logprobs, mask, estimator).sum(1)
 
 
 def leave_one_out_baseline(returns: torch.Tensor, k: int) -> torch.Tensor:
@@ -49,8 +53,16 @@ def leave_one_out_baseline(returns: torch.Tensor, k: int) -> torch.Tensor:
 
 def reinforce_loss(logprobs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
     """``−mean_i(A_i · Σ_t logπ(a_t|s_t))``: logprobs ``(B, T)`` with grad, mask ``(B, T)``,
-    advantages ``(B,)`` (return minus baseline, no grad)."""
-    return -((logprobs * mask).sum(1) * advantages.detach()).mean()
+    advantages ``(B,)`` (return minus baseline, no grad).
+
+    Only real tokens the sampling distribution can still produce count: padding, and a token that
+    top-k/top-p now cuts off (log-prob ≈ ``finfo.min``, e.g. a top-p boundary token whose recomputed
+    probability differs in the last bit), are zeroed before the sum, so the loss stays finite; a
+    cut-off token has no gradient, as its ratio of 0 gives it none in PPO.
+    """
+    possible = mask.bool() & (logprobs > torch.finfo(logprobs.dtype).min / 2)
+    logprobs = torch.where(possible, logprobs, torch.zeros_like(logprobs))
+    return -(logprobs.sum(1) * advantages.detach()).mean()
 
 
 class Reinforce(Algorithm):
@@ -58,7 +70,7 @@ class Reinforce(Algorithm):
 
     Args:
         lr: AdamW learning rate.
-        kl: β settings (``kl.init``; ``adaptive`` as in PPO).
+        kl: β settings (``kl.init``; ``adaptive``, ``estimator`` as in PPO).
         baseline: ``none`` | ``moving_average`` | ``leave_one_out``.
         baseline_decay: EMA decay of the moving-average baseline.
         epochs: gradient steps per batch (1 is the on-policy estimator; more reuse the batch
@@ -81,6 +93,7 @@ class Reinforce(Algorithm):
         self.lr, self.baseline, self.baseline_decay = lr, baseline, baseline_decay
         self.epochs, self.minibatch_size, self.max_grad_norm = epochs, minibatch_size, max_grad_norm
         self.kl_controller = make_kl_controller(kl)
+        self.kl_estimator = (KLConfig(**kl) if isinstance(kl, dict) else kl).estimator
         self.running_return: float | None = None
 
     def setup(self, policy, reference, accelerator=None) -> None:
@@ -106,7 +119,7 @@ class Reinforce(Algorithm):
         """One REINFORCE step on ``batch``."""
         beta = self.kl_controller.value
         mask = batch.response_mask
-        returns = episode_returns(batch.scores, batch.logprobs, batch.ref_logprobs, mask, beta)
+        returns = episode_returns(batch.scores, batch.kl_logprobs, batch.ref_logprobs, mask, beta, self.kl_estimator)
         advantages = returns - self.baseline_values(returns, batch.samples_per_prompt)
         check_finite(advantages, "advantages")
         total = 0.0
@@ -127,9 +140,9 @@ class Reinforce(Algorithm):
                 if norm is not None:
                     check_finite(norm, "gradient norm")
             self.optimizer.step()
-        episode_kl = ((batch.logprobs - batch.ref_logprobs) * mask).sum(1)
-        self.kl_controller.update(self.mean_across_processes(float(episode_kl.mean())), self.episodes_seen(batch))
-        return {"loss/policy": total, "objective/kl": float(episode_kl.mean()),
+        kl_k1 = episode_kl(batch.kl_logprobs, batch.ref_logprobs, mask)  # objective/kl: the k1 sum
+        self.kl_controller.update(self.mean_across_processes(float(kl_k1.mean())))
+        return {"loss/policy": total, "objective/kl": float(kl_k1.mean()),
                 "objective/score": float(batch.scores.mean()), "objective/rlhf_reward": float(returns.mean()),
                 "kl/beta": beta, "policy/advantage_std": float(advantages.std()) if advantages.numel() > 1 else 0.0,
                 "episode/length": float(mask.sum(1).mean())}

@@ -3,7 +3,12 @@
 For a group of G responses to one prompt with scores r_1..r_G:
 ``A_i = (r_i − mean(r)) / (std(r) + eps)`` for every token of response i. The loss per token is the
 PPO clipped surrogate with this advantage plus β·KL, KL by the k3 estimator
-``exp(log π_ref − log π) − (log π_ref − log π) − 1`` (unbiased, non-negative); no critic.
+``exp(log π_ref − log π) − (log π_ref − log π) − 1`` (unbiased, non-negative; ``algo.kl.estimator``
+chooses k1/k2/k3 through textrl's shared :func:`~textrl.algorithms.kl.kl_penalty`); no critic.
+
+The ratio uses the sampling distribution (after top-k/top-p); the KL term compares the current
+policy's temperature-scaled, *untruncated* log-probs with π_ref's, so it is 0 when π = π_ref under
+any top-k/top-p.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from textrl.algorithms import KLConfig
 from textrl.algorithms.base import make_adamw
 from textrl.algorithms.advantages import masked_mean
 from textrl.algorithms.losses import ppo_policy_loss
+from textrl.algorithms.kl import episode_kl, kl_penalty
 from textrl.algorithms.ppo import check_finite, make_kl_controller
 from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import token_logprobs
@@ -43,15 +49,27 @@ def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, 
     return centred.view(-1)
 
 
-def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range: float, beta: float):
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range: float, beta: float,
+              kl_logprobs=None, estimator: str = "k3"):
     """GRPO loss terms on token tensors ``(B, T)`` with per-episode ``advantages`` ``(B,)``.
 
+    Args:
+        logprobs: ``(B, T)`` current log π under the sampling distribution (with grad), for the ratio.
+        old_logprobs: ``(B, T)`` the rollout's log π_old, same distribution.
+        ref_logprobs: ``(B, T)`` log π_ref (temperature-scaled, untruncated).
+        advantages: ``(B,)`` group-relative advantages.
+        mask: ``(B, T)`` 1.0 on real tokens.
+        clip_range: ε > 0.
+        beta: KL coefficient β.
+        kl_logprobs: ``(B, T)`` current log π, temperature-scaled and untruncated (with grad), for
+            the KL term; ``None`` uses ``logprobs`` (right when nothing truncates).
+        estimator: ``k1`` | ``k2`` | ``k3`` (:func:`~textrl.algorithms.kl.kl_penalty`).
+
     Returns a dict with ``loss`` (scalar to minimise), ``policy`` (clipped surrogate),
-    ``kl`` (mean k3 KL per token), ``clipfrac``.
+    ``kl`` (mean per-token KL estimate), ``clipfrac``.
     """
     pg = ppo_policy_loss(logprobs, old_logprobs, advantages[:, None].expand_as(logprobs), mask, clip_range)
-    log_ratio_ref = ref_logprobs - logprobs
-    kl = masked_mean(torch.exp(log_ratio_ref) - log_ratio_ref - 1.0, mask)
+    kl = masked_mean(kl_penalty(logprobs if kl_logprobs is None else kl_logprobs, ref_logprobs, mask, estimator), mask)
     return {"loss": pg.loss + beta * kl, "policy": pg.loss, "kl": kl, "clipfrac": pg.clipfrac}
 
 
@@ -71,7 +89,8 @@ class GRPO(textrl.Algorithm):
 
     uses_value_head = False
 
-    def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(init=0.04, adaptive=False), group_size: int = 4,
+    def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(init=0.04, adaptive=False, estimator="k3"),
+                 group_size: int = 4,
                  clip_range: float = 0.2, epochs: int = 1, minibatch_size: int = 8, max_grad_norm: float | None = 1.0,
                  scale_rewards: bool = True):
         if group_size < 2:
@@ -81,6 +100,7 @@ class GRPO(textrl.Algorithm):
         self.scale_rewards = scale_rewards
         self.samples_per_prompt = group_size
         self.kl_controller = make_kl_controller(kl)
+        self.kl_estimator = (KLConfig(**kl) if isinstance(kl, dict) else kl).estimator
         self.generator = torch.Generator().manual_seed(torch.initial_seed())
 
     def setup(self, policy, reference, accelerator=None) -> None:
@@ -105,9 +125,12 @@ class GRPO(textrl.Algorithm):
                 idx = order[start:start + self.minibatch_size]
                 mb = batch.select(idx)
                 logits, _ = response_outputs(self.model, mb.input_ids, mb.attention_mask, mb.response_length)
-                logprobs = token_logprobs(logits[..., :mb.vocab_size], mb.response_ids, mb.sampling)
+                logits = logits[..., :mb.vocab_size]
+                logprobs = token_logprobs(logits, mb.response_ids, mb.sampling)
+                kl_logprobs = (token_logprobs(logits, mb.response_ids, mb.sampling.untruncated())
+                               if mb.sampling.truncates else logprobs)
                 terms = grpo_loss(logprobs, mb.logprobs, mb.ref_logprobs, advantages[idx], mb.response_mask,
-                                  self.clip_range, beta)
+                                  self.clip_range, beta, kl_logprobs, self.kl_estimator)
                 check_finite(terms["loss"], "loss/total")
                 self.optimizer.zero_grad(set_to_none=True)
                 self.backward(terms["loss"])
@@ -117,13 +140,13 @@ class GRPO(textrl.Algorithm):
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 steps += 1
-        episode_kl = ((batch.logprobs - batch.ref_logprobs) * batch.response_mask).sum(1)
-        self.kl_controller.update(self.mean_across_processes(float(episode_kl.mean())), self.episodes_seen(batch))
+        kl_k1 = episode_kl(batch.kl_logprobs, batch.ref_logprobs, batch.response_mask)  # objective/kl: the k1 sum
+        self.kl_controller.update(self.mean_across_processes(float(kl_k1.mean())))
         return {
             "loss/policy": sums["policy"] / steps, "loss/kl": sums["kl"] / steps,
             "policy/clipfrac": sums["clipfrac"] / steps, "kl/beta": beta,
-            "objective/kl": float(episode_kl.mean()), "objective/score": float(batch.scores.mean()),
-            "objective/rlhf_reward": float((batch.scores - beta * episode_kl).mean()),
+            "objective/kl": float(kl_k1.mean()), "objective/score": float(batch.scores.mean()),
+            "objective/rlhf_reward": float((batch.scores - beta * kl_k1).mean()),
             "episode/length": float(batch.response_mask.sum(1).mean()),
         }
 
