@@ -211,5 +211,5 @@ def test_gradient_checkpointing_is_a_policy_setting(assets):
 
     model = str(assets / "tinystories-656k")
     policy = PolicyWithValueHead.from_pretrained(model, gradient_checkpointing=True)
-    assert policy.lm.is_gradient_checkpointing and policy.checkpointed_layers
+    assert policy.checkpointed_layers and all(layer.gradient_checkpointing for layer in policy.checkpointed_layers)
     assert not PolicyWithValueHead.from_pretrained(model).checkpointed_layers

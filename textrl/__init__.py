@@ -5,7 +5,8 @@ Public API for plugin authors (a plugin imports only these names):
 - contract: :data:`hookimpl`, :class:`RewardModel`, :class:`Algorithm` and its
   :class:`SetupContext`, :data:`EPISODE_METRICS`, :class:`RolloutBatch`, :class:`TextRLError`,
   :class:`NonFiniteError`;
-- KL: :class:`KLConfig`, :func:`make_kl_controller`, :func:`kl_shaped_rewards`, :func:`episode_kl`;
+- KL: :class:`KLConfig`, :func:`make_kl_controller`, :func:`kl_penalty` (k1/k2/k3),
+  :func:`kl_shaped_rewards`, :func:`episode_kl`;
 - advantages and losses: :func:`masked_mean`, :func:`masked_var`, :func:`masked_whiten`,
   :func:`gae`, :func:`ppo_policy_loss`, :func:`value_loss`, :func:`check_finite`;
 - the policy's teacher-forced pass: :func:`response_outputs`, :func:`token_logprobs`,
@@ -15,7 +16,7 @@ Public API for plugin authors (a plugin imports only these names):
 import textrl.envs  # noqa: F401  (registers textrl/TokenGen-v0)
 from textrl.algorithms.advantages import gae, masked_mean, masked_var, masked_whiten
 from textrl.algorithms.base import EPISODE_METRICS, Algorithm, SetupContext, check_finite, make_adamw
-from textrl.algorithms.kl import KLConfig, episode_kl, kl_shaped_rewards, make_kl_controller
+from textrl.algorithms.kl import KLConfig, episode_kl, kl_penalty, kl_shaped_rewards, make_kl_controller
 from textrl.algorithms.losses import ppo_policy_loss, value_loss
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.hookspecs import hookimpl
@@ -27,5 +28,5 @@ from textrl.rollout.buffer import RolloutBatch
 __version__ = "0.1.0"
 __all__ = ["EPISODE_METRICS", "Algorithm", "KLConfig", "NonFiniteError", "RewardModel", "RolloutBatch", "SetupContext",
            "TextRLError", "__version__", "check_finite", "entropy_from_logits", "episode_kl", "gae", "hookimpl",
-           "kl_shaped_rewards", "make_adamw", "make_kl_controller", "masked_mean", "masked_var", "masked_whiten",
+           "kl_penalty", "kl_shaped_rewards", "make_adamw", "make_kl_controller", "masked_mean", "masked_var", "masked_whiten",
            "ppo_policy_loss", "response_outputs", "token_logprobs", "value_loss"]

@@ -26,8 +26,12 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
-    """:func:`atomic_write_text` of ``json.dumps(obj, indent=2)``."""
-    atomic_write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
+    """:func:`atomic_write_text` of ``json.dumps(obj, indent=2)``: strict JSON.
+
+    Raises:
+        ValueError: ``obj`` holds a NaN or ±inf (nothing is written; callers check first).
+    """
+    atomic_write_text(path, json.dumps(obj, indent=2, default=float, allow_nan=False) + "\n")
 
 
 def atomic_save_dir(path: str, save: Callable[[str], None]) -> None:
@@ -52,8 +56,13 @@ def atomic_save_dir(path: str, save: Callable[[str], None]) -> None:
 
 
 def append_jsonl(path: str, record: dict) -> None:
-    """Append one JSON line with a single ``write`` and flush it to disk."""
+    """Append one strict-JSON line with a single ``write`` and flush it to disk.
+
+    Raises:
+        ValueError: ``record`` holds a NaN or ±inf (nothing is written; callers check first).
+    """
+    line = json.dumps(record, default=float, allow_nan=False) + "\n"  # before opening: a bad record writes nothing
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=float) + "\n")
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())

@@ -34,15 +34,16 @@ from typing import Any
 
 import torch
 
-from textrl.algorithms.kl import episode_kl, make_kl_controller
+from textrl.algorithms.kl import KLConfig, episode_kl, kl_penalty, make_kl_controller
 from textrl.distributed import mean_across_processes, single_process
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.rollout.buffer import RolloutBatch
 
 EPISODE_METRICS = {
-    "objective/kl": "mean KL(π‖π_ref) per episode, nats (summed over the response's tokens)",
+    "objective/kl": "mean KL(π‖π_ref) per episode, nats (k1 summed over the response's tokens, from the "
+                    "untruncated log-probs)",
     "objective/score": "mean reward-model score r_RM(x, y) per episode",
-    "objective/rlhf_reward": "mean KL-shaped return r_RM − β·KL per episode",
+    "objective/rlhf_reward": "mean KL-shaped return r_RM − β·Σ_t KL_t per episode (KL_t by algo.kl.estimator)",
     "kl/beta": "the KL coefficient β used in this update (before the controller's step)",
     "episode/length": "mean response length, tokens",
 }
@@ -116,7 +117,7 @@ class Algorithm(ABC):
     Args:
         lr: AdamW learning rate (> 0).
         kl: β settings (a :class:`~textrl.algorithms.kl.KLConfig` or its dict): the KL
-            coefficient of the penalty to π_ref and its controller.
+            coefficient of the penalty to π_ref, its controller and the per-token estimator.
         epochs: passes over each rollout batch (≥ 1).
         minibatch_size: episodes per optimizer step (≥ 1; must divide the batch).
         micro_batch_size: episodes per forward/backward pass (gradient accumulation inside a
@@ -157,6 +158,7 @@ class Algorithm(ABC):
         self.lr, self.epochs, self.weight_decay = lr, epochs, weight_decay
         self.minibatch_size, self.micro_batch_size, self.max_grad_norm = minibatch_size, micro_batch_size, max_grad_norm
         self.kl_controller = make_kl_controller(kl)
+        self.kl_estimator = (KLConfig(**kl) if isinstance(kl, dict) else kl).estimator
         self.generator = torch.Generator().manual_seed(torch.initial_seed()) if self.shuffle else None
         self.policy = self.model = self.optimizer = None
 
@@ -243,18 +245,20 @@ class Algorithm(ABC):
                 for k, v in terms.items():
                     sums[k] = sums[k] + v if k in sums else v
                 steps += 1
-        kl = episode_kl(batch.logprobs, batch.ref_logprobs, batch.response_mask)
+        mask = batch.response_mask
+        penalty = kl_penalty(batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_estimator).sum(1)
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update({
-            "objective/kl": kl.mean(), "objective/score": batch.scores.mean(),
-            "objective/rlhf_reward": (batch.scores - beta * kl).mean(),
-            "episode/length": batch.response_mask.sum(1).mean(),
+            "objective/kl": episode_kl(batch.kl_logprobs, batch.ref_logprobs, mask).mean(),  # k1, whatever the penalty
+            "objective/score": batch.scores.mean(),
+            "objective/rlhf_reward": (batch.scores - beta * penalty).mean(),
+            "episode/length": mask.sum(1).mean(),
         })
         metrics.update(self.batch_metrics(batch, prepared))
         metrics = read_back(metrics)
         metrics["kl/beta"] = beta
         # β must agree across processes: it follows the KL of the whole (all-process) batch
-        self.kl_controller.update(self.mean_across_processes(metrics["objective/kl"]), self.episodes_seen(batch))
+        self.kl_controller.update(self.mean_across_processes(metrics["objective/kl"]))
         return metrics
 
     def minibatch_order(self, n: int, device) -> torch.Tensor:
@@ -317,10 +321,6 @@ class Algorithm(ABC):
         if self.accelerator is None:
             return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
         return self.accelerator.clip_grad_norm_(parameters, max_norm)
-
-    def episodes_seen(self, batch: RolloutBatch) -> int:
-        """Episodes in this update over all processes (the n_steps of the adaptive KL controller)."""
-        return batch.batch_size * (self.accelerator.num_processes if self.accelerator is not None else 1)
 
     def mean_across_processes(self, value: float) -> float:
         """``value`` averaged over the processes (e.g. the KL that drives β, which every process

@@ -27,7 +27,7 @@ class PPO(Algorithm):
 
     Args:
         lr: AdamW learning rate.
-        kl: :class:`KLConfig` (β init, adaptive, target, horizon).
+        kl: :class:`KLConfig` (β init, adaptive, target, horizon, estimator).
         gamma: discount γ.
         lam: GAE λ.
         clip_range: policy ratio clip ε.
@@ -96,9 +96,11 @@ class PPO(Algorithm):
 
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """KL-shaped rewards → GAE: ``{"advantages", "returns"}``, each ``(B, T)`` (advantages
-        whitened over the batch with ``whiten_advantages``)."""
+        whitened over the batch with ``whiten_advantages``); the penalty (``algo.kl.estimator``)
+        compares the untruncated ``kl_logprobs`` with ``ref_logprobs``."""
         mask = batch.response_mask
-        rewards, _ = kl_shaped_rewards(batch.scores, batch.logprobs, batch.ref_logprobs, mask, self.kl_coef)
+        rewards, _ = kl_shaped_rewards(batch.scores, batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_coef,
+                                       self.kl_estimator)
         advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
         if self.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
@@ -123,6 +125,6 @@ class PPO(Algorithm):
     def batch_metrics(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The rollout's entropy estimate and the critic's fit to the GAE returns."""
         mask = batch.response_mask
-        return {"objective/entropy": -(batch.logprobs * mask).sum(1).mean(),
+        return {"objective/entropy": -torch.where(mask.bool(), batch.logprobs, 0.0).sum(1).mean(),
                 "val/explained_variance": explained_variance(batch.values, prepared["returns"], mask),
                 "val/mean": masked_mean(batch.values, mask)}

@@ -1,7 +1,9 @@
 """REINFORCE on the KL-shaped episode return, no critic (Williams 1992; RLOO: Kool et al. 2019,
 Ahmadian et al. 2024).
 
-Episode return ``G = r_RM(x, y) − β·Σ_t (log π(a_t|s_t) − log π_ref(a_t|s_t))``. The loss is
+Episode return ``G = r_RM(x, y) − β·Σ_t KL_t`` with ``KL_t`` the per-token KL estimate
+(``algo.kl.estimator``, k1 = ``log π(a_t|s_t) − log π_ref(a_t|s_t)``) on the temperature-scaled,
+untruncated log-probs of policy and reference. The loss is
 ``−mean_episodes((G − b)·Σ_t log π(a_t|s_t))`` with baseline b:
 
 - ``none``: b = 0;
@@ -19,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from textrl.algorithms.base import Algorithm
-from textrl.algorithms.kl import KLConfig, episode_kl
+from textrl.algorithms.kl import KLConfig, kl_penalty
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import token_logprobs
@@ -29,9 +31,10 @@ BASELINES = ("none", "moving_average", "leave_one_out")
 
 
 def episode_returns(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-                    beta: float) -> torch.Tensor:
-    """``(B,)`` KL-shaped returns ``score − β·Σ_t (logπ − logπ_ref)`` over real tokens."""
-    return scores - beta * episode_kl(logprobs, ref_logprobs, mask)
+                    beta: float, estimator: str = "k1") -> torch.Tensor:
+    """``(B,)`` KL-shaped returns ``score − β·Σ_t KL_t`` over real tokens, ``KL_t`` from
+    :func:`~textrl.algorithms.kl.kl_penalty` (``logprobs`` untruncated, ``(B, T)`` like the rest)."""
+    return scores - beta * kl_penalty(logprobs, ref_logprobs, mask, estimator).sum(1)
 
 
 def leave_one_out_baseline(returns: torch.Tensor, k: int) -> torch.Tensor:
@@ -49,8 +52,16 @@ def leave_one_out_baseline(returns: torch.Tensor, k: int) -> torch.Tensor:
 
 def reinforce_loss(logprobs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
     """``−mean_i(A_i · Σ_t logπ(a_t|s_t))``: logprobs ``(B, T)`` with grad, mask ``(B, T)``,
-    advantages ``(B,)`` (return minus baseline, no grad)."""
-    return -((logprobs * mask).sum(1) * advantages.detach()).mean()
+    advantages ``(B,)`` (return minus baseline, no grad).
+
+    Only real tokens the sampling distribution can still produce count: padding, and a token that
+    top-k/top-p now cuts off (log-prob ≈ ``finfo.min``, e.g. a top-p boundary token whose recomputed
+    probability differs in the last bit), are zeroed before the sum, so the loss stays finite; a
+    cut-off token has no gradient, as its ratio of 0 gives it none in PPO.
+    """
+    possible = mask.bool() & (logprobs > torch.finfo(logprobs.dtype).min / 2)
+    logprobs = torch.where(possible, logprobs, torch.zeros_like(logprobs))
+    return -(logprobs.sum(1) * advantages.detach()).mean()
 
 
 class Reinforce(Algorithm):
@@ -58,7 +69,7 @@ class Reinforce(Algorithm):
 
     Args:
         lr: AdamW learning rate.
-        kl: β settings (``kl.init``; ``adaptive`` as in PPO).
+        kl: β settings (``kl.init``; ``adaptive``, ``estimator`` as in PPO).
         baseline: ``none`` | ``moving_average`` | ``leave_one_out``.
         baseline_decay: EMA decay of the moving-average baseline.
         epochs: gradient steps per batch (1 is the on-policy estimator; more reuse the batch
@@ -105,8 +116,8 @@ class Reinforce(Algorithm):
 
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """``{"advantages"}``: ``(B,)`` KL-shaped return minus the baseline."""
-        returns = episode_returns(batch.scores, batch.logprobs, batch.ref_logprobs, batch.response_mask,
-                                  self.kl_coef)
+        returns = episode_returns(batch.scores, batch.kl_logprobs, batch.ref_logprobs, batch.response_mask,
+                                  self.kl_coef, self.kl_estimator)
         return {"advantages": returns - self.baseline_values(returns, batch.samples_per_prompt)}
 
     def loss(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

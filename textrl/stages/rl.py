@@ -9,6 +9,7 @@ atomically.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -134,6 +135,14 @@ def checkpoint(cfg, run_dir: str, update: int, policy, algorithm, collector, acc
         accelerator.wait_for_everyone()
 
 
+def check_finite_metrics(metrics: dict) -> None:
+    """Raise :class:`NonFiniteError` naming the first metric that is NaN or ±inf, so it follows
+    ``trainer.on_nonfinite`` instead of reaching ``metrics.jsonl`` (strict JSON, no ``NaN``/``Infinity``)."""
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            raise NonFiniteError(name, f"{name} is {value}; expected a finite value")
+
+
 def on_nonfinite(error: NonFiniteError, update: int, cfg, run_dir: str) -> dict:
     """``trainer.on_nonfinite``: ``error`` stops the run naming the quantity, the update and the
     last good checkpoint (left intact); ``skip`` warns and returns the update's metrics record.
@@ -227,6 +236,7 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
                 batch = collector.collect()
                 t1 = time.perf_counter()
                 metrics = check_metrics(algorithm.update(batch), cfg.algo.name)
+            check_finite_metrics(metrics)  # metrics.jsonl stays strict JSON: a NaN/inf follows trainer.on_nonfinite
         except NonFiniteError as e:
             metrics = on_nonfinite(e, update, cfg, run_dir)  # raises unless trainer.on_nonfinite=skip
             batch = None

@@ -3,7 +3,12 @@
 For a group of G responses to one prompt with scores r_1..r_G:
 ``A_i = (r_i − mean(r)) / (std(r) + eps)`` for every token of response i. The loss per token is the
 PPO clipped surrogate with this advantage plus β·KL, KL by the k3 estimator
-``exp(log π_ref − log π) − (log π_ref − log π) − 1`` (unbiased, non-negative); no critic.
+``exp(log π_ref − log π) − (log π_ref − log π) − 1`` (unbiased, non-negative; ``algo.kl.estimator``
+chooses k1/k2/k3 through textrl's shared :func:`textrl.kl_penalty`); no critic.
+
+The ratio uses the sampling distribution (after top-k/top-p); the KL term compares the current
+policy's temperature-scaled, *untruncated* log-probs with π_ref's, so it is 0 when π = π_ref under
+any top-k/top-p.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import torch
 
 import textrl
-from textrl import KLConfig, masked_mean, ppo_policy_loss, response_outputs, token_logprobs
+from textrl import KLConfig, episode_kl, kl_penalty, masked_mean, ppo_policy_loss, response_outputs, token_logprobs
 
 
 def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
@@ -37,15 +42,27 @@ def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, 
     return centred.view(-1)
 
 
-def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range: float, beta: float):
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range: float, beta: float,
+              kl_logprobs=None, estimator: str = "k3"):
     """GRPO loss terms on token tensors ``(B, T)`` with per-episode ``advantages`` ``(B,)``.
 
+    Args:
+        logprobs: ``(B, T)`` current log π under the sampling distribution (with grad), for the ratio.
+        old_logprobs: ``(B, T)`` the rollout's log π_old, same distribution.
+        ref_logprobs: ``(B, T)`` log π_ref (temperature-scaled, untruncated).
+        advantages: ``(B,)`` group-relative advantages.
+        mask: ``(B, T)`` 1.0 on real tokens.
+        clip_range: ε > 0.
+        beta: KL coefficient β.
+        kl_logprobs: ``(B, T)`` current log π, temperature-scaled and untruncated (with grad), for
+            the KL term; ``None`` uses ``logprobs`` (right when nothing truncates).
+        estimator: ``k1`` | ``k2`` | ``k3`` (:func:`textrl.kl_penalty`).
+
     Returns a dict with ``loss`` (scalar to minimise), ``policy`` (clipped surrogate),
-    ``kl`` (mean k3 KL per token), ``clipfrac``.
+    ``kl`` (mean per-token KL estimate), ``clipfrac``.
     """
     pg = ppo_policy_loss(logprobs, old_logprobs, advantages[:, None].expand_as(logprobs), mask, clip_range)
-    log_ratio_ref = ref_logprobs - logprobs
-    kl = masked_mean(torch.exp(log_ratio_ref) - log_ratio_ref - 1.0, mask)
+    kl = masked_mean(kl_penalty(logprobs if kl_logprobs is None else kl_logprobs, ref_logprobs, mask, estimator), mask)
     return {"loss": pg.loss + beta * kl, "policy": pg.loss, "kl": kl, "clipfrac": pg.clipfrac}
 
 
@@ -71,7 +88,8 @@ class GRPO(textrl.Algorithm):
 
     uses_value_head = False
 
-    def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(init=0.04, adaptive=False), group_size: int = 4,
+    def __init__(self, lr: float = 1e-5, kl: KLConfig = KLConfig(init=0.04, adaptive=False, estimator="k3"),
+                 group_size: int = 4,
                  clip_range: float = 0.2, epochs: int = 1, minibatch_size: int = 8, max_grad_norm: float | None = 1.0,
                  scale_rewards: bool = True, micro_batch_size: int | None = None):
         if group_size < 2:
@@ -87,8 +105,17 @@ class GRPO(textrl.Algorithm):
     def loss(self, batch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """:func:`grpo_loss` on a minibatch (one teacher-forced forward pass of the policy)."""
         logits, _ = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
-        logprobs = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, batch.sampling)
+        logits = logits[..., :batch.vocab_size]
+        logprobs = token_logprobs(logits, batch.response_ids, batch.sampling)
+        kl_logprobs = (token_logprobs(logits, batch.response_ids, batch.sampling.untruncated())
+                       if batch.sampling.truncates else logprobs)
         terms = grpo_loss(logprobs, batch.logprobs, batch.ref_logprobs, prepared["advantages"], batch.response_mask,
-                          self.clip_range, self.kl_coef)
+                          self.clip_range, self.kl_coef, kl_logprobs, self.kl_estimator)
         return {"loss/total": terms["loss"], "loss/policy": terms["policy"], "loss/kl": terms["kl"],
                 "policy/clipfrac": terms["clipfrac"]}
+
+    def batch_metrics(self, batch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``objective/rlhf_reward`` as score − β·(k1 KL per episode): GRPO's KL is in the loss, not
+        the reward, so the logged return uses the plain k1 sum whatever ``algo.kl.estimator``."""
+        kl = episode_kl(batch.kl_logprobs, batch.ref_logprobs, batch.response_mask)
+        return {"objective/rlhf_reward": (batch.scores - self.kl_coef * kl).mean()}
