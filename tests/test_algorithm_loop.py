@@ -213,3 +213,12 @@ def test_gradient_checkpointing_is_a_policy_setting(assets):
     policy = PolicyWithValueHead.from_pretrained(model, gradient_checkpointing=True)
     assert policy.checkpointed_layers and all(layer.gradient_checkpointing for layer in policy.checkpointed_layers)
     assert not PolicyWithValueHead.from_pretrained(model).checkpointed_layers
+
+
+@pytest.mark.parametrize("algo", ["ppo", "ppo_ptx", "reinforce", "grpo"])
+def test_memory_settings_are_config_keys(algo):
+    from conftest import compose_config
+
+    cfg = compose_config([f"algo={algo}", "algo.micro_batch_size=4", "policy.gradient_checkpointing=true"])
+    assert cfg.algo.micro_batch_size == 4 and cfg.policy.gradient_checkpointing is True
+    assert compose_config([f"algo={algo}"]).algo.micro_batch_size is None

@@ -29,7 +29,8 @@ def accelerate_launch(*args, processes=2, timeout=600):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("algo", [["algo=ppo"], ["algo=reinforce"]])
+@pytest.mark.parametrize("algo", [["algo=ppo", "algo.micro_batch_size=2"], ["algo=reinforce"]],
+                         ids=["ppo-micro-batches", "reinforce"])
 def test_two_processes_keep_identical_policies(assets, tmp_path, algo):
     out = tmp_path / "run"
     result = accelerate_launch(*fast(out, "device=cpu", "trainer.threads=1", "trainer.updates=3",
