@@ -65,7 +65,7 @@ def load(name: str, device, lora_rank: int):
     lm.config.pad_token_id = tokenizer.pad_token_id
     if lora_rank:
         lm = add_lora(lm, LoraSettings(r=lora_rank, alpha=2 * lora_rank, target_modules=targets))
-    return tokenizer, PolicyWithValueHead(lm).to(device)
+    return tokenizer, PolicyWithValueHead(lm).to(device).eval()  # as RL runs it (no dropout, KV-cached rollouts)
 
 
 class Timed:
@@ -169,8 +169,9 @@ def main() -> None:
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} precision={args.precision} "
           f"batch={args.batch_size} new_tokens={args.new_tokens} epochs={args.epochs} "
           f"minibatch={args.minibatch_size} repeats={args.repeats} (median)")
-    print("| model | generate s | score s | reference s | train s | update s | generate share | update tok/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    if not args.no_timing:
+        print("| model | generate s | score s | reference s | train s | update s | generate share | update tok/s |")
+        print("|---|---|---|---|---|---|---|---|")
     for name in [] if args.no_timing else args.models:
         r = one_update(name, args, device)
         total = r["generate"] + r["score"] + r["reference"] + r["train"]
