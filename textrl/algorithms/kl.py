@@ -11,6 +11,8 @@ exactly 0 when π = π_ref. The logged ``objective/kl`` is always the k1 sum per
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from textrl.errors import TextRLError
@@ -100,8 +102,8 @@ class FixedKLController:
     """
 
     def __init__(self, init: float):
-        if not init >= 0:
-            raise TextRLError(f"algo.kl.init: got {init}; expected β >= 0")
+        if not 0 <= init < math.inf:
+            raise TextRLError(f"algo.kl.init: got {init}; expected a finite β >= 0")
         self.value = float(init)
 
     def update(self, current_kl: float) -> None:
@@ -135,10 +137,10 @@ class AdaptiveKLController(FixedKLController):
 
     def __init__(self, init: float, target: float, horizon: float):
         super().__init__(init)
-        if not target > 0:
-            raise TextRLError(f"algo.kl.target: got {target}; expected a KL target > 0 (nats per episode)")
-        if not horizon > 0:
-            raise TextRLError(f"algo.kl.horizon: got {horizon}; expected a positive number of updates")
+        if not 0 < target < math.inf:
+            raise TextRLError(f"algo.kl.target: got {target}; expected a finite KL target > 0 (nats per episode)")
+        if not 0 < horizon < math.inf:
+            raise TextRLError(f"algo.kl.horizon: got {horizon}; expected a finite positive number of updates")
         self.target, self.horizon = float(target), float(horizon)
 
     def update(self, current_kl: float) -> None:
