@@ -33,7 +33,7 @@ def accelerate_launch(*args, processes=2, timeout=600):
                          ids=["ppo-micro-batches", "reinforce"])
 def test_two_processes_keep_identical_policies(assets, tmp_path, algo):
     out = tmp_path / "run"
-    result = accelerate_launch(*fast(out, "device=cpu", "trainer.threads=1", "trainer.updates=3",
+    result = accelerate_launch(*fast(out, "device=cpu", "trainer.threads=1", "trainer.updates=3", "algo.lr=1e-3",
                                      "trainer.samples_per_update=3", *algo))
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

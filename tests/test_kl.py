@@ -81,16 +81,17 @@ def test_bad_estimator_is_one_line(tmp_path):
 
 
 def test_adaptive_controller_steers_beta_toward_the_target_on_tinystories(assets, tmp_path):
-    """A short real run (12 updates × 16 episodes, a few seconds): with a 2-nat target and a
-    1-update horizon, β must follow Ziegler's rule exactly from the logged KL, fall while KL is
-    below target and rise once the policy has drifted past it. A run this short cannot show
-    settling (the README's 60-update runs do); it shows the controller acts, in the right direction,
-    at the shipped rule."""
+    """A short real run (8 updates × 8 episodes of 16 tokens, seconds on an idle CPU): with a 2-nat
+    target, a 1-update horizon and a high lr, β must follow Ziegler's rule exactly from the logged
+    KL, fall while KL is below target and rise again once the policy has drifted past it. A run
+    this short cannot show settling (the README's 60-update runs do); it shows the controller acts
+    at the shipped rule, in the direction that corrects the KL. Measured here: KL 0.0, 0.2, 1.3,
+    2.5, 4.2, 3.4, 8.0, 4.8 with β 0.050, 0.040, 0.032, 0.026, 0.031, 0.037, 0.044, 0.053."""
     out = tmp_path / "run"
     target, horizon = 2.0, 1.0
-    result = textrl(*fast(out, "trainer.updates=12", "rollout.batch_size=16", "algo.minibatch_size=8",
-                          "algo.epochs=2", "env.max_new_tokens=16", "algo.lr=3e-3", "algo.kl.init=0.05",
-                          f"algo.kl.target={target}", f"algo.kl.horizon={horizon}", "trainer.save_policy=false"))
+    result = textrl(*fast(out, "trainer.updates=8", "algo.minibatch_size=8", "algo.epochs=2", "env.max_new_tokens=16",
+                          "algo.lr=3e-3", "algo.kl.init=0.05", f"algo.kl.target={target}",
+                          f"algo.kl.horizon={horizon}", "trainer.save_policy=false"))
     assert result.returncode == 0, result.stderr[-2000:]
     records = strict_jsonl(out / "metrics.jsonl")
     kls = [r["objective/kl"] for r in records]

@@ -402,8 +402,11 @@ def test_adaptive_kl_controller_rejects_non_positive(target, horizon):
 
 @pytest.mark.parametrize("kl, message", [
     ({"estimator": "k4"}, "algo.kl.estimator: got 'k4'; expected one of k1, k2, k3"),
-    ({"horizon": 0}, "algo.kl.horizon: got 0; expected a positive number of updates"),
-    ({"init": -1.0}, "algo.kl.init: got -1.0; expected β >= 0"),
+    ({"horizon": 0}, "algo.kl.horizon: got 0; expected a finite positive number of updates"),
+    ({"horizon": float("inf")}, "algo.kl.horizon: got inf"),
+    ({"target": float("nan")}, "algo.kl.target: got nan"),
+    ({"init": -1.0}, "algo.kl.init: got -1.0; expected a finite β >= 0"),
+    ({"init": float("inf"), "adaptive": False}, "algo.kl.init: got inf"),
     ({"init": 0.1, "adaptive": False, "estimator": "kl"}, "algo.kl.estimator: got 'kl'"),
 ])
 def test_make_kl_controller_names_the_bad_key(kl, message):

@@ -11,6 +11,7 @@ exactly 0 when π = π_ref. The logged ``objective/kl`` is always the k1 sum per
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,7 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.T
     With ``log r = log π_ref(a|s) − log π(a|s)``:
 
     - ``k1 = −log r`` (unbiased, can be negative; InstructGPT's penalty);
-    - ``k2 = ½·(log r)²`` (biased, low variance, ≥ 0; its gradient is that of the true KL);
+    - ``k2 = ½·(log r)²`` (biased, low variance, ≥ 0);
     - ``k3 = (r − 1) − log r`` (unbiased, ≥ 0; GRPO's term, Shao et al. 2024).
 
     Padding positions are set to 0 *before* the arithmetic, so a log-prob of ``finfo.min`` there
@@ -127,12 +128,12 @@ class FixedKLController:
     """A constant KL coefficient β (``update`` does nothing; ``algo.kl.adaptive=false``).
 
     Raises:
-        TextRLError: ``init`` negative.
+        TextRLError: ``init`` negative or not finite.
     """
 
     def __init__(self, init: float):
-        if not init >= 0:
-            raise TextRLError(f"algo.kl.init: got {init}; expected β >= 0")
+        if not 0 <= init < math.inf:
+            raise TextRLError(f"algo.kl.init: got {init}; expected a finite β >= 0")
         self.value = float(init)
 
     def update(self, current_kl: float) -> None:
@@ -148,10 +149,11 @@ class FixedKLController:
 
 
 class AdaptiveKLController(FixedKLController):
-    """Adaptive β (Ziegler et al. 2019, §2.2, eq. 3): steer the measured KL toward ``target``.
+    """Adaptive β (Ziegler et al. 2019, §2.2): steer the measured KL toward ``target``.
 
     After each update with observed KL (``objective/kl``: nats per episode, the k1 sum over
-    tokens, batch mean): ``e = clip(KL/target − 1, −0.2, 0.2)`` and ``β ← β·(1 + e/horizon)``.
+    tokens, batch mean): ``e = clip(KL/target − 1, −0.2, 0.2)`` and ``β ← β·(1 + e/horizon)``
+    (the paper's ``β ← β·(1 + K_β·e)`` with ``K_β = 1/horizon``).
 
     Units: Ziegler et al. write the gain as ``n_steps/horizon`` with ``n_steps`` the episodes in the
     batch and ``horizon`` = 10,000 episodes; at their 512 episodes per update β moves by up to 1%
@@ -161,15 +163,16 @@ class AdaptiveKLController(FixedKLController):
     The old setting ``horizon=H`` episodes at batch size B is ``horizon=H/B`` here.
 
     Raises:
-        TextRLError: ``target`` or ``horizon`` not positive, or ``init`` negative.
+        TextRLError: ``target`` or ``horizon`` not a finite positive number, or ``init`` negative
+            or not finite.
     """
 
     def __init__(self, init: float, target: float, horizon: float):
         super().__init__(init)
-        if not target > 0:
-            raise TextRLError(f"algo.kl.target: got {target}; expected a KL target > 0 (nats per episode)")
-        if not horizon > 0:
-            raise TextRLError(f"algo.kl.horizon: got {horizon}; expected a positive number of updates")
+        if not 0 < target < math.inf:
+            raise TextRLError(f"algo.kl.target: got {target}; expected a finite KL target > 0 (nats per episode)")
+        if not 0 < horizon < math.inf:
+            raise TextRLError(f"algo.kl.horizon: got {horizon}; expected a finite positive number of updates")
         self.target, self.horizon = float(target), float(horizon)
 
     def update(self, current_kl: float) -> None:
