@@ -86,7 +86,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(assets, tmp_path):
     assert textrl(*fast(out, "trainer.updates=2", "logger=none", "trainer.save_policy=false")).returncode == 0
     before = (out / "metrics.jsonl").read_text()
     line = one_line_error(textrl(*fast(out, "trainer.updates=4", "trainer.resume=auto", "algo.lr=0.5")))
-    assert "trainer.resume:" in line and "algo.lr=0.5 (checkpoint: 0.001)" in line, line
+    assert "trainer.resume:" in line and "algo.lr=0.5 (checkpoint: 0.0003)" in line, line
     assert (out / "metrics.jsonl").read_text() == before  # nothing touched
 
 

@@ -29,10 +29,11 @@ def accelerate_launch(*args, processes=2, timeout=600):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("algo", [["algo=ppo"], ["algo=reinforce"]])
+@pytest.mark.parametrize("algo", [["algo=ppo", "algo.micro_batch_size=2"], ["algo=reinforce"]],
+                         ids=["ppo-micro-batches", "reinforce"])
 def test_two_processes_keep_identical_policies(assets, tmp_path, algo):
     out = tmp_path / "run"
-    result = accelerate_launch(*fast(out, "device=cpu", "trainer.threads=1", "trainer.updates=3",
+    result = accelerate_launch(*fast(out, "device=cpu", "trainer.threads=1", "trainer.updates=3", "algo.lr=1e-3",
                                      "trainer.samples_per_update=3", *algo))
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

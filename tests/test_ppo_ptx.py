@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from textrl.algorithms import PPO, PPOPtx
+from textrl.algorithms import PPO, PPOPtx, SetupContext
 from textrl.envs import TokenGenVectorEnv
 from textrl.errors import TextRLError
 from textrl.policies import SamplingConfig
@@ -37,7 +37,7 @@ def test_zero_ptx_coef_is_exactly_ppo(tokenizer, policy, ptx_file):
     ppo = PPO(lr=1e-2, epochs=2, minibatch_size=2)
     ptx = PPOPtx(ptx_coef=0.0, ptx_data=ptx_file, ptx_batch_size=2, lr=1e-2, epochs=2, minibatch_size=2)
     ppo.setup(a, None)
-    ptx.setup(b, None, tokenizer=tokenizer)
+    ptx.setup(b, None, SetupContext(tokenizer=tokenizer))
     m1, m2 = ppo.update(batch), ptx.update(batch)
     changed = any(not torch.equal(p, q) for p, q in zip(a.parameters(), policy.parameters()))
     assert changed  # PPO did move the weights
@@ -53,7 +53,7 @@ def test_positive_ptx_coef_changes_the_update(tokenizer, policy, ptx_file):
     plain.setup(a, None)
     plain.update(batch)
     mixed = PPOPtx(ptx_coef=5.0, ptx_data=ptx_file, ptx_batch_size=3, lr=1e-2, epochs=1, minibatch_size=4)
-    mixed.setup(b, None, tokenizer=tokenizer)
+    mixed.setup(b, None, SetupContext(tokenizer=tokenizer))
     metrics = mixed.update(batch)
     assert any(not torch.equal(p, q) for p, q in zip(a.lm.parameters(), b.lm.parameters()))
     assert metrics["loss/total"] == pytest.approx(

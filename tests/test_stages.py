@@ -162,7 +162,7 @@ def test_classification_rm_on_real_imdb_rows_loads_as_sentiment_reward(assets, t
 
 
 def test_value_head_initialised_from_the_reward_model(tiny_rm_dir, tmp_path):
-    from textrl.algorithms import PPO
+    from textrl.algorithms import PPO, SetupContext
 
     model, tok = load_sequence_classifier(str(tiny_rm_dir), num_labels=1)
     model.save_pretrained(tmp_path / "rm")
@@ -171,11 +171,12 @@ def test_value_head_initialised_from_the_reward_model(tiny_rm_dir, tmp_path):
     reward = LearnedReward(str(tmp_path / "rm"), device="cpu")
     policy = make_policy(tok)
     ppo = PPO(value_init="reward_model")
-    ppo.setup(policy, None, reward_model=reward)
+    ppo.setup(policy, None, SetupContext(reward_model=reward))
     torch.testing.assert_close(policy.value_head.summary.weight, model.score.weight * 2.0)
     torch.testing.assert_close(policy.value_head.summary.bias, torch.tensor([1.0]))  # gain · (0 + bias)
     with pytest.raises(TextRLError, match="needs reward=learned"):
-        PPO(value_init="reward_model").setup(make_policy(tok), None, reward_model=lambda p, r: torch.zeros(len(r)))
+        PPO(value_init="reward_model").setup(make_policy(tok), None,
+                                             SetupContext(reward_model=lambda p, r: torch.zeros(len(r))))
 
 
 # -- the pipeline ---------------------------------------------------------------------------

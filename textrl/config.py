@@ -46,13 +46,16 @@ class PolicyConfig:
     """``policy.*``: the causal LM. ``model`` is a hub id, a directory or a .gguf path;
     ``gguf_file`` a GGUF file inside ``model``; ``dropout`` overrides every dropout rate in the
     model config (0 for RL, so rollout and training logprobs agree); ``lora.r > 0`` trains LoRA
-    adapters instead of every weight, with the adapter-disabled base as π_ref."""
+    adapters instead of every weight, with the adapter-disabled base as π_ref;
+    ``gradient_checkpointing`` recomputes the layers' activations in the backward pass of RL
+    updates instead of storing them (less memory, about one more forward pass of compute)."""
 
     model: str = MISSING
     gguf_file: Optional[str] = None
     dtype: str = "float32"
     dropout: Optional[float] = 0.0
     lora: LoraSettings = field(default_factory=LoraSettings)
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -349,7 +352,9 @@ CHECKS: dict[str, Check] = {
     "algo.weight_decay": number(ge=0),
     "algo.kl.init": number(ge=0, expected="β >= 0"),
     "algo.kl.target": number(gt=0, expected="a KL target > 0 (nats)"),
-    "algo.kl.horizon": POSITIVE,
+    "algo.kl.horizon": number(gt=0, expected="a positive number of updates"),
+    "algo.kl.estimator": one_of("k1", "k2", "k3"),
+    "algo.micro_batch_size": integer(ge=1, optional=True),
     # shared by the reward models (built-in ones and plugins) that have the key
     "reward.batch_size": POSITIVE,
     "reward.device": matches(r"auto|cpu|mps|cuda(:\\d+)?", "auto, cpu, cuda or cuda:N"),

@@ -33,6 +33,8 @@ def textrl_algorithms() -> dict[str, Callable[..., Any]]:
     """Return ``{name: factory}``; ``factory(**params)`` builds a :class:`textrl.Algorithm`.
 
     ``algo=<name>`` selects it; keys under ``algo.`` (except ``name``) are its keyword arguments.
+    The rest of the contract (``setup(policy, reference, SetupContext)``, ``update(batch)`` and
+    its metrics) is written in :mod:`textrl.algorithms.base`.
     """
 
 

@@ -15,6 +15,10 @@ Phases of one update (median of ``--repeats`` after a warm-up), all measured in 
 Memory (``--no-memory`` skips it): each configuration runs in a fresh process that loads the
 policy, builds π_ref and runs one update; peak RSS (``VmHWM``, including torch itself) on CPU,
 ``torch.cuda.max_memory_allocated`` on CUDA. Prints tables and, last, ``lora_vs_full_peak_memory=<ratio>`` for the largest model.
+``--memory-controls`` prints, instead of the LoRA table, full fine-tuning with ``algo.micro_batch_size`` = a quarter
+of the minibatch (also the π_ref chunk), with ``policy.gradient_checkpointing``, and with both,
+against the plain update, and ``micro_batch_peak_memory=<ratio>``; ``--no-timing`` skips the
+phase table.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def load(name: str, device, lora_rank: int):
     lm.config.pad_token_id = tokenizer.pad_token_id
     if lora_rank:
         lm = add_lora(lm, LoraSettings(r=lora_rank, alpha=2 * lora_rank, target_modules=targets))
-    return tokenizer, PolicyWithValueHead(lm).to(device)
+    return tokenizer, PolicyWithValueHead(lm).to(device).eval()  # as RL runs it (no dropout, KV-cached rollouts)
 
 
 class Timed:
@@ -84,17 +88,19 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def one_update(name, args, device, lora_rank=0):
+def one_update(name, args, device, lora_rank=0, micro=None, checkpointing=False):
     """Build everything, run one warm-up update, then time ``args.repeats`` updates phase by phase."""
     tokenizer, policy = load(name, device, lora_rank)
+    if checkpointing:
+        policy.enable_gradient_checkpointing()
     reference = make_reference(policy)
     reward = Timed(SentimentReward(backend="vader"), device)
     timed_ref = Timed(reference, device)
     env = TokenGenVectorEnv(tokenizer, builtin_prompts(), reward, num_envs=args.batch_size,
                             max_new_tokens=args.new_tokens, max_prompt_tokens=24, stop_on_eos=False, device=device,
                             autoreset_mode="disabled")
-    collector = RolloutCollector(env, policy, timed_ref, SamplingConfig(), seed=0)
-    algo = PPO(lr=1e-5, epochs=args.epochs, minibatch_size=args.minibatch_size)
+    collector = RolloutCollector(env, policy, timed_ref, SamplingConfig(), seed=0, chunk_size=micro)
+    algo = PPO(lr=1e-5, epochs=args.epochs, minibatch_size=args.minibatch_size, micro_batch_size=micro)
     algo.setup(policy, reference)
     rows = []
     for i in range(args.repeats + 1):
@@ -116,12 +122,14 @@ def one_update(name, args, device, lora_rank=0):
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
-def peak_memory_child(name, args, device, lora_rank) -> None:
-    """Run in a fresh process: one update, then print the peak memory in MiB as JSON."""
+def peak_memory_child(name, args, device, setting: str) -> None:
+    """Run in a fresh process: one update, then print the peak memory in MiB as JSON.
+    ``setting`` is ``"<lora rank>,<micro-batch size or 0>,<checkpointing 0|1>"``."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     args.repeats = 1
-    one_update(name, args, device, lora_rank)
+    lora_rank, micro, checkpointing = (int(x) for x in setting.split(","))
+    one_update(name, args, device, lora_rank, micro or None, bool(checkpointing))
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:  # VmHWM: this process's peak RSS (ru_maxrss would carry over the parent's peak through exec)
@@ -130,10 +138,10 @@ def peak_memory_child(name, args, device, lora_rank) -> None:
     print(json.dumps({"peak_mib": peak}))
 
 
-def peak_memory(name, args, lora_rank) -> float:
+def peak_memory(name, args, lora_rank, micro=0, checkpointing=False) -> float:
     cmd = [sys.executable, __file__, "--models", name, "--batch-size", str(args.batch_size), "--new-tokens",
            str(args.new_tokens), "--device", args.device, "--precision", args.precision, "--epochs", str(args.epochs),
-           "--minibatch-size", str(args.minibatch_size), "--memory-child", str(lora_rank)]
+           "--minibatch-size", str(args.minibatch_size), "--memory-child", f"{lora_rank},{micro},{int(checkpointing)}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
@@ -150,7 +158,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-controls", action="store_true")
+    parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.memory_child is not None:
@@ -159,14 +169,26 @@ def main() -> None:
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} precision={args.precision} "
           f"batch={args.batch_size} new_tokens={args.new_tokens} epochs={args.epochs} "
           f"minibatch={args.minibatch_size} repeats={args.repeats} (median)")
-    print("| model | generate s | score s | reference s | train s | update s | generate share | update tok/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name in args.models:
+    if not args.no_timing:
+        print("| model | generate s | score s | reference s | train s | update s | generate share | update tok/s |")
+        print("|---|---|---|---|---|---|---|---|")
+    for name in [] if args.no_timing else args.models:
         r = one_update(name, args, device)
         total = r["generate"] + r["score"] + r["reference"] + r["train"]
         print(f"| {name} | {r['generate']:.3f} | {r['score']:.3f} | {r['reference']:.3f} | {r['train']:.3f} "
               f"| {total:.3f} | {r['generate'] / total:.2f} | {r['tokens'] / total:.0f} |")
     if args.no_memory:
+        return
+    if args.memory_controls:
+        micro = max(1, args.minibatch_size // 4)
+        print(f"\n| model | minibatch {args.minibatch_size} in one pass MiB | micro-batch {micro} MiB "
+              f"| gradient checkpointing MiB | both MiB | micro-batch ratio |")
+        print("|---|---|---|---|---|---|")
+        for name in args.models:
+            plain, split = peak_memory(name, args, 0), peak_memory(name, args, 0, micro)
+            checkpointed, both = peak_memory(name, args, 0, 0, True), peak_memory(name, args, 0, micro, True)
+            print(f"| {name} | {plain:.0f} | {split:.0f} | {checkpointed:.0f} | {both:.0f} | {split / plain:.2f} |")
+        print(f"micro_batch_peak_memory={split / plain:.2f}")
         return
     print(f"\n| model | full fine-tuning peak MiB | LoRA r={args.lora_rank} peak MiB | ratio |")
     print("|---|---|---|---|")

@@ -1,7 +1,8 @@
 """RL algorithms. The built-ins are registered as a plugin, through the same hook as a third party's."""
 
-from textrl.algorithms.base import Algorithm
-from textrl.algorithms.ppo import PPO, KLConfig
+from textrl.algorithms.base import Algorithm, SetupContext
+from textrl.algorithms.kl import KLConfig
+from textrl.algorithms.ppo import PPO
 from textrl.algorithms.ppo_ptx import PPOPtx
 from textrl.algorithms.reinforce import Reinforce
 from textrl.hookspecs import hookimpl
@@ -13,4 +14,4 @@ def textrl_algorithms():
     return {"ppo": PPO, "ppo_ptx": PPOPtx, "reinforce": Reinforce}
 
 
-__all__ = ["PPO", "PPOPtx", "Algorithm", "KLConfig", "Reinforce"]
+__all__ = ["PPO", "PPOPtx", "Algorithm", "KLConfig", "Reinforce", "SetupContext"]

@@ -1,48 +1,142 @@
-"""The KL penalty: per-token KL-shaped rewards and the KL coefficient β controllers.
+"""The KL penalty: per-token KL estimators, KL-shaped rewards and the KL coefficient β controllers.
 
 Per-token reward (Ziegler et al. 2019; Stiennon et al. 2020; InstructGPT eq. 2):
-``r_t = −β·(log π(a_t|s_t) − log π_ref(a_t|s_t)) + 1[t = T]·r_RM(x, y)``.
+``r_t = −β·KL_t + 1[t = T]·r_RM(x, y)`` with ``KL_t`` an estimate of KL(π ‖ π_ref) at step t from the
+sampled token (:func:`kl_penalty`; k1 = ``log π(a_t|s_t) − log π_ref(a_t|s_t)`` by default).
+
+Both log-probs are those of the temperature-scaled, *untruncated* distributions (the rollout's
+``kl_logprobs`` and ``ref_logprobs``), never the top-k/top-p sampling distribution, so the KL is
+exactly 0 when π = π_ref. The logged ``objective/kl`` is always the k1 sum per episode.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 
 from textrl.errors import TextRLError
 
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def check_estimator(estimator: str) -> None:
+    """Raise :class:`TextRLError` unless ``estimator`` is one of :data:`KL_ESTIMATORS`."""
+    if estimator not in KL_ESTIMATORS:
+        raise TextRLError(f"algo.kl.estimator: got {estimator!r}; expected one of k1, k2, k3")
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+               estimator: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(π ‖ π_ref) from tokens sampled from π (Schulman, "Approximating
+    KL divergence", 2020).
+
+    With ``log r = log π_ref(a|s) − log π(a|s)``:
+
+    - ``k1 = −log r`` (unbiased, can be negative; InstructGPT's penalty);
+    - ``k2 = ½·(log r)²`` (biased, low variance, ≥ 0);
+    - ``k3 = (r − 1) − log r`` (unbiased, ≥ 0; GRPO's term, Shao et al. 2024).
+
+    Padding positions are set to 0 *before* the arithmetic, so a log-prob of ``finfo.min`` there
+    never becomes an inf or NaN.
+
+    Args:
+        logprobs: ``(B, T)`` float log π(a_t|s_t) (untruncated, temperature-scaled).
+        ref_logprobs: ``(B, T)`` float log π_ref(a_t|s_t), same distribution family.
+        mask: ``(B, T)`` 1.0 on real response tokens.
+        estimator: ``k1`` | ``k2`` | ``k3``.
+
+    Returns:
+        ``(B, T)`` per-token estimates in nats, dtype of ``logprobs``, 0 on padding.
+
+    Raises:
+        TextRLError: unknown ``estimator`` (named as ``algo.kl.estimator``).
+    """
+    check_estimator(estimator)
+    real = mask.bool()
+    log_ratio = torch.where(real, logprobs - ref_logprobs.to(logprobs.dtype), torch.zeros_like(logprobs))
+    if estimator == "k1":
+        kl = log_ratio
+    elif estimator == "k2":
+        kl = 0.5 * log_ratio ** 2
+    else:  # k3 with log r = −log_ratio: (r − 1) − log r
+        kl = torch.expm1(-log_ratio) + log_ratio
+    return torch.where(real, kl, torch.zeros_like(kl))
+
 
 def kl_shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                      mask: torch.Tensor, beta: float):
+                      mask: torch.Tensor, beta: float, estimator: str = "k1"):
     """Per-token rewards with the KL penalty, the score paid on each episode's last token.
 
     Args:
         scores: ``(B,)`` reward-model scores r_RM(x, y).
-        logprobs: ``(B, T)`` log π(a_t|s_t) of the sampled tokens.
+        logprobs: ``(B, T)`` log π(a_t|s_t) of the sampled tokens (untruncated: the rollout's
+            ``kl_logprobs``).
         ref_logprobs: ``(B, T)`` log π_ref(a_t|s_t).
         mask: ``(B, T)`` 1.0 on real response tokens (a prefix of each row, ≥ 1 token).
         beta: KL coefficient β ≥ 0.
+        estimator: per-token penalty ``k1`` | ``k2`` | ``k3`` (:func:`kl_penalty`).
 
     Returns:
-        ``(rewards, kl)``: ``(B, T)`` shaped rewards and ``(B, T)`` per-token KL estimates
-        ``log π − log π_ref`` (zero on padding).
+        ``(rewards, penalty)``: ``(B, T)`` shaped rewards ``−β·penalty`` plus the score on the last
+        real token, and the ``(B, T)`` per-token penalty (zero on padding).
     """
-    mask = mask.to(logprobs.dtype)
-    kl = (logprobs - ref_logprobs) * mask
-    rewards = -beta * kl
+    penalty = kl_penalty(logprobs, ref_logprobs, mask, estimator)
+    rewards = -beta * penalty
     last = (mask.sum(1).long() - 1).clamp(min=0)
     rewards = rewards.scatter_add(1, last[:, None], scores.to(rewards.dtype)[:, None])
-    return rewards * mask, kl
+    return rewards * mask.to(rewards.dtype), penalty
+
+
+def episode_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` k1 KL per episode, ``Σ_t log π(a_t|s_t) − log π_ref(a_t|s_t)`` over real tokens
+    (nats): the logged ``objective/kl`` and the quantity the adaptive controller steers."""
+    return kl_penalty(logprobs, ref_logprobs, mask, "k1").sum(1)
+
+
+@dataclass
+class KLConfig:
+    """``algo.kl.*``, the KL penalty to π_ref: ``init`` β ≥ 0; ``adaptive`` β (Ziegler et al. 2019)
+    steering ``objective/kl`` toward ``target`` (nats per episode, > 0) with gain 1/``horizon``
+    (``horizon`` in updates, > 0; see :class:`~textrl.algorithms.kl.AdaptiveKLController`), or a
+    fixed β with ``adaptive=false``; ``estimator`` of the per-token penalty: ``k1`` (log π − log π_ref,
+    InstructGPT), ``k2`` or ``k3`` (Schulman 2020; see :func:`~textrl.algorithms.kl.kl_penalty`)."""
+
+    init: float = 0.05
+    adaptive: bool = True
+    target: float = 6.0
+    horizon: float = 5.0
+    estimator: str = "k1"
+
+
+def make_kl_controller(kl: "KLConfig | dict") -> "FixedKLController":
+    """A :class:`FixedKLController` or :class:`AdaptiveKLController` from ``kl``.
+
+    Raises:
+        TextRLError: a value out of range (``init`` < 0, ``target`` or ``horizon`` ≤ 0, an unknown
+            ``estimator``), named by its ``algo.kl.*`` key.
+    """
+    kl = KLConfig(**kl) if isinstance(kl, dict) else kl
+    check_estimator(kl.estimator)
+    if kl.adaptive:
+        return AdaptiveKLController(kl.init, kl.target, kl.horizon)
+    return FixedKLController(kl.init)
 
 
 class FixedKLController:
-    """A constant KL coefficient β (``update`` does nothing)."""
+    """A constant KL coefficient β (``update`` does nothing; ``algo.kl.adaptive=false``).
+
+    Raises:
+        TextRLError: ``init`` negative or not finite.
+    """
 
     def __init__(self, init: float):
-        if init < 0:
-            raise TextRLError(f"algo.kl.init: got {init}; expected β >= 0")
+        if not 0 <= init < math.inf:
+            raise TextRLError(f"algo.kl.init: got {init}; expected a finite β >= 0")
         self.value = float(init)
 
-    def update(self, current_kl: float, n_steps: int) -> None:
+    def update(self, current_kl: float) -> None:
         """No-op: β stays at its initial value."""
 
     def state_dict(self) -> dict:
@@ -57,22 +151,31 @@ class FixedKLController:
 class AdaptiveKLController(FixedKLController):
     """Adaptive β (Ziegler et al. 2019, §2.2): steer the measured KL toward ``target``.
 
-    After each update with observed KL (nats per episode, summed over tokens) over ``n_steps``
-    episodes: ``e = clip(KL/target − 1, −0.2, 0.2)`` and ``β ← β·(1 + e·n_steps/horizon)``.
+    After each update with observed KL (``objective/kl``: nats per episode, the k1 sum over
+    tokens, batch mean): ``e = clip(KL/target − 1, −0.2, 0.2)`` and ``β ← β·(1 + e/horizon)``
+    (the paper's ``β ← β·(1 + K_β·e)`` with ``K_β = 1/horizon``).
+
+    Units: Ziegler et al. write the gain as ``n_steps/horizon`` with ``n_steps`` the episodes in the
+    batch and ``horizon`` = 10,000 episodes; at their 512 episodes per update β moves by up to 1%
+    per update, over thousands of updates. Here ``horizon`` counts **updates**, so the gain does not
+    shrink with the batch: with the default ``horizon=5`` β moves by up to 0.2/5 = 4% per update
+    (×1.5 in about 10 updates), enough to settle within a 60-update run of 16–32 episodes.
+    The old setting ``horizon=H`` episodes at batch size B is ``horizon=H/B`` here.
 
     Raises:
-        TextRLError: ``target`` or ``horizon`` not positive, or ``init`` negative.
+        TextRLError: ``target`` or ``horizon`` not a finite positive number, or ``init`` negative
+            or not finite.
     """
 
-    def __init__(self, init: float, target: float, horizon: int):
+    def __init__(self, init: float, target: float, horizon: float):
         super().__init__(init)
-        if not target > 0:
-            raise TextRLError(f"algo.kl.target: got {target}; expected a KL target > 0 (nats)")
-        if not horizon > 0:
-            raise TextRLError(f"algo.kl.horizon: got {horizon}; expected a positive number of episodes")
+        if not 0 < target < math.inf:
+            raise TextRLError(f"algo.kl.target: got {target}; expected a finite KL target > 0 (nats per episode)")
+        if not 0 < horizon < math.inf:
+            raise TextRLError(f"algo.kl.horizon: got {horizon}; expected a finite positive number of updates")
         self.target, self.horizon = float(target), float(horizon)
 
-    def update(self, current_kl: float, n_steps: int) -> None:
-        """Apply one proportional step given the batch's mean KL and its episode count."""
+    def update(self, current_kl: float) -> None:
+        """One proportional step from the batch's mean KL per episode (nats)."""
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + error * n_steps / self.horizon
+        self.value *= 1.0 + error / self.horizon

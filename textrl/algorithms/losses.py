@@ -13,6 +13,9 @@ import torch
 from textrl.algorithms.advantages import masked_mean, masked_var
 
 
+APPROXKL_LOG_RATIO_CAP = 20.0  # nats; |log ρ| beyond this counts as 20 in policy/approxkl
+
+
 class PolicyLoss(NamedTuple):
     """Clipped-surrogate terms: ``loss`` (to minimise), ``clipfrac`` and ``approxkl`` (scalars)."""
 
@@ -36,6 +39,12 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
     ``clipfrac`` is the fraction of tokens where the clipped term was the larger;
     ``approxkl = ½·mean((logπ − logπ_old)²)``.
 
+    Both log-probs are of the sampling distribution (after top-k/top-p). Padding positions get
+    log ρ = 0 before any arithmetic, so a ``finfo.min`` log-prob there cannot overflow. A real token
+    that top-k/top-p has cut off since the rollout has ρ = 0 (no gradient: the clipped objective is
+    flat there) and, in ``approxkl`` only, its log ρ clamped to ``±APPROXKL_LOG_RATIO_CAP`` (20 nats),
+    so the metric stays finite (it would be +∞).
+
     Args:
         logprobs: ``(B, T)`` log π(a_t|s_t) under the current parameters (with grad).
         old_logprobs: ``(B, T)`` the rollout's log π_old(a_t|s_t).
@@ -43,13 +52,15 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
         mask: ``(B, T)`` 1.0 on real tokens.
         clip_range: ε > 0.
     """
-    log_ratio = logprobs - old_logprobs
+    real = mask.bool()
+    log_ratio = torch.where(real, logprobs - old_logprobs, torch.zeros_like(logprobs))
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     clipfrac = masked_mean((clipped > unclipped).float(), mask)
-    approxkl = 0.5 * masked_mean(log_ratio.detach() ** 2, mask)
+    capped = log_ratio.detach().clamp(-APPROXKL_LOG_RATIO_CAP, APPROXKL_LOG_RATIO_CAP)
+    approxkl = 0.5 * masked_mean(capped ** 2, mask)
     return PolicyLoss(loss, clipfrac.detach(), approxkl)
 
 

@@ -10,38 +10,17 @@ One :meth:`PPO.update` on a rollout batch:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from textrl.algorithms.advantages import gae, masked_mean, masked_whiten
-from textrl.algorithms.base import Algorithm, make_adamw
-from textrl.algorithms.kl import AdaptiveKLController, FixedKLController, kl_shaped_rewards
+from textrl.algorithms.base import Algorithm, SetupContext
+from textrl.algorithms.kl import KLConfig, kl_shaped_rewards
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
 from textrl.config import number, one_of
-from textrl.errors import NonFiniteError, TextRLError
+from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import entropy_from_logits, token_logprobs, warp_logits
 from textrl.rollout.buffer import RolloutBatch
-
-
-@dataclass
-class KLConfig:
-    """KL penalty settings: ``init`` β, ``adaptive`` on/off, ``target`` KL (nats per episode) and
-    ``horizon`` (episodes) of the adaptive controller (Ziegler et al. 2019)."""
-
-    init: float = 0.05
-    adaptive: bool = True
-    target: float = 6.0
-    horizon: int = 10000
-
-
-def make_kl_controller(kl: KLConfig | dict) -> FixedKLController:
-    """A :class:`FixedKLController` or :class:`AdaptiveKLController` from ``kl``."""
-    kl = KLConfig(**kl) if isinstance(kl, dict) else kl
-    if kl.adaptive:
-        return AdaptiveKLController(kl.init, kl.target, kl.horizon)
-    return FixedKLController(kl.init)
 
 
 class PPO(Algorithm):
@@ -49,7 +28,7 @@ class PPO(Algorithm):
 
     Args:
         lr: AdamW learning rate.
-        kl: :class:`KLConfig` (β init, adaptive, target, horizon).
+        kl: :class:`KLConfig` (β init, adaptive, target, horizon, estimator).
         gamma: discount γ.
         lam: GAE λ.
         clip_range: policy ratio clip ε.
@@ -58,6 +37,8 @@ class PPO(Algorithm):
         ent_coef: entropy-bonus weight.
         epochs: passes over each rollout batch.
         minibatch_size: episodes per gradient step; must divide ``rollout.batch_size``.
+        micro_batch_size: episodes per forward/backward pass inside a minibatch (gradient
+            accumulation; ``None`` = the whole minibatch).
         max_grad_norm: gradient-norm clip (``None`` = off).
         whiten_advantages: normalise advantages over the batch.
         weight_decay: AdamW weight decay.
@@ -82,34 +63,26 @@ class PPO(Algorithm):
     def __init__(self, lr: float = 1.5e-4, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
                  clip_range: float = 0.2, clip_range_value: float | None = 0.2, vf_coef: float = 0.1,
                  ent_coef: float = 0.0, epochs: int = 1, minibatch_size: int = 16, max_grad_norm: float | None = 1.0,
-                 whiten_advantages: bool = True, weight_decay: float = 0.0, value_init: str = "zeros"):
-        self.lr, self.gamma, self.lam = lr, gamma, lam
+                 whiten_advantages: bool = True, weight_decay: float = 0.0, value_init: str = "zeros",
+                 micro_batch_size: int | None = None):
+        super().__init__(lr, kl, epochs, minibatch_size, micro_batch_size, max_grad_norm, weight_decay)
+        self.gamma, self.lam = gamma, lam
         self.clip_range, self.clip_range_value = clip_range, clip_range_value
-        self.vf_coef, self.ent_coef, self.epochs = vf_coef, ent_coef, epochs
-        self.minibatch_size, self.max_grad_norm = minibatch_size, max_grad_norm
-        self.whiten_advantages, self.weight_decay = whiten_advantages, weight_decay
-        self.value_init = value_init
-        self.kl_controller = make_kl_controller(kl)
-        self.generator = torch.Generator().manual_seed(torch.initial_seed())
-        self.policy = self.model = self.optimizer = None
+        self.vf_coef, self.ent_coef = vf_coef, ent_coef
+        self.whiten_advantages, self.value_init = whiten_advantages, value_init
 
-    @property
-    def kl_coef(self) -> float:
-        """Current β."""
-        return self.kl_controller.value
-
-    def setup(self, policy, reference, reward_model=None, accelerator=None) -> None:
-        """Create the AdamW optimizer over the policy (LM + value head); with
-        ``value_init=reward_model`` first copy ``reward_model.score_head()`` into the value head.
-        With an ``accelerator`` (several processes) the policy and optimizer are prepared by it.
+    def setup(self, policy, reference, context: SetupContext | None = None) -> None:
+        """With ``value_init=reward_model`` copy ``context.reward_model.score_head()`` into the
+        value head, then build the optimizer over the policy (LM + value head) as
+        :meth:`Algorithm.setup`.
 
         Raises:
             TextRLError: ``value_init=reward_model`` without a learned reward model of the
                 policy's hidden size.
         """
-        self.policy = policy
+        context = context or SetupContext()
         if self.value_init == "reward_model":
-            head = getattr(reward_model, "score_head", None)
+            head = getattr(context.reward_model, "score_head", None)
             if head is None:
                 raise TextRLError("algo.value_init=reward_model needs reward=learned; got a reward model without "
                                   "a score head")
@@ -122,103 +95,39 @@ class PPO(Algorithm):
             with torch.no_grad():
                 target.weight.copy_(weight)
                 target.bias.copy_(bias)
-        params = [p for p in policy.parameters() if p.requires_grad]
-        optimizer = make_adamw(params, lr=self.lr, weight_decay=self.weight_decay)
-        self.model, self.optimizer = self.distribute(policy, optimizer, accelerator)
+        super().setup(policy, reference, context)
 
-    def advantages(self, batch: RolloutBatch):
-        """KL-shaped rewards → GAE. Returns ``(advantages, returns, kl)``, each ``(B, T)``."""
+    def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
+        """KL-shaped rewards → GAE: ``{"advantages", "returns"}``, each ``(B, T)`` (advantages
+        whitened over the batch with ``whiten_advantages``); the penalty (``algo.kl.estimator``)
+        compares the untruncated ``kl_logprobs`` with ``ref_logprobs``."""
         mask = batch.response_mask
-        rewards, kl = kl_shaped_rewards(batch.scores, batch.logprobs, batch.ref_logprobs, mask, self.kl_coef)
+        rewards, _ = kl_shaped_rewards(batch.scores, batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_coef,
+                                       self.kl_estimator)
         advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
         if self.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
-        return advantages, returns, kl
+        return {"advantages": advantages, "returns": returns}
 
-    def loss(self, batch: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
-        """PPO loss terms on a minibatch (one teacher-forced forward pass of the policy)."""
+    def loss(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """PPO loss terms on a minibatch (one teacher-forced forward pass of the policy):
+        clipped surrogate + ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy, each a
+        mean over the minibatch's response tokens."""
         mask = batch.response_mask
         logits, values = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
         logits = logits[..., :batch.vocab_size]
         logprobs = token_logprobs(logits, batch.response_ids, batch.sampling)
-        pg = ppo_policy_loss(logprobs, batch.logprobs, advantages, mask, self.clip_range)
-        vf = value_loss(values, batch.values, returns, mask, self.clip_range_value)
+        pg = ppo_policy_loss(logprobs, batch.logprobs, prepared["advantages"], mask, self.clip_range)
+        vf = value_loss(values, batch.values, prepared["returns"], mask, self.clip_range_value)
         entropy = masked_mean(entropy_from_logits(warp_logits(logits.detach() if self.ent_coef == 0 else logits,
                                                               batch.sampling)), mask)
         total = pg.loss + self.vf_coef * vf.loss - self.ent_coef * entropy
         return {"loss/total": total, "loss/policy": pg.loss, "loss/value": vf.loss, "policy/clipfrac": pg.clipfrac,
-                "policy/approxkl": pg.approxkl, "policy/entropy": entropy.detach(), "val/clipfrac": vf.clipfrac,
-                "val/values": values.detach()}
+                "policy/approxkl": pg.approxkl, "policy/entropy": entropy.detach(), "val/clipfrac": vf.clipfrac}
 
-    def auxiliary_losses(self) -> dict[str, tuple[float, torch.Tensor]]:
-        """Extra ``{name: (coefficient, loss)}`` terms added to every minibatch's loss (PPO-ptx's
-        pretraining loss); none for plain PPO."""
-        return {}
-
-    def update(self, batch: RolloutBatch) -> dict[str, float]:
-        """One PPO update (see the module docstring); returns mean metrics over minibatches."""
-        if batch.batch_size % self.minibatch_size:
-            raise TextRLError(f"algo.minibatch_size: got {self.minibatch_size}; expected a divisor of "
-                              f"rollout.batch_size={batch.batch_size}")
-        beta = self.kl_coef
-        with torch.no_grad():
-            advantages, returns, kl = self.advantages(batch)
-        check_finite(advantages, "advantages")
-        sums: dict[str, float] = {}
-        steps = 0
-        for _ in range(self.epochs):
-            order = torch.randperm(batch.batch_size, generator=self.generator).to(batch.input_ids.device)
-            for start in range(0, batch.batch_size, self.minibatch_size):
-                idx = order[start:start + self.minibatch_size]
-                terms = self.loss(batch.select(idx), advantages[idx], returns[idx])
-                terms.pop("val/values")
-                for name, (coef, value) in self.auxiliary_losses().items():
-                    terms[name] = value
-                    terms["loss/total"] = terms["loss/total"] + coef * value
-                self.optimizer.zero_grad(set_to_none=True)
-                check_finite(terms["loss/total"], "loss/total")
-                self.backward(terms["loss/total"])
-                if self.max_grad_norm is not None:
-                    norm = self.clip_grad_norm(self.model.parameters(), self.max_grad_norm)
-                    if norm is not None:  # DeepSpeed clips inside its engine and returns None
-                        check_finite(norm, "gradient norm")  # before the step: the weights stay good
-                        terms["policy/grad_norm"] = norm
-                self.optimizer.step()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                steps += 1
+    def batch_metrics(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The rollout's entropy estimate and the critic's fit to the GAE returns."""
         mask = batch.response_mask
-        episode_kl = kl.sum(1)
-        # β must agree across processes: it follows the KL of the whole (all-process) batch
-        self.kl_controller.update(self.mean_across_processes(float(episode_kl.mean())), self.episodes_seen(batch))
-        metrics = {k: v / steps for k, v in sums.items()}
-        metrics.update({
-            "objective/kl": float(episode_kl.mean()),
-            "objective/score": float(batch.scores.mean()),
-            "objective/rlhf_reward": float((batch.scores - beta * episode_kl).mean()),
-            "objective/entropy": float(-(batch.logprobs * mask).sum(1).mean()),
-            "val/explained_variance": float(explained_variance(batch.values, returns, mask)),
-            "val/mean": float(masked_mean(batch.values, mask)),
-            "kl/beta": beta,
-            "episode/length": float(mask.sum(1).mean()),
-        })
-        return metrics
-
-    def state_dict(self) -> dict:
-        """Optimizer, KL controller and shuffling RNG state."""
-        return {"optimizer": self.optimizer.state_dict() if self.optimizer else None,
-                "kl_controller": self.kl_controller.state_dict(), "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (call after :meth:`setup`)."""
-        if state.get("optimizer") is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.kl_controller.load_state_dict(state["kl_controller"])
-        self.generator.set_state(state["generator"])
-
-
-def check_finite(value: torch.Tensor, name: str) -> None:
-    """Raise :class:`~textrl.errors.NonFiniteError` naming ``name`` if ``value`` has a NaN or inf."""
-    if not torch.isfinite(value).all():
-        shown = value.item() if value.numel() == 1 else "non-finite"
-        raise NonFiniteError(name, f"{name} is {shown}; expected a finite value (lower algo.lr or check the reward model)")
+        return {"objective/entropy": -torch.where(mask.bool(), batch.logprobs, 0.0).sum(1).mean(),
+                "val/explained_variance": explained_variance(batch.values, prepared["returns"], mask),
+                "val/mean": masked_mean(batch.values, mask)}

@@ -1,7 +1,7 @@
 """PPO-ptx (InstructGPT, Ouyang et al. 2022, eq. 2): PPO plus γ_ptx × the language-modelling loss
 on pretraining text, so RL does not erase what the model already knew.
 
-Every PPO minibatch also draws ``ptx_batch_size`` texts from ``ptx_data`` (a .txt/.json/.jsonl
+Every PPO optimizer step (minibatch) also draws ``ptx_batch_size`` texts from ``ptx_data`` (a .txt/.json/.jsonl
 path or a ``datasets`` id, read like prompts) and adds ``ptx_coef · CE(π; text)``; the term is
 logged as ``loss/ptx``. With ``ptx_coef = 0`` the parameters follow PPO exactly (tested).
 """
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from textrl.algorithms.ppo import PPO, KLConfig
+from textrl.algorithms.base import SetupContext
+from textrl.algorithms.kl import KLConfig
+from textrl.algorithms.ppo import PPO
 from textrl.config import integer, number
 from textrl.envs.prompts import load_prompts
 from textrl.errors import TextRLError
@@ -39,27 +41,32 @@ class PPOPtx(PPO):
                  lam: float = 0.95, clip_range: float = 0.2, clip_range_value: float | None = 0.2,
                  vf_coef: float = 0.1, ent_coef: float = 0.0, epochs: int = 1, minibatch_size: int = 16,
                  max_grad_norm: float | None = 1.0, whiten_advantages: bool = True, weight_decay: float = 0.0,
-                 value_init: str = "zeros"):
+                 value_init: str = "zeros", micro_batch_size: int | None = None):
         super().__init__(lr, kl, gamma, lam, clip_range, clip_range_value, vf_coef, ent_coef, epochs, minibatch_size,
-                         max_grad_norm, whiten_advantages, weight_decay, value_init)
+                         max_grad_norm, whiten_advantages, weight_decay, value_init, micro_batch_size)
         if not ptx_data or ptx_data == "???":
             raise TextRLError("algo.ptx_data: not set; expected a text/json/jsonl path or a datasets id")
         self.ptx_coef, self.ptx_data = ptx_coef, ptx_data
         self.ptx_batch_size, self.ptx_max_length = ptx_batch_size, ptx_max_length
         self.ptx_generator = torch.Generator().manual_seed(torch.initial_seed() + 1)
 
-    def setup(self, policy, reference, reward_model=None, tokenizer=None, accelerator=None) -> None:
-        """PPO's setup, then tokenise the pretraining texts once."""
-        super().setup(policy, reference, reward_model, accelerator)
-        if tokenizer is None:
+    def setup(self, policy, reference, context: SetupContext | None = None) -> None:
+        """PPO's setup, then tokenise the pretraining texts once with ``context.tokenizer``.
+
+        Raises:
+            TextRLError: no tokenizer in ``context``.
+        """
+        context = context or SetupContext()
+        super().setup(policy, reference, context)
+        if context.tokenizer is None:
             raise TextRLError("algo=ppo_ptx needs the policy's tokenizer in setup(); got None")
         try:
             texts = load_prompts(self.ptx_data)
         except TextRLError as e:  # the loader names data.prompts; the user typed algo.ptx_data
             raise TextRLError(str(e).replace("data.prompts", "algo.ptx_data", 1)) from None
-        self.ptx_ids = [ids for ids in tokenizer(texts, truncation=True, max_length=self.ptx_max_length)["input_ids"]
-                        if len(ids) > 1]
-        self.pad_id = tokenizer.pad_token_id
+        self.ptx_ids = [ids for ids in context.tokenizer(texts, truncation=True,
+                                                         max_length=self.ptx_max_length)["input_ids"] if len(ids) > 1]
+        self.pad_id = context.tokenizer.pad_token_id
 
     def ptx_loss(self) -> torch.Tensor:
         """Mean next-token cross-entropy of the policy on ``ptx_batch_size`` random texts."""
@@ -72,8 +79,8 @@ class PPOPtx(PPO):
         labels = ids.masked_fill(mask == 0, -100)
         return self.policy.lm(input_ids=ids, attention_mask=mask, labels=labels).loss
 
-    def auxiliary_losses(self):
-        """``{"loss/ptx": (γ_ptx, CE)}``."""
+    def step_losses(self):
+        """``{"loss/ptx": (γ_ptx, CE)}``, once per optimizer step (not split into micro-batches)."""
         return {"loss/ptx": (self.ptx_coef, self.ptx_loss())}
 
     def state_dict(self) -> dict:

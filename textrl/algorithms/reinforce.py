@@ -1,7 +1,9 @@
 """REINFORCE on the KL-shaped episode return, no critic (Williams 1992; RLOO: Kool et al. 2019,
 Ahmadian et al. 2024).
 
-Episode return ``G = r_RM(x, y) − β·Σ_t (log π(a_t|s_t) − log π_ref(a_t|s_t))``. The loss is
+Episode return ``G = r_RM(x, y) − β·Σ_t KL_t`` with ``KL_t`` the per-token KL estimate
+(``algo.kl.estimator``, k1 = ``log π(a_t|s_t) − log π_ref(a_t|s_t)``) on the temperature-scaled,
+untruncated log-probs of policy and reference. The loss is
 ``−mean_episodes((G − b)·Σ_t log π(a_t|s_t))`` with baseline b:
 
 - ``none``: b = 0;
@@ -18,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from textrl.algorithms.base import Algorithm, make_adamw
-from textrl.algorithms.ppo import KLConfig, check_finite, make_kl_controller
+from textrl.algorithms.base import Algorithm
+from textrl.algorithms.kl import KLConfig, kl_penalty
 from textrl.config import number, one_of
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
@@ -30,9 +32,10 @@ BASELINES = ("none", "moving_average", "leave_one_out")
 
 
 def episode_returns(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-                    beta: float) -> torch.Tensor:
-    """``(B,)`` KL-shaped returns ``score − β·Σ_t (logπ − logπ_ref)`` over real tokens."""
-    return scores - beta * ((logprobs - ref_logprobs) * mask).sum(1)
+                    beta: float, estimator: str = "k1") -> torch.Tensor:
+    """``(B,)`` KL-shaped returns ``score − β·Σ_t KL_t`` over real tokens, ``KL_t`` from
+    :func:`~textrl.algorithms.kl.kl_penalty` (``logprobs`` untruncated, ``(B, T)`` like the rest)."""
+    return scores - beta * kl_penalty(logprobs, ref_logprobs, mask, estimator).sum(1)
 
 
 def leave_one_out_baseline(returns: torch.Tensor, k: int) -> torch.Tensor:
@@ -50,8 +53,16 @@ def leave_one_out_baseline(returns: torch.Tensor, k: int) -> torch.Tensor:
 
 def reinforce_loss(logprobs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
     """``−mean_i(A_i · Σ_t logπ(a_t|s_t))``: logprobs ``(B, T)`` with grad, mask ``(B, T)``,
-    advantages ``(B,)`` (return minus baseline, no grad)."""
-    return -((logprobs * mask).sum(1) * advantages.detach()).mean()
+    advantages ``(B,)`` (return minus baseline, no grad).
+
+    Only real tokens the sampling distribution can still produce count: padding, and a token that
+    top-k/top-p now cuts off (log-prob ≈ ``finfo.min``, e.g. a top-p boundary token whose recomputed
+    probability differs in the last bit), are zeroed before the sum, so the loss stays finite; a
+    cut-off token has no gradient, as its ratio of 0 gives it none in PPO.
+    """
+    possible = mask.bool() & (logprobs > torch.finfo(logprobs.dtype).min / 2)
+    logprobs = torch.where(possible, logprobs, torch.zeros_like(logprobs))
+    return -(logprobs.sum(1) * advantages.detach()).mean()
 
 
 class Reinforce(Algorithm):
@@ -59,12 +70,14 @@ class Reinforce(Algorithm):
 
     Args:
         lr: AdamW learning rate.
-        kl: β settings (``kl.init``; ``adaptive`` as in PPO).
+        kl: β settings (``kl.init``; ``adaptive``, ``estimator`` as in PPO).
         baseline: ``none`` | ``moving_average`` | ``leave_one_out``.
         baseline_decay: EMA decay of the moving-average baseline.
         epochs: gradient steps per batch (1 is the on-policy estimator; more reuse the batch
             without importance correction).
-        minibatch_size: episodes per forward pass (gradients accumulate to one step).
+        minibatch_size: episodes per forward pass (gradients accumulate to one step per epoch
+            over the whole batch).
+        micro_batch_size: a smaller forward pass than ``minibatch_size`` (``None`` = that).
         max_grad_norm: gradient-norm clip (``None`` = off).
 
     ``baseline`` and ``baseline_decay`` are checked at startup through :attr:`config_checks`.
@@ -75,22 +88,21 @@ class Reinforce(Algorithm):
     """
 
     uses_value_head = False
+    shuffle = False  # one step per epoch over the whole batch: the order only changes float rounding
+    loss_average = "episodes"
     config_checks = {"baseline": one_of(*BASELINES), "baseline_decay": number(ge=0, lt=1)}
 
     def __init__(self, lr: float = 1.5e-4, kl: KLConfig = KLConfig(), baseline: str = "moving_average",
                  baseline_decay: float = 0.9, epochs: int = 1, minibatch_size: int = 16,
-                 max_grad_norm: float | None = 1.0):
-        self.lr, self.baseline, self.baseline_decay = lr, baseline, baseline_decay
-        self.epochs, self.minibatch_size, self.max_grad_norm = epochs, minibatch_size, max_grad_norm
-        self.kl_controller = make_kl_controller(kl)
+                 max_grad_norm: float | None = 1.0, micro_batch_size: int | None = None):
+        super().__init__(lr, kl, epochs, minibatch_size, micro_batch_size, max_grad_norm)
+        self.baseline, self.baseline_decay = baseline, baseline_decay
         self.running_return: float | None = None
 
-    def setup(self, policy, reference, accelerator=None) -> None:
-        """AdamW over the LM; the value head is unused and frozen. Prepared by ``accelerator`` if given."""
-        self.policy = policy
-        policy.value_head.requires_grad_(False)
-        optimizer = make_adamw([p for p in policy.lm.parameters() if p.requires_grad], lr=self.lr)
-        self.model, self.optimizer = self.distribute(policy, optimizer, accelerator)
+    def step_sizes(self, batch_size: int) -> tuple[int, int]:
+        """One optimizer step over the whole batch, forward passes of ``minibatch_size`` (or
+        ``micro_batch_size``) episodes."""
+        return batch_size, min(self.micro_batch_size or self.minibatch_size, self.minibatch_size)
 
     def baseline_values(self, returns: torch.Tensor, k: int) -> torch.Tensor:
         """``(B,)`` baseline for this batch's returns (updates the moving average)."""
@@ -104,45 +116,29 @@ class Reinforce(Algorithm):
             self.baseline_decay * self.running_return + (1 - self.baseline_decay) * mean)
         return b
 
-    def update(self, batch: RolloutBatch) -> dict[str, float]:
-        """One REINFORCE step on ``batch``."""
-        beta = self.kl_controller.value
-        mask = batch.response_mask
-        returns = episode_returns(batch.scores, batch.logprobs, batch.ref_logprobs, mask, beta)
-        advantages = returns - self.baseline_values(returns, batch.samples_per_prompt)
-        check_finite(advantages, "advantages")
-        total = 0.0
-        for _ in range(self.epochs):
-            self.optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for start in range(0, batch.batch_size, self.minibatch_size):
-                idx = torch.arange(start, min(start + self.minibatch_size, batch.batch_size), device=mask.device)
-                mb = batch.select(idx)
-                logits, _ = response_outputs(self.model, mb.input_ids, mb.attention_mask, mb.response_length)
-                logprobs = token_logprobs(logits[..., :mb.vocab_size], mb.response_ids, mb.sampling)
-                loss = reinforce_loss(logprobs, mb.response_mask, advantages[idx]) * len(idx) / batch.batch_size
-                check_finite(loss, "loss/policy")
-                self.backward(loss)
-                total += float(loss)
-            if self.max_grad_norm is not None:
-                norm = self.clip_grad_norm(self.policy.lm.parameters(), self.max_grad_norm)
-                if norm is not None:
-                    check_finite(norm, "gradient norm")
-            self.optimizer.step()
-        episode_kl = ((batch.logprobs - batch.ref_logprobs) * mask).sum(1)
-        self.kl_controller.update(self.mean_across_processes(float(episode_kl.mean())), self.episodes_seen(batch))
-        return {"loss/policy": total, "objective/kl": float(episode_kl.mean()),
-                "objective/score": float(batch.scores.mean()), "objective/rlhf_reward": float(returns.mean()),
-                "kl/beta": beta, "policy/advantage_std": float(advantages.std()) if advantages.numel() > 1 else 0.0,
-                "episode/length": float(mask.sum(1).mean())}
+    def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
+        """``{"advantages"}``: ``(B,)`` KL-shaped return minus the baseline."""
+        returns = episode_returns(batch.scores, batch.kl_logprobs, batch.ref_logprobs, batch.response_mask,
+                                  self.kl_coef, self.kl_estimator)
+        return {"advantages": returns - self.baseline_values(returns, batch.samples_per_prompt)}
+
+    def loss(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``loss/total`` = ``loss/policy``, the REINFORCE loss (mean over episodes)."""
+        logits, _ = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
+        logprobs = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, batch.sampling)
+        loss = reinforce_loss(logprobs, batch.response_mask, prepared["advantages"])
+        return {"loss/total": loss, "loss/policy": loss.detach()}
+
+    def batch_metrics(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The spread of the advantages (how much the baseline leaves)."""
+        advantages = prepared["advantages"]
+        return {"policy/advantage_std": advantages.std() if advantages.numel() > 1 else 0.0}
 
     def state_dict(self) -> dict:
         """Optimizer, β controller and the moving-average baseline."""
-        return {"optimizer": self.optimizer.state_dict(), "kl_controller": self.kl_controller.state_dict(),
-                "running_return": self.running_return}
+        return {**super().state_dict(), "running_return": self.running_return}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.kl_controller.load_state_dict(state["kl_controller"])
+        super().load_state_dict(state)
         self.running_return = state["running_return"]

@@ -18,6 +18,7 @@ from torch import nn
 
 from textrl.errors import TextRLError
 from textrl.policies.lora import LoraSettings, add_lora, base_model_of, is_adapter_dir, load_adapters
+from textrl.policies.sampling import token_logprobs
 from textrl.policies.value_head import ValueHead
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,32 @@ class PolicyWithValueHead(nn.Module):
         self.base = base
         self.value_head = ValueHead(self.lm.config.get_text_config().hidden_size)
         self.plain_head = has_plain_lm_head(self.lm)
+        self.checkpointed_layers: list[nn.Module] = []
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Turn on the LM's gradient (activation) checkpointing (``policy.gradient_checkpointing``):
+        each decoder layer keeps only its input in the forward pass and recomputes its
+        activations in the backward pass (Chen et al. 2016), non-reentrant. Memory for
+        activations then grows with one layer, not the whole stack, for about one extra forward
+        pass of compute. The gradients are the same.
+
+        transformers checkpoints a layer only while it is in training mode; the policy runs in
+        eval mode (no dropout), so :meth:`forward` marks the checkpointed layers (not their
+        dropout sub-modules) as training for passes that build a graph without a KV cache, i.e.
+        the algorithm's loss passes; rollouts (``no_grad``, cached) are unaffected.
+
+        Raises:
+            TextRLError: the model does not support gradient checkpointing.
+        """
+        if not getattr(self.lm, "supports_gradient_checkpointing", False):
+            raise TextRLError(f"policy.gradient_checkpointing: got true; expected a model that supports it "
+                              f"({type(self.lm).__name__} does not)")
+        enable = getattr(self.lm, "activation_checkpointing_enable", None) or self.lm.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
+        from transformers import PreTrainedModel
+
+        self.checkpointed_layers = [m for m in self.lm.modules() if getattr(m, "gradient_checkpointing", None) is True
+                                    and not isinstance(m, PreTrainedModel)]  # the decoder layers, not the trunk
 
     @property
     def config(self):
@@ -208,9 +235,10 @@ class PolicyWithValueHead(nn.Module):
     @classmethod
     def from_pretrained(cls, model: str, gguf_file: str | None = None, dtype: str = "float32",
                         tokenizer=None, dropout: float | None = 0.0, device: str | torch.device = "cpu",
-                        lora: LoraSettings | None = None):
+                        lora: LoraSettings | None = None, gradient_checkpointing: bool = False):
         """Load the LM with :func:`load_causal_lm`; a ``value_head.safetensors`` saved by
         :meth:`save_pretrained` next to it is loaded too (else the head starts at zero).
+        ``gradient_checkpointing`` calls :meth:`enable_gradient_checkpointing`.
 
         With ``lora.r > 0`` fresh LoRA adapters are added (see :mod:`textrl.policies.lora`). A
         directory of saved adapters loads as its base with those adapters merged in: that is the
@@ -232,6 +260,8 @@ class PolicyWithValueHead(nn.Module):
             from safetensors.torch import load_file
 
             policy.value_head.load_state_dict(load_file(head))
+        if gradient_checkpointing:
+            policy.enable_gradient_checkpointing()
         return policy.to(device).eval()  # RL runs without dropout: rollout and training log-probs agree
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None,
@@ -255,6 +285,17 @@ class PolicyWithValueHead(nn.Module):
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                       past_key_values=past_key_values, use_cache=use_cache)
+        checkpointed = self.checkpointed_layers if torch.is_grad_enabled() and not use_cache else []
+        modes = [layer.training for layer in checkpointed]
+        for layer in checkpointed:  # see enable_gradient_checkpointing
+            layer.training = True
+        try:
+            return self._forward(inputs, logits_to_keep)
+        finally:
+            for layer, mode in zip(checkpointed, modes):
+                layer.training = mode
+
+    def _forward(self, inputs: dict, logits_to_keep: int) -> PolicyOutput:
         if self.plain_head:  # trunk, then lm_head on the kept positions: no hidden-state capture
             out = self.lm.base_model(**inputs)
             hidden = out.last_hidden_state
@@ -314,6 +355,32 @@ def response_outputs(policy: nn.Module, input_ids: torch.Tensor, attention_mask:
     """
     out = policy(input_ids, attention_mask, logits_to_keep=response_length + 1)
     return out.logits[:, :-1], out.values[:, :-1]
+
+
+def teacher_forced_logprobs(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                            response_length: int, vocab_size: int, sampling=None,
+                            chunk_size: int | None = None) -> torch.Tensor:
+    """``(B, T)`` float32 log-probabilities of the last ``response_length`` tokens under a plain
+    causal LM (π_ref), teacher-forced in chunks of ``chunk_size`` rows (``None`` = one pass), so
+    at most ``chunk_size × T × V`` logits exist at once.
+
+    Args:
+        lm: the causal LM.
+        input_ids: ``(B, P+T)`` long [left-padded prompt | right-padded response].
+        attention_mask: ``(B, P+T)``.
+        response_length: T.
+        vocab_size: logits beyond the action space are dropped.
+        sampling: a :class:`~textrl.policies.sampling.SamplingConfig` (temperature...) applied
+            to the logits first, as :func:`~textrl.policies.sampling.token_logprobs`.
+        chunk_size: rows per forward pass.
+    """
+    step = chunk_size or input_ids.shape[0]
+    parts = []
+    for start in range(0, input_ids.shape[0], step):
+        ids, mask = input_ids[start:start + step], attention_mask[start:start + step]
+        logits = response_logits(lm, ids, mask, response_length)[..., :vocab_size]
+        parts.append(token_logprobs(logits, ids[:, -response_length:], sampling))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def response_logits(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int):

@@ -22,8 +22,8 @@ from gymnasium.vector import AutoresetMode
 
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
-from textrl.policies.hf_causal_lm import PolicyWithValueHead, response_logits
-from textrl.policies.sampling import SamplingConfig, token_logprobs
+from textrl.policies.hf_causal_lm import PolicyWithValueHead, teacher_forced_logprobs
+from textrl.policies.sampling import SamplingConfig
 from textrl.rollout.buffer import RolloutBatch
 from textrl.rollout.engines import make_engine, resolve_engine
 
@@ -45,6 +45,8 @@ class RolloutCollector:
             :mod:`textrl.rollout.engines`); the engine and its static cache are made once, at the
             first batch, and reused.
         compile_backend: ``torch.compile`` backend of the compiled engine (default: inductor).
+        chunk_size: rows per teacher-forced π_ref pass (``algo.micro_batch_size``; ``None`` =
+            the whole batch in one pass).
 
     Raises:
         TextRLError: the env autoresets (its episodes would be cut into the next batch), k does
@@ -53,14 +55,14 @@ class RolloutCollector:
 
     def __init__(self, env: TokenGenVectorEnv, policy: PolicyWithValueHead, reference, sampling: SamplingConfig,
                  seed: int = 0, samples_per_prompt: int = 1, engine: str = "eager",
-                 compile_backend: str | None = None):
+                 compile_backend: str | None = None, chunk_size: int | None = None):
         if env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
             raise TextRLError(f"RolloutCollector needs autoreset_mode=DISABLED; got {env.metadata.get('autoreset_mode')}")
         if samples_per_prompt < 1 or env.num_envs % samples_per_prompt:
             raise TextRLError(f"rollout.samples_per_prompt: got {samples_per_prompt}; expected a divisor of "
                               f"rollout.batch_size={env.num_envs}")
         self.env, self.policy, self.reference, self.sampling = env, policy, reference, sampling
-        self.seed, self.samples_per_prompt = seed, samples_per_prompt
+        self.seed, self.samples_per_prompt, self.chunk_size = seed, samples_per_prompt, chunk_size
         self.engine_name = resolve_engine(engine, env.device)
         self.compile_backend = compile_backend
         self.engine = None  # made at the first batch
@@ -134,8 +136,8 @@ class RolloutCollector:
         if self.reference is None:
             ref_logprobs = kl_logprobs.clone()
         else:
-            ref_logits = response_logits(self.reference, input_ids, attention_mask, T)[..., :vocab]
-            ref_logprobs = token_logprobs(ref_logits, input_ids[:, -T:], self.sampling.untruncated()) * response_mask
+            ref_logprobs = teacher_forced_logprobs(self.reference, input_ids, attention_mask, T, vocab,
+                                                   self.sampling.untruncated(), self.chunk_size) * response_mask
         return RolloutBatch(
             input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
             logprobs=logprobs, ref_logprobs=ref_logprobs, kl_logprobs=kl_logprobs, values=values, rewards=rewards,

@@ -77,10 +77,11 @@ def make_env(cfg, tokenizer, prompts: list[str], reward_model, num_envs: int, de
 
 
 def make_collector(cfg, env: TokenGenVectorEnv, policy, reference, seed: int,
-                   samples_per_prompt: int = 1) -> RolloutCollector:
-    """A collector with ``rollout.*``'s sampling distribution and decode engine."""
+                   samples_per_prompt: int = 1, chunk_size: int | None = None) -> RolloutCollector:
+    """A collector with ``rollout.*``'s sampling distribution and decode engine; ``chunk_size``
+    rows per π_ref pass (``algo.micro_batch_size``)."""
     return RolloutCollector(env, policy, reference, sampling_config(cfg), seed=seed,
-                            samples_per_prompt=samples_per_prompt, engine=cfg.rollout.engine)
+                            samples_per_prompt=samples_per_prompt, engine=cfg.rollout.engine, chunk_size=chunk_size)
 
 
 @dataclass
@@ -114,7 +115,8 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
     if stage == "rl":
         policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
                                                      tokenizer=tokenizer, dropout=cfg.policy.dropout, device=device,
-                                                     lora=LoraSettings(**cfg.policy.lora))
+                                                     lora=LoraSettings(**cfg.policy.lora),
+                                                     gradient_checkpointing=cfg.policy.gradient_checkpointing)
         reference = make_reference(policy)  # a frozen copy, or the LoRA policy with its adapters off
         if cfg.policy.lora.r and cfg.policy.lora.dropout:
             log.warning("policy.lora.dropout=%s has no effect in RL: the policy runs in eval mode so rollout and "

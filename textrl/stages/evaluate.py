@@ -3,7 +3,8 @@
 Both models answer the same prompts (``data.eval_prompts`` held out from RL, or the first
 ``eval.num_prompts``), sampled with ``rollout.*``; the reward model (``reward.*``) scores every
 response. Reported: mean reward of each, the policy's win rate under the reward model (ties count
-half), the mean KL of the policy to the reference on its own samples (nats per response), and
+half), the mean KL of the policy to the reference on its own samples (k1, nats per response, from the
+temperature-scaled untruncated log-probs of both, whatever top-k/top-p sampled), and
 mean response lengths (tokens). Written to ``eval.json`` and ``eval_samples.jsonl``; reported
 through the hooks as one ``eval/*`` metrics record (metrics.jsonl, wandb) and, by the console
 logger, as a table.
@@ -15,6 +16,7 @@ import os
 
 import torch
 
+from textrl.algorithms.kl import episode_kl
 from textrl.io import append_jsonl, atomic_write_json
 from textrl.policies.hf_causal_lm import PolicyWithValueHead
 from textrl.stages.build import build_rollout_parts, make_collector
@@ -42,7 +44,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         "reference": {"mean_reward": float(theirs.scores.mean()),
                       "mean_length": float(theirs.response_mask.sum(1).mean())},
         "win_rate": float(wins.mean()),
-        "kl": float(((ours.logprobs - ours.ref_logprobs) * ours.response_mask).sum(1).mean()),
+        "kl": float(episode_kl(ours.kl_logprobs, ours.ref_logprobs, ours.response_mask).mean()),
         "policy_model": cfg.policy.model, "reference_model": cfg.eval.reference,
     }
     atomic_write_json(os.path.join(run_dir, "eval.json"), result)

@@ -8,8 +8,8 @@ atomically.
 
 from __future__ import annotations
 
-import inspect
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from textrl.algorithms.base import SetupContext, check_metrics
 from textrl.config import build_plugin
 from textrl.devices import autocast
 from textrl.distributed import (broadcast_object, gather_states, make_accelerator, mean_across_processes,
@@ -82,6 +83,14 @@ def checkpoint(cfg, run_dir: str, update: int, policy, algorithm, collector, acc
         save_checkpoint(run_dir, update, cfg, policy, algorithm, processes, keep=cfg.trainer.keep_checkpoints)
     if accelerator is not None:
         accelerator.wait_for_everyone()
+
+
+def check_finite_metrics(metrics: dict) -> None:
+    """Raise :class:`NonFiniteError` naming the first metric that is NaN or ±inf, so it follows
+    ``trainer.on_nonfinite`` instead of reaching ``metrics.jsonl`` (strict JSON, no ``NaN``/``Infinity``)."""
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            raise NonFiniteError(name, f"{name} is {value}; expected a finite value")
 
 
 def on_nonfinite(error: NonFiniteError, update: int, cfg, run_dir: str) -> dict:
@@ -170,12 +179,11 @@ def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
     rank, processes = rank_and_size(accelerator)
     parts = build_rollout_parts(cfg, registry, device, "rl", num_envs=cfg.rollout.batch_size // processes)
     algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
-    offered = {"reward_model": parts.reward_model, "tokenizer": parts.tokenizer, "accelerator": accelerator}
-    accepted = inspect.signature(algorithm.setup).parameters
-    algorithm.setup(parts.policy, parts.reference, **{k: v for k, v in offered.items() if k in accepted})
+    algorithm.setup(parts.policy, parts.reference, SetupContext(reward_model=parts.reward_model,
+                                                                tokenizer=parts.tokenizer, accelerator=accelerator))
     samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
     collector = make_collector(cfg, parts.env, parts.policy, parts.reference, seed=cfg.seed + rank * parts.env.num_envs,
-                               samples_per_prompt=samples_per_prompt)
+                               samples_per_prompt=samples_per_prompt, chunk_size=algorithm.micro_batch_size)
     return RLRun(parts, algorithm, collector, device)
 
 
@@ -187,8 +195,8 @@ def run_update(cfg, run: RLRun, update: int, run_dir: str):
         with autocast(run.device, cfg.trainer.precision):
             batch = run.collector.collect()
             t1 = time.perf_counter()
-            metrics = run.algorithm.update(batch)
-        metrics.setdefault("objective/score", float(batch.scores.mean()))  # for algorithms that omit it
+            metrics = check_metrics(run.algorithm.update(batch), cfg.algo.name)
+        check_finite_metrics(metrics)  # metrics.jsonl stays strict JSON: a NaN/inf follows trainer.on_nonfinite
     except NonFiniteError as e:
         return on_nonfinite(e, update, cfg, run_dir), None  # raises unless trainer.on_nonfinite=skip
     t2 = time.perf_counter()

@@ -78,3 +78,46 @@ def test_algo_grpo_trains_through_the_cli(tmp_path):
         assert all(math.isfinite(r[k]) for k in ("objective/score", "objective/kl", "loss/policy", "loss/kl"))
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert samples[0]["prompt"] == samples[3]["prompt"]  # each prompt ran group_size times
+
+
+def test_plugin_imports_only_the_public_api():
+    import ast
+
+    import textrl_grpo
+
+    for path in Path(textrl_grpo.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("textrl."):
+                raise AssertionError(f"{path.name} imports internal module {node.module}")
+            if isinstance(node, ast.Import):
+                internal = [a.name for a in node.names if a.name.startswith("textrl.")]
+                assert not internal, f"{path.name} imports internal modules {internal}"
+            if isinstance(node, ast.ImportFrom) and node.module == "textrl":
+                assert all(a.name in textrl.__all__ for a in node.names), path.name
+
+
+def test_grpo_runs_on_textrls_loop():
+    from textrl_grpo import GRPO
+
+    assert GRPO.update is textrl.Algorithm.update  # the loop (with its gradient-norm check) is textrl's
+    algo = GRPO(lr=1e-3, micro_batch_size=2)
+    assert algo.micro_batch_size == 2 and not algo.uses_value_head and algo.samples_per_prompt == 4
+
+
+def test_grpo_kl_term_uses_the_untruncated_logprobs_and_the_chosen_estimator():
+    floor = torch.finfo(torch.float32).min
+    # sampling log-probs renormalised by top-k (−0.5, and a cut-off token); untruncated −1.0, −3.0
+    logprobs = torch.tensor([[-0.5, floor, 0.0]])
+    old = torch.tensor([[-0.5, -0.7, 0.0]])
+    untruncated = torch.tensor([[-1.0, -3.0, floor]])  # padding holds garbage
+    ref = torch.tensor([[-1.0, -2.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    terms = grpo_loss(logprobs, old, ref, torch.tensor([1.0]), mask, 0.2, 0.1, untruncated, "k3")
+    # x = log π − log π_ref = 0, −1 → k3 = e^(−x) − 1 + x = 0, e − 2; mean over the 2 real tokens
+    assert terms["kl"].item() == pytest.approx((math.e - 2.0) / 2, rel=1e-6)
+    k1 = grpo_loss(logprobs, old, ref, torch.tensor([1.0]), mask, 0.2, 0.1, untruncated, "k1")
+    assert k1["kl"].item() == pytest.approx(-0.5, rel=1e-6)  # (0 − 1)/2
+    assert all(torch.isfinite(v).all() for v in terms.values())
+    same = grpo_loss(untruncated[:, :2], untruncated[:, :2], untruncated[:, :2], torch.tensor([1.0]), mask[:, :2],
+                     0.2, 0.1)
+    assert same["kl"].item() == 0.0  # π = π_ref: the k3 term is exactly 0
