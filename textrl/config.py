@@ -57,13 +57,14 @@ class EnvConfig:
 @dataclass
 class DataConfig:
     """``data.*``: the prompts. ``prompts`` is ``builtin``, a .jsonl/.json/.txt/.csv(.gz) path or a
-    ``datasets`` id; ``prefix_tokens`` cuts each text to its first k tokens."""
+    ``datasets`` id; ``prefix_tokens`` cuts each text to its first k tokens, ``k`` or a range
+    ``[min, max]`` (k drawn per text, seeded; checked by :func:`textrl.envs.prompts.prefix_range`)."""
 
     prompts: str = "builtin"
     text_field: Optional[str] = None
     split: str = "train"
     max_prompts: Optional[int] = None
-    prefix_tokens: Optional[int] = None
+    prefix_tokens: Any = None  # k | [min, max] | null
     prompt_format: str = "none"  # none (raw text) | auto | chat | plain: see textrl.records.format_prompt
     eval_prompts: Optional[int] = None  # hold out the last k prompts for stage=eval (not trained on)
 
@@ -168,10 +169,14 @@ class RMConfig:
 @dataclass
 class EvalConfig:
     """``eval.*`` (``stage=eval``): the policy (``policy.model``) against ``reference`` on held-out
-    prompts (``data.*``): mean reward, win rate under the reward model, KL, length."""
+    prompts (``data.*``): mean and median reward, win rate under the reward model, KL, length.
+    ``prompts`` (a source like ``data.prompts``, cut like ``data.prefix_tokens``) draws
+    ``num_prompts`` held-out prompts at random (seeded) from another file, e.g. IMDB's test
+    reviews; ``null`` uses ``data.*``."""
 
     reference: str = "${policy.model}"
     reference_gguf_file: Optional[str] = None
+    prompts: Optional[str] = None
     num_prompts: int = 64
     samples: int = 8
 
