@@ -3,7 +3,7 @@
 Per update: collect ``rollout.batch_size`` episodes through the vector env, run the algorithm's
 update, call the ``textrl_on_update_end`` hooks (metrics.jsonl, samples.jsonl, console, wandb).
 At the end the policy is saved to ``<run_dir>/policy`` and ``summary.json`` is written, both
-atomically.
+atomically, and ``report.png`` is drawn from ``metrics.jsonl`` (:mod:`textrl.report`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_tokenizer
 from textrl.policies.lora import LoraSettings
 from textrl.policies.reference import make_reference
 from textrl.policies.sampling import SamplingConfig
+from textrl.report import write_rl_report_quietly
 from textrl.rollout.collector import RolloutCollector
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
     """
     d = cfg.data
     prompts = load_prompts(d.prompts, text_field=d.text_field, split=d.split, max_prompts=d.max_prompts,
-                           prefix_tokens=d.prefix_tokens, tokenizer=tokenizer)
+                           prefix_tokens=d.prefix_tokens, tokenizer=tokenizer, seed=cfg.seed)
     k = d.eval_prompts or 0
     if k >= len(prompts):
         raise TextRLError(f"data.eval_prompts: got {k}; expected fewer than the {len(prompts)} prompts")
@@ -271,6 +272,7 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
         if cfg.trainer.save_policy:
             atomic_save_dir(os.path.join(run_dir, "policy"), lambda d: policy.save_pretrained(d, tokenizer))
         atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+        write_rl_report_quietly(run_dir, cfg)  # report.png, before the loggers' end (wandb logs it)
         hook.textrl_on_train_end(summary=summary)
     if accelerator is not None:
         accelerator.wait_for_everyone()
