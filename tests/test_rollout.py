@@ -39,6 +39,18 @@ def test_rollout_logprobs_and_values_equal_teacher_forced_recompute(tokenizer, p
     assert mask.sum() > 0 and batch.values.abs().max() > 0  # the check is not vacuous
 
 
+def test_kl_logprobs_are_untruncated_and_match_the_reference_before_training(tokenizer, policy):
+    sampling = SamplingConfig(temperature=0.7, top_k=5, top_p=0.8)
+    batch = collector(tokenizer, policy, sampling, reference=frozen_reference(policy)).collect()
+    mask = batch.response_mask
+    with torch.no_grad():
+        logits, _ = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
+    untruncated = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, sampling.untruncated()) * mask
+    assert (untruncated - batch.kl_logprobs).abs().max() <= 1e-4
+    assert (batch.ref_logprobs - batch.kl_logprobs).abs().max() <= 1e-4  # KL = 0 when policy = reference
+    assert (batch.logprobs - batch.kl_logprobs).abs().max() > 1e-2  # truncation really changed the sampled log-probs
+
+
 def test_reference_logprobs_equal_policy_logprobs_before_training(tokenizer, policy):
     batch = collector(tokenizer, policy, reference=frozen_reference(policy)).collect()
     assert (batch.ref_logprobs - batch.logprobs).abs().max() <= 1e-4

@@ -6,6 +6,11 @@ importance ratio recomputes them with the same :func:`warp_logits`, so ratio = 1
 minibatch. With top-k/top-p a token that leaves the kept set gets logprob ≈ ``finfo.min``
 (a finite "impossible"), so the ratio is 0 for it instead of NaN. The default (temperature 1,
 top_k 0, top_p 1) samples the policy itself, as PPO's theory assumes and TRL/OpenRLHF default to.
+
+The KL penalty is a distance between two *models*, not between a model and a truncated sampler, so it
+uses the temperature-scaled, **untruncated** distribution of policy and reference alike
+(:meth:`SamplingConfig.untruncated`): KL is exactly 0 when policy = reference, whatever top-k/top-p is.
+:func:`sample_tokens` returns both log-probs of the sampled token from the one forward pass.
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ class SamplingConfig:
             raise TextRLError(f"rollout.top_k: got {self.top_k}; expected an integer >= 0 (0 turns it off)")
         if not 0 < self.top_p <= 1:
             raise TextRLError(f"rollout.top_p: got {self.top_p}; expected a number in (0, 1]")
+
+    @property
+    def truncates(self) -> bool:
+        """Whether top-k or top-p cut the distribution (then sampled ≠ untruncated log-probs)."""
+        return self.top_k > 0 or self.top_p < 1.0
+
+    def untruncated(self) -> "SamplingConfig":
+        """The same temperature without top-k/top-p: the distribution the KL penalty compares."""
+        return SamplingConfig(temperature=self.temperature)
 
 
 def warp_logits(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
@@ -70,12 +84,17 @@ def sample_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: tor
         generator: torch RNG on ``logits.device`` (for reproducible rollouts).
 
     Returns:
-        ``(tokens, logprobs)``: ``LongTensor[B]`` and ``FloatTensor[B]``, the log-probability
-        of each token under the distribution it was sampled from.
+        ``(tokens, logprobs, kl_logprobs)``: ``LongTensor[B]``; ``FloatTensor[B]`` the
+        log-probability of each token under the distribution it was sampled from (for the
+        importance ratio); ``FloatTensor[B]`` its log-probability under the temperature-scaled,
+        untruncated distribution (for the KL penalty; the same tensor when nothing truncates).
     """
     logp = torch.log_softmax(warp_logits(logits, sampling), dim=-1)
     tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
-    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+    sampled = logp.gather(-1, tokens[:, None]).squeeze(-1)
+    if not sampling.truncates:
+        return tokens, sampled, sampled
+    return tokens, sampled, token_logprobs(logits[:, None], tokens[:, None], sampling.untruncated())[:, 0]
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, sampling: SamplingConfig | None = None):

@@ -92,13 +92,16 @@ class RolloutCollector:
         decoder = KVCacheDecoder(self.policy)
         logits, values = decoder.prefill(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
         logprobs = torch.zeros(n, T, device=env.device)
+        kl_logprobs = logprobs if not self.sampling.truncates else torch.zeros(n, T, device=env.device)
         value_buf = torch.zeros(n, T, device=env.device)
         rewards = torch.zeros(n, T, device=env.device)
         active = torch.ones(n, dtype=torch.bool, device=env.device)
         for t in range(T):
-            tokens, logp = sample_tokens(logits[:, :vocab], self.sampling, self.generator)
+            tokens, logp, kl_logp = sample_tokens(logits[:, :vocab], self.sampling, self.generator)
             tokens = torch.where(active, tokens, env.pad_token_id)
             logprobs[:, t] = logp  # entries after an episode's end are zeroed once, in _batch
+            if kl_logprobs is not logprobs:
+                kl_logprobs[:, t] = kl_logp
             value_buf[:, t] = values
             obs, reward, terminated, truncated, _ = env.step(tokens)
             rewards[:, t] = reward
@@ -106,9 +109,9 @@ class RolloutCollector:
             if env.all_done:
                 break
             logits, values = decoder.step(tokens, active)
-        return self._batch(obs, logprobs, value_buf, rewards, vocab)
+        return self._batch(obs, logprobs, kl_logprobs, value_buf, rewards, vocab)
 
-    def _batch(self, obs, logprobs, values, rewards, vocab: int) -> RolloutBatch:
+    def _batch(self, obs, logprobs, kl_logprobs, values, rewards, vocab: int) -> RolloutBatch:
         env, P = self.env, self.env.max_prompt_tokens
         lengths = env.lengths
         T = int(lengths.max())  # trim columns no episode used
@@ -117,16 +120,16 @@ class RolloutCollector:
         input_ids = obs["input_ids"][:, cols]
         attention_mask = obs["attention_mask"][:, cols].long()
         response_mask = (torch.arange(T, device=env.device)[None, :] < lengths[:, None]).float()
+        kl_logprobs = kl_logprobs[:, :T] * response_mask
         logprobs, values, rewards = logprobs[:, :T] * response_mask, values[:, :T] * response_mask, rewards[:, :T]
         if self.reference is None:
-            ref_logprobs = logprobs.clone()
+            ref_logprobs = kl_logprobs.clone()
         else:
-            ref_sampling = SamplingConfig(temperature=self.sampling.temperature)
             ref_logits = response_logits(self.reference, input_ids, attention_mask, T)[..., :vocab]
-            ref_logprobs = token_logprobs(ref_logits, input_ids[:, -T:], ref_sampling) * response_mask
+            ref_logprobs = token_logprobs(ref_logits, input_ids[:, -T:], self.sampling.untruncated()) * response_mask
         return RolloutBatch(
             input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
-            logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, rewards=rewards,
+            logprobs=logprobs, ref_logprobs=ref_logprobs, kl_logprobs=kl_logprobs, values=values, rewards=rewards,
             scores=rewards.sum(1), prompts=list(env.episode_prompts), responses=list(env.episode_responses),
             sampling=self.sampling, vocab_size=vocab, samples_per_prompt=self.samples_per_prompt,
             reward_components={k: v.clone() for k, v in env.episode_components.items()},
