@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--classifier", default=None, help="reuse this imdb_classifier run (or model) directory")
     parser.add_argument("--classifier-overrides", default="", help="extra overrides for the classifier run")
     parser.add_argument("--run-dir", default=None, help="where the runs go (default: a temporary folder)")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="skip the RL / eval phase whose output (rl/summary.json, eval/eval.json) is already in "
+                             "--run-dir, e.g. to reprint the table")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the RL and eval runs")
     args = parser.parse_args()
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="imdb-sentiment-")).resolve()
@@ -104,8 +107,10 @@ def main() -> None:
 
     reference_model, reference_gguf = starting_policy(args.overrides)
     common = ["experiment=imdb_sentiment", f"reward.model={model}", *args.overrides]
-    walls["rl"] = textrl([*common, f"hydra.run.dir={root / 'rl'}", "trainer.progress_bar=false"], root / "rl.log")
-    walls["eval"] = textrl([*common, "stage=eval", f"hydra.run.dir={root / 'eval'}",
+    reuse = lambda path: args.reuse_runs and path.is_file()  # noqa: E731
+    walls["rl"] = None if reuse(root / "rl" / "summary.json") else textrl(
+        [*common, f"hydra.run.dir={root / 'rl'}", "trainer.progress_bar=false"], root / "rl.log")
+    walls["eval"] = None if reuse(root / "eval" / "eval.json") else textrl([*common, "stage=eval", f"hydra.run.dir={root / 'eval'}",
                             f"policy.model={root / 'rl' / 'policy'}", "policy.gguf_file=null",
                             f"eval.reference={reference_model}",
                             f"eval.reference_gguf_file={reference_gguf if reference_gguf else 'null'}"],
@@ -145,9 +150,11 @@ def main() -> None:
           f"{roll['batch_size']} episodes, prompts {cfg['data']['prefix_tokens']} tokens, ≤ {env['max_new_tokens']} new "
           f"tokens, lr {algo.get('lr')}, epochs {algo.get('epochs')}, β {kl.get('init')} "
           f"{'adaptive, target ' + str(kl.get('target')) if kl.get('adaptive') else 'fixed'}; "
-          f"KL over the last 10 updates {rl_kl:.2f} nats | {minutes(walls['rl'])} |")
+          f"KL over the last 10 updates {rl_kl:.2f} nats | {minutes(walls['rl']) if walls['rl'] else 'reused'} |")
     print(f"| eval | {result['prompts']} prompts from test_5k, reference and policy sampled at T="
-          f"{roll['temperature']} | {minutes(walls['eval'])} |")
+          f"{roll['temperature']} | {minutes(walls['eval']) if walls['eval'] else 'reused'} |")
+    if walls["rl"] is None or walls["eval"] is None:
+        print(f"| (reused) | RL {rl_summary['wall_time_s'] / 60:.1f} min inside textrl | |")
     total = sum(w for w in walls.values() if w)
     print(f"| all | | {minutes(total)} |")
     print()
