@@ -146,7 +146,8 @@ def main() -> None:
           f"{minutes(walls['classifier']) if walls['classifier'] else 'reused: ' + str(model)} |")
     algo, roll, env = cfg["algo"], cfg["rollout"], cfg["env"]
     kl = algo.get("kl", {})
-    print(f"| RL | {cfg['policy']['model'].split('/')[-1]} {algo.get('name')}, {rl_summary['updates']} updates × "
+    policy_name = Path(reference_gguf or reference_model).name  # the saved config holds ${...} unresolved
+    print(f"| RL | {policy_name} {algo.get('name')}, {rl_summary['updates']} updates × "
           f"{roll['batch_size']} episodes, prompts {cfg['data']['prefix_tokens']} tokens, ≤ {env['max_new_tokens']} new "
           f"tokens, lr {algo.get('lr')}, epochs {algo.get('epochs')}, β {kl.get('init')} "
           f"{'adaptive, target ' + str(kl.get('target')) if kl.get('adaptive') else 'fixed'}; "
