@@ -27,6 +27,7 @@ BAD = [
     (["env.prompt_truncation=right"], "env.prompt_truncation: got 'right'"),
     (["data.max_prompts=0"], "data.max_prompts: got 0"),
     (["data.prefix_tokens=-2"], "data.prefix_tokens: got -2"),
+    (["data.prefix_tokens=[5,2]"], "data.prefix_tokens: got [5, 2]"),
     (["data.prompt_format=markdown"], "data.prompt_format: got 'markdown'"),
     (["data.eval_prompts=-1"], "data.eval_prompts: got -1"),
     (["rollout.batch_size=0"], "rollout.batch_size: got 0"),
@@ -165,7 +166,7 @@ def test_every_checked_group_key_has_a_bad_case():
 
 @pytest.mark.parametrize("overrides", [
     [], ["experiment=tinystories_sentiment"], ["rollout.top_p=1", "rollout.top_k=0", "rollout.temperature=0.1"],
-    ["algo.gamma=0", "algo.lam=1", "algo.max_grad_norm=null", "algo.clip_range_value=null"], ["data.prefix_tokens=null"],
+    ["algo.gamma=0", "algo.lam=1", "algo.max_grad_norm=null", "algo.clip_range_value=null"], ["data.prefix_tokens=null"], ["data.prefix_tokens=[2,8]"],
     ["algo=grpo", "algo.group_size=2"], ["device=cuda:1", "seed=4294967295", "policy.dropout=null"],
 ])
 def test_good_settings_pass(registry, overrides):

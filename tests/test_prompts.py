@@ -119,6 +119,44 @@ def test_prefix_tokens_cuts_to_first_k_words(tmp_path):
     assert load_prompts(str(path), prefix_tokens=100, tokenizer=tok) == TEXTS
 
 
+def test_prefix_tokens_range_draws_each_length_from_min_to_max_seeded():
+    words = [f"w{i}" for i in range(12)]
+    texts = [" ".join(words)] * 400
+    tok = word_tokenizer(words)
+    out = load_prompts(texts, prefix_tokens=[2, 5], tokenizer=tok, seed=3)
+    lengths = [len(t.split()) for t in out]
+    assert set(lengths) == {2, 3, 4, 5}  # both ends included, nothing outside
+    assert all(t == " ".join(words[:n]) for t, n in zip(out, lengths))  # always the text's first tokens
+    assert load_prompts(texts, prefix_tokens=[2, 5], tokenizer=tok, seed=3) == out
+    assert load_prompts(texts, prefix_tokens=[2, 5], tokenizer=tok, seed=4) != out
+    # a one-point range is the fixed cut
+    assert load_prompts(texts, prefix_tokens=[4, 4], tokenizer=tok) == load_prompts(texts, prefix_tokens=4,
+                                                                                    tokenizer=tok)
+
+
+def test_sample_draws_distinct_prompts_seeded(tmp_path):
+    texts = [f"review {i}" for i in range(50)]
+    drawn = load_prompts(texts, sample=10, seed=1)
+    assert len(set(drawn)) == 10 and set(drawn) <= set(texts)
+    assert drawn != texts[:10]  # not the file's head (IMDB files are sorted by label)
+    assert load_prompts(texts, sample=10, seed=1) == drawn
+    assert load_prompts(texts, sample=100, seed=1) != texts and sorted(load_prompts(texts, sample=100)) == sorted(texts)
+
+
+def test_prefix_of_long_real_reviews_matches_whole_text_tokenization(assets):
+    """The prefix cut tokenizes only each review's head; it must equal cutting the whole text."""
+    from transformers import AutoTokenizer
+
+    from textrl.envs.prompts import cut_to_prefix
+
+    tok = AutoTokenizer.from_pretrained(assets / "tinystories-656k")
+    reviews = load_prompts(str(assets / "imdb" / "test_5k.jsonl.gz"), text_field="text", sample=200, seed=0)
+    for k in (2, 8, 40):
+        whole = [tok.decode(tok(r, add_special_tokens=False)["input_ids"][:k], skip_special_tokens=True).strip()
+                 for r in reviews]
+        assert cut_to_prefix(reviews, k, tok) == [w for w in whole if w]
+
+
 # ---------------------------------------------------------------------------------------------
 # errors
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +208,14 @@ def test_prefix_tokens_zero():
     with pytest.raises(TextRLError) as e:
         load_prompts("builtin", prefix_tokens=0, tokenizer=tok)
     assert "prefix_tokens" in str(e.value) and "0" in str(e.value)
+
+
+@pytest.mark.parametrize("bad", [[0, 3], [5, 2], [2], [2, 3, 4], ["2", "8"], [2.0, 8], True, "2-8", -1])
+def test_prefix_tokens_bad_range_is_one_clear_error(bad):
+    tok = word_tokenizer(["x"])
+    with pytest.raises(TextRLError) as e:
+        load_prompts("builtin", prefix_tokens=bad, tokenizer=tok)
+    assert str(e.value).startswith(f"data.prefix_tokens: got {bad!r}; expected")
 
 
 def test_prefix_tokens_without_tokenizer():

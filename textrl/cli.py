@@ -1,4 +1,5 @@
-"""The ``textrl`` command: ``textrl [overrides...]`` (a Hydra app) and ``textrl plugins``."""
+"""The ``textrl`` command: ``textrl [overrides...]`` (a Hydra app), ``textrl plugins`` and
+``textrl report <run_dir>``."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def main() -> None:
     from textrl.plugins import describe, load_plugins
 
     hf_logging.disable_progress_bar()
+    if sys.argv[1:2] == ["report"]:
+        report(sys.argv[2:])
+        return
     try:
         _registry = load_plugins()
     except TextRLError as e:
@@ -61,6 +65,20 @@ def main() -> None:
     except TextRLError as e:
         _fail(str(e))
     _app()
+
+
+def report(args: list[str]) -> None:
+    """``textrl report <run_dir>``: redraw the run's figures from its files (:mod:`textrl.report`)
+    and print their paths; bad input is one ``textrl: error:`` line and exit status 1."""
+    from textrl.report import redraw
+
+    if len(args) != 1 or args[0].startswith("-"):
+        _fail(f"report: got {args!r}; expected exactly one run directory: textrl report <run_dir>")
+    try:
+        for path in redraw(args[0]):
+            print(path)
+    except TextRLError as e:
+        _fail(str(e))
 
 
 def check_composition(argv: list[str], registry=None) -> None:

@@ -71,13 +71,14 @@ class EnvConfig:
 @dataclass
 class DataConfig:
     """``data.*``: the prompts. ``prompts`` is ``builtin``, a .jsonl/.json/.txt/.csv(.gz) path or a
-    ``datasets`` id; ``prefix_tokens`` cuts each text to its first k tokens."""
+    ``datasets`` id; ``prefix_tokens`` cuts each text to its first k tokens, ``k`` or a range
+    ``[min, max]`` (k drawn per text, seeded; checked by :func:`textrl.envs.prompts.prefix_range`)."""
 
     prompts: str = "builtin"
     text_field: Optional[str] = None
     split: str = "train"
     max_prompts: Optional[int] = None
-    prefix_tokens: Optional[int] = None
+    prefix_tokens: Any = None  # k | [min, max] | null
     prompt_format: str = "none"  # none (raw text) | auto | chat | plain: see textrl.records.format_prompt
     eval_prompts: Optional[int] = None  # hold out the last k prompts for stage=eval (not trained on)
 
@@ -185,10 +186,14 @@ class RMConfig:
 @dataclass
 class EvalConfig:
     """``eval.*`` (``stage=eval``): the policy (``policy.model``) against ``reference`` on held-out
-    prompts (``data.*``): mean reward, win rate under the reward model, KL, length."""
+    prompts (``data.*``): mean and median reward, win rate under the reward model, KL, length.
+    ``prompts`` (a source like ``data.prompts``, cut like ``data.prefix_tokens``) draws
+    ``num_prompts`` held-out prompts at random (seeded) from another file, e.g. IMDB's test
+    reviews; ``null`` uses ``data.*``."""
 
     reference: str = "${policy.model}"
     reference_gguf_file: Optional[str] = None
+    prompts: Optional[str] = None
     num_prompts: int = 64
     samples: int = 8
 
@@ -284,6 +289,19 @@ def matches(pattern: str, expected: str) -> Check:
     return Check(lambda v: isinstance(v, str) and re.fullmatch(pattern, v) is not None, expected)
 
 
+def _prefix_tokens_ok(value) -> bool:
+    """``data.prefix_tokens``: null, k ≥ 1, or ``[min, max]`` with 1 ≤ min ≤ max (integers)."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if value is None or (whole(value) and value >= 1):
+        return True
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return False
+    bounds = list(value)
+    return len(bounds) == 2 and all(whole(b) for b in bounds) and 1 <= bounds[0] <= bounds[1]
+
+
 STAGES = ("sft", "rm", "rl", "eval", "instructgpt")
 POSITIVE = integer(ge=1)
 FRACTION = number(ge=0, lt=1)
@@ -301,7 +319,8 @@ CHECKS: dict[str, Check] = {
     "env.max_prompt_tokens": POSITIVE,
     "env.prompt_truncation": one_of("left", "error"),
     "data.max_prompts": integer(ge=1, optional=True),
-    "data.prefix_tokens": integer(ge=1, optional=True),
+    "data.prefix_tokens": Check(lambda v: _prefix_tokens_ok(v), "a positive integer k, a range [min, max] with "
+                                "1 <= min <= max, or null"),
     "data.prompt_format": one_of(*PROMPT_FORMATS),
     "data.eval_prompts": integer(ge=0, optional=True),
     "rollout.batch_size": POSITIVE,

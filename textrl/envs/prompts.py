@@ -8,8 +8,9 @@
 - otherwise a Hugging Face ``datasets`` id (needs the ``datasets`` package and, for a hub id,
   network access).
 
-``prefix_tokens=k`` then cuts every text to its first k tokens, the way TRL builds prompts from
-IMDB reviews.
+``prefix_tokens=k`` then cuts every text to its first k tokens; ``prefix_tokens=[lo, hi]`` cuts
+each text to its first k tokens with k drawn uniformly from lo..hi (inclusive, seeded), the way
+TRL's gpt2-sentiment builds prompts from IMDB reviews (``LengthSampler(2, 8)``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import csv
 import io
 import json
 import os
+import random
+import re
 from importlib import resources
 from typing import Iterable, Sequence
 
@@ -41,8 +44,10 @@ def load_prompts(
     text_field: str | None = None,
     split: str = "train",
     max_prompts: int | None = None,
-    prefix_tokens: int | None = None,
+    prefix_tokens: int | Sequence[int] | None = None,
     tokenizer=None,
+    sample: int | None = None,
+    seed: int = 0,
 ) -> list[str]:
     """Load prompt texts from ``source`` (see the module docstring for the accepted forms).
 
@@ -53,15 +58,22 @@ def load_prompts(
             the first Human turn of hh-rlhf ``chosen`` dialogues.
         split: dataset split for a ``datasets`` id.
         max_prompts: keep only the first this many prompts (``None`` keeps all).
-        prefix_tokens: cut each text to its first k tokens with ``tokenizer`` (TRL's IMDB recipe).
+        prefix_tokens: cut each text to its first k tokens with ``tokenizer`` (TRL's IMDB recipe);
+            ``k`` or ``[lo, hi]`` (k drawn per text from lo..hi inclusive, seeded by ``seed``).
         tokenizer: a Hugging Face tokenizer, needed only with ``prefix_tokens``.
+        sample: draw this many texts at random (seeded by ``seed``, without replacement) after
+            ``max_prompts`` and before cutting; all of them when there are fewer. ``None`` keeps
+            every text in file order.
+        seed: seeds ``sample`` and the prefix lengths; the same seed gives the same prompts.
 
     Returns:
-        list[str]: the prompts, stripped of surrounding whitespace, in file order.
+        list[str]: the prompts, stripped of surrounding whitespace, in file order (or in the
+        drawn order with ``sample``).
 
     Raises:
         TextRLError: missing file, unreadable or empty file, rows without the text field, an
-            empty result, ``prefix_tokens`` ≤ 0, or a datasets id that cannot be loaded.
+            empty result, a bad ``prefix_tokens`` (≤ 0, or a range that is not ``[lo, hi]`` with
+            1 ≤ lo ≤ hi), ``sample`` ≤ 0, or a datasets id that cannot be loaded.
     """
     if isinstance(source, str):
         texts = _read_source(source, text_field, split)
@@ -73,30 +85,82 @@ def load_prompts(
         if max_prompts <= 0:
             raise TextRLError(f"data.max_prompts: got {max_prompts}; expected a positive integer or null")
         texts = texts[:max_prompts]
+    if sample is not None:
+        if sample <= 0:
+            raise TextRLError(f"eval.num_prompts: got {sample}; expected a positive integer")
+        texts = random.Random(seed).sample(texts, min(sample, len(texts)))
     if prefix_tokens is not None:
-        texts = cut_to_prefix(texts, prefix_tokens, tokenizer)
+        texts = cut_to_prefix(texts, prefix_tokens, tokenizer, seed=seed)
     if not texts:
         raise TextRLError(f"data.prompts: {where!r} holds no prompts; expected at least one non-empty text")
     return texts
 
 
-def cut_to_prefix(texts: Iterable[str], prefix_tokens: int, tokenizer) -> list[str]:
-    """Keep the first ``prefix_tokens`` tokens of each text (decoded back to text).
+def prefix_range(prefix_tokens) -> tuple[int, int]:
+    """``(lo, hi)`` token counts from ``data.prefix_tokens``: ``k`` gives ``(k, k)``, ``[lo, hi]``
+    gives itself.
 
     Raises:
-        TextRLError: ``prefix_tokens`` ≤ 0 or no tokenizer given.
+        TextRLError: not a positive integer nor a two-element ``[lo, hi]`` with 1 ≤ lo ≤ hi.
     """
-    if prefix_tokens <= 0:
-        raise TextRLError(f"data.prefix_tokens: got {prefix_tokens}; expected a positive integer or null")
+    expected = "expected a positive integer k, a range [min, max] with 1 <= min <= max, or null"
+    given = list(prefix_tokens) if isinstance(prefix_tokens, Sequence) and not isinstance(prefix_tokens, str) \
+        else prefix_tokens
+    value = [given, given] if isinstance(given, int) and not isinstance(given, bool) else given
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or not 1 <= value[0] <= value[1]):
+        raise TextRLError(f"data.prefix_tokens: got {given!r}; {expected}")
+    return value[0], value[1]
+
+
+def cut_to_prefix(texts: Iterable[str], prefix_tokens, tokenizer, seed: int = 0) -> list[str]:
+    """Keep the first k tokens of each text (decoded back to text).
+
+    Args:
+        texts: the texts to cut.
+        prefix_tokens: ``k`` (every text), or ``[lo, hi]``: k drawn per text, uniformly from
+            lo..hi inclusive, with ``random.Random(seed)`` in text order (TRL's ``LengthSampler``).
+        tokenizer: a Hugging Face tokenizer; texts are encoded without special tokens.
+        seed: seeds the draws of k; the same seed and texts give the same prefixes.
+
+    Returns:
+        list[str]: the cut texts, stripped; texts whose prefix decodes to nothing are dropped.
+
+    Raises:
+        TextRLError: a bad ``prefix_tokens`` (see :func:`prefix_range`) or no tokenizer given.
+    """
+    lo, hi = prefix_range(prefix_tokens)
     if tokenizer is None:
         raise TextRLError("data.prefix_tokens needs a tokenizer; got None")
+    texts = list(texts)
+    rng = random.Random(seed)
+    lengths = [rng.randint(lo, hi) for _ in texts] if lo < hi else [lo] * len(texts)
+    heads = [_head(text, hi) for text in texts]  # a whole review costs ~100x the tokenizer time of its head
+    ids = tokenizer(heads, add_special_tokens=False)["input_ids"] if texts else []
     out = []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:prefix_tokens]
-        cut = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    for text, head, row, k in zip(texts, heads, ids, lengths):
+        if len(row) < k and head != text:  # the head held too few tokens: use the whole text
+            row = tokenizer(text, add_special_tokens=False)["input_ids"]
+        cut = tokenizer.decode(row[:k], skip_special_tokens=True).strip()
         if cut:
             out.append(cut)
     return out
+
+
+_WORD_END = re.compile(r"\S(?=\s)")
+
+
+def _head(text: str, tokens: int) -> str:
+    """A prefix of ``text`` that ends where a word ends (a non-space followed by a space) and is
+    long enough to usually hold ``tokens`` tokens, or ``text`` itself when short. Tokenizers split
+    words at spaces before merging, so the tokens of the prefix are the first tokens of ``text``
+    (the tests check it against whole-text tokenization)."""
+    window = 8 * tokens + 48
+    if len(text) <= window:
+        return text
+    ends = [m.end() for m in _WORD_END.finditer(text, 0, window)]
+    return text[:ends[-1]] if ends else text
 
 
 def _read_source(source: str, text_field: str | None, split: str) -> list[str]:

@@ -59,7 +59,9 @@ class ClassifierSentiment:
 
         if not model:
             raise TextRLError("reward.model: got an empty value; expected a classifier hub id or directory "
-                              "(reward.backend=classifier)")
+                              "(reward.backend=classifier); train an IMDB sentiment classifier with `textrl "
+                              "experiment=imdb_classifier hydra.run.dir=runs/imdb_classifier`, then pass "
+                              "reward.model=runs/imdb_classifier/model")
         if model.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(model)):
             raise TextRLError(f"reward.model: directory {model!r} does not exist; expected a sequence-classifier directory")
         try:

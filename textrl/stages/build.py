@@ -38,11 +38,23 @@ def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
     """
     d = cfg.data
     prompts = load_prompts(d.prompts, text_field=d.text_field, split=d.split, max_prompts=d.max_prompts,
-                           prefix_tokens=d.prefix_tokens, tokenizer=tokenizer)
+                           prefix_tokens=d.prefix_tokens, tokenizer=tokenizer, seed=cfg.seed)
     k = d.eval_prompts or 0
     if k >= len(prompts):
         raise TextRLError(f"data.eval_prompts: got {k}; expected fewer than the {len(prompts)} prompts")
     return (prompts[:-k], prompts[-k:]) if k else (prompts, [])
+
+
+def eval_prompts(cfg, tokenizer) -> list[str]:
+    """``stage=eval``'s prompts: ``eval.num_prompts`` drawn at random (seeded) from ``eval.prompts``
+    when set (e.g. IMDB's test reviews, sorted by label on disk); else the ``data.eval_prompts``
+    held out from RL, or the first of ``data.prompts``."""
+    d = cfg.data
+    if cfg.eval.prompts:
+        return load_prompts(cfg.eval.prompts, text_field=d.text_field, split=d.split, sample=cfg.eval.num_prompts,
+                            prefix_tokens=d.prefix_tokens, tokenizer=tokenizer, seed=cfg.seed)
+    train_prompts, held_out = load_prompt_split(cfg, tokenizer)
+    return (held_out or train_prompts)[:cfg.eval.num_prompts]
 
 
 def prompt_formatter(cfg, tokenizer):
@@ -127,8 +139,7 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
                                                      tokenizer=tokenizer, device=device).eval()
         reference = load_causal_lm(cfg.eval.reference, cfg.eval.reference_gguf_file, cfg.policy.dtype,
                                    tokenizer=tokenizer, device=device).eval()
-        train_prompts, held_out = load_prompt_split(cfg, tokenizer)
-        prompts = (held_out or train_prompts)[:cfg.eval.num_prompts]
+        prompts = eval_prompts(cfg, tokenizer)
         num_envs = len(prompts)
     reward_model = build_reward(cfg, registry, device)
     env = make_env(cfg, tokenizer, prompts, reward_model, num_envs, device)

@@ -1,24 +1,29 @@
 """Stage ``eval``: the trained policy against its reference on held-out prompts.
 
-Both models answer the same prompts (``data.eval_prompts`` held out from RL, or the first
-``eval.num_prompts``), sampled with ``rollout.*``; the reward model (``reward.*``) scores every
-response. Reported: mean reward of each, the policy's win rate under the reward model (ties count
-half), the mean KL of the policy to the reference on its own samples (k1, nats per response, from the
-temperature-scaled untruncated log-probs of both, whatever top-k/top-p sampled), and
-mean response lengths (tokens). Written to ``eval.json`` and ``eval_samples.jsonl``; reported
-through the hooks as one ``eval/*`` metrics record (metrics.jsonl, wandb) and, by the console
-logger, as a table.
+Both models answer the same prompts (``eval.num_prompts`` of them: drawn at random, seeded, from
+``eval.prompts`` when set, e.g. IMDB's test reviews; else ``data.eval_prompts`` held out from RL,
+or the first of ``data.prompts``), sampled with ``rollout.*``; the reward model (``reward.*``)
+scores every response. Reported: mean and median reward of each, the policy's win rate under the
+reward model (ties count half), the mean KL of the policy to the reference on its own samples (k1,
+nats per response, from the temperature-scaled untruncated log-probs of both, whatever
+top-k/top-p sampled), and mean response lengths (tokens). Written to ``eval.json``,
+``eval_samples.jsonl`` (``eval.samples`` examples), ``eval_rewards.jsonl`` (both rewards of every
+prompt) and drawn as before/after histograms in ``eval_report.png``; reported through the hooks as
+one ``eval/*`` metrics record (metrics.jsonl, wandb with the figure) and, by the console logger, as
+a table.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
 
 from textrl.algorithms.kl import episode_kl
-from textrl.io import append_jsonl, atomic_write_json
+from textrl.io import append_jsonl, atomic_write_json, atomic_write_text
 from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.report import EVAL_REWARDS, write_eval_report
 from textrl.stages.build import build_rollout_parts, make_collector
 
 
@@ -40,8 +45,9 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     wins = (ours.scores > theirs.scores).float() + 0.5 * (ours.scores == theirs.scores).float()
     result = {
         "prompts": len(prompts),
-        "policy": {"mean_reward": float(ours.scores.mean()), "mean_length": float(ours.response_mask.sum(1).mean())},
-        "reference": {"mean_reward": float(theirs.scores.mean()),
+        "policy": {"mean_reward": float(ours.scores.mean()), "median_reward": median(ours.scores),
+                   "mean_length": float(ours.response_mask.sum(1).mean())},
+        "reference": {"mean_reward": float(theirs.scores.mean()), "median_reward": median(theirs.scores),
                       "mean_length": float(theirs.response_mask.sum(1).mean())},
         "win_rate": float(wins.mean()),
         "kl": float(episode_kl(ours.kl_logprobs, ours.ref_logprobs, ours.response_mask).mean()),
@@ -52,9 +58,21 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     for i in range(min(cfg.eval.samples, len(prompts))):
         append_jsonl(samples_path, {"prompt": prompts[i], "policy": ours.responses[i], "policy_reward": float(ours.scores[i]),
                                     "reference": theirs.responses[i], "reference_reward": float(theirs.scores[i])})
+    atomic_write_text(os.path.join(run_dir, EVAL_REWARDS), "".join(
+        json.dumps({"prompt": p, "policy_reward": float(a), "reference_reward": float(b)}, allow_nan=False) + "\n"
+        for p, a, b in zip(prompts, ours.scores.tolist(), theirs.scores.tolist())))
+    write_eval_report(run_dir)  # before the loggers' end: wandb logs it
     hook.textrl_on_update_end(update=0, metrics=eval_metrics(result), samples=[])
     hook.textrl_on_train_end(summary=result)
     return result
+
+
+def median(scores: torch.Tensor) -> float:
+    """The median of ``scores`` (``FloatTensor[N]``, N ≥ 1): the mean of the two middle values
+    when N is even (numpy's convention; ``torch.median`` would return the lower one)."""
+    values = scores.detach().double().cpu().sort().values
+    n = len(values)
+    return float((values[(n - 1) // 2] + values[n // 2]) / 2)
 
 
 def eval_metrics(result: dict, prefix: str = "eval") -> dict[str, float]:
@@ -76,6 +94,7 @@ def format_table(result: dict) -> str:
         f"| {result['prompts']} held-out prompts | policy | reference |",
         "| --- | --- | --- |",
         f"| mean reward | {p['mean_reward']:.3f} | {r['mean_reward']:.3f} |",
+        f"| median reward | {p['median_reward']:.3f} | {r['median_reward']:.3f} |",
         f"| mean length (tokens) | {p['mean_length']:.1f} | {r['mean_length']:.1f} |",
         f"| win rate vs reference | {result['win_rate']:.3f} | — |",
         f"| KL(policy ‖ reference), nats | {result['kl']:.3f} | 0 |",

@@ -3,7 +3,7 @@
 Per update: collect ``rollout.batch_size`` episodes through the vector env, run the algorithm's
 update, call the ``textrl_on_update_end`` hooks (metrics.jsonl, samples.jsonl, console, wandb).
 At the end the policy is saved to ``<run_dir>/policy`` and ``summary.json`` is written, both
-atomically.
+atomically, and ``report.png`` is drawn from ``metrics.jsonl`` (:mod:`textrl.report`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from textrl.checkpoint import (find_resume_checkpoint, list_checkpoints, load_ch
                                restore_checkpoint, rng_state, save_checkpoint, truncate_jsonl)
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.io import atomic_save_dir, atomic_write_json
+from textrl.report import write_rl_report_quietly
 from textrl.rollout.engines import resolve_engine
 from textrl.stages.build import (RolloutParts, build_reward, build_rollout_parts, load_prompt_split,  # noqa: F401 (re-exported)
                                  make_collector, prompt_formatter, sampling_config)
@@ -263,6 +264,7 @@ def finish(cfg, registry, run_dir: str, run: RLRun, scores: list[float], wall_ti
             atomic_save_dir(os.path.join(run_dir, "policy"),
                             lambda d: run.policy.save_pretrained(d, run.parts.tokenizer))
         atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+        write_rl_report_quietly(run_dir, cfg)  # report.png, before the loggers' end (wandb logs it)
         registry.manager.hook.textrl_on_train_end(summary=summary)
     if accelerator is not None:
         accelerator.wait_for_everyone()
