@@ -156,7 +156,10 @@ def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path):
         rewards = sorted(r[key] for r in rows)
         assert math.isclose(report[block]["median_reward"], (rewards[5] + rewards[6]) / 2, abs_tol=1e-6)
         assert math.isclose(report[block]["mean_reward"], sum(rewards) / 12, abs_tol=1e-5)
-    assert "| median reward |" in result.stdout
+    # logger=wandb prints no table; the same numbers reach metrics.jsonl (and wandb) through the hooks
+    [record] = read_jsonl(str(ev / "metrics.jsonl"))
+    assert record["eval/policy/median_reward"] == report["policy"]["median_reward"]
+    assert record["eval/reference/median_reward"] == report["reference"]["median_reward"]
     assert is_png(ev / "eval_report.png")
     assert list((ev / "wandb").glob("offline-run-*/files/media/images/eval/reward_histogram_*.png"))
     # held-out prompts: a seeded draw of 12 IMDB test reviews, each cut to 2..8 tokens
@@ -178,3 +181,13 @@ def test_imdb_sentiment_without_a_classifier_says_how_to_train_one(assets, tmp_p
     assert line.startswith("textrl: error: reward.model: got an empty value;")
     assert "textrl experiment=imdb_classifier" in line and "reward.model=" in line
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_eval_table_shows_mean_and_median_of_both():
+    from textrl.stages.evaluate import format_table
+
+    result = {"prompts": 3, "win_rate": 0.5, "kl": 1.25,
+              "policy": {"mean_reward": 1.0, "median_reward": 2.0, "mean_length": 4.0},
+              "reference": {"mean_reward": 0.25, "median_reward": -0.5, "mean_length": 5.0}}
+    table = format_table(result)
+    assert "| median reward | 2.000 | -0.500 |" in table and "| mean reward | 1.000 | 0.250 |" in table

@@ -266,7 +266,7 @@ def write_rl_report_quietly(run_dir: str, cfg) -> str | None:
 
 
 def redraw(run_dir: str) -> list[str]:
-    """``textrl report <run_dir>``: redraw ``report.png`` (from ``metrics.jsonl``) and/or
+    """``textrl report <run_dir>``: redraw ``report.png`` (from an RL run's ``metrics.jsonl``) and/or
     ``eval_report.png`` (from ``eval_rewards.jsonl``); returns the paths written.
 
     Raises:
@@ -275,7 +275,9 @@ def redraw(run_dir: str) -> list[str]:
     if not os.path.isdir(run_dir):
         raise TextRLError(f"run_dir: got {run_dir!r}; expected a textrl run directory (it does not exist or is "
                           f"not a directory)")
-    has_rl = os.path.isfile(os.path.join(run_dir, "metrics.jsonl"))
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    # every stage writes metrics.jsonl; an RL run's records carry objective/score
+    has_rl = os.path.isfile(metrics) and any("objective/score" in r for r in read_jsonl(metrics))
     has_eval = os.path.isfile(os.path.join(run_dir, EVAL_REWARDS))
     if not (has_rl or has_eval):
         raise TextRLError(f"run_dir: got {run_dir!r}; expected a textrl run directory holding metrics.jsonl "
