@@ -127,6 +127,8 @@ class SentimentReward:
                  include_prompt: bool = False, batch_size: int = 32, max_length: int = 256,
                  device: str = "auto"):
         self.include_prompt = include_prompt
+        if backend not in BACKENDS:  # the command checks it at startup; a direct call lands here
+            raise TextRLError(f"reward.backend: got {backend!r}; expected one of {list(BACKENDS)}")
         if backend == "vader":
             self.scorer = VaderSentiment()
         else:
