@@ -105,7 +105,7 @@ def test_console_prints_each_stages_records_and_summary(capsys):
                          "rm step    4 | loss 0.5 | accuracy 0.75 | learning_rate 0.0001",
                          "textrl rm: stage=rm, train_examples=40"]
     assert lines[4].startswith("textrl: stage=eval model=") and "win rate vs reference | 0.750" in lines[-2]
-    assert len(lines) == 11  # start, then the 6-line table: no separate eval record line
+    assert len(lines) == 12  # start, then the 7-line table (mean and median rows): no separate eval record line
 
 
 # -- the pipeline: metrics.jsonl and one wandb run per stage, grouped -------------------------
