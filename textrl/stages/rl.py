@@ -29,8 +29,7 @@ from textrl.errors import NonFiniteError, TextRLError
 from textrl.io import atomic_save_dir, atomic_write_json
 from textrl.report import write_rl_report_quietly
 from textrl.rollout.engines import resolve_engine
-from textrl.stages.build import (RolloutParts, build_reward, build_rollout_parts, load_prompt_split,  # noqa: F401 (re-exported)
-                                 make_collector, prompt_formatter, sampling_config)
+from textrl.stages.build import RolloutParts, build_rollout_parts, make_collector, sampling_config
 
 log = logging.getLogger(__name__)
 
