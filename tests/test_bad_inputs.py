@@ -2,15 +2,23 @@
 what was expected, exits non-zero, prints no traceback, and leaves no half-written output
 (no metrics, samples, summary, checkpoints or policy in the run directory).
 
-Each case runs the real ``textrl`` command on the real TinyStories experiment (``fast()``), so
-what is tested is what a researcher sees.
+Each case runs the ``textrl`` command's own entry function (``textrl.cli.main``, with ``sys.argv``
+set as the console script sets it) on the real TinyStories experiment (``fast()``), so what is tested
+is what a researcher sees. They run in this process: a ``python -m textrl`` subprocess spends ~5 s
+of a 2-core CI machine importing torch and transformers before it reads its first argument, which
+for 50 cases is most of this file's time. ``THROUGH_THE_COMMAND`` repeats one case from each
+place an error can be raised (composition, the range checks, loading, the first update, a
+third-party plugin) as a real subprocess, so the exit status and stderr of the installed command
+are checked too.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -144,24 +152,74 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("overrides, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_costs_one_line(assets, tmp_path, overrides, expected):
-    if any(o == "device=cuda" for o in overrides) and torch.cuda.is_available():
-        pytest.skip("CUDA is available here")
-    write_files(tmp_path)
-    out = tmp_path / "run"
-    args = fast(out, "trainer.updates=2", *[o.format(tmp=tmp_path) for o in overrides])
-    result = textrl(*args, env={"PYTHONPATH": str(tmp_path / "site")})
+def textrl_in_process(args, monkeypatch, capsys, site: Path) -> SimpleNamespace:
+    """Run ``textrl ARGS`` through :func:`textrl.cli.main` in this process with ``site`` on the
+    import path (where the misbehaving plugin is installed); returns ``returncode``, ``stdout`` and
+    ``stderr`` like :func:`subprocess.run`. An exception that escapes ``main`` is a test failure
+    (it would be a traceback on the user's screen)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from textrl.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["textrl", *args])
+    monkeypatch.syspath_prepend(str(site))
+    threads = torch.get_num_threads()
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)  # run() sets trainer.threads for the process
+        GlobalHydra.instance().clear()
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+def check_one_line_error(result, args: list[str], expected: list[str], tmp_path: Path) -> None:
+    """Exit status 1, no traceback, exactly one ``textrl: error:`` line holding every ``expected``
+    text, and none of :data:`OUTPUTS` in the run directory."""
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("textrl: error:")]
     assert len(errors) == 1, result.stderr[-3000:]
     for text in expected:
         assert text.format(tmp=tmp_path) in errors[0], errors[0]
-    run_dir = Path(next((a.split("=", 1)[1] for a in args[::-1] if a.startswith("hydra.run.dir=")), out)
-                   .format(tmp=tmp_path))
+    run_dir = Path(next(a.split("=", 1)[1] for a in args[::-1] if a.startswith("hydra.run.dir=")))
     leftovers = [name for name in OUTPUTS if (run_dir / name).exists()]
     assert not leftovers, f"half-written output after an error: {leftovers}"
+
+
+def case_args(tmp_path: Path, overrides: list[str]) -> list[str]:
+    """The case's command line: the quick TinyStories run plus its overrides, ``{tmp}`` filled in."""
+    write_files(tmp_path)
+    return fast(tmp_path / "run", "trainer.updates=2", *[o.format(tmp=tmp_path) for o in overrides])
+
+
+def skip_cuda_case(overrides: list[str]) -> None:
+    if any(o == "device=cuda" for o in overrides) and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+
+
+@pytest.mark.parametrize("overrides, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_costs_one_line(assets, tmp_path, monkeypatch, capsys, overrides, expected):
+    skip_cuda_case(overrides)
+    args = case_args(tmp_path, overrides)
+    check_one_line_error(textrl_in_process(args, monkeypatch, capsys, tmp_path / "site"), args, expected, tmp_path)
+
+
+# One case per place an error is raised, run as the installed command (a subprocess).
+THROUGH_THE_COMMAND = ["typo_in_algo_key", "unknown_policy", "top_p_above_one", "corrupt_jsonl",
+                       "learned_reward_without_score_head", "reward_nan", "reward_raises"]
+
+
+@pytest.mark.parametrize("name", THROUGH_THE_COMMAND)
+def test_bad_input_through_the_command(assets, tmp_path, name):
+    overrides, expected = next(c[1:] for c in CASES if c[0] == name)
+    args = case_args(tmp_path, overrides)
+    result = textrl(*args, env={"PYTHONPATH": str(tmp_path / "site")})
+    check_one_line_error(result, args, expected, tmp_path)
 
 
 def test_the_suite_covers_at_least_thirty_distinct_inputs():
