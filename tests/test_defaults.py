@@ -123,7 +123,7 @@ def test_algorithm_defaults_are_the_main_jobs(factory_name):
     """Every algorithm gets the main job's optimiser and KL settings from its own signature (they
     used to come from train.yaml's algo block, which applied to whichever algorithm was chosen)."""
     cfg = compose_config([f"algo={factory_name}"])
-    assert cfg.algo.lr == 1.5e-4 and cfg.algo.epochs == 1 and cfg.algo.minibatch_size == 16
+    assert cfg.algo.lr == 8.0e-5 and cfg.algo.epochs == 1 and cfg.algo.minibatch_size == 16
     expected_kl = {"init": 0.05, "adaptive": True, "target": 6.0, "horizon": 5.0,
                    "estimator": "k3" if factory_name == "grpo" else "k1"}
     assert OmegaConf.to_container(cfg.algo.kl) == expected_kl

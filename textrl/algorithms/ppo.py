@@ -60,7 +60,7 @@ class PPO(Algorithm):
                      "clip_range_value": number(gt=0, optional=True), "vf_coef": number(ge=0),
                      "ent_coef": number(ge=0), "value_init": one_of("zeros", "reward_model")}
 
-    def __init__(self, lr: float = 1.5e-4, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
+    def __init__(self, lr: float = 8.0e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
                  clip_range: float = 0.2, clip_range_value: float | None = 0.2, vf_coef: float = 0.1,
                  ent_coef: float = 0.0, epochs: int = 1, minibatch_size: int = 16, max_grad_norm: float | None = 1.0,
                  whiten_advantages: bool = True, weight_decay: float = 0.0, value_init: str = "zeros",

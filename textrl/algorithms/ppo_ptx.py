@@ -37,7 +37,7 @@ class PPOPtx(PPO):
                      "ptx_batch_size": integer(ge=1), "ptx_max_length": integer(ge=2)}
 
     def __init__(self, ptx_coef: float = 1.0, ptx_data: str = "???", ptx_batch_size: int = 8,
-                 ptx_max_length: int = 128, lr: float = 1.5e-4, kl: KLConfig = KLConfig(), gamma: float = 1.0,
+                 ptx_max_length: int = 128, lr: float = 8.0e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0,
                  lam: float = 0.95, clip_range: float = 0.2, clip_range_value: float | None = 0.2,
                  vf_coef: float = 0.1, ent_coef: float = 0.0, epochs: int = 1, minibatch_size: int = 16,
                  max_grad_norm: float | None = 1.0, whiten_advantages: bool = True, weight_decay: float = 0.0,

@@ -92,7 +92,7 @@ class Reinforce(Algorithm):
     loss_average = "episodes"
     config_checks = {"baseline": one_of(*BASELINES), "baseline_decay": number(ge=0, lt=1)}
 
-    def __init__(self, lr: float = 1.5e-4, kl: KLConfig = KLConfig(), baseline: str = "moving_average",
+    def __init__(self, lr: float = 8.0e-5, kl: KLConfig = KLConfig(), baseline: str = "moving_average",
                  baseline_decay: float = 0.9, epochs: int = 1, minibatch_size: int = 16,
                  max_grad_norm: float | None = 1.0, micro_batch_size: int | None = None):
         super().__init__(lr, kl, epochs, minibatch_size, micro_batch_size, max_grad_norm)

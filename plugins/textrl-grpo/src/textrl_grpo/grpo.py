@@ -89,7 +89,7 @@ class GRPO(textrl.Algorithm):
     uses_value_head = False
     config_checks = {"group_size": textrl.integer(ge=2), "clip_range": textrl.number(gt=0)}
 
-    def __init__(self, lr: float = 1.5e-4, kl: KLConfig = KLConfig(estimator="k3"), group_size: int = 4,
+    def __init__(self, lr: float = 8.0e-5, kl: KLConfig = KLConfig(estimator="k3"), group_size: int = 4,
                  clip_range: float = 0.2, epochs: int = 1, minibatch_size: int = 16, max_grad_norm: float | None = 1.0,
                  scale_rewards: bool = True, micro_batch_size: int | None = None):
         super().__init__(lr, kl, epochs, minibatch_size, micro_batch_size, max_grad_norm)
