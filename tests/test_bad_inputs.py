@@ -157,13 +157,22 @@ def textrl_in_process(args, monkeypatch, capsys, site: Path) -> SimpleNamespace:
     import path (where the misbehaving plugin is installed); returns ``returncode``, ``stdout`` and
     ``stderr`` like :func:`subprocess.run`. An exception that escapes ``main`` is a test failure
     (it would be a traceback on the user's screen)."""
+    from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
     from textrl.cli import main
+    from textrl.config import register_configs, register_plugin_configs
+    from textrl.plugins import load_plugins
 
+    # main() registers every installed plugin's configs in Hydra's process-wide store; note what
+    # is there without the case's plugins, so the misbehaving plugin's options can be taken out
+    register_configs()
+    register_plugin_configs(load_plugins())
+    store = ConfigStore.instance()
+    before = {group: set(node) for group, node in store.repo.items() if isinstance(node, dict)}
+    threads = torch.get_num_threads()
     monkeypatch.setattr(sys, "argv", ["textrl", *args])
     monkeypatch.syspath_prepend(str(site))
-    threads = torch.get_num_threads()
     capsys.readouterr()
     try:
         main()
@@ -172,6 +181,10 @@ def textrl_in_process(args, monkeypatch, capsys, site: Path) -> SimpleNamespace:
         code = e.code if isinstance(e.code, int) else 1
     finally:
         torch.set_num_threads(threads)  # run() sets trainer.threads for the process
+        for group, known in before.items():
+            for name in set(store.repo.get(group, {})) - known:
+                if group != "hydra":
+                    del store.repo[group][name]
         GlobalHydra.instance().clear()
     out, err = capsys.readouterr()
     return SimpleNamespace(returncode=code, stdout=out, stderr=err)
