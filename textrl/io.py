@@ -88,10 +88,15 @@ def atomic_save_dir(path: str, save: Callable[[str], None]) -> None:
         raise
 
 
+def jsonl_line(record: dict) -> str:
+    """``record`` as one strict JSON line, newline included (:func:`strict_json`: NaN/Infinity
+    become ``null``)."""
+    return json.dumps(strict_json(record), allow_nan=False) + "\n"
+
+
 def append_jsonl(path: str, record: dict) -> None:
-    """Append one strict JSON line (:func:`strict_json`: NaN/Infinity become ``null``) with a
-    single ``write`` and flush it to disk."""
-    line = json.dumps(strict_json(record), allow_nan=False) + "\n"
+    """Append :func:`jsonl_line` of ``record`` with a single ``write`` and flush it to disk."""
+    line = jsonl_line(record)
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()

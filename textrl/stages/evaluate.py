@@ -15,13 +15,12 @@ a table.
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 
 from textrl.algorithms.kl import episode_kl
-from textrl.io import append_jsonl, atomic_write_json, atomic_write_text
+from textrl.io import append_jsonl, atomic_write_json, atomic_write_text, jsonl_line
 from textrl.policies.hf_causal_lm import PolicyWithValueHead
 from textrl.report import EVAL_REWARDS, write_eval_report
 from textrl.stages.build import build_rollout_parts, make_collector
@@ -59,7 +58,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         append_jsonl(samples_path, {"prompt": prompts[i], "policy": ours.responses[i], "policy_reward": float(ours.scores[i]),
                                     "reference": theirs.responses[i], "reference_reward": float(theirs.scores[i])})
     atomic_write_text(os.path.join(run_dir, EVAL_REWARDS), "".join(
-        json.dumps({"prompt": p, "policy_reward": float(a), "reference_reward": float(b)}, allow_nan=False) + "\n"
+        jsonl_line({"prompt": p, "policy_reward": float(a), "reference_reward": float(b)})
         for p, a, b in zip(prompts, ours.scores.tolist(), theirs.scores.tolist())))
     write_eval_report(run_dir)  # before the loggers' end: wandb logs it
     hook.textrl_on_update_end(update=0, metrics=eval_metrics(result), samples=[])
