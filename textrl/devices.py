@@ -24,13 +24,3 @@ def resolve_device(name: str | torch.device) -> torch.device:
     except RuntimeError:
         raise TextRLError(f"device: got {name!r}; expected auto, cpu, cuda or cuda:N") from None
 
-
-def autocast(device: torch.device, precision: str):
-    """The mixed-precision context for ``trainer.precision`` on ``device``.
-
-    ``fp32`` runs everything in float32 (a no-op context); ``bf16`` runs matmuls and
-    convolutions in bfloat16 under ``torch.autocast`` while weights, optimizer state, softmaxes
-    and losses stay float32 (no loss scaling is needed for bfloat16).
-    (``trainer.precision`` is validated by :func:`textrl.config.check_config`.)
-    """
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

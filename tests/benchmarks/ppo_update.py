@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from textrl.algorithms import PPO  # noqa: E402
-from textrl.devices import autocast  # noqa: E402
+from textrl.precision import autocast  # noqa: E402
 from textrl.envs import TokenGenVectorEnv, builtin_prompts  # noqa: E402
 from textrl.policies import LoraSettings, PolicyWithValueHead, SamplingConfig, make_reference  # noqa: E402
 from textrl.policies.lora import add_lora  # noqa: E402

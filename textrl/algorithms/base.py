@@ -37,6 +37,7 @@ import torch
 from textrl.algorithms.kl import KLConfig, episode_kl, kl_penalty, make_kl_controller
 from textrl.distributed import mean_across_processes, single_process
 from textrl.errors import NonFiniteError, TextRLError
+from textrl.precision import autocast
 from textrl.rollout.buffer import RolloutBatch
 
 EPISODE_METRICS = {
@@ -101,11 +102,14 @@ class SetupContext:
             ``value_init=reward_model`` reads its ``score_head()``.
         tokenizer: the policy's tokenizer (PPO-ptx tokenises its pretraining texts with it).
         accelerator: the run's ``accelerate.Accelerator`` with several processes, else ``None``.
+        precision: ``trainer.precision`` (``fp32`` | ``bf16``): each loss forward pass runs in
+            its own autocast region (:mod:`textrl.precision`).
     """
 
     reward_model: Any = None
     tokenizer: Any = None
     accelerator: Any = None
+    precision: str = "fp32"
 
 
 class Algorithm(ABC):
@@ -148,6 +152,7 @@ class Algorithm(ABC):
     samples_per_prompt: int | None = None
     micro_batch_size: int | None = None
     accelerator = None
+    precision: str = "fp32"
 
     def __init__(self, lr: float, kl, epochs: int, minibatch_size: int, micro_batch_size: int | None = None,
                  max_grad_norm: float | None = 1.0, weight_decay: float = 0.0):
@@ -183,7 +188,7 @@ class Algorithm(ABC):
             context: a :class:`SetupContext` (``None`` = an empty one).
         """
         context = context or SetupContext()
-        self.policy = policy
+        self.policy, self.precision = policy, context.precision
         if not self.uses_value_head:
             policy.value_head.requires_grad_(False)
         params = [p for p in policy.parameters() if p.requires_grad]
@@ -277,12 +282,15 @@ class Algorithm(ABC):
         terms: dict[str, torch.Tensor] = {}
         for i, piece in enumerate(pieces):
             part = batch.select(piece)
-            loss = self.loss(part, {k: v[piece] for k, v in prepared.items()})
+            with self.forward_context():  # closed before backward() and the step: no stale bf16 weights
+                loss = self.loss(part, {k: v[piece] for k, v in prepared.items()})
             if len(pieces) > 1:  # this chunk's share of the minibatch mean
                 share = (part.response_mask.sum(), tokens) if tokens is not None else (len(piece), len(index))
                 loss = {k: v * share[0] / share[1] for k, v in loss.items()}
             if i == 0:
-                for name, (coef, value) in self.step_losses().items():
+                with self.forward_context():
+                    extra = self.step_losses()
+                for name, (coef, value) in extra.items():
                     loss[name] = value
                     loss["loss/total"] = loss["loss/total"] + coef * value
             check_finite(loss["loss/total"], "loss/total")
@@ -297,6 +305,14 @@ class Algorithm(ABC):
                 terms["policy/grad_norm"] = widen(norm)
         self.optimizer.step()
         return terms
+
+    def forward_context(self):
+        """The autocast region of one loss forward pass under ``trainer.precision``
+        (:func:`textrl.precision.autocast`; a disabled region in fp32). The loop opens one per
+        micro-batch and closes it before ``backward()`` and the optimizer step, so autocast's
+        cache of bf16 weights never outlives a step."""
+        device = self.policy.device if self.policy is not None else "cpu"
+        return autocast(device, self.precision)
 
     # ---- multi-process helpers ----------------------------------------------------------------
 

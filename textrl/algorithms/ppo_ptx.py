@@ -16,6 +16,7 @@ from textrl.algorithms.ppo import PPO
 from textrl.config import integer, number
 from textrl.envs.prompts import load_prompts
 from textrl.errors import TextRLError
+from textrl.policies.logits import lm_forward
 
 
 class PPOPtx(PPO):
@@ -76,8 +77,10 @@ class PPOPtx(PPO):
         device = self.policy.device
         ids = torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], device=device)
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-        labels = ids.masked_fill(mask == 0, -100)
-        return self.policy.lm(input_ids=ids, attention_mask=mask, labels=labels).loss
+        logits = lm_forward(self.policy.lm, {"input_ids": ids, "attention_mask": mask}).logits  # float32 head
+        targets = torch.nn.functional.pad(ids.masked_fill(mask == 0, -100), (0, 1), value=-100)[:, 1:]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                 ignore_index=-100)
 
     def step_losses(self):
         """``{"loss/ptx": (γ_ptx, CE)}``, once per optimizer step (not split into micro-batches)."""

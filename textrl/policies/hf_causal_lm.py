@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from textrl.errors import TextRLError
+from textrl.policies.logits import has_plain_lm_head, lm_forward
 from textrl.policies.lora import LoraSettings, add_lora, base_model_of, is_adapter_dir, load_adapters
 from textrl.policies.sampling import token_logprobs
 from textrl.policies.value_head import ValueHead
@@ -161,18 +162,6 @@ def clear_gguf_quantizer(lm) -> None:
                 pass
 
 
-LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-
-
-def has_plain_lm_head(lm: nn.Module) -> bool:
-    """True when ``logits = lm_head(base_model(x).last_hidden_state)`` (Llama, GPT-2, Qwen...),
-    i.e. the CausalLM applies no soft-capping or scaling that calling the trunk directly would skip."""
-    config = lm.config.get_text_config()
-    if any(getattr(config, name, None) not in (None, 1.0) for name in LOGIT_TRANSFORMS):
-        return False
-    return lm.get_output_embeddings() is not None and lm.base_model is not lm
-
-
 class PolicyWithValueHead(nn.Module):
     """A causal LM (``self.lm``) and a :class:`ValueHead` sharing one forward pass.
 
@@ -284,29 +273,17 @@ class PolicyWithValueHead(nn.Module):
         if position_ids is None:
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      past_key_values=past_key_values, use_cache=use_cache)
+                      cache=past_key_values, use_cache=use_cache)
         checkpointed = self.checkpointed_layers if torch.is_grad_enabled() and not use_cache else []
         modes = [layer.training for layer in checkpointed]
         for layer in checkpointed:  # see enable_gradient_checkpointing
             layer.training = True
         try:
-            return self._forward(inputs, logits_to_keep)
+            out = lm_forward(self.lm, inputs, logits_to_keep, plain=self.plain_head)
         finally:
             for layer, mode in zip(checkpointed, modes):
                 layer.training = mode
-
-    def _forward(self, inputs: dict, logits_to_keep: int) -> PolicyOutput:
-        if self.plain_head:  # trunk, then lm_head on the kept positions: no hidden-state capture
-            out = self.lm.base_model(**inputs)
-            hidden = out.last_hidden_state
-            hidden = hidden[:, -logits_to_keep:] if logits_to_keep and hidden.shape[1] > logits_to_keep else hidden
-            logits = self.lm.get_output_embeddings()(hidden)
-        else:
-            out = self.lm(**inputs, output_hidden_states=True, logits_to_keep=logits_to_keep)
-            hidden = out.hidden_states[-1]
-            hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-            logits = out.logits
-        return PolicyOutput(logits, self.value_head(hidden), out.past_key_values)
+        return PolicyOutput(out.logits, self.value_head(out.hidden), out.cache)
 
     def response_outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int):
         """Teacher-forced ``(logits (B, T, V), values (B, T))`` of the last T tokens; see
@@ -388,5 +365,9 @@ def response_logits(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     with the same position ids as :meth:`PolicyWithValueHead.response_outputs`."""
     mask = attention_mask.long()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=response_length + 1)
-    return out.logits[:, :-1]
+    from transformers import PreTrainedModel
+
+    inputs = dict(input_ids=input_ids, attention_mask=mask, position_ids=positions)
+    if isinstance(lm, PreTrainedModel):
+        return lm_forward(lm, inputs, response_length + 1).logits[:, :-1]
+    return lm(**inputs, logits_to_keep=response_length + 1).logits[:, :-1].float()

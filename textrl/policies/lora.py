@@ -20,6 +20,7 @@ from typing import Optional
 from torch import nn
 
 from textrl.errors import TextRLError
+from textrl.policies.logits import LMOutput, lm_forward
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -102,14 +103,15 @@ class AdapterDisabledReference(nn.Module):
     """π_ref as the policy's own network with its LoRA adapters switched off.
 
     Called like a causal LM (``reference(input_ids=, attention_mask=, position_ids=,
-    logits_to_keep=)`` → the base model's output); holds no weights of its own. Gradients are
-    never needed, so callers run it under ``torch.no_grad()``.
+    logits_to_keep=)`` → the base model's :class:`~textrl.policies.logits.LMOutput`, logits in
+    float32); holds no weights of its own. Gradients are never needed, so callers run it under
+    ``torch.no_grad()``.
     """
 
     def __init__(self, peft_model):
         super().__init__()
         self.__dict__["peft_model"] = peft_model  # not a submodule: its weights belong to the policy
 
-    def forward(self, **inputs):
+    def forward(self, logits_to_keep: int = 0, **inputs) -> LMOutput:
         with self.peft_model.disable_adapter():
-            return self.peft_model.base_model.model(**inputs)
+            return lm_forward(self.peft_model.base_model.model, inputs, logits_to_keep)

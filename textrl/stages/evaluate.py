@@ -22,6 +22,7 @@ import torch
 from textrl.algorithms.kl import episode_kl
 from textrl.io import append_jsonl, atomic_write_json, atomic_write_text, jsonl_line
 from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.precision import autocast
 from textrl.report import EVAL_REWARDS, write_eval_report
 from textrl.stages.build import build_rollout_parts, make_collector
 
@@ -38,9 +39,10 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
     parts = build_rollout_parts(cfg, registry, device, "eval")
     prompts, reference_lm = parts.prompts, parts.reference
-    ours = make_collector(cfg, parts.env, parts.policy, reference_lm, seed=cfg.seed).collect(prompts=prompts)
     reference = PolicyWithValueHead(reference_lm).to(device)
-    theirs = make_collector(cfg, parts.env, reference, None, seed=cfg.seed).collect(prompts=prompts)
+    with autocast(device, cfg.trainer.precision):  # forward passes only (textrl.precision)
+        ours = make_collector(cfg, parts.env, parts.policy, reference_lm, seed=cfg.seed).collect(prompts=prompts)
+        theirs = make_collector(cfg, parts.env, reference, None, seed=cfg.seed).collect(prompts=prompts)
     wins = (ours.scores > theirs.scores).float() + 0.5 * (ours.scores == theirs.scores).float()
     result = {
         "prompts": len(prompts),

@@ -20,13 +20,13 @@ from tqdm import tqdm
 
 from textrl.algorithms.base import SetupContext, check_metrics
 from textrl.config import build_plugin
-from textrl.devices import autocast
 from textrl.distributed import (broadcast_object, gather_states, make_accelerator, mean_across_processes,
                                 rank_and_size, replica_max_abs_diff)
 from textrl.checkpoint import (find_resume_checkpoint, list_checkpoints, load_checkpoint, remove_checkpoints_after,
                                restore_checkpoint, rng_state, save_checkpoint, truncate_jsonl)
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.io import atomic_save_dir, atomic_write_json
+from textrl.precision import autocast
 from textrl.report import write_rl_report_quietly
 from textrl.rollout.engines import resolve_engine
 from textrl.stages.build import RolloutParts, build_rollout_parts, make_collector, sampling_config
@@ -141,7 +141,6 @@ def check_run(cfg, device: torch.device, accelerator) -> None:
         TextRLError: bad sampling or engine settings for this device, or a batch the processes cannot share
             (every other setting is checked by :func:`textrl.config.check_config` at startup).
     """
-    autocast(device, cfg.trainer.precision)
     sampling_config(cfg)
     resolve_engine(cfg.rollout.engine, device)
     _, processes = rank_and_size(accelerator)
@@ -180,7 +179,8 @@ def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
     parts = build_rollout_parts(cfg, registry, device, "rl", num_envs=cfg.rollout.batch_size // processes)
     algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
     algorithm.setup(parts.policy, parts.reference, SetupContext(reward_model=parts.reward_model,
-                                                                tokenizer=parts.tokenizer, accelerator=accelerator))
+                                                                tokenizer=parts.tokenizer, accelerator=accelerator,
+                                                                precision=cfg.trainer.precision))
     samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
     collector = make_collector(cfg, parts.env, parts.policy, parts.reference, seed=cfg.seed + rank * parts.env.num_envs,
                                samples_per_prompt=samples_per_prompt, chunk_size=algorithm.micro_batch_size)
@@ -192,10 +192,10 @@ def run_update(cfg, run: RLRun, update: int, run_dir: str):
     ``trainer.on_nonfinite=skip`` dropped it."""
     t0 = time.perf_counter()
     try:
-        with autocast(run.device, cfg.trainer.precision):
+        with autocast(run.device, cfg.trainer.precision):  # the rollout: no weight changes inside
             batch = run.collector.collect()
-            t1 = time.perf_counter()
-            metrics = check_metrics(run.algorithm.update(batch), cfg.algo.name)
+        t1 = time.perf_counter()
+        metrics = check_metrics(run.algorithm.update(batch), cfg.algo.name)  # autocast per forward pass
         check_finite_metrics(metrics)  # metrics.jsonl stays strict JSON: a NaN/inf follows trainer.on_nonfinite
     except NonFiniteError as e:
         return on_nonfinite(e, update, cfg, run_dir), None  # raises unless trainer.on_nonfinite=skip

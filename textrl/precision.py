@@ -1,0 +1,57 @@
+"""textrl's mixed-precision policy, in one place (``trainer.precision``: ``fp32`` | ``bf16``).
+
+What runs in which dtype under ``bf16`` (``fp32`` runs everything in float32):
+
+==========================================  ===========================================================
+weights, gradients, AdamW state             float32 (the master weights; nothing is cast in place)
+transformer trunk (matmuls, attention)      bfloat16 under ``torch.autocast``
+LM head logits, value head V(s)             float32, autocast off (:mod:`textrl.policies.logits`)
+log-softmax, log-probs, KL, entropy, GAE,   float32 (computed from the float32 logits and values)
+losses
+KV cache of the decode engines              one dtype: the autocast dtype the trunk writes (bf16)
+reward models                               the rollout's autocast (a forward pass); scores float32
+==========================================  ===========================================================
+
+**An autocast region wraps forward passes only, never an optimizer step.** ``torch.autocast``
+caches the bf16 copy of every trainable float32 weight for the lifetime of the outermost region,
+so a region that spans ``optimizer.step()`` keeps running the forward passes on the weights of
+before the step: PPO's ratio stays near 1 and clipping never fires. So the rollout (one
+``collect()``, which changes no weight) is one region, and each loss forward pass of the
+optimisation loop is its own region (:meth:`textrl.algorithms.base.Algorithm.minibatch_step`),
+closed before ``backward()`` and the step. A cache therefore lives at most one rollout or one
+micro-batch's forward pass. Nothing may wrap ``Algorithm.update`` in an autocast region, not even a
+disabled one: regions nest, and autocast clears its cache only when the outermost one closes.
+
+Trade-off, chosen: float32 master weights with autocast, not a bf16 copy of the weights. Autocast
+casts each weight once per region (its cache), i.e. once per rollout and once per micro-batch
+forward; a bf16 copy would save those casts but needs a refresh after every optimizer step and a
+second set of weights in memory. The compiled decode engine, whose graph cannot use autocast's
+cache, handles its own weight dtype (see :mod:`textrl.rollout.engines`).
+
+What bf16 still costs (measured and tested on CPU, ``tests/unit/test_precision.py``): the trunk's
+bf16 rounding of small weight updates means ``policy/approxkl`` within one update is smaller than
+fp32's on the same seed, and the rollout's log-probs (cached decode) and π_ref's (teacher-forced)
+differ by rounding, so the KL at update 1 (policy = reference) is a few thousandths of a nat per
+episode instead of exactly 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device | str, precision: str):
+    """The autocast region for one forward pass (or one rollout) under ``trainer.precision``.
+
+    Args:
+        device: where the forward pass runs (its type picks CPU or CUDA autocast).
+        precision: ``fp32`` (a disabled region: everything float32) or ``bf16`` (matmuls in
+            bfloat16; see the module docstring for what stays float32). Validated at startup by
+            :func:`textrl.config.check_config`.
+
+    Returns:
+        A ``torch.autocast`` context manager. Never enter it around ``optimizer.step()``.
+    """
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
