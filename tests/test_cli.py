@@ -67,10 +67,12 @@ def test_wandb_logger_runs_offline(assets, tmp_path):
 
 
 def one_line_error(result) -> str:
+    """textrl's one ``textrl: error:`` line of a failed run, wherever a library's warnings put it."""
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    return lines[0] if lines else ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("textrl: error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    return errors[0]
 
 
 def test_too_long_prompt_is_cut_from_the_left_by_default(assets, tmp_path):

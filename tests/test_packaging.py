@@ -43,3 +43,58 @@ def test_wheel_finds_configs_and_data_without_the_source_tree(tmp_path):
     path, answer = result.stdout.strip().splitlines()[-2:]
     assert path.startswith(str(target))  # the wheel's copy, not the source tree
     assert answer == "True ppo 80 ['harmlessness'] True"  # rubric and accelerate config as package data
+
+
+def read_constraints() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name] = version
+    return pins
+
+
+def test_constraints_pin_every_installed_dependency_at_its_installed_version():
+    """constraints.txt is what the README's commands and CI install with (``pip install -c``): it must
+    name every distribution textrl, its dev extra, the plugins and the model packages pull in, at
+    the version installed here; a dependency added to pyproject.toml without regenerating the file
+    (``python .ci/constraints.py > constraints.txt``) fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ci_constraints", REPO / ".ci" / "constraints.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    installed = {k: v for k, v in module.closure().items() if k not in module.OWN | module.TOOLING}
+    pins = read_constraints()
+    missing = sorted(set(installed) - set(pins))
+    assert not missing, f"not pinned in constraints.txt: {missing}"
+    differ = {k: (pins[k], v) for k, v in installed.items() if pins[k] != v}
+    assert not differ, f"constraints.txt pin vs installed: {differ}"
+
+
+def test_readme_commands_and_ci_install_with_the_constraints():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "-c constraints.txt" in ci
+    assert "transformers" in read_constraints() and "torch" in read_constraints()
+
+
+def test_a_run_raises_no_deprecation_or_future_warning(assets, tmp_path):
+    """textrl calls its libraries through their current APIs: a TinyStories update (rollout with a
+    KV cache, PPO, saving the policy) raises no FutureWarning or DeprecationWarning (transformers
+    5.24 warned on every ``past_key_values=`` call, which goes away in 5.40)."""
+    import warnings
+
+    from conftest import compose_config
+    from textrl.plugins import load_plugins
+    from textrl.run import run
+
+    registry = load_plugins(autoload=False)
+    cfg = compose_config(["experiment=tinystories_sentiment", "trainer.updates=1", "rollout.batch_size=4",
+                          "algo.minibatch_size=4", "env.max_new_tokens=4", "logger=none",
+                          "trainer.progress_bar=false"], registry)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(cfg, run_dir=str(tmp_path), registry=registry)
+    found = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught
+             if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert not found, found

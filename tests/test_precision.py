@@ -163,7 +163,9 @@ def update_one(tmp_path, precision, *extra):
 def test_bf16_ppo_steps_on_fresh_weights_and_keeps_kl_near_zero(assets, tmp_path, lora):
     extra = ["policy.lora.r=8", "algo.lr=3e-3"] if lora else []
     fp32, bf16 = (update_one(tmp_path, p, *extra) for p in ("fp32", "bf16"))
-    assert fp32["objective/kl"] == 0.0  # policy = reference at update 1
+    print({p: {k: r[k] for k in ("policy/approxkl", "policy/clipfrac", "objective/kl")}
+           for p, r in (("fp32", fp32), ("bf16", bf16))})
+    assert abs(fp32["objective/kl"]) < 1e-5  # policy = reference at update 1: 0 up to summation order
     # measured (full): approxkl 0.00184 vs 0.00443 (0.41x), clipfrac 0.0132 vs 0.0381 (0.35x);
     # one autocast region around collect() and update() gave 0.11x and 0.03x
     assert bf16["policy/approxkl"] >= fp32["policy/approxkl"] / 4, (bf16, fp32)
