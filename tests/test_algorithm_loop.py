@@ -174,8 +174,8 @@ def test_reference_pass_in_chunks_gives_the_same_logprobs(tokenizer):
                             max_new_tokens=6, max_prompt_tokens=8, autoreset_mode="disabled")
     reference = copy.deepcopy(policy.lm)
     calls = []
-    reference.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]),
-                                    with_kwargs=True)
+    reference.base_model.register_forward_hook(  # the trunk: the head runs apart, in float32
+        lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
     chunked = RolloutCollector(env, policy, reference, SamplingConfig(), seed=0, chunk_size=3).collect()
     assert calls == [3, 3, 2]
     assert torch.equal(chunked.input_ids, whole.input_ids)
