@@ -28,8 +28,8 @@ from textrl.config import build_plugin
 from textrl.devices import autocast
 from textrl.distributed import (broadcast_object, gather_states, make_accelerator, max_across_processes,
                                 mean_across_processes, rank_and_size, replica_max_abs_diff)
-from textrl.checkpoint import (checkpoint_dir, list_checkpoints, load_resume_checkpoint, remove_checkpoints_after, restore_checkpoint,
-                               rng_state, save_checkpoint, truncate_jsonl)
+from textrl.checkpoint import (checkpoint_dir, list_checkpoints, load_resume_checkpoint, remove_checkpoints_after,
+                               restore_checkpoint, rng_state, save_checkpoint, truncate_jsonl)
 from textrl.errors import Interrupted, NonFiniteError, TextRLError, WriteError
 from textrl.io import atomic_save_dir, atomic_write_json
 from textrl.report import write_rl_report_quietly
