@@ -91,6 +91,60 @@ def test_sigint_stops_with_one_line_and_status_130(assets, tmp_path, monkeypatch
     assert signal.getsignal(signal.SIGINT) is before  # the stage's handler is gone
 
 
+SFT = ("stage=sft", "policy=tinystories", "sft.max_examples=40", "sft.batch_size=8", "sft.max_length=64",
+       "sft.eval_fraction=0.1", "logger=none", "trainer.progress_bar=false", "trainer.threads=1")
+
+
+def sft_metrics(path: Path) -> list[dict]:
+    """An SFT run's metrics without the Trainer's timings."""
+    return [{k: v for k, v in r.items() if not any(t in k for t in ("runtime", "per_second", "preparation_time"))}
+            for r in read_jsonl(path)]
+
+
+def test_sft_stops_through_the_trainers_checkpoint_and_resumes_exactly(assets, tmp_path, monkeypatch, capsys):
+    whole = tmp_path / "whole"
+    assert textrl_in_process([*SFT, f"hydra.run.dir={whole}"], monkeypatch, capsys).returncode == 0
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setenv(TEST_SIGNAL_AT_UPDATE, "2")  # SIGTERM after optimizer step 2 of 5
+        stopped = textrl_in_process([*SFT, f"hydra.run.dir={out}"], monkeypatch, capsys)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert stopped.stderr.splitlines()[-1] == (f"textrl: stopped by SIGTERM after step 2 of 5, checkpoint written to "
+                                               f"'{out / 'checkpoints' / 'checkpoint-2'}'; continue with "
+                                               f"trainer.resume=auto hydra.run.dir={out}")
+    assert not (out / "model").exists()
+
+    resumed = textrl_in_process([*SFT, f"hydra.run.dir={out}", "trainer.resume=auto"], monkeypatch, capsys)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sft_metrics(out / "metrics.jsonl") == sft_metrics(whole / "metrics.jsonl")
+    ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (out, whole))
+    assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-12)
+    assert ours["eval_loss_after"] == theirs["eval_loss_after"] and ours["resumed_at_step"] == 2
+    assert not (out / "checkpoints").exists()  # removed once the model is saved
+
+
+def test_rm_stops_after_the_step_with_one_line(tmp_path):
+    """Through the command (a subprocess): Ctrl-C must not end in a KeyboardInterrupt traceback."""
+    from conftest import make_policy, make_tokenizer
+
+    tokenizer = make_tokenizer()
+    make_policy(tokenizer).lm.save_pretrained(tmp_path / "sft")
+    tokenizer.save_pretrained(tmp_path / "sft")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"the dog {i}", "chosen": "happy day", "rejected": "sad day"}) + "\n"
+                            for i in range(20)))
+    out = tmp_path / "rm"
+    result = textrl("stage=rm", f"rm.model={tmp_path / 'sft'}", "rm.gguf_file=null", f"rm.data={data}",
+                    "rm.batch_size=4", "rm.max_length=16", "logger=none", "trainer.progress_bar=false",
+                    f"hydra.run.dir={out}", env={TEST_SIGNAL_AT_UPDATE: "1:INT"})  # Ctrl-C after step 1
+    assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("textrl: stopped by SIGINT after step 1 of ")
+    assert "stage=rm writes no checkpoint: run it again" in result.stderr.splitlines()[-1]
+    assert not (out / "model").exists()
+
+
 def test_a_second_signal_exits_at_once_and_handlers_are_restored():
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     with StopSignals() as stop:
