@@ -124,6 +124,23 @@ def test_sft_stops_through_the_trainers_checkpoint_and_resumes_exactly(assets, t
     assert not (out / "checkpoints").exists()  # removed once the model is saved
 
 
+def test_sft_checkpoint_on_a_full_disk_is_one_line(assets, tmp_path, monkeypatch, capsys):
+    """The Trainer's own torch.save to a path fails as torch does on a full disk (no errno)."""
+    import textrl.io as io
+
+    def full_disk(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(io, "free_bytes", lambda path: 0)
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setenv(TEST_SIGNAL_AT_UPDATE, "2")
+    line = error_line(textrl_in_process([*SFT, f"hydra.run.dir={out}"], monkeypatch, capsys))
+    assert line.startswith(f"textrl: error: {out / 'checkpoints' / 'checkpoint-2'}: cannot write "
+                           f"(No space left on device)"), line
+    assert not (out / "checkpoints" / "checkpoint-2").exists()  # the partial checkpoint is removed
+
+
 def test_rm_stops_after_the_step_with_one_line(tmp_path):
     """Through the command (a subprocess): Ctrl-C must not end in a KeyboardInterrupt traceback."""
     from conftest import make_policy, make_tokenizer
