@@ -109,8 +109,8 @@ def hook_callback(hook):
 def stop_callback(stop: StopSignals):
     """A ``transformers.TrainerCallback`` that, once ``stop`` has received SIGTERM/SIGINT, makes the
     Trainer log the train loss since its last log, save a checkpoint after the optimizer step in
-    progress and end training (unless that step was the last). Also sends the test signal of :func:`textrl.signals.send_test_signal`
-    (``update`` = optimizer steps done)."""
+    progress and end training (unless that step was the last). Also sends the test signal of
+    :func:`textrl.signals.send_test_signal` (``update`` = optimizer steps done)."""
     from transformers import TrainerCallback
 
     class StopCallback(TrainerCallback):
