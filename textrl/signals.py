@@ -9,9 +9,9 @@ signal exits at once (``SystemExit(128 + signum)``), without a checkpoint. The p
 are restored when the stage ends.
 
 Tests make a run signal itself at a fixed point: with the environment variable
-``TEXTRL_TEST_SIGNAL_AT_UPDATE=<k>`` (optionally ``<k>:INT``; default TERM) the RL loop sends
-its own process that signal once update ``k`` has been logged (:func:`send_test_signal`). Nothing
-else reads it.
+``TEXTRL_TEST_SIGNAL_AT_UPDATE=<k>`` (or ``<k>:<NAME>``: ``INT``, ``KILL``...; default ``TERM``)
+the RL loop (sft and rm: after optimizer step ``k``) sends its own process that signal once
+update ``k`` has been logged (:func:`send_test_signal`). Nothing else reads it.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ class StopSignals:
 
 def send_test_signal(update: int) -> None:
     """Send this process the signal ``TEXTRL_TEST_SIGNAL_AT_UPDATE`` asks for when ``update`` is
-    the one it names (``"<k>"`` → SIGTERM, ``"<k>:INT"`` → SIGINT); a test hook, see the module
-    docstring. Does nothing when the variable is unset."""
+    the one it names (``"<k>"`` → SIGTERM, ``"<k>:INT"`` → SIGINT, ``"<k>:KILL"`` → SIGKILL); a
+    test hook, see the module docstring. Does nothing when the variable is unset."""
     wanted = os.environ.get(TEST_SIGNAL_AT_UPDATE)
     if not wanted:
         return
