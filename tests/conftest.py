@@ -11,6 +11,11 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -72,6 +77,64 @@ def compose_config(overrides, registry=None):
     GlobalHydra.instance().clear()
     with hydra.initialize_config_module("textrl.conf", version_base="1.3"):
         return hydra.compose("train", overrides=list(overrides))
+
+
+def textrl(*args, cwd=None, timeout=600, env=None):
+    """Run ``python -m textrl ARGS`` (what the console script and sweeps run)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "textrl", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=full_env)
+
+
+def fast(run_dir, *extra):
+    """Overrides for a quick TinyStories run writing to ``run_dir``."""
+    return ["experiment=tinystories_sentiment", f"hydra.run.dir={run_dir}", "trainer.progress_bar=false",
+            "rollout.batch_size=8", "algo.minibatch_size=4", "algo.epochs=1", "env.max_new_tokens=8", *extra]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def textrl_in_process(args, monkeypatch, capsys=None, site: Path | None = None) -> SimpleNamespace:
+    """Run ``textrl ARGS`` through :func:`textrl.cli.main` in this process, with ``site`` (a folder
+    of plugins installed for the test) on the import path when given; returns ``returncode``,
+    ``stdout`` and ``stderr`` like :func:`subprocess.run`. An exception that escapes ``main`` is a
+    test failure (it would be a traceback on the user's screen). Without ``capsys`` (a
+    module-scoped fixture has none) the output is not captured and ``stdout``/``stderr`` are empty."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+
+    from textrl.cli import main
+    from textrl.config import register_configs, register_plugin_configs
+    from textrl.plugins import load_plugins
+
+    # main() registers every installed plugin's configs in Hydra's process-wide store; note what
+    # is there without the case's plugins, so the misbehaving plugin's options can be taken out
+    register_configs()
+    register_plugin_configs(load_plugins())
+    store = ConfigStore.instance()
+    before = {group: set(node) for group, node in store.repo.items() if isinstance(node, dict)}
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sys, "argv", ["textrl", *args])
+    if site is not None:
+        monkeypatch.syspath_prepend(str(site))
+    if capsys is not None:
+        capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)  # run() sets trainer.threads for the process
+        for group, known in before.items():
+            for name in set(store.repo.get(group, {})) - known:
+                if group != "hydra":
+                    del store.repo[group][name]
+        GlobalHydra.instance().clear()
+    out, err = capsys.readouterr() if capsys is not None else ("", "")
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 @pytest.fixture

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from test_cli import fast, textrl
+from conftest import fast, textrl, textrl_in_process
 from test_plugins import install_plugin
 
 OUTPUTS = ("metrics.jsonl", "samples.jsonl", "summary.json", "policy", "checkpoints")
@@ -150,44 +148,6 @@ CASES = [
     ("learned_reward_without_score_head", ["reward=learned", "reward.model=${{oc.env:TEXTRL_ASSETS}}/tinystories-656k"],
      ["reward.model:", "tinystories-656k' has no trained weights", "score.weight", "written by stage=rm"]),
 ]
-
-
-def textrl_in_process(args, monkeypatch, capsys, site: Path) -> SimpleNamespace:
-    """Run ``textrl ARGS`` through :func:`textrl.cli.main` in this process with ``site`` on the
-    import path (where the misbehaving plugin is installed); returns ``returncode``, ``stdout`` and
-    ``stderr`` like :func:`subprocess.run`. An exception that escapes ``main`` is a test failure
-    (it would be a traceback on the user's screen)."""
-    from hydra.core.config_store import ConfigStore
-    from hydra.core.global_hydra import GlobalHydra
-
-    from textrl.cli import main
-    from textrl.config import register_configs, register_plugin_configs
-    from textrl.plugins import load_plugins
-
-    # main() registers every installed plugin's configs in Hydra's process-wide store; note what
-    # is there without the case's plugins, so the misbehaving plugin's options can be taken out
-    register_configs()
-    register_plugin_configs(load_plugins())
-    store = ConfigStore.instance()
-    before = {group: set(node) for group, node in store.repo.items() if isinstance(node, dict)}
-    threads = torch.get_num_threads()
-    monkeypatch.setattr(sys, "argv", ["textrl", *args])
-    monkeypatch.syspath_prepend(str(site))
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        torch.set_num_threads(threads)  # run() sets trainer.threads for the process
-        for group, known in before.items():
-            for name in set(store.repo.get(group, {})) - known:
-                if group != "hydra":
-                    del store.repo[group][name]
-        GlobalHydra.instance().clear()
-    out, err = capsys.readouterr()
-    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 def check_one_line_error(result, args: list[str], expected: list[str], tmp_path: Path) -> None:

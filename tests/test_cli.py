@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import fast, read_jsonl, textrl  # noqa: F401 (other test files import them from here)
+
 REQUIRED_KEYS = ("update", "objective/rlhf_reward", "objective/score", "objective/kl", "kl/beta", "loss/policy",
                  "loss/value", "policy/clipfrac", "perf/tokens_per_s")
-
-
-def textrl(*args, cwd=None, timeout=600, env=None):
-    """Run ``python -m textrl ARGS`` (what the console script and sweeps run)."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "textrl", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env=full_env)
-
-
-def fast(run_dir, *extra):
-    """Overrides for a quick TinyStories run writing to ``run_dir``."""
-    return ["experiment=tinystories_sentiment", f"hydra.run.dir={run_dir}", "trainer.progress_bar=false",
-            "rollout.batch_size=8", "algo.minibatch_size=4", "algo.epochs=1", "env.max_new_tokens=8", *extra]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_tinystories_experiment_three_updates(assets, tmp_path):

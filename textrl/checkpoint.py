@@ -12,8 +12,9 @@ are kept. ``state.pt`` holds everything the next update depends on:
   sampling, prompt draws);
 - the update counter and the run's config fingerprint.
 
-``trainer.resume=auto`` restarts from the newest checkpoint in the run directory (from scratch if
-there is none); a path restarts from that checkpoint. ``metrics.jsonl`` and ``samples.jsonl`` are
+``trainer.resume=auto`` restarts from the newest readable checkpoint in the run directory (from
+scratch if there is none; a damaged newer one, e.g. a truncated ``state.pt``, is skipped with a
+warning); a path restarts from that checkpoint (a damaged one is an error). ``metrics.jsonl`` and ``samples.jsonl`` are
 cut back to the checkpoint's update, so a killed and resumed run ends with exactly one record
 per update. ``state.pt`` is a pickle: resume only from checkpoints you wrote.
 """
@@ -31,12 +32,13 @@ import torch
 from omegaconf import OmegaConf
 
 from textrl.errors import TextRLError
-from textrl.io import atomic_save_dir, atomic_write_text
+from textrl.io import atomic_save_dir, atomic_write_text, save_torch
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.pt"
+STATE_KEYS = ("update", "policy", "algorithm", "processes", "config")
 # keys that may change between a run and its resumption without changing the experiment
 RESUMABLE_KEYS = ("trainer.updates", "trainer.resume", "trainer.checkpoint_every", "trainer.keep_checkpoints",
                   "trainer.progress_bar", "trainer.threads", "trainer.sample_every", "trainer.samples_per_update",
@@ -103,16 +105,18 @@ def save_checkpoint(run_dir: str, update: int, cfg, policy, algorithm, processes
 
     Returns:
         str: the checkpoint directory.
+
+    Raises:
+        WriteError: the checkpoint cannot be written (full disk, permission); its temporary
+            directory is removed and the earlier checkpoints are untouched.
     """
     state = {"update": update, "policy": trainable_state(policy), "algorithm": algorithm.state_dict(),
              "processes": processes, "config": config_fingerprint(cfg)}
     path = checkpoint_dir(run_dir, update)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
 
     def write(tmp: str) -> None:
-        torch.save(state, os.path.join(tmp, STATE_FILE))
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump({"update": update, "keys": len(state["policy"])}, f)
+        save_torch(state, os.path.join(tmp, STATE_FILE))
+        atomic_write_text(os.path.join(tmp, "meta.json"), json.dumps({"update": update, "keys": len(state["policy"])}))
 
     atomic_save_dir(path, write)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
@@ -155,18 +159,47 @@ def find_resume_checkpoint(resume: str | None, run_dir: str) -> str | None:
                       f"checkpoint directory or a run directory with {CHECKPOINTS}/")
 
 
+class UnreadableCheckpoint(TextRLError):
+    """A checkpoint's ``state.pt`` cannot be read (truncated, corrupt, not written by textrl).
+
+    Attributes:
+        reason: what went wrong, in a few words (``"RuntimeError: PytorchStreamReader failed ..."``).
+    """
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
+
+
+def read_state(path: str) -> dict:
+    """The state dict of the checkpoint directory ``path``.
+
+    Raises:
+        UnreadableCheckpoint: ``state.pt`` cannot be loaded or lacks one of :data:`STATE_KEYS`.
+    """
+    file = os.path.join(path, STATE_FILE)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a damaged file
+        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+        raise UnreadableCheckpoint(f"trainer.resume: cannot read {file!r} ({reason}); expected a checkpoint written "
+                                   f"by textrl", reason) from None
+    if not isinstance(state, dict) or not set(STATE_KEYS) <= set(state):
+        reason = f"not a textrl checkpoint: no {', '.join(STATE_KEYS)}"
+        raise UnreadableCheckpoint(f"trainer.resume: cannot read {file!r} ({reason}); expected a checkpoint written "
+                                   f"by textrl", reason)
+    return state
+
+
 def load_checkpoint(path: str, cfg) -> dict:
     """Read a checkpoint and check it was written by the same experiment config.
 
     Raises:
-        TextRLError: an unreadable file, or a config that differs in a key that changes the
-            experiment (the message names the first such keys and both values).
+        UnreadableCheckpoint: a damaged or foreign ``state.pt``.
+        TextRLError: a config that differs in a key that changes the experiment (the message
+            names the first such keys and both values).
     """
-    try:
-        state = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for a damaged file
-        raise TextRLError(f"trainer.resume: cannot read {os.path.join(path, STATE_FILE)!r} ({type(e).__name__}); "
-                          f"expected a checkpoint written by textrl") from None
+    state = read_state(path)
     now, then = config_fingerprint(cfg), state["config"]
     changed = sorted(k for k in set(now) | set(then) if now.get(k, "<unset>") != then.get(k, "<unset>"))
     if changed:
@@ -174,6 +207,34 @@ def load_checkpoint(path: str, cfg) -> dict:
         raise TextRLError(f"trainer.resume: checkpoint {path!r} is from a different config: {shown}; expected the "
                           f"same experiment (only {', '.join(RESUMABLE_KEYS[:2])}... may change)")
     return state
+
+
+def load_resume_checkpoint(resume: str | None, run_dir: str, cfg) -> tuple[str | None, dict | None]:
+    """``(checkpoint directory, its state)`` that ``trainer.resume`` restarts from, or
+    ``(None, None)`` to start afresh.
+
+    ``auto`` takes the newest checkpoint in ``run_dir`` that can be read: each damaged newer one
+    is skipped with one warning naming it. A path (:func:`find_resume_checkpoint`) must be readable.
+
+    Raises:
+        UnreadableCheckpoint: the checkpoint a path names is damaged, or ``auto`` found
+            checkpoints but none of them readable.
+        TextRLError: a path without a checkpoint, or a checkpoint of another config.
+    """
+    if resume != "auto":
+        path = find_resume_checkpoint(resume, run_dir)
+        return (path, load_checkpoint(path, cfg)) if path is not None else (None, None)
+    found = list_checkpoints(run_dir)
+    for path in reversed(found):
+        try:
+            return path, load_checkpoint(path, cfg)
+        except UnreadableCheckpoint as e:
+            log.warning("trainer.resume=auto: skipping checkpoint %s: it cannot be read (%s)", path, e.reason)
+    if found:
+        raise UnreadableCheckpoint(f"trainer.resume: got 'auto' but none of the {len(found)} checkpoints in "
+                                   f"{os.path.join(run_dir, CHECKPOINTS)!r} can be read; expected at least one intact "
+                                   f"checkpoint (remove {CHECKPOINTS}/ to start afresh)")
+    return None, None
 
 
 def restore_checkpoint(state: dict, policy, algorithm, collector, rank: int = 0) -> int:

@@ -1,5 +1,11 @@
 """The ``textrl`` command: ``textrl [overrides...]`` (a Hydra app), ``textrl plugins`` and
-``textrl report <run_dir>``."""
+``textrl report <run_dir>``.
+
+Exit status: 0 done; 1 bad input or a failed write (one ``textrl: error:`` line,
+:class:`~textrl.errors.TextRLError`); ``128 + signum`` stopped by SIGTERM/SIGINT (one ``textrl:
+stopped by ...`` line, :class:`~textrl.errors.Interrupted`; 130 for a Ctrl-C outside a training
+loop, with no traceback).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from omegaconf import DictConfig  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from textrl.config import check_config, check_plugin_overrides, register_configs, register_plugin_configs  # noqa: E402
-from textrl.errors import TextRLError  # noqa: E402
+from textrl.errors import Interrupted, TextRLError  # noqa: E402
 
 _registry = None
 
@@ -21,6 +27,11 @@ _registry = None
 def _fail(message: str) -> None:
     print(f"textrl: error: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+def _stopped(message: str, signum: int) -> None:
+    print(f"textrl: {message}", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://textrl.conf", config_name="train")
@@ -31,13 +42,24 @@ def _app(cfg: DictConfig):
         return run(cfg, registry=_registry)
     except TextRLError as e:
         _fail(str(e))
+    except Interrupted as e:
+        _stopped(str(e), e.signum)
     except OmegaConfBaseException as e:  # e.g. an interpolation whose resolver raised TextRLError
         cause = e.__cause__ if isinstance(e.__cause__, TextRLError) else e
         _fail(str(cause).splitlines()[0])
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; a Ctrl-C that no stage handles is one line and status 130."""
+    import signal
+
+    try:
+        _main()
+    except KeyboardInterrupt:
+        _stopped("stopped by SIGINT (Ctrl-C)", signal.SIGINT)
+
+
+def _main() -> None:
     global _registry
     from transformers.utils import logging as hf_logging
 

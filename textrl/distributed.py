@@ -66,6 +66,14 @@ def mean_across_processes(values: dict[str, float], accelerator) -> dict[str, fl
     return dict(zip(keys, t.tolist()))
 
 
+def max_across_processes(value: float, accelerator) -> float:
+    """The largest of every process's ``value`` (one gather); ``value`` itself for one process."""
+    if single_process(accelerator):
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.gather(t).max())
+
+
 def replica_max_abs_diff(module: torch.nn.Module, accelerator) -> float:
     """Largest ``|θ_rank − θ_0|`` over every parameter and process: 0.0 when all replicas of
     ``module`` are identical (as data-parallel training must keep them). 0.0 for one process."""

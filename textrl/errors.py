@@ -28,3 +28,39 @@ class NonFiniteError(TextRLError):
     def __init__(self, quantity: str, message: str):
         super().__init__(message)
         self.quantity = quantity
+
+
+class WriteError(TextRLError):
+    """An output file or directory could not be written: a full disk, a missing permission, a
+    read-only or vanished file system.
+
+    Raised by the writers of :mod:`textrl.io` (every output textrl writes goes through them), so
+    the CLI prints one line naming the path and the operating system's reason instead of a
+    traceback. The message is ``"<path>: cannot write (<reason>); expected a writable directory
+    with free space"``; :mod:`textrl.stages.rl` adds how to resume.
+
+    Attributes:
+        path: the file or directory being written.
+        reason: the operating system's text for the failure (``"No space left on device"``,
+            ``"Permission denied"``...).
+        errno: the error number (``errno.ENOSPC``...), or ``None`` when the writer gave none.
+    """
+
+    def __init__(self, path: str, reason: str, errno: int | None = None, message: str | None = None):
+        super().__init__(message or f"{path}: cannot write ({reason}); expected a writable directory with free space")
+        self.path, self.reason, self.errno = path, reason, errno
+
+
+class Interrupted(Exception):
+    """The run was stopped by SIGTERM or SIGINT at an update boundary (:mod:`textrl.signals`).
+
+    Not a :class:`TextRLError`: nothing was wrong with the input. The CLI prints the one-line
+    message (where the checkpoint is, how to resume) and exits with ``128 + signum``.
+
+    Attributes:
+        signum: the signal's number (``signal.SIGTERM`` = 15, ``signal.SIGINT`` = 2).
+    """
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum

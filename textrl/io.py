@@ -3,16 +3,124 @@
 Files and directories written here get the permissions an ordinary ``open``/``mkdir`` would give
 under the user's umask (0644 and 0755 under umask 022), not the private 0600/0700 that
 ``tempfile.mkstemp``/``mkdtemp`` create their temporary files with.
+
+Every output textrl writes goes through these functions, and a write that fails (a full disk, a
+missing permission) raises :class:`~textrl.errors.WriteError` naming the path and the operating
+system's reason (:func:`writing` is the one place that translates): the temporary file or
+directory is removed, and whatever was at the path before stays as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from textrl.errors import WriteError
+
+# Texts of write failures that arrive without an errno: torch's zip writer (``torch.save`` to a
+# path on a full disk raises ``RuntimeError: [enforce fail at inline_container.cc:...] . unexpected
+# pos ...`` or ``... file write failed``).
+WRITER_FAILURE_TEXTS = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
+# Rust writers (safetensors) put the errno in the text: ``Os { code: 28, ... }`` / ``(os error 28)``
+_RUST_OS_ERROR = re.compile(r"os error (\d+)|Os \{ code: (\d+)")
+# below this many free bytes a writer failure without an errno is a full disk
+LOW_SPACE_BYTES = 1 << 20
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes free to this user on the file system holding ``path`` (or its nearest existing
+    ancestor); ``None`` when that cannot be read."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def write_error(error: BaseException, path: str) -> WriteError | None:
+    """The :class:`~textrl.errors.WriteError` that ``error``, raised while writing ``path``,
+    amounts to, or ``None`` when it is not a failed write (a bug, a bad object to save).
+
+    A write failure is an ``OSError`` with an errno anywhere in the exception's chain, a Rust I/O
+    error that names its errno, or one of torch's writer failures (:data:`WRITER_FAILURE_TEXTS`),
+    which carry no errno: that is ``ENOSPC`` when less than :data:`LOW_SPACE_BYTES` are free on
+    the file system, else ``EIO``. Call it before the partly written file is removed, so a full
+    disk still reads as full.
+    """
+    seen, depth = error, 0
+    while seen is not None and depth < 8:
+        if isinstance(seen, WriteError):
+            return seen
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return WriteError(path, seen.strerror or os.strerror(seen.errno), seen.errno)
+        seen, depth = seen.__cause__ or seen.__context__, depth + 1
+    if not isinstance(error, Exception):
+        return None
+    text = str(error)
+    match = _RUST_OS_ERROR.search(text)
+    if match:
+        number = int(match.group(1) or match.group(2))
+        return WriteError(path, os.strerror(number), number)
+    if any(t in text for t in WRITER_FAILURE_TEXTS):
+        free = free_bytes(path)
+        number = errno.ENOSPC if free is not None and free < LOW_SPACE_BYTES else errno.EIO
+        return WriteError(path, os.strerror(number), number)
+    return None
+
+
+@contextmanager
+def writing(path: str, shown: str | None = None) -> Iterator[None]:
+    """Translate a failed write inside the block into :class:`~textrl.errors.WriteError`
+    (:func:`write_error`); every other exception passes unchanged.
+
+    Args:
+        path: what the block writes.
+        shown: the path the message names, when it differs from ``path`` (a temporary
+            directory that becomes ``shown``); paths inside ``path`` are renamed to match.
+
+    Raises:
+        WriteError: ``"<path>: cannot write (<reason>); expected a writable directory with free space"``.
+    """
+    try:
+        yield
+    except Exception as e:
+        failure = write_error(e, path)
+        if failure is None:
+            raise
+        named = failure.path
+        if shown is not None:
+            named = shown + named[len(path):] if named.startswith(path) else shown
+        if named != failure.path or failure is not e:
+            failure = WriteError(named, failure.reason, failure.errno)
+        raise failure from None
+
+
+def save_torch(obj: Any, path: str) -> None:
+    """``torch.save(obj)`` to ``path`` through a Python file, flushed to disk.
+
+    Through a Python file a full disk raises ``OSError(ENOSPC)`` (a path given to ``torch.save``
+    raises torch's errno-less ``RuntimeError`` instead); either becomes :class:`WriteError`.
+
+    Raises:
+        WriteError: the file cannot be written.
+    """
+    import torch
+
+    with writing(path):
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def current_umask() -> int:
@@ -26,20 +134,36 @@ def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``.
 
     The file gets mode ``0o666 & ~umask``, as ``open(path, "w")`` would give it.
+
+    Raises:
+        WriteError: the file cannot be written (full disk, permission); ``path`` is unchanged.
+    """
+    write_file_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_file_atomically(path: str, write: Callable[[Any], None], suffix: str | None = None) -> None:
+    """Call ``write(f)`` on a binary file open on a temporary file beside ``path``, flush it to
+    disk and ``os.replace`` it to ``path``. On any failure the temporary file is removed and
+    ``path`` is as it was. The file gets mode ``0o666 & ~umask``.
+
+    Raises:
+        WriteError: a write that fails (full disk, permission; see :func:`writing`).
     """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        os.chmod(tmp, 0o666 & ~current_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix or os.path.basename(path))
+        try:
+            with writing(tmp, shown=path):
+                os.chmod(tmp, 0o666 & ~current_umask())
+                with os.fdopen(fd, "wb") as f:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def strict_json(obj: Any) -> Any:
@@ -68,24 +192,32 @@ def atomic_write_json(path: str, obj: Any) -> None:
 def atomic_save_dir(path: str, save: Callable[[str], None]) -> None:
     """Call ``save(tmp_dir)`` then move ``tmp_dir`` to ``path`` (replacing an older one).
 
-    A crash inside ``save`` leaves ``path`` as it was. The directory gets mode
-    ``0o777 & ~umask``, as ``os.mkdir`` would give it (what ``save`` writes inside keeps its own).
+    A crash inside ``save`` leaves ``path`` as it was, and the temporary directory is removed. The
+    parent directory is created when missing. The directory gets mode ``0o777 & ~umask``, as
+    ``os.mkdir`` would give it (what ``save`` writes inside keeps its own).
+
+    Raises:
+        WriteError: a write that fails (full disk, permission), naming the file under ``path``
+            (see :func:`writing`).
     """
     parent = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path))
-    try:
-        os.chmod(tmp, 0o777 & ~current_umask())
-        save(tmp)
-        old = None
-        if os.path.exists(path):
-            old = path + ".old"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writing(path):
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path))
+        try:
+            with writing(tmp, shown=path):  # translated before the partial files go (a full disk reads as full)
+                os.chmod(tmp, 0o777 & ~current_umask())
+                save(tmp)
+            old = None
+            if os.path.exists(path):
+                old = path + ".old"
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def jsonl_line(record: dict) -> str:
@@ -95,9 +227,27 @@ def jsonl_line(record: dict) -> str:
 
 
 def append_jsonl(path: str, record: dict) -> None:
-    """Append :func:`jsonl_line` of ``record`` with a single ``write`` and flush it to disk."""
-    line = jsonl_line(record)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    """Append :func:`jsonl_line` of ``record`` and flush it to disk. A write that fails part way
+    is cut back off (best effort), so the file keeps whole lines only.
+
+    Raises:
+        WriteError: the line cannot be written (full disk, permission).
+    """
+    data = jsonl_line(record).encode("utf-8")
+    with writing(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except BaseException:
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(fd)

@@ -20,9 +20,9 @@ import json
 import logging
 import math
 import os
-import tempfile
 
 from textrl.errors import TextRLError
+from textrl.io import write_file_atomically
 
 log = logging.getLogger(__name__)
 
@@ -199,20 +199,12 @@ def draw_eval_report(rows: list[dict], title: str = ""):
 
 def save_figure(fig, path: str) -> str:
     """Write ``fig`` as a PNG to ``path`` atomically (a temporary file in the same folder, then
-    ``os.replace``), readable as the user's umask allows. Returns ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a figure is as readable as any file the user writes
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    ``os.replace``), readable as the user's umask allows. Returns ``path``.
+
+    Raises:
+        WriteError: the file cannot be written (full disk, permission); ``path`` is unchanged.
+    """
+    write_file_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100), suffix=".png")
     return path
 
 

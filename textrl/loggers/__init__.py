@@ -24,13 +24,15 @@ def make_logger(cfg_logger):
 
 def stage_loggers(cfg, run_dir: str) -> list:
     """The logger plugins of one stage: metrics.jsonl/samples.jsonl in ``run_dir`` (started afresh
-    unless the stage is rl, which resumes) and the ``logger.name`` logger.
+    unless the stage resumes: rl always cuts them back itself, sft when ``trainer.resume`` is
+    set) and the ``logger.name`` logger.
 
     Raises:
         textrl.TextRLError: unknown logger name.
     """
     chosen = make_logger(cfg.logger)
-    return [JsonlLogger(run_dir, fresh=cfg.stage != "rl")] + ([chosen] if chosen is not None else [])
+    resumes = cfg.stage == "rl" or (cfg.stage == "sft" and bool(cfg.trainer.resume))
+    return [JsonlLogger(run_dir, fresh=not resumes)] + ([chosen] if chosen is not None else [])
 
 
 __all__ = ["ConsoleLogger", "JsonlLogger", "make_logger", "stage_loggers"]

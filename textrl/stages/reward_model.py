@@ -15,6 +15,10 @@ directory works as ``reward=sentiment reward.backend=classifier reward.model=<di
 Both report through the ``textrl_on_update_end`` hooks (metrics.jsonl, console, wandb): the mean
 train loss and accuracy since the last report, learning rate and epoch about 20 times a run, and
 the held-out numbers (``eval/*``) before (step 0) and after training.
+
+SIGTERM/SIGINT stop training after the optimizer step in progress with
+:class:`~textrl.errors.Interrupted` (exit status 128 + signum, one line); this stage writes no
+checkpoint, so it is run again from the start.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from tqdm import tqdm
 
 from textrl.algorithms.base import make_adamw
 from textrl.algorithms.ranking import ranking_loss, ranking_pairs
-from textrl.errors import TextRLError
+from textrl.errors import Interrupted, TextRLError
 from textrl.io import atomic_save_dir, atomic_write_json
 from textrl.records import read_rows, to_labelled, to_ranking
+from textrl.signals import StopSignals, send_test_signal, signal_name
 from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer, load_sequence_classifier
 from textrl.stages.sft import split_rows
 
@@ -58,7 +63,8 @@ def _batches(items: list, batch_size: int, epochs: float, seed: int):
         step += 1
 
 
-def fit(model, items: list, r, seed: int, step, log, progress_bar: bool = False) -> int:
+def fit(model, items: list, r, seed: int, step, log, progress_bar: bool = False,
+        stop: StopSignals | None = None) -> int:
     """Train ``model`` on shuffled minibatches of ``items`` for ``r.epochs``: AdamW, cosine LR with
     ``r.warmup_ratio`` warmup, gradient-norm clip 1; ``step(batch) -> (loss, accuracy)``. Leaves
     the model in eval mode and returns the number of optimizer steps.
@@ -67,6 +73,9 @@ def fit(model, items: list, r, seed: int, step, log, progress_bar: bool = False)
     ``train/loss`` and ``train/accuracy`` (means over the steps since the previous call, read
     from the device once per call), ``train/learning_rate`` and ``train/epoch`` (passes over
     ``items``). ``progress_bar`` shows a tqdm bar of the steps.
+
+    Raises:
+        Interrupted: ``stop`` received SIGTERM/SIGINT; raised after the step in progress.
     """
     optimizer = schedule = bar = None
     loss_sum = accuracy_sum = 0.0
@@ -90,6 +99,11 @@ def fit(model, items: list, r, seed: int, step, log, progress_bar: bool = False)
                         "train/epoch": (i + 1) * r.batch_size / len(items)})
             loss_sum = accuracy_sum = 0.0
             since = 0
+        send_test_signal(i + 1)
+        if stop is not None and stop.signum and i < total - 1:
+            bar.close()
+            raise Interrupted(stop.signum, f"stopped by {signal_name(stop.signum)} after step {i + 1} of {total}; "
+                                           f"stage=rm writes no checkpoint: run it again")
     bar.close()
     model.eval()
     return total
@@ -119,8 +133,9 @@ def evaluate_ranking(scorer: RewardScorer, rankings, batch_size: int) -> dict:
     return {"loss": sum(losses) / max(1, len(rankings)), "pairwise_accuracy": correct / max(1, pairs_seen)}
 
 
-def train_ranking(cfg, run_dir: str, device: torch.device, log) -> dict:
-    """K-wise ranking RM; see the module docstring. ``log(step, metrics)`` reports (see :func:`fit`)."""
+def train_ranking(cfg, run_dir: str, device: torch.device, log, stop: StopSignals | None = None) -> dict:
+    """K-wise ranking RM; see the module docstring. ``log(step, metrics)`` reports, ``stop`` can
+    interrupt (see :func:`fit`)."""
     r = cfg.rm
     rankings = [to_ranking(row) for row in read_rows(r.data, r.split)]
     rankings = [x for x in rankings if len(set(x.ranks)) > 1][:r.max_examples]
@@ -135,7 +150,8 @@ def train_ranking(cfg, run_dir: str, device: torch.device, log) -> dict:
     if before:
         log(0, {f"eval/{k}": v for k, v in before.items()})
     start = time.perf_counter()
-    steps = fit(model, train_set, r, cfg.seed, lambda batch: ranking_step(scorer, batch), log, cfg.trainer.progress_bar)
+    steps = fit(model, train_set, r, cfg.seed, lambda batch: ranking_step(scorer, batch), log, cfg.trainer.progress_bar,
+                stop=stop)
     after = evaluate_ranking(scorer, eval_set, r.batch_size) if eval_set else {}
     if after:
         log(steps, {f"eval/{k}": v for k, v in after.items()})
@@ -155,9 +171,9 @@ def train_ranking(cfg, run_dir: str, device: torch.device, log) -> dict:
                   "train_time_s": time.perf_counter() - start, "normalization": normalization})
 
 
-def train_classification(cfg, run_dir: str, device: torch.device, log) -> dict:
+def train_classification(cfg, run_dir: str, device: torch.device, log, stop: StopSignals | None = None) -> dict:
     """Classifier on labelled text (``rm.text_field``/``rm.label_field``). ``log(step, metrics)``
-    reports (see :func:`fit`)."""
+    reports, ``stop`` can interrupt (see :func:`fit`)."""
     r = cfg.rm
     texts, labels = to_labelled(read_rows(r.data, r.split), r.text_field, r.label_field)
     rows = list(zip(texts, labels))[:r.max_examples] if r.max_examples else list(zip(texts, labels))
@@ -180,7 +196,7 @@ def train_classification(cfg, run_dir: str, device: torch.device, log) -> dict:
         target = torch.tensor([y for _, y in batch], device=logits.device)
         return torch.nn.functional.cross_entropy(logits, target), (logits.argmax(-1) == target).float().mean()
 
-    steps = fit(model, train_rows, r, cfg.seed, classification_step, log, cfg.trainer.progress_bar)
+    steps = fit(model, train_rows, r, cfg.seed, classification_step, log, cfg.trainer.progress_bar, stop=stop)
     train_time = time.perf_counter() - start
     accuracy = classification_accuracy(scorer, eval_rows, r.batch_size * 2)
     log(steps, {"eval/accuracy": accuracy})
@@ -218,13 +234,19 @@ def _save(run_dir, model, tokenizer, settings: dict, summary: dict) -> dict:
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     """Dispatch on ``rm.objective`` (``ranking`` | ``classification``, validated by
     :func:`textrl.config.check_config`), calling the lifecycle hooks of ``registry`` (see
-    :mod:`textrl.hookspecs`); returns the summary (also ``summary.json``)."""
+    :mod:`textrl.hookspecs`); returns the summary (also ``summary.json``).
+
+    Raises:
+        Interrupted: SIGTERM/SIGINT during training (see :func:`fit`).
+    """
     hook = registry.manager.hook
     hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
 
     def log(step: int, metrics: dict) -> None:
         hook.textrl_on_update_end(update=step, metrics=metrics, samples=[])
 
-    summary = (train_ranking if cfg.rm.objective == "ranking" else train_classification)(cfg, run_dir, device, log)
+    with StopSignals("after the current step (stage=rm writes no checkpoint)") as stop:
+        summary = (train_ranking if cfg.rm.objective == "ranking" else train_classification)(cfg, run_dir, device, log,
+                                                                                               stop=stop)
     hook.textrl_on_train_end(summary=summary)
     return summary

@@ -4,6 +4,11 @@ Per update: collect ``rollout.batch_size`` episodes through the vector env, run 
 update, call the ``textrl_on_update_end`` hooks (metrics.jsonl, samples.jsonl, console, wandb).
 At the end the policy is saved to ``<run_dir>/policy`` and ``summary.json`` is written, both
 atomically, and ``report.png`` is drawn from ``metrics.jsonl`` (:mod:`textrl.report`).
+
+Faults: SIGTERM/SIGINT stop the run at the next update boundary with a checkpoint there
+(:mod:`textrl.signals`, :class:`~textrl.errors.Interrupted`); a failed write (full disk,
+permission) is a :class:`~textrl.errors.WriteError` whose message names the last checkpoint and
+how to resume from it.
 """
 
 from __future__ import annotations
@@ -20,15 +25,16 @@ from tqdm import tqdm
 
 from textrl.algorithms.base import SetupContext, check_metrics
 from textrl.config import build_plugin
-from textrl.distributed import (broadcast_object, gather_states, make_accelerator, mean_across_processes,
-                                rank_and_size, replica_max_abs_diff)
-from textrl.checkpoint import (find_resume_checkpoint, list_checkpoints, load_checkpoint, remove_checkpoints_after,
+from textrl.distributed import (broadcast_object, gather_states, make_accelerator, max_across_processes,
+                                mean_across_processes, rank_and_size, replica_max_abs_diff)
+from textrl.checkpoint import (checkpoint_dir, list_checkpoints, load_resume_checkpoint, remove_checkpoints_after,
                                restore_checkpoint, rng_state, save_checkpoint, truncate_jsonl)
-from textrl.errors import NonFiniteError, TextRLError
+from textrl.errors import Interrupted, NonFiniteError, TextRLError, WriteError
 from textrl.io import atomic_save_dir, atomic_write_json
 from textrl.precision import autocast
 from textrl.report import write_rl_report_quietly
 from textrl.rollout.engines import resolve_engine
+from textrl.signals import StopSignals, send_test_signal, signal_name
 from textrl.stages.build import RolloutParts, build_rollout_parts, make_collector, sampling_config
 
 log = logging.getLogger(__name__)
@@ -53,16 +59,17 @@ def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator) -> tupl
     With ``trainer.resume`` pointing at a checkpoint, restore it (policy, optimizer, KL
     controller, RNGs, prompt sampler) and cut ``metrics.jsonl``/``samples.jsonl`` back to its
     update, so every update has exactly one record; otherwise start at update 1 (a fresh run in
-    a used directory also starts those files afresh).
+    a used directory also starts those files afresh). ``auto`` skips damaged newer checkpoints
+    with a warning (:func:`textrl.checkpoint.load_resume_checkpoint`).
 
     Raises:
-        TextRLError: a resume path without a checkpoint, or a checkpoint of another config.
+        TextRLError: a resume path without a checkpoint or to a damaged one, no readable
+            checkpoint for ``auto`` among several, or a checkpoint of another config.
     """
     rank, _ = rank_and_size(accelerator)
-    path = find_resume_checkpoint(cfg.trainer.resume, run_dir)
+    path, state = load_resume_checkpoint(cfg.trainer.resume, run_dir, cfg)
     done = 0
     if path is not None:
-        state = load_checkpoint(path, cfg)
         done = restore_checkpoint(state, policy, algorithm, collector, rank)
         log.info("resumed from %s at update %d", path, done + 1)
     if accelerator is not None:
@@ -128,10 +135,21 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
     check_run(cfg, device, accelerator)
     if accelerator is not None and device.type == "cuda":
         device = accelerator.device  # one GPU per process
-    run = build(cfg, registry, device, accelerator)
-    start_update, scores = resume(cfg, run_dir, run.policy, run.algorithm, run.collector, accelerator)
-    scores = loop(cfg, registry, run_dir, run, start_update, scores, accelerator)
-    return finish(cfg, registry, run_dir, run, scores, time.perf_counter() - start, accelerator)
+    with StopSignals("after the current update and writing a checkpoint there") as stop:
+        try:
+            run = build(cfg, registry, device, accelerator)
+            start_update, scores = resume(cfg, run_dir, run.policy, run.algorithm, run.collector, accelerator)
+            scores = loop(cfg, registry, run_dir, run, start_update, scores, accelerator, stop=stop)
+            return finish(cfg, registry, run_dir, run, scores, time.perf_counter() - start, accelerator)
+        except WriteError as e:
+            raise WriteError(e.path, e.reason, e.errno, message=f"{e}; {how_to_resume(run_dir)}") from None
+
+
+def how_to_resume(run_dir: str) -> str:
+    """Where a stopped run can continue from and the command line that does it (one clause)."""
+    found = list_checkpoints(run_dir)
+    where = f"the last checkpoint is {found[-1]!r}" if found else "no checkpoint was written yet"
+    return f"{where}; continue with trainer.resume=auto hydra.run.dir={run_dir}"
 
 
 def check_run(cfg, device: torch.device, accelerator) -> None:
@@ -206,16 +224,33 @@ def run_update(cfg, run: RLRun, update: int, run_dir: str):
     return metrics, batch
 
 
-def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: list[float], accelerator) -> list[float]:
+def stop_signal(stop: StopSignals | None, accelerator) -> int:
+    """The stop signal any process has received (0: none), the same on every process, so they all
+    stop after the same update."""
+    return int(max_across_processes(float(stop.signum or 0) if stop is not None else 0.0, accelerator))
+
+
+def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: list[float], accelerator,
+         stop: StopSignals | None = None) -> list[float]:
     """Updates ``start_update..trainer.updates``: each :func:`run_update`, its metrics averaged over
     processes and sent to the ``textrl_on_update_end`` hooks, checkpoints on schedule. Returns the
     mean score of every update done so far.
 
+    When ``stop`` has received SIGTERM/SIGINT, the loop ends at the next update boundary: the
+    update in progress is finished, logged and checkpointed (if it is not the last update, which
+    is checkpointed anyway and lets the run finish normally).
+
     Raises:
         TextRLError: every update was skipped or already done.
+        Interrupted: a stop signal arrived before the last update; the message names the
+            checkpoint and how to resume.
     """
     rank, processes = rank_and_size(accelerator)
     main, hook = rank == 0, registry.manager.hook
+    signum = stop_signal(stop, accelerator)
+    if signum and start_update <= cfg.trainer.updates:  # arrived while loading: nothing new to save
+        raise Interrupted(signum, f"stopped by {signal_name(signum)} before update {start_update}; "
+                                  f"{how_to_resume(run_dir)}")
     if main:
         hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
     bar = tqdm(range(start_update, cfg.trainer.updates + 1), desc="updates", initial=start_update - 1,
@@ -232,9 +267,17 @@ def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: lis
             if batch is not None and cfg.trainer.sample_every and update % cfg.trainer.sample_every == 0:
                 samples = sample_rows(batch, cfg.trainer.samples_per_update)
             hook.textrl_on_update_end(update=update, metrics=metrics, samples=samples)
+        send_test_signal(update)
+        signum = stop_signal(stop, accelerator)
         every = cfg.trainer.checkpoint_every
-        if (every and update % every == 0) or update == cfg.trainer.updates:
+        if (every and update % every == 0) or update == cfg.trainer.updates or signum:
             checkpoint(cfg, run_dir, update, run.policy, run.algorithm, run.collector, accelerator)
+        if signum and update < cfg.trainer.updates:
+            bar.close()
+            raise Interrupted(signum, f"stopped by {signal_name(signum)} after update {update} of "
+                                      f"{cfg.trainer.updates}, checkpoint written to "
+                                      f"{checkpoint_dir(run_dir, update)!r}; continue with trainer.resume=auto "
+                                      f"hydra.run.dir={run_dir}")
         bar.set_postfix(score=f"{scores[-1] if scores else float('nan'):.3f}",
                         kl=f"{metrics.get('objective/kl', 0.0):.2f}")
     bar.close()

@@ -8,21 +8,30 @@ The result is a Hugging Face model directory (``<run_dir>/model``) that ``policy
 logging step; the held-out loss before and after training) reach the ``textrl_on_update_end``
 hooks through a Trainer callback (:func:`hook_callback`), so metrics.jsonl, the console and
 wandb get them.
+
+SIGTERM/SIGINT stop training after the optimizer step in progress through the Trainer's own
+checkpointing (:func:`stop_callback`): it writes ``<run_dir>/checkpoints/checkpoint-<step>``
+(weights, optimizer, scheduler, RNG states, trainer state) and the stage raises
+:class:`~textrl.errors.Interrupted`. ``trainer.resume=auto`` (or a checkpoint path) continues
+from it, with ``metrics.jsonl`` cut back to its step; the checkpoints are removed once the model
+is saved. A checkpoint that cannot be written is a :class:`~textrl.errors.WriteError`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
-import tempfile
+import shutil
 
 import torch
 
-from textrl.errors import TextRLError
-from textrl.io import atomic_save_dir, atomic_write_json
+from textrl.errors import Interrupted, TextRLError
+from textrl.io import atomic_save_dir, atomic_write_json, write_error
 from textrl.policies.hf_causal_lm import load_causal_lm, load_tokenizer
 from textrl.records import format_prompt, read_rows, to_demonstration
+from textrl.signals import StopSignals, send_test_signal, signal_name
 
 IGNORE = -100
 
@@ -97,6 +106,96 @@ def hook_callback(hook):
     return HookCallback()
 
 
+def stop_callback(stop: StopSignals):
+    """A ``transformers.TrainerCallback`` that, once ``stop`` has received SIGTERM/SIGINT, makes the
+    Trainer log the train loss since its last log, save a checkpoint after the optimizer step in
+    progress and end training (unless that step was the last). Also sends the test signal of
+    :func:`textrl.signals.send_test_signal` (``update`` = optimizer steps done)."""
+    from transformers import TrainerCallback
+
+    class StopCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            send_test_signal(state.global_step)
+            if stop.signum and state.global_step < state.max_steps:
+                control.should_log = True  # the loss since the last log would not survive the resume
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return StopCallback()
+
+
+def checkpoint_saving_trainer():
+    """``transformers.Trainer`` whose checkpoint writes fail as :class:`~textrl.errors.WriteError`
+    (full disk, permission; the partial checkpoint directory is removed) instead of a traceback."""
+    from transformers import Trainer
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class CheckpointSavingTrainer(Trainer):
+        def _save_checkpoint(self, model, trial):
+            folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            try:
+                super()._save_checkpoint(model, trial)
+            except Exception as e:
+                failure = write_error(e, folder)  # before the partial files go: a full disk still reads as full
+                shutil.rmtree(folder, ignore_errors=True)
+                if failure is None:
+                    raise
+                raise failure from None
+
+    return CheckpointSavingTrainer
+
+
+def find_sft_checkpoint(resume: str | None, checkpoints: str) -> str | None:
+    """The Trainer checkpoint ``trainer.resume`` names: ``auto`` → the newest complete
+    ``checkpoint-<step>`` in ``checkpoints`` (``None`` if there is none), a path → that
+    directory, unset → ``None``.
+
+    Raises:
+        TextRLError: a path that is not a complete Trainer checkpoint (no ``trainer_state.json``).
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not resume:
+        return None
+    if resume == "auto":
+        return get_last_checkpoint(checkpoints) if os.path.isdir(checkpoints) else None
+    path = os.path.expanduser(resume)
+    if not os.path.isfile(os.path.join(path, "trainer_state.json")):
+        raise TextRLError(f"trainer.resume: {resume!r} is not a complete sft checkpoint (no trainer_state.json); "
+                          f"expected 'auto' or a <run_dir>/checkpoints/checkpoint-<step> directory")
+    return path
+
+
+def resume_sft(checkpoint: str | None, run_dir: str) -> tuple[int, float | None]:
+    """``(steps done, held-out loss before training)`` of ``checkpoint`` (``(0, None)`` without
+    one; the loss is read from ``metrics.jsonl``'s step-0 record, ``nan`` without a held-out set);
+    cuts ``metrics.jsonl`` back to those steps (to nothing without a checkpoint)."""
+    from textrl.checkpoint import truncate_jsonl
+
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    if checkpoint is None:
+        if os.path.exists(metrics):
+            os.remove(metrics)
+        return 0, None
+    with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+        state = json.load(f)
+    kept = truncate_jsonl(metrics, state["global_step"])
+    before = next((r["eval/loss"] for r in kept if r.get("update") == 0 and "eval/loss" in r), float("nan"))
+    return state["global_step"], before
+
+
+def mean_train_loss(log_history: list[dict]) -> float:
+    """The mean train loss per optimizer step over a Trainer's ``log_history``: each logged
+    ``loss`` is the mean since the previous log, so it is weighted by its number of steps."""
+    total, last = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry:
+            total += entry["loss"] * (entry["step"] - last)
+            last = entry["step"]
+    return total / last if last else float("nan")
+
+
 def quiet_progress_bar():
     """Hugging Face's progress bars without the raw log dicts it prints (the hooks report them)."""
     from transformers.trainer_callback import ProgressCallback
@@ -112,12 +211,19 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     """Run SFT; returns (and writes ``summary.json``) train/eval loss and the model directory.
 
     Calls the lifecycle hooks of ``registry`` (see :mod:`textrl.hookspecs`).
+
+    Raises:
+        Interrupted: SIGTERM/SIGINT before the last step (a checkpoint was written; see the
+            module docstring).
+        WriteError: a checkpoint, the model or the summary cannot be written.
     """
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     s = cfg.sft
     hook = registry.manager.hook
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    checkpoint = find_sft_checkpoint(cfg.trainer.resume, checkpoints)
     hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
     tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
     model = load_causal_lm(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer,
@@ -127,28 +233,43 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     encode = lambda d: encode_demonstration(tokenizer, d.prompt, d.response, s.max_length, s.prompt_format)  # noqa: E731
     train_set, eval_set = [encode(d) for d in train_rows], [encode(d) for d in eval_rows]
     steps = math.ceil(math.ceil(len(train_set) / s.batch_size) * s.epochs)
-    with tempfile.TemporaryDirectory(dir=run_dir) as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, num_train_epochs=s.epochs, learning_rate=s.lr, lr_scheduler_type="cosine",
-            warmup_steps=math.ceil(s.warmup_ratio * steps), logging_steps=max(1, steps // 20),
-            per_device_train_batch_size=s.batch_size,
-            per_device_eval_batch_size=s.batch_size, weight_decay=s.weight_decay, eval_strategy="no",
-            save_strategy="no", report_to=[], seed=cfg.seed, use_cpu=device.type == "cpu",
-            disable_tqdm=not cfg.trainer.progress_bar, remove_unused_columns=False)
-        trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
-                          data_collator=_Collator(tokenizer.pad_token_id), callbacks=[hook_callback(hook)])
+    done, before = resume_sft(checkpoint, run_dir)
+    args = TrainingArguments(
+        output_dir=checkpoints, num_train_epochs=s.epochs, learning_rate=s.lr, lr_scheduler_type="cosine",
+        warmup_steps=math.ceil(s.warmup_ratio * steps), logging_steps=max(1, steps // 20),
+        per_device_train_batch_size=s.batch_size,
+        per_device_eval_batch_size=s.batch_size, weight_decay=s.weight_decay, eval_strategy="no",
+        save_strategy="no", report_to=[], seed=cfg.seed, use_cpu=device.type == "cpu",
+        disable_tqdm=not cfg.trainer.progress_bar, remove_unused_columns=False)
+    with StopSignals("after the current step and writing a checkpoint there") as stop:
+        trainer = checkpoint_saving_trainer()(model=model, args=args, train_dataset=train_set,
+                                              eval_dataset=eval_set or None,
+                                              data_collator=_Collator(tokenizer.pad_token_id),
+                                              callbacks=[hook_callback(hook), stop_callback(stop)])
         trainer.remove_callback(PrinterCallback)  # prints raw log dicts; the console logger prints them
         if trainer.pop_callback(ProgressCallback) is not None:
             trainer.add_callback(quiet_progress_bar())
-        before = trainer.evaluate()["eval_loss"] if eval_set else float("nan")
-        result = trainer.train()
+        if before is None:
+            before = trainer.evaluate()["eval_loss"] if eval_set else float("nan")
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        if stop.signum and trainer.state.global_step < trainer.state.max_steps:
+            where = os.path.join(checkpoints, f"checkpoint-{trainer.state.global_step}")
+            raise Interrupted(stop.signum, f"stopped by {signal_name(stop.signum)} after step "
+                                           f"{trainer.state.global_step} of {trainer.state.max_steps}, checkpoint "
+                                           f"written to {where!r}; continue with trainer.resume=auto "
+                                           f"hydra.run.dir={run_dir}")
         after = trainer.evaluate()["eval_loss"] if eval_set else float("nan")
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model_dir = os.path.join(run_dir, "model")
     atomic_save_dir(model_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the model is saved: nothing left to resume
+    # a resumed Trainer's training_loss covers only the steps since the resume
+    train_loss = mean_train_loss(trainer.state.log_history) if done else result.training_loss
     summary = {"stage": "sft", "model_dir": model_dir, "train_examples": len(train_set), "eval_examples": len(eval_set),
-               "train_loss": result.training_loss, "train_loss_curve": losses, "eval_loss_before": before,
+               "train_loss": train_loss, "train_loss_curve": losses, "eval_loss_before": before,
                "eval_loss_after": after, "steps": result.global_step}
+    if done:
+        summary["resumed_at_step"] = done
     atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
     hook.textrl_on_train_end(summary=summary)
     return summary
