@@ -91,15 +91,27 @@ class EagerEngine:
         policy: the policy with value head; sampling: the distribution; vocab_size: V, the env's
         action space (logits past it, e.g. padding rows of the embedding, are never sampled);
         generator: the collector's token-sampling RNG.
+
+    Made for the autocast state it is made in, like :class:`CompiledEngine`: under autocast with
+    float32 trunk weights it decodes with a :class:`~textrl.rollout.precision.RolloutWeights` copy
+    refreshed at every :meth:`start`, so no token step casts a weight (autocast's own cache would
+    cast trainable weights once per autocast region but frozen ones, e.g. LoRA's base weights, at
+    every step).
     """
 
     def __init__(self, policy: PolicyWithValueHead, sampling: SamplingConfig, vocab_size: int,
                  generator: torch.Generator):
-        self.policy, self.sampling, self.vocab_size, self.generator = policy, sampling, vocab_size, generator
+        self.sampling, self.vocab_size, self.generator = sampling, vocab_size, generator
+        self.precision = autocast_dtype(policy.device)
+        self.weights = RolloutWeights(policy, self.precision) if needs_rollout_weights(policy, self.precision) else None
+        self.policy = self.weights.policy if self.weights is not None else policy
         self.decoder: KVCacheDecoder | None = None
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Draw:
-        """Prefill the prompts (``(N, P)`` long ids and mask, left-padded) and draw the first token."""
+        """Refresh the rollout weights, prefill the prompts (``(N, P)`` long ids and mask,
+        left-padded) and draw the first token."""
+        if self.weights is not None:
+            self.weights.refresh()
         self.decoder = KVCacheDecoder(self.policy)
         return self._draw(*self.decoder.prefill(input_ids, attention_mask))
 
@@ -248,7 +260,10 @@ def own_code(method):
 
 def compile_failure(error: BaseException) -> str:
     """One line naming a compile failure: the innermost cause's type and first message line."""
-    while error.__cause__ is not None and error.__cause__ is not error:
-        error = error.__cause__
+    for _ in range(10):
+        inner = getattr(error, "inner_exception", None) or error.__cause__
+        if inner is None or inner is error:
+            break
+        error = inner
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
