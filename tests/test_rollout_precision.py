@@ -161,7 +161,8 @@ def test_compiled_bf16_step_casts_no_weight(tokenizer, policy):
                     source = node.args[0]
                     dtype = node.kwargs.get("dtype", node.args[1] if len(node.args) > 1 else None)
                     val = source.meta.get("val") if source.op == "placeholder" else None
-                    if val is not None and val.dtype == torch.float32 and dtype == BF16 and tuple(val.shape) in trunk_shapes:
+                    trunk = val is not None and tuple(val.shape) in trunk_shapes
+                    if trunk and val.dtype == torch.float32 and dtype == BF16:
                         found[tuple(val.shape)] += 1
             return gm.forward
 
