@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,21 @@ def test_rollout_benchmark_smoke(capfd):
     rows = re.findall(r"^\| tiny \| 2 \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|", out, re.M)
     assert len(rows) == 1 and all(int(v) > 0 for v in rows[0]), out[-2000:]
     assert "smoke_ok rows=1" in out
+
+
+def test_gpu_check_smoke(assets, tmp_path):
+    """``gpu_check.sh --smoke``: every stage passes on the CPU and the outputs land in ``$OUT``."""
+    if shutil.which("timeout") is None:
+        pytest.skip("gpu_check.sh needs coreutils' timeout")
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "TEXTRL_ASSETS": str(assets)}
+    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--smoke"], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    stages = [line.split("\t") for line in (out / "stages.tsv").read_text().splitlines()[1:]]
+    assert [s[0] for s in stages] == ["1_test_gpu", "2_rollout_table", "3_tinystories_bf16", "4_instructgpt_tiny_bf16"]
+    assert all(s[1] == "0" for s in stages), stages
+    assert (out / "env.txt").is_file() and "smoke_ok rows=1" in (out / "2_rollout_table.log").read_text()
+    for run in ("tinystories_bf16", "instructgpt_tiny_bf16/rl"):
+        assert (out / run / "metrics.jsonl").is_file(), run
+    assert any((out / "figures").glob("*.png"))

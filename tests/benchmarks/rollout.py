@@ -327,14 +327,17 @@ def gpu_table(repeats: int, device, *, shapes=TABLE_SHAPES, batch_sizes=(16, 64,
     return rows
 
 
-def smoke() -> None:
-    """``--smoke``: the ops count and the GPU table's code path on the CPU with a random tiny model
-    (byte tokenizer, no files), 4 new tokens, the compiled engine on ``aot_eager``: seconds, for CI."""
+def smoke(skip_ops: bool = False) -> None:
+    """``--smoke``: the ops count (unless ``skip_ops``) and the GPU table's code path on the CPU with
+    a random tiny model (byte tokenizer, no files), 4 new tokens, the compiled engine on
+    ``aot_eager``: seconds, for CI."""
     device = torch.device("cpu")
     tokenizer = byte_tokenizer()
     logging.getLogger("textrl.envs").setLevel(logging.ERROR)  # byte-level prompts are cut to 24 tokens
-    ops = ops_per_step(device, batch_size=2, short=2, long=4, model="tiny", tokenizer=tokenizer, backend="aot_eager")
-    print(f"ops_per_step generate={ops['generate']:.0f} eager={ops['eager']:.0f} compiled={ops['compiled']:.0f}")
+    if not skip_ops:
+        ops = ops_per_step(device, batch_size=2, short=2, long=4, model="tiny", tokenizer=tokenizer,
+                           backend="aot_eager")
+        print(f"ops_per_step generate={ops['generate']:.0f} eager={ops['eager']:.0f} compiled={ops['compiled']:.0f}")
     rows = gpu_table(1, device, shapes=("tiny",), batch_sizes=(2,), new_tokens=4, backend="aot_eager",
                      copy_gib=1 / 64, tokenizer=tokenizer)
     print(f"smoke_ok rows={len(rows)}")
@@ -358,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
                         "on the CPU (CI)")
     args = parser.parse_args(argv)
     if args.smoke:
-        return smoke()
+        return smoke(args.skip_ops)
     device = torch.device(args.device)
     engines = args.engines or (["eager", "compiled"] if device.type == "cuda" else ["eager"])
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
