@@ -5,13 +5,30 @@
 - ``eager``: :class:`EagerEngine`, the policy's forward with a growing (dynamic) KV cache
   (:class:`~textrl.policies.kv_cache.KVCacheDecoder`), then :func:`sample_tokens`, op by op.
 - ``compiled``: :class:`CompiledEngine`, a transformers ``StaticCache`` sized for prompt +
-  ``env.max_new_tokens`` at the batch size, allocated once per collector and reused by every
+  ``env.max_new_tokens`` at the batch size, allocated once per engine and reused by every
   batch; the token step (policy forward over N new tokens, value head, logit warp, log-softmax) is
   one ``torch.compile`` graph, on CUDA captured as a CUDA graph (``mode="reduce-overhead"``), so a
   token step is one graph replay, one ``torch.multinomial`` and the env's bookkeeping. The prefill
   stays eager (its width changes from batch to batch).
 - ``auto``: ``compiled`` on CUDA, ``eager`` elsewhere (on a CPU the compiled step is not faster
-  for the small models textrl trains there, and compiling costs seconds per process).
+  for the small models textrl trains there, and compiling costs seconds per process). A compile
+  that fails (dynamo's recompile limit, no C compiler or Python headers, a Triton or inductor
+  error) falls back to eager with one warning line naming the cause; under an explicit
+  ``compiled`` it is one ``textrl: error:`` line instead.
+
+Precision. An engine is made for the autocast state of the ``collect()`` that first needs it (the
+collector keeps one per state, so a run that changes precision between batches gets a second
+engine instead of a static cache of the wrong dtype). Under bf16 autocast with float32 master
+weights both engines decode with a bf16 copy of the trunk's matmul weights, refreshed once per
+``collect()`` (:class:`~textrl.rollout.precision.RolloutWeights`): no token step casts a weight,
+and the heads stay the float32 masters. Without the copy, autocast's weight cache (which lives as
+long as the autocast region, i.e. one ``collect()``) casts the eager engine's trainable weights
+once per batch but frozen ones (LoRA's base weights) at every step, and the compiled step, a graph
+of its own, casts every weight at every step. The copy costs 2 bytes per trunk parameter and one
+cast of the trunk per ``collect()``; measured by tests/benchmarks/rollout_precision.py (see
+:mod:`textrl.rollout.precision`). The compiled engine's static cache holds keys and values in one
+dtype (bf16 under bf16 autocast: the keys leave the rotary embedding in float32, the values leave
+``v_proj`` in bf16, and attention reads both in bf16).
 
 The random draw stays outside the graph on purpose: ``torch.multinomial`` on ``exp(logp)`` with
 the collector's generator is the sampling RNG stream both engines share, so the same seed gives the
