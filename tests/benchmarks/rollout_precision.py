@@ -1,12 +1,12 @@
 """The bf16 rollout copy's trade-off (textrl.rollout.precision), measured on a random Llama.
 
-Usage: ``python tests/benchmarks/rollout_precision.py [--device cpu] [--backend aot_eager] [--hidden 256]
-[--layers 4] [--batch 8] [--repeats 5]``
+Usage: ``python tests/benchmarks/rollout_precision.py [--device cpu] [--backend aot_eager] [--hidden 128]
+[--layers 2] [--batch 8] [--repeats 3]``
 
 Under bf16 autocast with float32 master weights, per engine (eager; compiled with ``--backend``):
 the time of a token step with the bf16 trunk copy (:class:`RolloutWeights`) and without it (autocast
 casting the float32 weights: once per ``collect()`` for trainable weights in the eager engine, at
-every step in the compiled one), from a 32- minus a 16-token rollout ÷ 16 (median of ``--repeats``);
+every step in the compiled one), from a 16- minus an 8-token rollout ÷ 8 (medians of ``--repeats`` rounds);
 the time of one :meth:`RolloutWeights.refresh` (once per ``collect()``) and the copy's bytes.
 Not collected by pytest.
 """
@@ -36,32 +36,47 @@ def zero_reward(prompts, responses):
     return torch.zeros(len(responses))
 
 
-def step_seconds(policy, tokenizer, engine, backend, batch, repeats, device) -> float:
-    """Seconds per token step: (32-token rollout − 16-token rollout) / 16, medians, bf16 autocast."""
-    times = {}
-    for steps in (16, 32):
-        env = TokenGenVectorEnv(tokenizer, builtin_prompts()[:batch], zero_reward, num_envs=batch,
-                                max_new_tokens=steps, max_prompt_tokens=16, stop_on_eos=False, device=device,
-                                autoreset_mode="disabled")
-        collector = RolloutCollector(env, policy, None, SamplingConfig(), seed=0, engine=engine, compile_backend=backend)
-        runs = []
-        for i in range(repeats + 1):
+def collector_for(policy, tokenizer, engine, backend, batch, steps, device, copy: bool) -> RolloutCollector:
+    """A collector whose engine (made here, at a first bf16 batch) has the bf16 copy or not."""
+    env = TokenGenVectorEnv(tokenizer, builtin_prompts()[:batch], zero_reward, num_envs=batch, max_new_tokens=steps,
+                            max_prompt_tokens=16, stop_on_eos=False, device=device, autoreset_mode="disabled")
+    collector = RolloutCollector(env, policy, None, SamplingConfig(), seed=0, engine=engine, compile_backend=backend)
+    original = engines.needs_rollout_weights
+    if not copy:
+        engines.needs_rollout_weights = lambda *a: False
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            collector.collect()  # makes the engine (and compiles)
+    finally:
+        engines.needs_rollout_weights = original
+    assert (collector.engine.weights is not None) == copy
+    return collector
+
+
+def step_ms(policy, tokenizer, engine, backend, batch, repeats, device, short=8, long=16) -> dict:
+    """Milliseconds per token step with and without the copy: (long − short rollout) / (long − short),
+    medians of ``repeats`` rounds that time the four collectors round-robin (drift hits all alike)."""
+    collectors = {(copy, steps): collector_for(policy, tokenizer, engine, backend, batch, steps, device, copy)
+                  for copy in (True, False) for steps in (short, long)}
+    times = {key: [] for key in collectors}
+    for _ in range(repeats):
+        for key, collector in collectors.items():
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 start = time.perf_counter()
                 collector.collect()
-                runs.append(time.perf_counter() - start)
-        times[steps] = statistics.median(runs[1:])  # the first compiles / warms up
-    return (times[32] - times[16]) / 16
+                times[key].append(time.perf_counter() - start)
+    med = {key: statistics.median(v) for key, v in times.items()}
+    return {copy: 1e3 * (med[(copy, long)] - med[(copy, short)]) / (long - short) for copy in (True, False)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="aot_eager")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     device = torch.device(args.device)
     tokenizer = byte_tokenizer()
@@ -84,14 +99,8 @@ def main() -> None:
     print("| engine | step ms, bf16 copy | step ms, autocast casts the fp32 weights | ratio |")
     print("|---|---|---|---|")
     for engine in ("eager", "compiled"):
-        with_copy = step_seconds(policy, tokenizer, engine, args.backend, args.batch, args.repeats, device)
-        original = engines.needs_rollout_weights
-        engines.needs_rollout_weights = lambda *a: False
-        try:
-            without = step_seconds(policy, tokenizer, engine, args.backend, args.batch, args.repeats, device)
-        finally:
-            engines.needs_rollout_weights = original
-        print(f"| {engine} | {with_copy * 1e3:.2f} | {without * 1e3:.2f} | {without / with_copy:.2f} |", flush=True)
+        ms = step_ms(policy, tokenizer, engine, args.backend, args.batch, args.repeats, device)
+        print(f"| {engine} | {ms[True]:.2f} | {ms[False]:.2f} | {ms[False] / ms[True]:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ no-op, and its cast of a float32 weight rounds exactly as the copy does, so the 
 autocast with the masters computes.
 
 Cost of the copy: 2 bytes per trunk matmul parameter (SmolLM2-135M: ~0.2 GB; a 1B Llama: ~2 GB),
-and per ``collect()`` one read of the float32 trunk weights and one write of the copy, the traffic
-of about one and a half token steps. Measured on the 2-core CPU (tests/benchmarks/rollout_precision.py,
-a 4-layer Llama of hidden 256, batch 8, inductor, bf16 autocast), a compiled token step costs
-see the module docstring of :mod:`textrl.rollout.engines` for the figures.
+and per ``collect()`` one read of the float32 trunk weights and one write of the copy (6 bytes per
+parameter, the weight traffic of three bf16 token steps), against the same 6 bytes per parameter at
+every compiled token step without it (three times the 2 bytes the bf16 matmuls themselves read).
+tests/benchmarks/rollout_precision.py measures both sides on the device at hand (step time with and
+without the copy, refresh time, bytes).
 
 The static cache (:func:`single_dtype_cache`) stores keys and values in one dtype: under autocast
 the rotary embedding, computed in float32, promotes the keys to float32 while the values come out of
