@@ -43,7 +43,7 @@ PY="${PYTHON:-python}"
 WHEELS="$REPO/.gpu_wheels"
 PACKAGES=(gymnasium cloudpickle farama-notifications "hydra-core>=1.3,<1.4" omegaconf antlr4-python3-runtime
           accelerate psutil gguf vadersentiment requests urllib3 idna certifi charset-normalizer hypothesis
-          sortedcontainers attrs setuptools wheel)
+          sortedcontainers attrs "setuptools>=68" wheel)  # setuptools>=68: pyproject's build-system
 
 mode=gpu
 case "${1:-}" in
@@ -55,11 +55,14 @@ esac
 
 if [[ $mode == wheels ]]; then
   mkdir -p "$WHEELS"
-  # pins: the versions installed here (what CI ran) when present
+  # pins: the versions installed here (what CI ran) when present; the build tools at pyproject's bounds
   mapfile -t pinned < <("$PY" - "${PACKAGES[@]}" <<'EOF'
 import importlib.metadata as md, re, sys
 for spec in sys.argv[1:]:
     name = re.split(r"[<>=]", spec)[0]
+    if name in ("setuptools", "wheel"):
+        print(spec)
+        continue
     try:
         print(f"{name}=={md.version(name)}")
     except md.PackageNotFoundError:
