@@ -43,7 +43,7 @@ PY="${PYTHON:-python}"
 WHEELS="$REPO/.gpu_wheels"
 PACKAGES=(gymnasium cloudpickle farama-notifications "hydra-core>=1.3,<1.4" omegaconf antlr4-python3-runtime
           accelerate psutil gguf vadersentiment requests urllib3 idna certifi charset-normalizer hypothesis
-          sortedcontainers attrs "setuptools>=68" wheel)  # setuptools>=68: pyproject's build-system
+          sortedcontainers attrs packaging "setuptools>=68" wheel)  # setuptools>=68: pyproject's build-system
 
 mode=gpu
 case "${1:-}" in
