@@ -20,8 +20,21 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = Path(os.environ.get("TEXTRL_ASSETS", REPO.parent / "shared" / "assets"))
-os.environ.setdefault("TEXTRL_ASSETS", str(ASSETS))
+
+
+def find_assets() -> Path:
+    """``$TEXTRL_ASSETS``, else ``../shared/assets`` beside the repo, else the repo's ignored
+    ``.assets/`` folder (a copy for machines without ``../shared``; see tests/benchmarks/gpu_check.sh)."""
+    if "TEXTRL_ASSETS" in os.environ:
+        return Path(os.environ["TEXTRL_ASSETS"])
+    for candidate in (REPO.parent / "shared" / "assets", REPO / ".assets"):
+        if (candidate / "tinystories-656k" / "config.json").is_file():
+            return candidate
+    return REPO.parent / "shared" / "assets"
+
+
+ASSETS = find_assets()
+os.environ.setdefault("TEXTRL_ASSETS", str(ASSETS))  # the textrl command (conf/policy/tinystories.yaml) reads it
 
 WORDS = ("the a movie film story was is and very good bad great awful happy sad love hate "
          "dog cat boy girl park ball played ran saw it this that of to in on with fun day").split()

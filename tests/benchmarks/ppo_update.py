@@ -44,7 +44,11 @@ from textrl.policies.lora import add_lora  # noqa: E402
 from textrl.rewards import SentimentReward  # noqa: E402
 from textrl.rollout.collector import RolloutCollector  # noqa: E402
 
-ASSETS = Path(os.environ.get("TEXTRL_ASSETS", Path(__file__).resolve().parents[3] / "shared" / "assets"))
+_REPO = Path(__file__).resolve().parents[2]
+# $TEXTRL_ASSETS, else ../shared/assets beside the repo, else the repo's ignored .assets/ (see gpu_check.sh)
+ASSETS = Path(os.environ.get("TEXTRL_ASSETS") or next(
+    (p for p in (_REPO.parent / "shared" / "assets", _REPO / ".assets") if (p / "tinystories-656k").is_dir()),
+    _REPO.parent / "shared" / "assets"))
 
 
 def load(name: str, device, lora_rank: int):
@@ -66,6 +70,20 @@ def load(name: str, device, lora_rank: int):
     if lora_rank:
         lm = add_lora(lm, LoraSettings(r=lora_rank, alpha=2 * lora_rank, target_modules=targets))
     return tokenizer, PolicyWithValueHead(lm).to(device).eval()  # as RL runs it (no dropout, KV-cached rollouts)
+
+
+def forward_under_autocast(policy: PolicyWithValueHead, device, precision: str) -> None:
+    """Run every forward pass of ``policy`` in an autocast region of its own (``precision``), so
+    autocast wraps forward passes only and no cached bf16 cast of a weight outlives an optimizer
+    step (which runs outside any region). A class swap, not an instance attribute, so copies of
+    the policy (the rollout's bf16 weights) run their own forward the same way."""
+    policy.__class__ = type("AutocastPolicy", (type(policy),), {"forward": _autocast_forward})
+    policy.autocast_args = (device, precision)
+
+
+def _autocast_forward(self, *args, **kwargs):
+    with autocast(*self.autocast_args):
+        return PolicyWithValueHead.forward(self, *args, **kwargs)
 
 
 class Timed:
@@ -100,20 +118,21 @@ def one_update(name, args, device, lora_rank=0, micro=None, checkpointing=False)
                             max_new_tokens=args.new_tokens, max_prompt_tokens=24, stop_on_eos=False, device=device,
                             autoreset_mode="disabled")
     collector = RolloutCollector(env, policy, timed_ref, SamplingConfig(), seed=0, chunk_size=micro)
+    forward_under_autocast(policy, device, args.precision)
     algo = PPO(lr=1e-5, epochs=args.epochs, minibatch_size=args.minibatch_size, micro_batch_size=micro)
     algo.setup(policy, reference)
     rows = []
     for i in range(args.repeats + 1):
         reward.seconds = timed_ref.seconds = 0.0
-        with autocast(device, args.precision):
-            sync(device)
-            t0 = time.perf_counter()
+        sync(device)
+        t0 = time.perf_counter()
+        with autocast(device, args.precision):  # the rollout: forward passes only
             batch = collector.collect()
-            sync(device)
-            t1 = time.perf_counter()
-            algo.update(batch)
-            sync(device)
-            t2 = time.perf_counter()
+        sync(device)
+        t1 = time.perf_counter()
+        algo.update(batch)  # its forward passes under autocast (forward_under_autocast), its optimizer steps outside
+        sync(device)
+        t2 = time.perf_counter()
         if i:  # the first update warms up
             rollout = t1 - t0
             rows.append({"generate": rollout - reward.seconds - timed_ref.seconds, "score": reward.seconds,

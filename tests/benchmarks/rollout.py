@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import logging
 import os
+import sys
 import statistics
 import time
 from pathlib import Path
@@ -44,7 +47,11 @@ from textrl.envs import TokenGenVectorEnv, builtin_prompts  # noqa: E402
 from textrl.policies import PolicyWithValueHead, SamplingConfig  # noqa: E402
 from textrl.rollout.collector import RolloutCollector  # noqa: E402
 
-ASSETS = Path(os.environ.get("TEXTRL_ASSETS", Path(__file__).resolve().parents[3] / "shared" / "assets"))
+_REPO = Path(__file__).resolve().parents[2]
+# $TEXTRL_ASSETS, else ../shared/assets beside the repo, else the repo's ignored .assets/ (see gpu_check.sh)
+ASSETS = Path(os.environ.get("TEXTRL_ASSETS") or next(
+    (p for p in (_REPO.parent / "shared" / "assets", _REPO / ".assets") if (p / "tinystories-656k").is_dir()),
+    _REPO.parent / "shared" / "assets"))
 PROMPT_TOKENS = 24
 # random-init shapes for the GPU table (throughput does not depend on the weights)
 SHAPES = {
@@ -52,17 +59,38 @@ SHAPES = {
                          num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                      num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    # --smoke: the same code path on a CPU in seconds
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=258, tie_word_embeddings=True),
 }
+TABLE_SHAPES = ("smollm2-135m", "llama-1b")
 LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch",
             "cudaMemcpyAsync", "cudaMemsetAsync")
+COMPILED_MARK = "textrl.compiled_token_step"
 
 
 def zero_reward(prompts, responses):
     return torch.zeros(len(responses))
 
 
-def load_model(name: str, device, dtype=torch.float32):
-    tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tinystories-656k")
+def byte_tokenizer():
+    """A byte-level tokenizer built in code (256 byte tokens + ``<pad>`` + ``<eos>``), left padding:
+    the ``--smoke`` run needs no files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet + ["<pad>", "<eos>"])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", padding_side="left")
+
+
+def load_model(name: str, device, dtype=torch.float32, tokenizer=None):
+    """``(tokenizer, lm)``: TinyStories-656K (real), or random weights of a GPT-2-small shape or
+    a shape of ``SHAPES``; ``tokenizer`` defaults to TinyStories' (the assets)."""
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(ASSETS / "tinystories-656k")
     torch.manual_seed(0)
     if name == "tinystories":
         lm = AutoModelForCausalLM.from_pretrained(ASSETS / "tinystories-656k", dtype=torch.float32)
@@ -80,14 +108,15 @@ def load_model(name: str, device, dtype=torch.float32):
 class Rollout:
     """A collector and the matching ``generate`` call on one model, batch and length."""
 
-    def __init__(self, tokenizer, lm, batch_size: int, new_tokens: int, engine: str, device):
+    def __init__(self, tokenizer, lm, batch_size: int, new_tokens: int, engine: str, device, backend=None):
         self.lm, self.new_tokens, self.batch_size = lm, new_tokens, batch_size
-        policy = PolicyWithValueHead(lm).to(device=device, dtype=next(lm.parameters()).dtype).eval()
+        policy = PolicyWithValueHead(lm).to(device).eval()  # the value head stays float32, as in training
         self.prompts = (builtin_prompts() * (batch_size // len(builtin_prompts()) + 1))[:batch_size]
         env = TokenGenVectorEnv(tokenizer, self.prompts, zero_reward, num_envs=batch_size, max_new_tokens=new_tokens,
                                 max_prompt_tokens=PROMPT_TOKENS, vocab_size=lm.config.vocab_size, stop_on_eos=False,
                                 device=device, autoreset_mode="disabled", copy=False)
-        self.collector = RolloutCollector(env, policy, None, SamplingConfig(), seed=0, engine=engine)
+        self.collector = RolloutCollector(env, policy, None, SamplingConfig(), seed=0, engine=engine,
+                                          compile_backend=backend)
         self.enc = tokenizer(self.prompts, return_tensors="pt", padding=True, padding_side="left", truncation=True,
                              max_length=PROMPT_TOKENS).to(device)
 
@@ -114,53 +143,94 @@ class AtenCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def profiled_calls(fn, device) -> tuple[object, int]:
-    """``(fn(), n)``: n = aten calls made at top level (CPU) or launches issued (CUDA) by ``fn``."""
+@contextlib.contextmanager
+def quiet_fds():
+    """Send file descriptors 1 and 2 to /dev/null for the block: the profiler's C++ side prints a
+    ``USDT ... profiler_start``/``profiler_stop`` line at each start and stop."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved + [null]:
+            os.close(fd)
+
+
+def profiled(fn, device):
+    """``(fn(), events)``: one ``torch.profiler`` session around ``fn`` (CPU activity, plus CUDA on
+    CUDA, whose runtime events are the launches), started and stopped quietly."""
     activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities) as prof:
-        out = fn()
     if device.type == "cuda":
-        return out, sum(1 for e in prof.events() if e.name in LAUNCHES)
-    return out, sum(1 for e in prof.events() if e.name.startswith("aten::")
-                    and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    prof = torch.profiler.profile(activities=activities)
+    with quiet_fds():
+        prof.__enter__()
+    try:
+        out = fn()
+    finally:
+        with quiet_fds():
+            prof.__exit__(None, None, None)
+    return out, prof.events()
+
+
+def _inside(event, name: str) -> bool:
+    while event is not None:
+        if event.name == name:
+            return True
+        event = event.cpu_parent
+    return False
 
 
 def count_ops(run, device) -> int:
-    """Ops of one call of ``run`` (see the module docstring); a compiled engine's graph calls are
-    counted by :func:`profiled_calls` with the dispatch counter switched off around them."""
-    engine = getattr(getattr(run, "__self__", None), "collector", None)
-    engine = getattr(engine, "engine", None)
-    inside = [0]
-    if engine is not None and hasattr(engine, "_step"):
-        compiled = engine._step
+    """Ops of one call of ``run`` (see the module docstring), counted under one profiler session.
 
-        def counted(*args):
-            with _disable_current_modes():
-                out, n = profiled_calls(lambda: compiled(*args), device)
-            inside[0] += n
-            return out
-        engine._step = counted
+    CUDA: the launches of the whole call. CPU: aten ops dispatched (:class:`AtenCounter`), and
+    inside a compiled engine's graph, where a dispatch mode would disable the graph, the top-level
+    ``aten::`` events the compiled code records (marked by a ``record_function`` around each step).
+    """
+    collector = getattr(getattr(run, "__self__", None), "collector", None)
+    engine = getattr(collector, "engine", None)
+    compiled = getattr(engine, "_step", None)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        _, events = profiled(run, device)
+        return sum(1 for e in events if e.name in LAUNCHES)
+    if compiled is not None:
+        def marked(*args):
+            with _disable_current_modes(), torch.profiler.record_function(COMPILED_MARK):
+                return compiled(*args)
+        engine._step = marked
     try:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            _, n = profiled_calls(run, device)
-            return n
-        with AtenCounter() as counter:
-            run()
-        return sum(counter.ops.values()) + inside[0]
+        counter = AtenCounter()
+
+        def counted():
+            with counter:
+                return run()
+        _, events = profiled(counted, device)
     finally:
-        if engine is not None and hasattr(engine, "_step"):
+        if compiled is not None:
             engine._step = compiled
+    inside = sum(1 for e in events if e.name.startswith("aten::") and _inside(e, COMPILED_MARK)
+                 and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+    return sum(counter.ops.values()) + inside
 
 
-def ops_per_step(device, batch_size: int = 8, short: int = 16, long: int = 32) -> dict:
-    """Per-token-step ops of ``generate``, textrl eager and textrl compiled on TinyStories-656K."""
-    tokenizer, lm = load_model("tinystories", device)
+def ops_per_step(device, batch_size: int = 8, short: int = 16, long: int = 32, model: str = "tinystories",
+                 tokenizer=None, backend=None) -> dict:
+    """Per-token-step ops of ``generate``, textrl eager and textrl compiled (TinyStories-656K by default)."""
+    tokenizer, lm = load_model(model, device, tokenizer=tokenizer)
     result = {}
     for name in ("generate", "eager", "compiled"):
         counts = []
         for new_tokens in (short, long):
-            r = Rollout(tokenizer, lm, batch_size, new_tokens, "compiled" if name == "compiled" else "eager", device)
+            r = Rollout(tokenizer, lm, batch_size, new_tokens, "compiled" if name == "compiled" else "eager", device,
+                        backend)
             run = r.generate if name == "generate" else r.rollout
             run()  # warm-up (and compilation)
             counts.append(count_ops(run, device))
@@ -223,30 +293,57 @@ def bound_tokens_per_s(lm, batch_size: int, new_tokens: int, bandwidth: float) -
     return batch_size * bandwidth / step_bytes
 
 
-def gpu_table(repeats: int, device) -> None:
-    bandwidth = copy_bandwidth(device)
-    print(f"\nGPU: {torch.cuda.get_device_name(device)}, bf16, 128 new tokens, copy bandwidth {bandwidth / 1e9:.0f} GB/s")
+def gpu_table(repeats: int, device, *, shapes=TABLE_SHAPES, batch_sizes=(16, 64, 256), new_tokens: int = 128,
+              backend=None, copy_gib: float = 2.0, tokenizer=None) -> list[dict]:
+    """The bf16 table: per shape and batch size, tokens/s of textrl eager and compiled, HF
+    ``generate`` (dynamic cache) and ``generate`` with a static cache, and the bandwidth bound.
+    The LM's weights are bfloat16 and its value head float32 (as in training, where the value head
+    is a float32 module); ``backend`` is the compiled engine's (default inductor). Returns the rows."""
+    bandwidth = copy_bandwidth(device, copy_gib)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"\nGPU: {name}, bf16, {new_tokens} new tokens, copy bandwidth {bandwidth / 1e9:.0f} GB/s")
     print("| model | batch | textrl eager tok/s | textrl compiled tok/s | generate tok/s | generate static+compile "
           "tok/s | compiled ÷ generate | compiled ÷ static | bound tok/s | compiled ÷ bound |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name in SHAPES:
-        tokenizer, lm = load_model(name, device, torch.bfloat16)
-        for batch_size in (16, 64, 256):
-            eager = Rollout(tokenizer, lm, batch_size, 128, "eager", device)
-            compiled = Rollout(tokenizer, lm, batch_size, 128, "compiled", device)
+    rows = []
+    for shape in shapes:
+        tokenizer, lm = load_model(shape, device, torch.bfloat16, tokenizer=tokenizer)
+        for batch_size in batch_sizes:
+            eager = Rollout(tokenizer, lm, batch_size, new_tokens, "eager", device)
+            compiled = Rollout(tokenizer, lm, batch_size, new_tokens, "compiled", device, backend)
             fns = {"eager": eager.rollout, "compiled": compiled.rollout, "generate": eager.generate,
                    "static": lambda: eager.generate(cache_implementation="static")}
             times = timed(fns, repeats, device)
-            tps = {k: batch_size * 128 / statistics.median(v) for k, v in times.items()}
-            bound = bound_tokens_per_s(lm, batch_size, 128, bandwidth)
-            print(f"| {name} | {batch_size} | {tps['eager']:.0f} | {tps['compiled']:.0f} | {tps['generate']:.0f} | "
+            assert compiled.collector.engine.failure is None, compiled.collector.engine.failure
+            tps = {k: batch_size * new_tokens / statistics.median(v) for k, v in times.items()}
+            bound = bound_tokens_per_s(lm, batch_size, new_tokens, bandwidth)
+            print(f"| {shape} | {batch_size} | {tps['eager']:.0f} | {tps['compiled']:.0f} | {tps['generate']:.0f} | "
                   f"{tps['static']:.0f} | {tps['compiled'] / tps['generate']:.2f} | "
                   f"{tps['compiled'] / tps['static']:.2f} | {bound:.0f} | {tps['compiled'] / bound:.2f} |", flush=True)
+            rows.append({"model": shape, "batch": batch_size, **tps, "bound": bound})
         del lm
-        torch.cuda.empty_cache()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
 
 
-def main() -> None:
+def smoke(skip_ops: bool = False) -> None:
+    """``--smoke``: the ops count (unless ``skip_ops``) and the GPU table's code path on the CPU with
+    a random tiny model (byte tokenizer, no files), 4 new tokens, the compiled engine on
+    ``aot_eager``: seconds, for CI."""
+    device = torch.device("cpu")
+    tokenizer = byte_tokenizer()
+    logging.getLogger("textrl.envs").setLevel(logging.ERROR)  # byte-level prompts are cut to 24 tokens
+    if not skip_ops:
+        ops = ops_per_step(device, batch_size=2, short=2, long=4, model="tiny", tokenizer=tokenizer,
+                           backend="aot_eager")
+        print(f"ops_per_step generate={ops['generate']:.0f} eager={ops['eager']:.0f} compiled={ops['compiled']:.0f}")
+    rows = gpu_table(1, device, shapes=("tiny",), batch_sizes=(2,), new_tokens=4, backend="aot_eager",
+                     copy_gib=1 / 64, tokenizer=tokenizer)
+    print(f"smoke_ok rows={len(rows)}")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -257,7 +354,14 @@ def main() -> None:
     parser.add_argument("--skip-ops", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--gpu-table", action="store_true", help="CUDA only: the bf16 SmolLM2/1B table")
-    args = parser.parse_args()
+    parser.add_argument("--table-shapes", nargs="+", default=list(TABLE_SHAPES), help="shapes of the GPU table")
+    parser.add_argument("--table-batch-sizes", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--table-new-tokens", type=int, default=128)
+    parser.add_argument("--smoke", action="store_true", help="the ops count and the GPU table's code path, tiny, "
+                        "on the CPU (CI)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        return smoke(args.skip_ops)
     device = torch.device(args.device)
     engines = args.engines or (["eager", "compiled"] if device.type == "cuda" else ["eager"])
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
@@ -281,7 +385,8 @@ def main() -> None:
     if args.gpu_table:
         if device.type != "cuda":
             raise SystemExit("--gpu-table needs --device cuda")
-        gpu_table(args.repeats, device)
+        gpu_table(args.repeats, device, shapes=args.table_shapes, batch_sizes=args.table_batch_sizes,
+                  new_tokens=args.table_new_tokens)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from textrl.policies.hf_causal_lm import PolicyWithValueHead, teacher_forced_log
 from textrl.policies.sampling import SamplingConfig
 from textrl.rollout.buffer import RolloutBatch
 from textrl.rollout.engines import make_engine, resolve_engine
+from textrl.rollout.precision import autocast_dtype
 
 
 class RolloutCollector:
@@ -42,8 +43,11 @@ class RolloutCollector:
             (``reset(options={"group_size": k})``) and run each in k consecutive slots, for
             group baselines (GRPO, RLOO).
         engine: ``rollout.engine``: ``eager``, ``compiled`` or ``auto`` (see
-            :mod:`textrl.rollout.engines`); the engine and its static cache are made once, at the
-            first batch, and reused.
+            :mod:`textrl.rollout.engines`). An engine (with its static cache and compiled step) is
+            made at the first batch collected in a given autocast state (dtype or off) and reused
+            by every later batch in that state, so a change of precision between batches gets an
+            engine of its own instead of a cache of the wrong dtype. With ``auto``, a compiled
+            engine whose compile fails warns once and the collector makes eager engines from then on.
         compile_backend: ``torch.compile`` backend of the compiled engine (default: inductor).
         chunk_size: rows per teacher-forced π_ref pass (``algo.micro_batch_size``; ``None`` =
             the whole batch in one pass).
@@ -64,8 +68,10 @@ class RolloutCollector:
         self.env, self.policy, self.reference, self.sampling = env, policy, reference, sampling
         self.seed, self.samples_per_prompt, self.chunk_size = seed, samples_per_prompt, chunk_size
         self.engine_name = resolve_engine(engine, env.device)
+        self.fallback = engine == "auto"
         self.compile_backend = compile_backend
-        self.engine = None  # made at the first batch
+        self.engine = None  # the engine of the latest batch
+        self._engines: dict = {}  # autocast dtype (None: off) -> engine
         self.generator = torch.Generator(device=env.device).manual_seed(seed)
         self._reset_seed: int | None = seed
 
@@ -105,9 +111,7 @@ class RolloutCollector:
         obs, info = env.reset(seed=self._reset_seed, options=options)
         self._reset_seed = None  # later batches continue the env's prompt RNG
         episodes = Episodes(list(info["prompt"]))
-        if self.engine is None:
-            self.engine = make_engine(self.engine_name, self.policy, self.sampling, vocab, self.generator, n,
-                                      P + T, self.compile_backend)
+        self.engine = self._engine(vocab, n, P + T)
         draw = self.engine.start(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
         draws, active = [], torch.ones(n, 1, dtype=torch.bool, device=env.device)
         for _ in range(T):
@@ -119,6 +123,16 @@ class RolloutCollector:
                     break
             draw = self.engine.advance(draw.tokens, active)
         return self._batch(obs, draws, episodes, vocab)
+
+    def _engine(self, vocab: int, n: int, max_len: int):
+        if getattr(self.engine, "failure", None) is not None and self.fallback:
+            self.engine_name = "eager"  # a compile failed: eager engines from now on (warned once)
+            self._engines.clear()
+        precision = autocast_dtype(self.env.device)
+        if precision not in self._engines:
+            self._engines[precision] = make_engine(self.engine_name, self.policy, self.sampling, vocab, self.generator,
+                                                   n, max_len, self.compile_backend, fallback=self.fallback)
+        return self._engines[precision]
 
     def _batch(self, obs, draws: list, episodes: "Episodes", vocab: int) -> RolloutBatch:
         env, P = self.env, self.env.max_prompt_tokens

@@ -5,13 +5,30 @@
 - ``eager``: :class:`EagerEngine`, the policy's forward with a growing (dynamic) KV cache
   (:class:`~textrl.policies.kv_cache.KVCacheDecoder`), then :func:`sample_tokens`, op by op.
 - ``compiled``: :class:`CompiledEngine`, a transformers ``StaticCache`` sized for prompt +
-  ``env.max_new_tokens`` at the batch size, allocated once per collector and reused by every
+  ``env.max_new_tokens`` at the batch size, allocated once per engine and reused by every
   batch; the token step (policy forward over N new tokens, value head, logit warp, log-softmax) is
   one ``torch.compile`` graph, on CUDA captured as a CUDA graph (``mode="reduce-overhead"``), so a
   token step is one graph replay, one ``torch.multinomial`` and the env's bookkeeping. The prefill
   stays eager (its width changes from batch to batch).
 - ``auto``: ``compiled`` on CUDA, ``eager`` elsewhere (on a CPU the compiled step is not faster
-  for the small models textrl trains there, and compiling costs seconds per process).
+  for the small models textrl trains there, and compiling costs seconds per process). A compile
+  that fails (dynamo's recompile limit, no C compiler or Python headers, a Triton or inductor
+  error) falls back to eager with one warning line naming the cause; under an explicit
+  ``compiled`` it is one ``textrl: error:`` line instead.
+
+Precision. An engine is made for the autocast state of the ``collect()`` that first needs it (the
+collector keeps one per state, so a run that changes precision between batches gets a second
+engine instead of a static cache of the wrong dtype). Under bf16 autocast with float32 master
+weights both engines decode with a bf16 copy of the trunk's matmul weights, refreshed once per
+``collect()`` (:class:`~textrl.rollout.precision.RolloutWeights`): no token step casts a weight,
+and the heads stay the float32 masters. Without the copy, autocast's weight cache (which lives as
+long as the autocast region, i.e. one ``collect()``) casts the eager engine's trainable weights
+once per batch but frozen ones (LoRA's base weights) at every step, and the compiled step, a graph
+of its own, casts every weight at every step. The copy costs 2 bytes per trunk parameter and one
+cast of the trunk per ``collect()``; measured by tests/benchmarks/rollout_precision.py (see
+:mod:`textrl.rollout.precision`). The compiled engine's static cache holds keys and values in one
+dtype (bf16 under bf16 autocast: the keys leave the rotary embedding in float32, the values leave
+``v_proj`` in bf16, and attention reads both in bf16).
 
 The random draw stays outside the graph on purpose: ``torch.multinomial`` on ``exp(logp)`` with
 the collector's generator is the sampling RNG stream both engines share, so the same seed gives the
@@ -22,6 +39,8 @@ log-probs and values within 1e-4 in float32).
 
 from __future__ import annotations
 
+import logging
+import types
 from typing import NamedTuple
 
 import torch
@@ -30,6 +49,9 @@ from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import PolicyWithValueHead
 from textrl.policies.kv_cache import KVCacheDecoder, compact_left
 from textrl.policies.sampling import SamplingConfig, draw_tokens, sampling_logprobs
+from textrl.rollout.precision import RolloutWeights, autocast_dtype, needs_rollout_weights, single_dtype_cache
+
+log = logging.getLogger(__name__)
 
 ENGINES = ("eager", "compiled", "auto")
 
@@ -46,8 +68,12 @@ class Draw(NamedTuple):
     values: torch.Tensor
 
 
+AUTO_COMPILED = ("cuda",)  # device types on which rollout.engine=auto means compiled
+
+
 def resolve_engine(name: str, device: torch.device) -> str:
-    """``eager`` or ``compiled`` for ``rollout.engine=name`` on ``device`` (``auto``: compiled on CUDA).
+    """``eager`` or ``compiled`` for ``rollout.engine=name`` on ``device`` (``auto``: compiled on
+    the device types in ``AUTO_COMPILED``, i.e. CUDA).
 
     Raises:
         TextRLError: an unknown engine name.
@@ -55,21 +81,23 @@ def resolve_engine(name: str, device: torch.device) -> str:
     if name not in ENGINES:
         raise TextRLError(f"rollout.engine: got {name!r}; expected one of {', '.join(ENGINES)}")
     if name == "auto":
-        return "compiled" if torch.device(device).type == "cuda" else "eager"
+        return "compiled" if torch.device(device).type in AUTO_COMPILED else "eager"
     return name
 
 
 def make_engine(name: str, policy: PolicyWithValueHead, sampling: SamplingConfig, vocab_size: int,
-                generator: torch.Generator, num_envs: int, max_len: int, backend: str | None = None):
-    """The engine ``rollout.engine=name`` for ``num_envs`` slots of at most ``max_len`` tokens
-    (prompt + response). ``backend`` overrides the compile backend (see :class:`CompiledEngine`).
+                generator: torch.Generator, num_envs: int, max_len: int, backend=None, *, fallback: bool = False):
+    """The engine ``name`` (``eager`` or ``compiled``, as :func:`resolve_engine` returns) for
+    ``num_envs`` slots of at most ``max_len`` tokens (prompt + response), made for the current
+    autocast state. ``backend`` overrides the compile backend and ``fallback`` (true for
+    ``rollout.engine=auto``) lets a failing compile fall back to eager (see :class:`CompiledEngine`).
 
     Raises:
         TextRLError: an unknown engine name.
     """
     name = resolve_engine(name, policy.device)
     if name == "compiled":
-        return CompiledEngine(policy, sampling, vocab_size, generator, num_envs, max_len, backend)
+        return CompiledEngine(policy, sampling, vocab_size, generator, num_envs, max_len, backend, fallback=fallback)
     return EagerEngine(policy, sampling, vocab_size, generator)
 
 
@@ -80,15 +108,27 @@ class EagerEngine:
         policy: the policy with value head; sampling: the distribution; vocab_size: V, the env's
         action space (logits past it, e.g. padding rows of the embedding, are never sampled);
         generator: the collector's token-sampling RNG.
+
+    Made for the autocast state it is made in, like :class:`CompiledEngine`: under autocast with
+    float32 trunk weights it decodes with a :class:`~textrl.rollout.precision.RolloutWeights` copy
+    refreshed at every :meth:`start`, so no token step casts a weight (autocast's own cache would
+    cast trainable weights once per autocast region but frozen ones, e.g. LoRA's base weights, at
+    every step).
     """
 
     def __init__(self, policy: PolicyWithValueHead, sampling: SamplingConfig, vocab_size: int,
                  generator: torch.Generator):
-        self.policy, self.sampling, self.vocab_size, self.generator = policy, sampling, vocab_size, generator
+        self.sampling, self.vocab_size, self.generator = sampling, vocab_size, generator
+        self.precision = autocast_dtype(policy.device)
+        self.weights = RolloutWeights(policy, self.precision) if needs_rollout_weights(policy, self.precision) else None
+        self.policy = self.weights.policy if self.weights is not None else policy
         self.decoder: KVCacheDecoder | None = None
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Draw:
-        """Prefill the prompts (``(N, P)`` long ids and mask, left-padded) and draw the first token."""
+        """Refresh the rollout weights, prefill the prompts (``(N, P)`` long ids and mask,
+        left-padded) and draw the first token."""
+        if self.weights is not None:
+            self.weights.refresh()
         self.decoder = KVCacheDecoder(self.policy)
         return self._draw(*self.decoder.prefill(input_ids, attention_mask))
 
@@ -110,39 +150,67 @@ class CompiledEngine:
         policy, sampling, vocab_size, generator: as :class:`EagerEngine`.
         num_envs: N, the batch size the cache is allocated for.
         max_len: cache length in tokens, prompt width + ``max_new_tokens``.
-        backend: ``torch.compile`` backend; default ``inductor``, with ``mode="reduce-overhead"``
-            (CUDA graphs) on CUDA. Tests use ``aot_eager`` on CPU: the same graph capture and
-            functionalisation, without inductor's code generation (seconds instead of a minute).
+        backend: ``torch.compile`` backend (a name or a callable); default ``inductor``, with
+            ``mode="reduce-overhead"`` (CUDA graphs) on CUDA.
+        fallback: what a failing compile does (see :meth:`advance`): ``True`` (``rollout.engine=auto``)
+            warns once and runs the same step uncompiled from then on; ``False``
+            (``rollout.engine=compiled``) raises :class:`TextRLError`.
+
+    The engine is built for the autocast state it is made in (``precision``: autocast's dtype or
+    ``None``) and must run in that state; the collector keeps one engine per state. Under autocast
+    with float32 trunk weights it runs a :class:`~textrl.rollout.precision.RolloutWeights` copy
+    (refreshed at every :meth:`start`), so the compiled step reads low-precision weights without
+    casting them, and the static cache holds keys and values in one dtype (autocast's, else the
+    model's).
+
+    Each engine compiles its own copy of the step function (its own code object), so dynamo's
+    per-function recompile limit counts this engine's shape only: any number of engines (batch
+    sizes, cache lengths, precisions) can live in one process, and an engine reused batch after
+    batch reuses its graph.
 
     Memory: the cache holds ``2 · layers · N · kv_heads · max_len · head_dim`` elements of the
-    model's dtype, allocated at the first prefill and kept for the collector's lifetime.
+    cache dtype, allocated at the first prefill and kept for the engine's lifetime.
     """
 
     def __init__(self, policy: PolicyWithValueHead, sampling: SamplingConfig, vocab_size: int,
-                 generator: torch.Generator, num_envs: int, max_len: int, backend: str | None = None):
+                 generator: torch.Generator, num_envs: int, max_len: int, backend=None, fallback: bool = False):
         from transformers import StaticCache
 
-        self.policy, self.sampling, self.vocab_size, self.generator = policy, sampling, vocab_size, generator
+        self.sampling, self.vocab_size, self.generator = sampling, vocab_size, generator
         device = policy.device
         self.cuda = device.type == "cuda"
-        self.cache = StaticCache(config=policy.config, max_cache_len=max_len)
+        self.precision = autocast_dtype(device)
+        self.weights = RolloutWeights(policy, self.precision) if needs_rollout_weights(policy, self.precision) else None
+        self.policy = self.weights.policy if self.weights is not None else policy
+        cache_dtype = self.precision or next(p for p in policy.lm.parameters() if p.is_floating_point()).dtype
+        self.cache = single_dtype_cache(StaticCache(config=policy.config, max_cache_len=max_len), cache_dtype)
         # decoding state, all at fixed addresses so the CUDA graph reads and updates them in place
         self.mask = torch.zeros(num_envs, max_len, dtype=torch.long, device=device)  # 1 = cached real token
         self.position = torch.zeros(num_envs, 1, dtype=torch.long, device=device)  # next position id per slot
         self.column = torch.zeros(1, dtype=torch.long, device=device)  # cache column of the next token
         for t in (self.mask, self.position, self.column):
             torch._dynamo.mark_static_address(t)
-        backend = backend or "inductor"
-        mode = "reduce-overhead" if self.cuda and backend == "inductor" else None
-        self._step = torch.compile(self._token_step, backend=backend, mode=mode, fullgraph=True, dynamic=False)
+        self.backend = backend or "inductor"
+        self.fallback = fallback
+        self.failure: str | None = None  # the compile failure this engine fell back from
+        mode = "reduce-overhead" if self.cuda and self.backend == "inductor" else None
+        self._step = torch.compile(own_code(self._token_step), backend=self.backend, mode=mode, fullgraph=True,
+                                   dynamic=False)
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Draw:
-        """Prefill (eager) into the static cache and draw the first token; see :class:`EagerEngine`."""
+        """Refresh the rollout weights, prefill (eager) into the static cache and draw the first
+        token; see :class:`EagerEngine`.
+
+        Raises:
+            TextRLError: a prompt too wide for the cache.
+        """
         ids, mask = compact_left(input_ids, attention_mask)
         width = ids.shape[1]
         if width >= self.mask.shape[1]:
             raise TextRLError(f"env.max_prompt_tokens: prompt width {width} leaves no room in the static cache of "
                               f"{self.mask.shape[1]} tokens; expected fewer")
+        if self.weights is not None:
+            self.weights.refresh()
         self.cache.reset()
         self.mask.zero_()
         self.mask[:, :width] = mask
@@ -154,12 +222,36 @@ class CompiledEngine:
         return Draw(*draw_tokens(logp, kl_logp, self.generator, keepdim=True), out.values)
 
     def advance(self, tokens: torch.Tensor, active: torch.Tensor) -> Draw:
-        """One compiled token step (a CUDA graph replay on CUDA), then the draw; see :class:`EagerEngine`."""
-        if self.cuda:
+        """One compiled token step (a CUDA graph replay on CUDA), then the draw; see :class:`EagerEngine`.
+
+        The step compiles at its first call. If compiling fails (dynamo's recompile limit, no C
+        compiler or Python headers for inductor, a Triton or inductor error), the same step runs
+        uncompiled on the same static cache; a compile fails before the step has changed any state,
+        so the batch continues exactly. With ``fallback`` the engine then warns once (one log line
+        naming the cause) and keeps running uncompiled; without, it raises.
+
+        Raises:
+            TextRLError: the compile failed and ``fallback`` is off.
+        """
+        if self.failure is None and self.cuda:
             torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are consumed
-        logp, kl_logp, values = self._step(tokens, active)
+        try:
+            logp, kl_logp, values = self._step(tokens, active)
+        except Exception as e:  # noqa: BLE001 - any compile failure; an error of the step itself re-raises below
+            if self.failure is not None:
+                raise
+            logp, kl_logp, values = self._token_step(tokens, active)  # raises if the step itself is broken
+            self._compile_failed(e)
         # values is read after the next replay overwrites the graph's output buffers: keep a copy
         return Draw(*draw_tokens(logp, kl_logp, self.generator, keepdim=True), values.clone())
+
+    def _compile_failed(self, error: Exception) -> None:
+        self.failure = compile_failure(error)
+        if not self.fallback:
+            raise TextRLError(f"rollout.engine: got 'compiled' but torch.compile failed ({self.failure}); expected "
+                              f"rollout.engine=auto (falls back to eager) or rollout.engine=eager") from None
+        log.warning("rollout.engine=auto: torch.compile failed (%s); rollouts run eagerly", self.failure)
+        self._step = self._token_step
 
     def _token_step(self, tokens: torch.Tensor, active: torch.Tensor):
         self.mask.index_copy_(1, self.column, active.long())
@@ -169,3 +261,26 @@ class CompiledEngine:
         self.column.add_(1)
         logp, kl_logp = sampling_logprobs(out.logits[:, -1, :self.vocab_size], self.sampling)
         return logp, kl_logp, out.values
+
+
+def own_code(method):
+    """``method`` (a bound method) re-bound to a copy of its function with a code object of its own.
+
+    Dynamo keeps compiled graphs, and counts recompiles against ``recompile_limit``, per code
+    object; a per-engine code object keeps one engine's graphs from counting against another's.
+    """
+    fn = method.__func__
+    copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__, copy.__qualname__ = fn.__kwdefaults__, fn.__qualname__
+    return types.MethodType(copy, method.__self__)
+
+
+def compile_failure(error: BaseException) -> str:
+    """One line naming a compile failure: the innermost cause's type and first message line."""
+    for _ in range(10):
+        inner = getattr(error, "inner_exception", None) or error.__cause__
+        if inner is None or inner is error:
+            break
+        error = inner
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__

@@ -1,0 +1,131 @@
+"""Rollout precision: which dtype a rollout computes in, a low-precision copy of the policy's matmul
+weights for it, and a static KV cache of one dtype.
+
+Under ``trainer.precision=bf16`` the rollout runs inside ``torch.autocast`` with the policy's
+float32 master weights. Autocast casts each float32 weight to bfloat16 when a matmul uses it; it
+caches that cast for the rest of the autocast region only for leaf tensors that require grad, so
+the eager engine casts the trainable weights once per ``collect()`` but frozen ones (LoRA's base
+weights) at every token step, and a compiled token step, a graph of its own, casts every weight at
+every step. :class:`RolloutWeights` removes those casts: a shallow copy of the policy whose
+``nn.Linear`` (and GPT-2 ``Conv1D``) weights and biases in the trunk are stored in autocast's dtype,
+refreshed from the float32 masters by one cast per weight (:meth:`RolloutWeights.refresh`, called
+once per ``collect()``, i.e. after the optimizer steps of the previous update). Everything else
+(embeddings, norms, the LM head and the value head, buffers) is the master's own tensor, shared,
+so the heads stay float32 and nothing else is copied. Autocast's cast of a bfloat16 weight is a
+no-op, and its cast of a float32 weight rounds exactly as the copy does, so the copy computes what
+autocast with the masters computes.
+
+Cost of the copy: 2 bytes per trunk matmul parameter (SmolLM2-135M: ~0.2 GB; a 1B Llama: ~2 GB),
+and per ``collect()`` one read of the float32 trunk weights and one write of the copy (6 bytes per
+parameter, the weight traffic of three bf16 token steps), against the same 6 bytes per parameter at
+every compiled token step without it (three times the 2 bytes the bf16 matmuls themselves read).
+tests/benchmarks/rollout_precision.py measures both sides on the device at hand (step time with and
+without the copy, refresh time, bytes).
+
+The static cache (:func:`single_dtype_cache`) stores keys and values in one dtype: under autocast
+the rotary embedding, computed in float32, promotes the keys to float32 while the values come out of
+the ``v_proj`` matmul in bfloat16; the attention casts both to bfloat16 anyway, so storing them in
+bfloat16 changes no result and halves the keys' memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+from torch import nn
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The dtype autocast computes matmuls in on ``device``'s type right now; ``None`` when autocast is off."""
+    kind = torch.device(device).type
+    if not torch.is_autocast_enabled(kind):
+        return None
+    return torch.get_autocast_dtype(kind)
+
+
+def _matmul_modules(policy: nn.Module) -> list[nn.Module]:
+    """The trunk's matmul layers: ``nn.Linear`` and transformers ``Conv1D`` modules of ``policy.lm``,
+    without the LM head (output embeddings) and the value head."""
+    lm = policy.lm
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    excluded = {id(p) for m in (head, getattr(policy, "value_head", None), lm.get_input_embeddings())
+                if m is not None for p in m.parameters()}
+    found = []
+    for module in lm.modules():
+        if module is head:
+            continue
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
+            if not any(id(p) in excluded for p in module.parameters(recurse=False)):
+                found.append(module)
+    return found
+
+
+def needs_rollout_weights(policy: nn.Module, dtype: torch.dtype | None) -> bool:
+    """True when autocast to ``dtype`` would cast some trunk matmul weight of ``policy`` (a float32 weight)."""
+    if dtype is None:
+        return False
+    return any(p.is_floating_point() and p.dtype != dtype
+               for m in _matmul_modules(policy) for p in m.parameters(recurse=False))
+
+
+class RolloutWeights:
+    """A copy of ``policy`` for rollouts whose trunk matmul weights are stored in ``dtype`` (see the
+    module docstring); every other parameter and buffer is shared with ``policy``.
+
+    Args:
+        policy: a :class:`~textrl.policies.hf_causal_lm.PolicyWithValueHead` (float32 masters).
+        dtype: autocast's dtype, e.g. ``torch.bfloat16``.
+
+    Attributes:
+        policy: the copy (eval mode, no gradients), to run under ``torch.no_grad`` and autocast.
+        numel: number of parameters held in ``dtype`` (the copy's extra memory is
+            ``numel · dtype's itemsize`` bytes).
+    """
+
+    def __init__(self, policy: nn.Module, dtype: torch.dtype):
+        self.dtype = dtype
+        memo: dict[int, object] = {}
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        cast = {id(p) for m in _matmul_modules(policy) for p in m.parameters(recurse=False) if p.is_floating_point()}
+        with torch.no_grad():
+            for p in policy.parameters():
+                if id(p) in cast:
+                    low = nn.Parameter(p.detach().to(dtype), requires_grad=False)
+                    memo[id(p)] = low
+                    self._pairs.append((low, p))
+                else:
+                    memo[id(p)] = p
+        for b in policy.buffers():
+            memo[id(b)] = b
+        adapters = policy.__dict__.get("adapters")
+        if adapters is not None:  # the PeftModel wrapper: not needed to run the copy
+            memo[id(adapters)] = None
+        self.policy = copy.deepcopy(policy, memo).eval()
+        self.numel = sum(low.numel() for low, _ in self._pairs)
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Copy the float32 masters into the low-precision copy in place (addresses unchanged, so a
+        captured CUDA graph keeps reading them): one rounding cast per weight."""
+        for low, master in self._pairs:
+            low.copy_(master)
+
+
+@functools.cache
+def _single_dtype_class(cls: type) -> type:
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        return cls.update(self, key_states.to(self.cache_dtype), value_states.to(self.cache_dtype), *args, **kwargs)
+
+    doc = f"{cls.__name__} whose keys and values are cast to ``cache_dtype`` before they are stored."
+    return type(f"SingleDtype{cls.__name__}", (cls,), {"update": update, "__doc__": doc})
+
+
+def single_dtype_cache(cache, dtype: torch.dtype):
+    """Make every layer of a transformers ``StaticCache`` store keys and values in ``dtype``
+    (allocated in ``dtype`` at the first update, each update cast to it). Returns ``cache``."""
+    for layer in cache.layers:
+        layer.__class__ = _single_dtype_class(type(layer))
+        layer.cache_dtype = dtype
+    return cache
