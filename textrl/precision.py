@@ -4,11 +4,14 @@ What runs in which dtype under ``bf16`` (``fp32`` runs everything in float32):
 
 ==========================================  ===========================================================
 weights, gradients, AdamW state             float32 (the master weights; nothing is cast in place)
-transformer trunk (matmuls, attention)      bfloat16 under ``torch.autocast``
+transformer trunk in a loss pass            bfloat16 matmuls under ``torch.autocast`` over the masters
+transformer trunk in a rollout              bfloat16 matmuls on a bf16 copy of the trunk's matmul
+                                            weights, refreshed once per rollout
+                                            (:class:`~textrl.rollout.precision.RolloutWeights`)
 LM head logits, value head V(s)             float32, autocast off (:mod:`textrl.policies.logits`)
 log-softmax, log-probs, KL, entropy, GAE,   float32 (computed from the float32 logits and values)
 losses
-KV cache of the decode engines              one dtype: the autocast dtype the trunk writes (bf16)
+KV cache of the decode engines              one dtype: bf16 (:func:`~textrl.rollout.precision.single_dtype_cache`)
 reward models                               the rollout's autocast (a forward pass); scores float32
 ==========================================  ===========================================================
 
@@ -22,13 +25,15 @@ closed before ``backward()`` and the step. A cache therefore lives at most one r
 micro-batch's forward pass. Nothing may wrap ``Algorithm.update`` in an autocast region, not even a
 disabled one: regions nest, and autocast clears its cache only when the outermost one closes.
 
-Trade-off, chosen: float32 master weights with autocast, not a bf16 copy of the weights. Autocast
-casts each weight once per region (its cache), i.e. once per rollout and once per micro-batch
-forward; a bf16 copy would save those casts but needs a refresh after every optimizer step and a
-second set of weights in memory. The compiled decode engine, whose graph cannot use autocast's
-cache, handles its own weight dtype (see :mod:`textrl.rollout.engines`).
+Trade-off, chosen: the optimisation loop uses float32 master weights under autocast (each weight is
+cast once per micro-batch forward, kept in autocast's cache until that region closes); the rollout
+uses a bf16 copy of the trunk's matmul weights refreshed once per ``collect()``, i.e. after the
+previous update's optimizer steps. Without the copy a compiled token step (a graph, which cannot
+use autocast's cache) would cast every weight at every token, and the eager engine would re-cast
+frozen weights (LoRA's base) at every token; the copy costs 2 bytes per trunk parameter and one
+cast per weight per rollout (see :mod:`textrl.rollout.precision`, which counts both).
 
-What bf16 still costs (measured and tested on CPU, ``tests/unit/test_precision.py``): the trunk's
+What bf16 still costs (measured and tested on CPU, ``tests/test_precision.py``): the trunk's
 bf16 rounding of small weight updates means ``policy/approxkl`` within one update is smaller than
 fp32's on the same seed, and the rollout's log-probs (cached decode) and π_ref's (teacher-forced)
 differ by rounding, so the KL at update 1 (policy = reference) is a few thousandths of a nat per
