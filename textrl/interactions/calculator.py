@@ -14,6 +14,7 @@ import math
 import operator
 import re
 
+from textrl.config import integer, number
 from textrl.interactions.base import EpisodeView, Interaction, Reply
 
 CALL = re.compile(r"<calc>(.*?)</calc>", re.S)
@@ -119,7 +120,7 @@ class Calculator(Interaction):
     """
 
     stop_strings = ("</calc>",)
-    config_checks: dict = {}
+    config_checks = {"call_reward": number(), "error_reward": number(), "max_chars": integer(ge=1)}
 
     def __init__(self, call_reward: float = 0.0, error_reward: float = 0.0, max_chars: int = MAX_CHARS):
         self.call_reward, self.error_reward, self.max_chars = float(call_reward), float(error_reward), int(max_chars)

@@ -15,6 +15,7 @@ import json
 import os
 import re
 
+from textrl.config import integer, one_of
 from textrl.errors import TextRLError
 from textrl.interactions.base import EpisodeView, Interaction, Reply
 
@@ -52,7 +53,8 @@ class Dialogue(Interaction):
         TextRLError: the file cannot be read, or no conversation is kept.
     """
 
-    config_checks: dict = {}
+    config_checks = {"field": one_of("chosen", "rejected"), "min_turns": integer(ge=1),
+                     "max_conversations": integer(ge=1, optional=True)}
 
     def __init__(self, path: str = DEFAULT_DATA, field: str = "chosen", min_turns: int = 2,
                  max_conversations: int | None = None):
