@@ -52,3 +52,22 @@ def test_bad_interaction_setting_is_one_error_line_at_startup(tmp_path):
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("textrl: error:")]
     assert out.returncode != 0 and lines == ["textrl: error: interaction.max_chars: got 0; expected a positive integer"]
     assert "Traceback" not in out.stderr
+
+
+def test_rl_run_with_the_dialogue_interaction(assets, tmp_path):
+    """The whole rl stage on TinyStories-656K with multi-turn episodes: hh-rlhf conversations
+    replayed, both reward parts logged, the score their sum."""
+    import json
+
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "textrl", "experiment=tinystories_sentiment", "interaction=dialogue",
+                             "interaction.max_conversations=16", "env.max_turns=2", "env.max_new_tokens=8",
+                             "env.max_prompt_tokens=48", "rollout.batch_size=8", "algo.minibatch_size=4",
+                             "trainer.updates=2", "trainer.progress_bar=false", f"hydra.run.dir={out}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["objective/score"] == pytest.approx(row["reward/model"] + row["reward/interaction"], abs=1e-6)
+    assert (out / "policy" / "value_head.safetensors").is_file()
