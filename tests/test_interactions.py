@@ -149,3 +149,32 @@ def test_builtin_interactions_and_an_outside_plugin_come_through_the_hook():
     with pytest.raises(TextRLError, match="interaction name 'echo' is provided by two plugins"):
         registry.manager.register(type("Again", (EchoPlugin,), {})(), name="again")
         collect_factories(registry)
+
+
+def test_readme_interaction_plugin_example_works_as_written(tmp_path, monkeypatch):
+    """The README's "Write an interaction plugin" module, loaded as an outside module, registers
+    through the hook and answers a tool call through the public API only."""
+    import importlib
+    import re
+
+    from conftest import REPO
+    from textrl.plugins import collect_factories
+
+    readme = (REPO / "README.md").read_text()
+    source = re.search(r"```python\n# my-tool/my_tool.py\n(.*?)```", readme, re.S).group(1)
+    assert "from textrl." not in source and "import textrl\n" in source  # public API only
+    (tmp_path / "my_tool.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("my_tool")
+    registry = load_plugins(autoload=False)
+    registry.manager.register(module, name="my_tool")
+    collect_factories(registry)
+    assert "my_tool: interaction=reverse" in describe(registry)
+    tool = registry.interactions["reverse"](call_reward=0.25)
+    tok = make_tokenizer()
+    tool.setup(tok)
+    reply = tool.respond(episode("p", ("policy", "so <rev>god eht</rev>")))
+    assert list(reply.ids) == textrl.message_ids(tok, "the dog", role="tool") and reply.reward == 0.25
+    assert tool.respond(episode("p", ("policy", "no call"))).done
+    with pytest.raises(TextRLError, match=r"^interaction.call_reward: got 'x'; expected a number"):
+        registry.interactions["reverse"].config_checks["call_reward"]("interaction.call_reward", "x")
