@@ -141,17 +141,20 @@ def test_gae_over_actions_skips_env_token_gaps():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "reinforce", "grpo"])
-def test_algorithms_update_on_a_multiturn_batch(rollout, policy, algo):
+@pytest.mark.parametrize("algo", ["ppo", "ppo_ptx", "reinforce", "grpo"])
+def test_algorithms_update_on_a_multiturn_batch(rollout, policy, tokenizer, algo, tmp_path):
+    from textrl.algorithms import SetupContext
     from textrl.plugins import load_plugins
 
     factories = load_plugins().algorithms
     if algo not in factories:
         pytest.skip(f"the {algo} plugin is not installed")
-    kwargs = {"grpo": {"group_size": 2}}.get(algo, {})
+    ptx_file = tmp_path / "ptx.txt"
+    ptx_file.write_text("the dog ran in the park\na girl saw the cat\n")
+    kwargs = {"grpo": {"group_size": 2}, "ppo_ptx": {"ptx_data": str(ptx_file), "ptx_batch_size": 2}}.get(algo, {})
     batch, _ = rollout
     algorithm = factories[algo](minibatch_size=4, micro_batch_size=2, lr=1e-3, **kwargs)
-    algorithm.setup(policy, None)
+    algorithm.setup(policy, None, SetupContext(tokenizer=tokenizer))
     before = [p.detach().clone() for p in policy.parameters()]
     metrics = algorithm.update(batch)
     assert all(np.isfinite(v) for v in metrics.values())
@@ -160,6 +163,18 @@ def test_algorithms_update_on_a_multiturn_batch(rollout, policy, algo):
     if algo.startswith("ppo"):
         prepared = algorithm.prepare(batch)
         assert (prepared["advantages"][batch.action_mask == 0] == 0).all()
+
+
+def test_a_resumed_collector_collects_the_same_next_multiturn_batch(tokenizer, policy):
+    first = RolloutCollector(make_env(tokenizer), policy, None, SamplingConfig(), seed=5)
+    first.collect()
+    state = first.state_dict()
+    expected = first.collect()
+    resumed = RolloutCollector(make_env(tokenizer), policy, None, SamplingConfig(), seed=123)
+    resumed.load_state_dict(state)
+    batch = resumed.collect()
+    assert torch.equal(batch.input_ids, expected.input_ids) and torch.equal(batch.action_mask, expected.action_mask)
+    assert torch.equal(batch.logprobs, expected.logprobs) and batch.prompts == expected.prompts
 
 
 def test_compiled_engine_refuses_multiturn_with_one_line(tokenizer, policy):
