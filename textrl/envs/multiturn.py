@@ -219,7 +219,7 @@ def vector_step(env, actions):
     """:meth:`TokenGenVectorEnv.step` with an interaction: one policy token per active slot, then
     for each slot whose turn ended the interaction's reply, in the same step.
 
-    Per step: one host transfer of the N actions, the turn rules in Python for each active slot,
+    Per step: one host transfer of the N actions (with the slots' flags and columns), the turn rules in Python for each active slot,
     one indexed write of every new token (policy and env) into ``input_ids``/``attention_mask``/
     ``action_mask``. Rewards: a turn's reward on the step that ends it; at the episode's end the
     reward model's score is added. ``info`` on steps where a slot received env tokens has
@@ -237,13 +237,12 @@ def vector_step(env, actions):
     flat = actions.reshape(-1)
     if flat.numel() != env.num_envs:
         raise TextRLError(f"step(actions): got {flat.numel()} actions; expected {env.num_envs}")
-    tokens, active = flat.tolist(), env._active.tolist()
+    tokens, active, columns = torch.stack([flat, env._active.long(), env._next_col]).tolist()  # one host transfer
     vocab = int(env.single_action_space.n)
     for i, (tok, on) in enumerate(zip(tokens, active)):
         if on and not 0 <= tok < vocab:
             raise TextRLError(f"action {tok} in env {i} is outside the vocabulary; expected an integer in [0, {vocab})")
     n = env.num_envs
-    columns = env._next_col.tolist()
     rows, cols, ids, amask = [], [], [], []
     rewards = np.zeros(n, dtype=np.float32)
     terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
