@@ -140,6 +140,9 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
       prompts (``data.eval_prompts``, else the training prompts) cut to ``eval.num_prompts``, and
       an env with one slot per prompt.
 
+    With ``interaction=<name>`` the env is multi-turn; an interaction with its own ``prompts``
+    (``dialogue``) supplies the prompts instead of ``data.*`` (eval: the first ``eval.num_prompts``).
+
     Raises:
         TextRLError: whatever loading the parts raises (see their docstrings).
     """
@@ -164,6 +167,8 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
     reward_model = build_reward(cfg, registry, device)
     interaction = build_interaction(cfg, registry)
     if interaction is not None and getattr(interaction, "prompts", None):
-        prompts = list(interaction.prompts)  # e.g. dialogue: the conversations it replays
+        # e.g. dialogue: the conversations it replays (eval: the first ones, one slot each)
+        prompts = list(interaction.prompts) if stage == "rl" else list(interaction.prompts)[:num_envs]
+        num_envs = num_envs if stage == "rl" else len(prompts)
     env = make_env(cfg, tokenizer, prompts, reward_model, num_envs, device, interaction)
     return RolloutParts(tokenizer, policy, reference, reward_model, prompts, env)
