@@ -212,3 +212,20 @@ def test_tinystories_multiturn_rollout_is_exact(assets):
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4
     assert ((batch.attention_mask[:, -batch.response_length:] > 0) & (mask == 0)).any()  # env tokens inside
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_multiturn_rollout_on_cuda_is_exact_and_stays_on_the_device(tokenizer):
+    from conftest import make_policy
+
+    policy = make_policy(tokenizer).to("cuda")
+    env = make_env(tokenizer, device="cuda")
+    batch = RolloutCollector(env, policy, frozen(policy), SamplingConfig(), seed=3).collect(prompts=PROMPTS + PROMPTS)
+    assert batch.input_ids.is_cuda and batch.action_mask.is_cuda and batch.logprobs.is_cuda
+    with torch.no_grad():
+        logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
+    mask = batch.response_mask
+    recomputed = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, batch.sampling) * mask
+    assert (recomputed - batch.logprobs).abs().max() <= 1e-4
+    assert (values * mask - batch.values).abs().max() <= 1e-4
+    assert ((batch.attention_mask[:, -batch.response_length:] > 0) & (mask == 0)).any()
