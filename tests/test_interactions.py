@@ -178,3 +178,21 @@ def test_readme_interaction_plugin_example_works_as_written(tmp_path, monkeypatc
     assert tool.respond(episode("p", ("policy", "no call"))).done
     with pytest.raises(TextRLError, match=r"^interaction.call_reward: got 'x'; expected a number"):
         registry.interactions["reverse"].config_checks["call_reward"]("interaction.call_reward", "x")
+
+
+def test_message_ids_follow_a_chatml_template_with_a_default_system_prompt(assets):
+    """A ChatML template that injects a system prompt: the message comes out as the template puts it
+    after the assistant's ``<|im_end|>`` (which the policy emits itself, and which ends its turn)."""
+    from transformers import AutoTokenizer
+
+    from textrl.interactions import end_of_turn_id
+
+    tok = AutoTokenizer.from_pretrained(assets / "tinystories-656k")
+    tok.chat_template = (
+        "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are helpful.<|im_end|>\n{% endif %}"
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    ids = textrl.message_ids(tok, "Hello there", role="user")
+    assert tok.decode(ids) == "\n<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n"
+    assert end_of_turn_id(tok) == tok.convert_tokens_to_ids("<|im_end|>") and ids.count(end_of_turn_id(tok)) == 1
