@@ -4,7 +4,6 @@ ends (EOS, stop strings inside a token), budgets, per-turn rewards, faults, Gymn
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env

@@ -15,8 +15,8 @@ import torch
 from textrl.algorithms.advantages import gae, masked_mean, masked_whiten
 from textrl.algorithms.base import Algorithm, SetupContext
 from textrl.algorithms.kl import KLConfig, kl_shaped_rewards
-from textrl.algorithms.multiturn import gae_over_actions, turn_shaped_rewards
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
+from textrl.algorithms.multiturn import gae_over_actions, turn_shaped_rewards
 from textrl.config import number, one_of
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
