@@ -12,7 +12,7 @@ from conftest import REPO, compose_config
 from textrl.config import check_config, register_configs, register_plugin_configs
 from textrl.plugins import load_plugins
 
-GROUPS = ("policy", "env", "data", "reward", "algo", "logger", "trainer", "experiment")
+GROUPS = ("policy", "env", "data", "reward", "algo", "logger", "trainer", "experiment", "interaction")
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
 
 
@@ -39,6 +39,7 @@ def test_config_groups_are_the_real_ones(registry):
     assert sorted(options["experiment"]) == EXPERIMENTS
     assert {"ppo", "ppo_ptx", "reinforce"} <= set(options["algo"])
     assert {"sentiment", "learned", "rbrm", "composite"} <= set(options["reward"])
+    assert {"calculator", "dialogue"} <= set(options["interaction"])
 
 
 def test_experiments_are_globbed():

@@ -129,7 +129,8 @@ def test_builtins_register_through_the_public_hooks():
     assert registry.providers[("algo", "ppo")] == "textrl.algorithms"
     assert isinstance(textrl.hookimpl, pluggy.HookimplMarker)
     hooks = {name for name in dir(registry.manager.hook) if name.startswith("textrl_")}
-    assert hooks == {"textrl_reward_models", "textrl_algorithms", "textrl_on_train_start", "textrl_on_update_end",
+    assert hooks == {"textrl_reward_models", "textrl_algorithms", "textrl_interactions", "textrl_on_train_start",
+                     "textrl_on_update_end",
                      "textrl_on_train_end"}
 
 

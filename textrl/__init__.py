@@ -2,6 +2,8 @@
 
 Public API for plugin authors (a plugin imports only these names):
 
+- multi-turn episodes: :class:`Interaction`, :class:`Reply`, :class:`EpisodeView`, :class:`Turn`,
+  :func:`message_ids` (see :mod:`textrl.interactions.base`);
 - contract: :data:`hookimpl`, :class:`RewardModel`, :class:`Algorithm` and its
   :class:`SetupContext`, :data:`EPISODE_METRICS`, :class:`RolloutBatch`, :class:`TextRLError`,
   :class:`NonFiniteError`;
@@ -23,13 +25,14 @@ from textrl.algorithms.losses import ppo_policy_loss, value_loss
 from textrl.config import Check, integer, number, one_of
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.hookspecs import hookimpl
+from textrl.interactions.base import EpisodeView, Interaction, Reply, Turn, message_ids
 from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import entropy_from_logits, token_logprobs
 from textrl.rewards.base import RewardModel
 from textrl.rollout.buffer import RolloutBatch
 
 __version__ = "0.1.0"
-__all__ = ["EPISODE_METRICS", "Algorithm", "Check", "KLConfig", "NonFiniteError", "RewardModel", "RolloutBatch",
+__all__ = ["EPISODE_METRICS", "Algorithm", "Check", "EpisodeView", "Interaction", "Reply", "Turn", "message_ids", "KLConfig", "NonFiniteError", "RewardModel", "RolloutBatch",
            "SetupContext", "TextRLError", "__version__", "check_finite", "entropy_from_logits", "episode_kl", "gae",
            "hookimpl", "integer", "kl_penalty", "kl_shaped_rewards", "make_adamw", "make_kl_controller", "masked_mean",
            "masked_var", "masked_whiten", "number", "one_of", "ppo_policy_loss", "response_outputs", "token_logprobs",

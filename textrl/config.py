@@ -66,6 +66,10 @@ class EnvConfig:
     max_prompt_tokens: int = 32
     prompt_truncation: str = "left"  # left | error
     stop_on_eos: bool = True
+    # multi-turn episodes (with interaction=<name>; see textrl.envs.multiturn): max_new_tokens is
+    # then per policy turn; max_episode_tokens (policy + env tokens) defaults to 2·max_turns·max_new_tokens
+    max_turns: int = 1
+    max_episode_tokens: Optional[int] = None
 
 
 @dataclass
@@ -212,6 +216,7 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: Any = MISSING
     algo: Any = MISSING
+    interaction: Any = None  # interaction=<name> makes episodes multi-turn (textrl_interactions plugins)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -318,6 +323,8 @@ CHECKS: dict[str, Check] = {
     "env.max_new_tokens": POSITIVE,
     "env.max_prompt_tokens": POSITIVE,
     "env.prompt_truncation": one_of("left", "error"),
+    "env.max_turns": POSITIVE,
+    "env.max_episode_tokens": integer(ge=1, optional=True),
     "data.max_prompts": integer(ge=1, optional=True),
     "data.prefix_tokens": Check(lambda v: _prefix_tokens_ok(v), "a positive integer k, a range [min, max] with "
                                 "1 <= min <= max, or null"),
@@ -443,7 +450,8 @@ def check_config(cfg, registry=None) -> None:
             check(key, value)
     if registry is None:
         return
-    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms)):
+    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms),
+                        ("interaction", registry.interactions)):
         name = _value(cfg, f"{kind}.name")
         if name in table:
             check_plugin_params(kind, cfg[kind], table[name], registry)
@@ -533,7 +541,8 @@ def register_plugin_configs(registry) -> None:
     """Store one ConfigStore option per reward model (group ``reward``) and algorithm (group
     ``algo``) the plugins provide, so ``reward=<name>`` needs no YAML file."""
     cs = ConfigStore.instance()
-    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms)):
+    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms),
+                        ("interaction", registry.interactions)):
         for name, factory in table.items():
             cs.store(group=kind, name=name, node=signature_schema(kind, name, factory))
 
@@ -563,7 +572,8 @@ def check_plugin_overrides(overrides: list[str], registry, defaults: dict[str, s
     Raises:
         TextRLError: naming the key, the selected plugin and the accepted keys.
     """
-    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms)):
+    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms),
+                        ("interaction", registry.interactions)):
         names = [defaults.get(kind)]
         for arg in overrides:
             if arg.startswith(f"{kind}="):

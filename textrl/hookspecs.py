@@ -38,6 +38,15 @@ def textrl_algorithms() -> dict[str, Callable[..., Any]]:
     """
 
 
+@hookspec
+def textrl_interactions() -> dict[str, Callable[..., Any]]:
+    """Return ``{name: factory}``; ``factory(**params)`` builds a :class:`textrl.Interaction`
+    (multi-turn episodes: what the env appends after each policy turn, see
+    :mod:`textrl.interactions.base`). Options come from the factory's signature and its
+    ``config_checks``, as for reward models.
+    """
+
+
 # -- the lifecycle hooks: every stage (sft, rm, rl, eval) reports through these three ----------
 # One stage runs at a time (stage=instructgpt runs sft, rm, rl, eval one after the other, each
 # in its own sub-folder with its own start/end), so the calls between a start and its end belong

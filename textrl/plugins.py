@@ -18,7 +18,7 @@ import pluggy
 from textrl import hookspecs
 from textrl.errors import TextRLError
 
-BUILTIN_MODULES = ("textrl.rewards", "textrl.algorithms")
+BUILTIN_MODULES = ("textrl.rewards", "textrl.algorithms", "textrl.interactions")
 DISABLE_ENV = "TEXTRL_DISABLE_PLUGIN_AUTOLOAD"
 
 
@@ -30,6 +30,7 @@ class PluginRegistry:
         manager: the ``pluggy.PluginManager`` (project name ``textrl``).
         rewards: reward-model name → factory.
         algorithms: algorithm name → factory.
+        interactions: interaction name → factory (multi-turn episodes).
         providers: ``(kind, name)`` → plugin name that provides it.
         failures: entry-point name → one-line import error.
     """
@@ -37,6 +38,7 @@ class PluginRegistry:
     manager: pluggy.PluginManager
     rewards: dict[str, Callable[..., Any]] = field(default_factory=dict)
     algorithms: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    interactions: dict[str, Callable[..., Any]] = field(default_factory=dict)
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
 
@@ -78,9 +80,11 @@ def collect_factories(registry: PluginRegistry) -> None:
     pm = registry.manager
     registry.rewards.clear()
     registry.algorithms.clear()
+    registry.interactions.clear()
     registry.providers.clear()
     for kind, hook, table in (("reward", "textrl_reward_models", registry.rewards),
-                              ("algo", "textrl_algorithms", registry.algorithms)):
+                              ("algo", "textrl_algorithms", registry.algorithms),
+                              ("interaction", "textrl_interactions", registry.interactions)):
         caller = getattr(pm.hook, hook)
         for impl in caller.get_hookimpls():
             plugin_name = pm.get_name(impl.plugin)

@@ -16,6 +16,7 @@ from textrl.algorithms.advantages import gae, masked_mean, masked_whiten
 from textrl.algorithms.base import Algorithm, SetupContext
 from textrl.algorithms.kl import KLConfig, kl_shaped_rewards
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
+from textrl.algorithms.multiturn import gae_over_actions, turn_shaped_rewards
 from textrl.config import number, one_of
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
@@ -100,11 +101,18 @@ class PPO(Algorithm):
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """KL-shaped rewards → GAE: ``{"advantages", "returns"}``, each ``(B, T)`` (advantages
         whitened over the batch with ``whiten_advantages``); the penalty (``algo.kl.estimator``)
-        compares the untruncated ``kl_logprobs`` with ``ref_logprobs``."""
+        compares the untruncated ``kl_logprobs`` with ``ref_logprobs``. A multi-turn batch
+        (``action_mask`` set) takes the env's per-turn rewards and runs GAE over the action tokens
+        (:mod:`textrl.algorithms.multiturn`)."""
         mask = batch.response_mask
-        rewards, _ = kl_shaped_rewards(batch.scores, batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_coef,
-                                       self.kl_estimator)
-        advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
+        if getattr(batch, "action_mask", None) is not None:  # multi-turn: see textrl.algorithms.multiturn
+            rewards, _ = turn_shaped_rewards(batch.rewards, batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_coef,
+                                             self.kl_estimator)
+            advantages, returns = gae_over_actions(rewards, batch.values, mask, self.gamma, self.lam)
+        else:
+            rewards, _ = kl_shaped_rewards(batch.scores, batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_coef,
+                                           self.kl_estimator)
+            advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
         if self.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         return {"advantages": advantages, "returns": returns}

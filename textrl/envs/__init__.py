@@ -3,7 +3,9 @@
 ``gymnasium.make("textrl/TokenGen-v0", tokenizer=..., prompts=..., reward_model=...,
 max_new_tokens=..., max_prompt_tokens=...)`` builds :class:`TokenGenEnv`;
 ``gymnasium.make_vec("textrl/TokenGen-v0", num_envs=N, vectorization_mode="vector_entry_point", ...)``
-builds the batched torch :class:`TokenGenVectorEnv`.
+builds the batched torch :class:`TokenGenVectorEnv`. Both take ``interaction=`` (a
+:class:`textrl.Interaction`), ``max_turns=`` and ``max_episode_tokens=`` for multi-turn episodes
+(:mod:`textrl.envs.multiturn`).
 """
 
 import gymnasium

@@ -148,6 +148,14 @@ class TokenGenEnv(gym.Env):
         stop_on_eos: end the episode when the action is the tokenizer's EOS id.
         format_prompt: optional ``str -> str`` applied before tokenising (e.g. a chat template);
             the reward model and ``info`` get the raw prompt.
+        interaction: optional :class:`textrl.Interaction`; with one, an episode is a sequence of
+            turns (see :mod:`textrl.envs.multiturn`): ``max_new_tokens`` bounds each policy turn,
+            ``max_turns`` the policy turns, ``max_episode_tokens`` (default
+            ``2 · max_turns · max_new_tokens``) the tokens after the prompt, and the observation
+            (width ``P + max_episode_tokens``) gains ``action_mask`` (int8, 1 = a policy token).
+            ``info["env_tokens"]`` lists the ids appended after the step's action.
+        max_turns: policy turns per episode (multi-turn only).
+        max_episode_tokens: policy + env tokens per episode (multi-turn only).
 
     Spaces: ``observation_space`` is ``Dict(input_ids=Box(int64,(P+T,)),
     attention_mask=Box(int8,(P+T,)))`` with the layout in the module docstring;
@@ -177,6 +185,9 @@ class TokenGenEnv(gym.Env):
         stop_on_eos: bool = True,
         render_mode: str | None = None,
         format_prompt: Callable[[str], str] | None = None,
+        interaction=None,
+        max_turns: int = 1,
+        max_episode_tokens: int | None = None,
     ):
         check_lengths(max_new_tokens, max_prompt_tokens)
         self.tokenizer = resolve_tokenizer(tokenizer)
@@ -193,6 +204,13 @@ class TokenGenEnv(gym.Env):
         self.width = self.max_prompt_tokens + self.max_new_tokens
         self.action_space = spaces.Discrete(vocab_size_of(self.tokenizer, vocab_size))
         self.observation_space = observation_space(int(self.action_space.n), self.width)
+        self.interaction = interaction
+        if interaction is not None:  # multi-turn episodes: see textrl.envs.multiturn
+            from textrl.envs import multiturn
+
+            multiturn.setup_env(self, interaction=interaction, max_turns=max_turns,
+                                max_episode_tokens=max_episode_tokens, vocab=int(self.action_space.n))
+            self._amask = np.zeros(self.width, dtype=np.int8)
         self._ids = np.full(self.width, self.pad_token_id, dtype=np.int64)
         self._mask = np.zeros(self.width, dtype=np.int8)
         self._t = 0
@@ -216,6 +234,11 @@ class TokenGenEnv(gym.Env):
         self._ids[self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = ids
         self._mask[self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = 1
         self._prompt, self._t, self._done = prompt, 0, False
+        if self.interaction is not None:
+            from textrl.envs.multiturn import EpisodeTurns
+
+            self._amask[:] = 0
+            self._episode = EpisodeTurns(prompt, tuple(ids))
         return self._obs(), {"prompt": prompt}
 
     def step(self, action):
@@ -223,6 +246,10 @@ class TokenGenEnv(gym.Env):
         if self._done:
             raise TextRLError("step() called on an episode that has ended; expected reset() first")
         token = _as_token(action, int(self.action_space.n))
+        if self.interaction is not None:
+            from textrl.envs.multiturn import single_step
+
+            return single_step(self, token)
         col = self.max_prompt_tokens + self._t
         self._ids[col], self._mask[col] = token, 1
         self._t += 1
@@ -248,6 +275,8 @@ class TokenGenEnv(gym.Env):
         return None
 
     def _obs(self) -> dict[str, np.ndarray]:
+        if self.interaction is not None:
+            return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy(), "action_mask": self._amask.copy()}
         return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
 
 

@@ -31,6 +31,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from gymnasium import spaces
 
+from textrl.envs import multiturn
 from textrl.envs.prompts import load_prompts
 from textrl.envs.token_env import (
     check_lengths,
@@ -60,6 +61,9 @@ class TokenGenVectorEnv(VectorEnv):
             (or their names ``"nextstep"``/``"disabled"``).
         format_prompt: optional ``str -> str`` applied to a prompt before tokenising (e.g. a chat
             template); the reward model and ``info`` still get the raw prompt.
+        interaction, max_turns, max_episode_tokens: multi-turn episodes, as for
+            :class:`~textrl.envs.token_env.TokenGenEnv` (``info["env_tokens"]``: see
+            :func:`textrl.envs.multiturn.vector_step`).
 
     ``reset(seed=, options=)`` → ``(obs, info)``; ``options`` may hold ``"prompts"`` (a list of
     N strings, or one per slot being reset) and ``"reset_mask"`` (bool ``(N,)``: reset only
@@ -102,6 +106,9 @@ class TokenGenVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         format_prompt: Callable[[str], str] | None = None,
         copy: bool = True,
+        interaction=None,
+        max_turns: int = 1,
+        max_episode_tokens: int | None = None,
     ):
         check_lengths(max_new_tokens, max_prompt_tokens)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
@@ -132,6 +139,12 @@ class TokenGenVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.single_observation_space = observation_space(vocab, self.width)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.interaction = interaction
+        if interaction is not None:  # multi-turn episodes: see textrl.envs.multiturn
+            multiturn.setup_env(self, interaction=interaction, max_turns=max_turns,
+                                max_episode_tokens=max_episode_tokens, vocab=vocab)
+            self._amask = torch.zeros((num_envs, self.width + 1), dtype=torch.int8, device=self.device)
+            self._episodes = [None] * num_envs
 
         n, dev = num_envs, self.device
         # one scratch column past the observation width (see ``step``)
@@ -199,6 +212,8 @@ class TokenGenVectorEnv(VectorEnv):
             actions = actions.long()
         if actions.numel() != self.num_envs:
             raise TextRLError(f"step(actions): got {actions.numel()} actions; expected {self.num_envs}")
+        if self.interaction is not None:
+            return multiturn.vector_step(self, actions)
         flat = actions if actions.dim() == 1 else actions.reshape(-1)
         active = self._active
         bad = (flat.clamp(0, self.single_action_space.n - 1) != flat) & active
@@ -283,6 +298,8 @@ class TokenGenVectorEnv(VectorEnv):
             idx = torch.tensor(slots, device=self.device)
             self._next_col[idx] = self.max_prompt_tokens
             self._active[idx] = True
+        if self.interaction is not None:
+            multiturn.start_slots(self, slots, self._encode)
 
     def _encode(self, prompt: str) -> list[int]:
         ids = self._prompt_ids.get(prompt)
@@ -324,6 +341,10 @@ class TokenGenVectorEnv(VectorEnv):
         return info
 
     def _obs(self) -> dict[str, torch.Tensor]:
+        if self.interaction is not None:
+            obs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                   "action_mask": self._amask[:, :self.width]}
+            return obs if not self.copy else {k: v.clone() for k, v in obs.items()}
         if not self.copy:
             return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
         return {"input_ids": self.input_ids.clone(), "attention_mask": self.attention_mask.clone()}

@@ -80,3 +80,28 @@ class KVCacheDecoder:
         self.cache = out.past_key_values
         self.next_position = self.next_position + active
         return out.logits[:, -1], out.values
+
+    def extend(self, tokens: torch.Tensor, new_mask: torch.Tensor):
+        """Feed a ragged block of new tokens per slot in one forward (multi-turn episodes: a slot's
+        sampled token followed by the env tokens appended after it, other slots their one token).
+
+        Args:
+            tokens: ``(N, K)`` long, each slot's new tokens left-aligned (anything after them).
+            new_mask: ``(N, K)`` bool or long, 1 on each slot's real new tokens (a prefix of the
+                row; an all-zero row for a slot whose episode has ended).
+
+        Returns:
+            ``(logits, values)`` at each slot's last real new token: ``FloatTensor[N, V]`` and
+            ``FloatTensor[N, 1]``. Positions continue from each slot's count of real tokens, so the
+            result equals a teacher-forced pass over the whole sequence.
+        """
+        new_mask = new_mask.long()
+        self.mask = torch.cat([self.mask, new_mask], dim=1)
+        positions = self.next_position + (new_mask.cumsum(1) - 1).clamp(min=0)
+        out = self.policy(tokens, self.mask, positions, past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        counts = new_mask.sum(1, keepdim=True)
+        self.next_position = self.next_position + counts
+        last = (counts - 1).clamp(min=0)
+        logits = out.logits.gather(1, last[:, :, None].expand(-1, -1, out.logits.shape[-1]))[:, 0]
+        return logits, out.values.gather(1, last)

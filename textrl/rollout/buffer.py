@@ -33,6 +33,11 @@ class RolloutBatch:
         reward_components: ``{name: FloatTensor[B]}``, a composite reward's component scores
             (empty for a single reward model).
         reward_details: B dicts explaining each score (an RBRM's rules), or ``None``.
+        action_mask: ``FloatTensor[B, T]`` for multi-turn episodes (an env with an interaction):
+            1.0 on the tokens the policy sampled, 0.0 on env tokens and padding; ``response_mask``
+            is then the same tensor, so every log-prob, value, KL, entropy and loss covers actions
+            only, and ``rewards`` holds each turn's reward on its last action token (the final one
+            plus the reward model's score). ``None`` for single-turn episodes.
     """
 
     input_ids: torch.Tensor
@@ -51,6 +56,7 @@ class RolloutBatch:
     samples_per_prompt: int = 1
     reward_components: dict[str, torch.Tensor] = field(default_factory=dict)
     reward_details: list[dict] | None = None
+    action_mask: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:

@@ -105,6 +105,10 @@ class RolloutCollector:
         Args:
             prompts: optional list of ``env.num_envs`` prompts; default: the env draws them.
         """
+        if getattr(self.env, "interaction", None) is not None:  # multi-turn: see textrl.rollout.multiturn
+            from textrl.rollout.multiturn import collect_multiturn
+
+            return collect_multiturn(self, prompts)
         env, P, n, T = self.env, self.env.max_prompt_tokens, self.env.num_envs, self.env.max_new_tokens
         vocab = int(env.single_action_space.n)
         options = {"prompts": prompts} if prompts is not None else {"group_size": self.samples_per_prompt}

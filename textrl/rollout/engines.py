@@ -137,6 +137,11 @@ class EagerEngine:
         masked out) and draw the next."""
         return self._draw(*self.decoder.step(tokens, active))
 
+    def extend(self, tokens: torch.Tensor, new_mask: torch.Tensor) -> Draw:
+        """Feed a ragged ``(N, K)`` block (``new_mask`` 1 on each slot's new tokens, left-aligned; see
+        :meth:`KVCacheDecoder.extend`) and draw the next token from each slot's last new token."""
+        return self._draw(*self.decoder.extend(tokens, new_mask))
+
     def _draw(self, logits: torch.Tensor, values: torch.Tensor) -> Draw:
         if logits.shape[-1] != self.vocab_size:
             logits = logits[:, :self.vocab_size]

@@ -78,22 +78,42 @@ def sampling_config(cfg) -> SamplingConfig:
     return SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
 
 
-def make_env(cfg, tokenizer, prompts: list[str], reward_model, num_envs: int, device) -> TokenGenVectorEnv:
+def make_env(cfg, tokenizer, prompts: list[str], reward_model, num_envs: int, device,
+             interaction=None) -> TokenGenVectorEnv:
     """The vector env of ``env.*`` over ``prompts``, in the ``DISABLED`` autoreset mode a collector
-    needs, returning views of its buffers (the collector copies once per batch)."""
+    needs, returning views of its buffers (the collector copies once per batch); with an
+    ``interaction`` (:func:`build_interaction`) its episodes are multi-turn (``env.max_turns``,
+    ``env.max_episode_tokens``)."""
+    multiturn = {} if interaction is None else dict(interaction=interaction, max_turns=cfg.env.max_turns,
+                                                    max_episode_tokens=cfg.env.max_episode_tokens)
     return TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=num_envs,
                              max_new_tokens=cfg.env.max_new_tokens, max_prompt_tokens=cfg.env.max_prompt_tokens,
                              prompt_truncation=cfg.env.prompt_truncation, stop_on_eos=cfg.env.stop_on_eos,
                              device=device, autoreset_mode="disabled", format_prompt=prompt_formatter(cfg, tokenizer),
-                             copy=False)
+                             copy=False, **multiturn)
+
+
+def build_interaction(cfg, registry):
+    """The interaction ``interaction=<name>`` selects (``None`` without one: single-turn episodes).
+
+    Raises:
+        TextRLError: an unknown interaction or parameter (see :func:`textrl.config.build_plugin`).
+    """
+    node = cfg.get("interaction")
+    if node is None:
+        return None
+    return build_plugin("interaction", OmegaConf.to_container(node, resolve=True), registry.interactions)
 
 
 def make_collector(cfg, env: TokenGenVectorEnv, policy, reference, seed: int,
                    samples_per_prompt: int = 1, chunk_size: int | None = None) -> RolloutCollector:
     """A collector with ``rollout.*``'s sampling distribution and decode engine; ``chunk_size``
     rows per π_ref pass (``algo.micro_batch_size``)."""
+    engine = cfg.rollout.engine
+    if getattr(env, "interaction", None) is not None and engine == "auto":
+        engine = "eager"  # multi-turn rollouts extend the KV cache with the eager engine
     return RolloutCollector(env, policy, reference, sampling_config(cfg), seed=seed,
-                            samples_per_prompt=samples_per_prompt, engine=cfg.rollout.engine, chunk_size=chunk_size)
+                            samples_per_prompt=samples_per_prompt, engine=engine, chunk_size=chunk_size)
 
 
 @dataclass
@@ -120,6 +140,9 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
       prompts (``data.eval_prompts``, else the training prompts) cut to ``eval.num_prompts``, and
       an env with one slot per prompt.
 
+    With ``interaction=<name>`` the env is multi-turn; an interaction with its own ``prompts``
+    (``dialogue``) supplies the prompts instead of ``data.*`` (eval: the first ``eval.num_prompts``).
+
     Raises:
         TextRLError: whatever loading the parts raises (see their docstrings).
     """
@@ -142,5 +165,10 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
         prompts = eval_prompts(cfg, tokenizer)
         num_envs = len(prompts)
     reward_model = build_reward(cfg, registry, device)
-    env = make_env(cfg, tokenizer, prompts, reward_model, num_envs, device)
+    interaction = build_interaction(cfg, registry)
+    if interaction is not None and getattr(interaction, "prompts", None):
+        # e.g. dialogue: the conversations it replays (eval: the first ones, one slot each)
+        prompts = list(interaction.prompts) if stage == "rl" else list(interaction.prompts)[:num_envs]
+        num_envs = num_envs if stage == "rl" else len(prompts)
+    env = make_env(cfg, tokenizer, prompts, reward_model, num_envs, device, interaction)
     return RolloutParts(tokenizer, policy, reference, reward_model, prompts, env)

@@ -1,0 +1,124 @@
+"""Rollouts of multi-turn episodes (a :class:`~textrl.envs.token_vector_env.TokenGenVectorEnv`
+with an interaction): the tokens the env appends go into the KV cache, never recomputing the prefix.
+
+Each step draws one token per slot (the eager engine) and steps the env. On a step where some
+slots' turns ended and the interaction appended tokens (``info["env_tokens"]``), the next forward
+is one ragged extend over ``(N, 1 + k_max)``: each slot's sampled token, then its env tokens,
+left-aligned and masked (:meth:`~textrl.policies.kv_cache.KVCacheDecoder.extend`); the next draw
+comes from each slot's last real token. Steps without insertions are the single-turn token step.
+
+Each draw's log-probs and value are written at the response column its token went to (the env's
+``lengths`` before the step), and each step's env reward at the same column, so a turn's reward
+sits on its last action token. The batch's ``response_mask`` is the observation's ``action_mask``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from textrl.errors import TextRLError
+from textrl.policies.hf_causal_lm import teacher_forced_logprobs
+from textrl.rollout.buffer import RolloutBatch
+from textrl.rollout.engines import make_engine
+
+
+@torch.no_grad()
+def collect_multiturn(collector, prompts: list[str] | None = None) -> RolloutBatch:
+    """:meth:`RolloutCollector.collect` for an env with an interaction (see the module docstring).
+
+    Raises:
+        TextRLError: ``rollout.engine`` resolves to ``compiled`` (multi-turn rollouts use the eager
+            engine; the compiled engine's static-graph extend is not written yet).
+    """
+    from textrl.rollout.collector import Episodes
+
+    env = collector.env
+    if collector.engine_name != "eager":
+        raise TextRLError(f"rollout.engine: got {collector.engine_name!r} with an interaction; expected eager "
+                          f"(multi-turn rollouts extend the KV cache with the eager engine only)")
+    P, n, T = env.max_prompt_tokens, env.num_envs, env.max_episode_tokens
+    vocab = int(env.single_action_space.n)
+    options = {"prompts": prompts} if prompts is not None else {"group_size": collector.samples_per_prompt}
+    obs, info = env.reset(seed=collector._reset_seed, options=options)
+    collector._reset_seed = None
+    episodes = Episodes(list(info["prompt"]))
+    if collector.engine is None:
+        collector.engine = make_engine("eager", collector.policy, collector.sampling, vocab, collector.generator, n,
+                                       P + T, collector.compile_backend)
+    engine, dev = collector.engine, env.device
+    draw = engine.start(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
+    buffers = {name: torch.zeros(n, T, device=dev) for name in ("logprobs", "kl_logprobs", "values", "rewards")}
+    rows = torch.arange(n, device=dev)
+    active = torch.ones(n, 1, dtype=torch.bool, device=dev)
+    for _ in range(T):
+        col = env.lengths.clamp(max=T - 1)  # the response column this step's token goes to
+        keep = active[:, 0]
+        for name in ("logprobs", "kl_logprobs", "values"):
+            buf = buffers[name]
+            buf[rows, col] = torch.where(keep, getattr(draw, name)[:, 0], buf[rows, col])
+        obs, rewards, terminated, truncated, info = env.step(draw.tokens)
+        buffers["rewards"][rows, col] += torch.where(keep, rewards, 0.0)
+        if "_score" in info:  # some episodes ended on this step
+            active = active & ~(terminated | truncated)[:, None]
+            if episodes.record(info):
+                break
+        if "env_tokens" in info:
+            draw = engine.extend(*ragged_block(draw.tokens, active, info["env_tokens"]))
+        else:
+            draw = engine.advance(draw.tokens, active)
+    return multiturn_batch(collector, obs, buffers, episodes, vocab)
+
+
+def ragged_block(tokens: torch.Tensor, active: torch.Tensor, env_tokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(N, 1 + k_max)`` block of new tokens for :meth:`KVCacheDecoder.extend`.
+
+    Args:
+        tokens: ``(N, 1)`` long, the tokens just sampled.
+        active: ``(N, 1)`` bool, slots whose episode is still running.
+        env_tokens: N entries, each a list of appended ids or ``None``.
+
+    Returns:
+        ``(ids, mask)``, both ``(N, 1 + k_max)`` long: row i is ``[token_i, *env_tokens[i], pad...]``
+        with mask 1 on those (all 0 for an inactive slot).
+    """
+    n, dev = tokens.shape[0], tokens.device
+    width = 1 + max(len(e) for e in env_tokens if e is not None)
+    extra = torch.zeros(n, width - 1, dtype=torch.long)
+    extra_mask = torch.zeros(n, width - 1, dtype=torch.long)
+    for i, e in enumerate(env_tokens):
+        if e is not None:
+            extra[i, :len(e)] = torch.tensor(e, dtype=torch.long)
+            extra_mask[i, :len(e)] = 1
+    ids = torch.cat([tokens, extra.to(dev)], 1)
+    mask = torch.cat([active.long(), extra_mask.to(dev) * active.long()], 1)
+    return ids, mask
+
+
+def multiturn_batch(collector, obs, buffers: dict, episodes, vocab: int) -> RolloutBatch:
+    """The :class:`RolloutBatch` of finished multi-turn episodes: ``[left-padded prompt | policy and
+    env tokens, right-padded]`` with ``action_mask`` = ``response_mask`` from the observation."""
+    env, P = collector.env, collector.env.max_prompt_tokens
+    lengths = obs["attention_mask"][:, P:].sum(1)
+    T = int(lengths.max())
+    prompt_width = int(obs["attention_mask"][:, :P].sum(1).max())
+    cols = slice(P - prompt_width, P + T)
+    input_ids = obs["input_ids"][:, cols].clone()
+    attention_mask = obs["attention_mask"][:, cols].long()
+    action_mask = obs["action_mask"][:, P:P + T].float()
+    logprobs, kl_logprobs, values, rewards = (buffers[k][:, :T] * action_mask
+                                              for k in ("logprobs", "kl_logprobs", "values", "rewards"))
+    if collector.reference is None:
+        ref_logprobs = kl_logprobs.clone()
+    else:
+        ref_logprobs = teacher_forced_logprobs(collector.reference, input_ids, attention_mask, T, vocab,
+                                               collector.sampling.untruncated(), collector.chunk_size) * action_mask
+    return RolloutBatch(
+        input_ids=input_ids, attention_mask=attention_mask, response_mask=action_mask,
+        logprobs=logprobs, ref_logprobs=ref_logprobs, kl_logprobs=kl_logprobs, values=values, rewards=rewards,
+        scores=torch.as_tensor(episodes.scores, device=env.device), prompts=episodes.prompts,
+        responses=episodes.responses, sampling=collector.sampling, vocab_size=vocab,
+        samples_per_prompt=collector.samples_per_prompt,
+        reward_components={k: torch.as_tensor(v, device=env.device) for k, v in episodes.components.items()},
+        reward_details=episodes.details if any(d is not None for d in episodes.details) else None,
+        action_mask=action_mask,
+    )
