@@ -59,5 +59,5 @@ def test_compiled_engine_draws_what_the_eager_engine_draws(tokenizer, policy, sa
 def test_engine_names(tokenizer, policy):
     assert resolve_engine("auto", torch.device("cpu")) == "eager"
     assert resolve_engine("auto", torch.device("cuda")) == "compiled"
-    with pytest.raises(TextRLError, match="rollout.engine: got 'fast'; expected one of eager, compiled, auto"):
+    with pytest.raises(TextRLError, match="rollout.engine: got 'fast'; expected one of auto, eager, compiled"):
         collector(tokenizer, policy, SamplingConfig(), "fast")

@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from textrl.config.choices import PROMPT_FORMATS
 from textrl.errors import TextRLError
 
 HUMAN = "\n\nHuman:"
@@ -54,7 +55,6 @@ class Ranking:
     ranks: tuple[int, ...]
 
 
-PROMPT_FORMATS = ("none", "auto", "chat", "plain")
 
 
 def format_prompt(tokenizer, prompt: str, prompt_format: str = "auto") -> str:

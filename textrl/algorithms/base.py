@@ -34,7 +34,8 @@ from typing import Any
 
 import torch
 
-from textrl.algorithms.kl import KLConfig, episode_kl, kl_penalty, make_kl_controller
+from textrl.algorithms.kl import episode_kl, kl_penalty, make_kl_controller
+from textrl.config.schema import KLConfig, LoopConfig, field_checks
 from textrl.distributed import mean_across_processes, single_process
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.rollout.buffer import RolloutBatch
@@ -48,6 +49,9 @@ EPISODE_METRICS = {
     "episode/length": "mean response length, tokens",
 }
 """Metrics every :meth:`Algorithm.update` returns, with their units."""
+
+LOOP = LoopConfig()
+"""The loop hyperparameters' defaults (:class:`~textrl.config.schema.LoopConfig`)."""
 
 
 def make_adamw(params, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
@@ -114,16 +118,19 @@ class Algorithm(ABC):
     A subclass calls ``super().__init__(...)`` with the loop's hyperparameters and implements
     :meth:`prepare` and :meth:`loss`; see the module docstring for the contract.
 
-    Args:
+    Args (keyword-only; the loop's hyperparameters, defaults from
+    :class:`~textrl.config.schema.LoopConfig`, the one place they are defined; a subclass declares
+    only its own parameters and passes ``**loop`` on, restating one of these only where its
+    default differs, as GRPO does for ``kl``):
         lr: AdamW learning rate (> 0).
-        kl: β settings (a :class:`~textrl.algorithms.kl.KLConfig` or its dict): the KL
+        kl: β settings (a :class:`~textrl.config.schema.KLConfig` or its dict): the KL
             coefficient of the penalty to π_ref, its controller and the per-token estimator.
         epochs: passes over each rollout batch (≥ 1).
         minibatch_size: episodes per optimizer step (≥ 1; must divide the batch).
         micro_batch_size: episodes per forward/backward pass (gradient accumulation inside a
             minibatch); ``None`` = the whole minibatch in one pass.
         max_grad_norm: clip the global gradient norm to this (``None`` = no clipping).
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay (≥ 0).
 
     Attributes:
         uses_value_head: whether the algorithm trains the value head (the critic); when False
@@ -138,8 +145,7 @@ class Algorithm(ABC):
         accelerator: the run's ``accelerate.Accelerator``, or ``None`` in one process.
 
     Raises:
-        TextRLError: a non-positive lr, epochs, minibatch or micro-batch size (naming the
-            ``algo.`` key).
+        TextRLError: a setting outside its range (the schema's check, naming the ``algo.`` key).
     """
 
     uses_value_head: bool = True
@@ -149,12 +155,14 @@ class Algorithm(ABC):
     micro_batch_size: int | None = None
     accelerator = None
 
-    def __init__(self, lr: float, kl, epochs: int, minibatch_size: int, micro_batch_size: int | None = None,
-                 max_grad_norm: float | None = 1.0, weight_decay: float = 0.0):
-        for name, value in (("algo.lr", lr), ("algo.epochs", epochs), ("algo.minibatch_size", minibatch_size),
-                            ("algo.micro_batch_size", 1 if micro_batch_size is None else micro_batch_size)):
-            if not value > 0:
-                raise TextRLError(f"{name}: got {value}; expected a positive number")
+    def __init__(self, *, lr: float = LOOP.lr, kl: KLConfig | dict = LOOP.kl, epochs: int = LOOP.epochs,
+                 minibatch_size: int = LOOP.minibatch_size, micro_batch_size: int | None = LOOP.micro_batch_size,
+                 max_grad_norm: float | None = LOOP.max_grad_norm, weight_decay: float = LOOP.weight_decay):
+        settings = {"lr": lr, "epochs": epochs, "minibatch_size": minibatch_size, "micro_batch_size": micro_batch_size,
+                    "max_grad_norm": max_grad_norm, "weight_decay": weight_decay}
+        for key, check in field_checks(LoopConfig):
+            if key in settings:  # kl.* are checked by the β controller (make_kl_controller)
+                check(f"algo.{key}", settings[key])
         self.lr, self.epochs, self.weight_decay = lr, epochs, weight_decay
         self.minibatch_size, self.micro_batch_size, self.max_grad_norm = minibatch_size, micro_batch_size, max_grad_norm
         self.kl_controller = make_kl_controller(kl)

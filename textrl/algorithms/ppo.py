@@ -14,9 +14,10 @@ import torch
 
 from textrl.algorithms.advantages import gae, masked_mean, masked_whiten
 from textrl.algorithms.base import Algorithm, SetupContext
-from textrl.algorithms.kl import KLConfig, kl_shaped_rewards
+from textrl.algorithms.kl import kl_shaped_rewards
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
 from textrl.config import number, one_of
+from textrl.config.choices import VALUE_INITS
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import entropy_from_logits, token_logprobs, warp_logits
@@ -26,30 +27,23 @@ from textrl.rollout.buffer import RolloutBatch
 class PPO(Algorithm):
     """Proximal policy optimisation with a KL-penalised reward, a value head and GAE.
 
-    Args:
-        lr: AdamW learning rate.
-        kl: :class:`KLConfig` (β init, adaptive, target, horizon, estimator).
+    Args (keyword-only; plus the loop's ``lr``, ``kl``, ``epochs``, ``minibatch_size``,
+    ``micro_batch_size``, ``max_grad_norm``, ``weight_decay``: see :class:`~textrl.Algorithm`):
         gamma: discount γ.
         lam: GAE λ.
         clip_range: policy ratio clip ε.
         clip_range_value: value clip ε_v (``None`` = unclipped).
         vf_coef: value-loss weight.
         ent_coef: entropy-bonus weight.
-        epochs: passes over each rollout batch.
-        minibatch_size: episodes per gradient step; must divide ``rollout.batch_size``.
-        micro_batch_size: episodes per forward/backward pass inside a minibatch (gradient
-            accumulation; ``None`` = the whole minibatch).
-        max_grad_norm: gradient-norm clip (``None`` = off).
         whiten_advantages: normalise advantages over the batch.
-        weight_decay: AdamW weight decay.
         value_init: ``zeros`` (value head starts at 0) or ``reward_model``: copy the (normalised)
             score head of a ``reward=learned`` model into the value head (InstructGPT initialises
             the value function from the RM; here the head, since the trunk is the policy's).
 
     Minibatch shuffling draws from a generator seeded from torch's global seed (``seed``).
 
-    Settings are range-checked at startup (``algo.lr`` etc. by :data:`textrl.config.CHECKS`, the
-    rest by :attr:`config_checks`).
+    Settings are range-checked at startup (the loop's by the schema,
+    :class:`~textrl.config.schema.LoopConfig`; the rest by :attr:`config_checks`).
 
     Raises:
         TextRLError: a minibatch size that does not divide the batch; :class:`~textrl.errors.NonFiniteError` for a NaN/inf advantage,
@@ -58,14 +52,12 @@ class PPO(Algorithm):
 
     config_checks = {"gamma": number(ge=0, le=1), "lam": number(ge=0, le=1), "clip_range": number(gt=0),
                      "clip_range_value": number(gt=0, optional=True), "vf_coef": number(ge=0),
-                     "ent_coef": number(ge=0), "value_init": one_of("zeros", "reward_model")}
+                     "ent_coef": number(ge=0), "value_init": one_of(*VALUE_INITS)}
 
-    def __init__(self, lr: float = 8.0e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
-                 clip_range: float = 0.2, clip_range_value: float | None = 0.2, vf_coef: float = 0.1,
-                 ent_coef: float = 0.0, epochs: int = 1, minibatch_size: int = 16, max_grad_norm: float | None = 1.0,
-                 whiten_advantages: bool = True, weight_decay: float = 0.0, value_init: str = "zeros",
-                 micro_batch_size: int | None = None):
-        super().__init__(lr, kl, epochs, minibatch_size, micro_batch_size, max_grad_norm, weight_decay)
+    def __init__(self, *, gamma: float = 1.0, lam: float = 0.95, clip_range: float = 0.2,
+                 clip_range_value: float | None = 0.2, vf_coef: float = 0.1, ent_coef: float = 0.0,
+                 whiten_advantages: bool = True, value_init: str = "zeros", **loop):
+        super().__init__(**loop)
         self.gamma, self.lam = gamma, lam
         self.clip_range, self.clip_range_value = clip_range, clip_range_value
         self.vf_coef, self.ent_coef = vf_coef, ent_coef

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from textrl.config.choices import POLICY_DTYPES
 from textrl.errors import TextRLError
 from textrl.policies.lora import LoraSettings, add_lora, base_model_of, is_adapter_dir, load_adapters
 from textrl.policies.sampling import token_logprobs
@@ -23,8 +24,8 @@ from textrl.policies.value_head import ValueHead
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {name: getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(name, name))
+          for name in POLICY_DTYPES}
 PAD_TOKEN = "<|pad|>"
 VALUE_HEAD_FILE = "value_head.safetensors"
 

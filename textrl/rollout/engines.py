@@ -26,12 +26,13 @@ from typing import NamedTuple
 
 import torch
 
+from textrl.config.choices import ROLLOUT_ENGINES
 from textrl.errors import TextRLError
 from textrl.policies.hf_causal_lm import PolicyWithValueHead
 from textrl.policies.kv_cache import KVCacheDecoder, compact_left
 from textrl.policies.sampling import SamplingConfig, draw_tokens, sampling_logprobs
 
-ENGINES = ("eager", "compiled", "auto")
+ENGINES = ROLLOUT_ENGINES
 
 
 class Draw(NamedTuple):

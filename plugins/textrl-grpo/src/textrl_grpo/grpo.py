@@ -71,16 +71,13 @@ class GRPO(textrl.Algorithm):
     group advantages (:meth:`prepare`) and the minibatch loss (:meth:`loss`); textrl's loop does
     the rest (epochs, shuffled minibatches, micro-batches, clipping, finite checks, metrics).
 
-    Args:
-        lr: AdamW learning rate.
-        kl: β settings (``kl.init`` is β; adaptive control as in PPO is optional).
+    Args (keyword-only; plus the loop's ``lr``, ``epochs``, ``minibatch_size``,
+    ``micro_batch_size``, ``max_grad_norm``, ``weight_decay`` inherited from :class:`textrl.Algorithm`):
+        kl: β settings (``kl.init`` is β; adaptive control as in PPO is optional); restated here
+            because GRPO's default estimator is k3.
         group_size: responses per prompt G (the collector runs each prompt G times per batch).
         clip_range: ratio clip ε.
-        epochs: passes over each batch.
-        minibatch_size: episodes per gradient step (a divisor of the batch size).
-        max_grad_norm: gradient-norm clip (``None`` = off).
         scale_rewards: divide by the group's std (GRPO); ``False`` gives Dr. GRPO-style centring.
-        micro_batch_size: episodes per forward/backward pass (``None`` = the whole minibatch).
 
     Raises:
         textrl.TextRLError: ``group_size`` < 2, or as :class:`textrl.Algorithm`.
@@ -89,10 +86,9 @@ class GRPO(textrl.Algorithm):
     uses_value_head = False
     config_checks = {"group_size": textrl.integer(ge=2), "clip_range": textrl.number(gt=0)}
 
-    def __init__(self, lr: float = 8.0e-5, kl: KLConfig = KLConfig(estimator="k3"), group_size: int = 4,
-                 clip_range: float = 0.2, epochs: int = 1, minibatch_size: int = 16, max_grad_norm: float | None = 1.0,
-                 scale_rewards: bool = True, micro_batch_size: int | None = None):
-        super().__init__(lr, kl, epochs, minibatch_size, micro_batch_size, max_grad_norm)
+    def __init__(self, *, kl: KLConfig = KLConfig(estimator="k3"), group_size: int = 4, clip_range: float = 0.2,
+                 scale_rewards: bool = True, **loop):
+        super().__init__(kl=kl, **loop)
         self.group_size, self.clip_range, self.scale_rewards = group_size, clip_range, scale_rewards
         self.samples_per_prompt = group_size
 
