@@ -22,7 +22,7 @@ is off); each minibatch is split into chunks of ``micro_batch_size`` episodes wh
 as the whole minibatch up to float rounding, for a fraction of its activation memory), then
 the gradient norm is clipped and checked, and the optimizer takes one step. Metrics stay on the
 device (float64 sums) and are read back once per update. A subclass supplies only what differs:
-:meth:`prepare`, :meth:`loss` and, if it has any, per-step terms (:meth:`step_losses`) and
+:meth:`prepare`, :meth:`loss` (whose forward pass is :meth:`Algorithm.response_logprobs`) and, if it has any, per-step terms (:meth:`step_losses`) and
 per-batch metrics (:meth:`batch_metrics`).
 """
 
@@ -38,6 +38,8 @@ from textrl.algorithms.kl import episode_kl, kl_penalty, make_kl_controller
 from textrl.config.schema import KLConfig, LoopConfig, field_checks
 from textrl.distributed import mean_across_processes, single_process
 from textrl.errors import NonFiniteError, TextRLError
+from textrl.policies.hf_causal_lm import response_outputs
+from textrl.policies.sampling import token_logprobs
 from textrl.rollout.buffer import RolloutBatch
 
 EPISODE_METRICS = {
@@ -110,6 +112,36 @@ class SetupContext:
     reward_model: Any = None
     tokenizer: Any = None
     accelerator: Any = None
+
+
+class ResponseLogprobs:
+    """One teacher-forced forward pass of the policy over a batch's responses (what
+    :meth:`Algorithm.response_logprobs` returns), with gradients.
+
+    Attributes:
+        logits: ``(B, T, V)`` logits predicting response token t, cut to the action space
+            (``batch.vocab_size``), the policy's dtype.
+        values: ``(B, T)`` V(s_t) from the value head.
+        sampled: ``(B, T)`` float32 log π(a_t|s_t) under the rollout's sampling distribution
+            (temperature, top-k, top-p: ``batch.sampling``), for the importance ratio.
+    """
+
+    def __init__(self, logits: torch.Tensor, values: torch.Tensor, batch: RolloutBatch):
+        self.logits, self.values = logits, values
+        self._tokens, self._sampling = batch.response_ids, batch.sampling
+        self.sampled = token_logprobs(logits, batch.response_ids, batch.sampling)
+        self._untruncated: torch.Tensor | None = None
+
+    @property
+    def untruncated(self) -> torch.Tensor:
+        """``(B, T)`` float32 log π(a_t|s_t) under the temperature-scaled, *untruncated*
+        distribution (for a KL term; computed on first use from the same logits, and the same
+        tensor as :attr:`sampled` when nothing truncates)."""
+        if not self._sampling.truncates:
+            return self.sampled
+        if self._untruncated is None:
+            self._untruncated = token_logprobs(self.logits, self._tokens, self._sampling.untruncated())
+        return self._untruncated
 
 
 class Algorithm(ABC):
@@ -224,6 +256,21 @@ class Algorithm(ABC):
         """``(episodes per optimizer step, episodes per forward/backward pass)``."""
         step = self.minibatch_size
         return step, min(self.micro_batch_size or step, step)
+
+    def response_logprobs(self, batch: RolloutBatch) -> ResponseLogprobs:
+        """The policy's teacher-forced log-probs (and logits, values) of ``batch``'s responses, in
+        one forward pass through the prepared model (``self.model``: with several processes the
+        DDP/DeepSpeed wrapper, whose call is what all-reduces the gradients; a pass through
+        ``self.policy`` would silently skip that). Call this in :meth:`loss`.
+
+        Args:
+            batch: a minibatch (or micro-batch) of the rollout.
+
+        Returns:
+            a :class:`ResponseLogprobs` (``.sampled``, ``.untruncated``, ``.logits``, ``.values``).
+        """
+        logits, values = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
+        return ResponseLogprobs(logits[..., :batch.vocab_size], values, batch)
 
     # ---- the loop -----------------------------------------------------------------------------
 

@@ -19,8 +19,7 @@ from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_
 from textrl.config import number, one_of
 from textrl.config.choices import VALUE_INITS
 from textrl.errors import TextRLError
-from textrl.policies.hf_causal_lm import response_outputs
-from textrl.policies.sampling import entropy_from_logits, token_logprobs, warp_logits
+from textrl.policies.sampling import entropy_from_logits, warp_logits
 from textrl.rollout.buffer import RolloutBatch
 
 
@@ -106,10 +105,9 @@ class PPO(Algorithm):
         clipped surrogate + ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy, each a
         mean over the minibatch's response tokens."""
         mask = batch.response_mask
-        logits, values = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
-        logits = logits[..., :batch.vocab_size]
-        logprobs = token_logprobs(logits, batch.response_ids, batch.sampling)
-        pg = ppo_policy_loss(logprobs, batch.logprobs, prepared["advantages"], mask, self.clip_range)
+        out = self.response_logprobs(batch)
+        logits, values = out.logits, out.values
+        pg = ppo_policy_loss(out.sampled, batch.logprobs, prepared["advantages"], mask, self.clip_range)
         vf = value_loss(values, batch.values, prepared["returns"], mask, self.clip_range_value)
         entropy = masked_mean(entropy_from_logits(warp_logits(logits.detach() if self.ent_coef == 0 else logits,
                                                               batch.sampling)), mask)

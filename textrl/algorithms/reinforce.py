@@ -25,8 +25,6 @@ from textrl.algorithms.kl import kl_penalty
 from textrl.config import number, one_of
 from textrl.config.choices import REINFORCE_BASELINES
 from textrl.errors import TextRLError
-from textrl.policies.hf_causal_lm import response_outputs
-from textrl.policies.sampling import token_logprobs
 from textrl.rollout.buffer import RolloutBatch
 
 BASELINES = REINFORCE_BASELINES
@@ -118,9 +116,7 @@ class Reinforce(Algorithm):
 
     def loss(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``loss/total`` = ``loss/policy``, the REINFORCE loss (mean over episodes)."""
-        logits, _ = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
-        logprobs = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, batch.sampling)
-        loss = reinforce_loss(logprobs, batch.response_mask, prepared["advantages"])
+        loss = reinforce_loss(self.response_logprobs(batch).sampled, batch.response_mask, prepared["advantages"])
         return {"loss/total": loss, "loss/policy": loss.detach()}
 
     def batch_metrics(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

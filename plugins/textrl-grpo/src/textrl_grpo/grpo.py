@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 import textrl
-from textrl import KLConfig, episode_kl, kl_penalty, masked_mean, ppo_policy_loss, response_outputs, token_logprobs
+from textrl import KLConfig, episode_kl, kl_penalty, masked_mean, ppo_policy_loss
 
 
 def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
@@ -97,14 +97,11 @@ class GRPO(textrl.Algorithm):
         return {"advantages": group_advantages(batch.scores, self.group_size, self.scale_rewards)}
 
     def loss(self, batch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """:func:`grpo_loss` on a minibatch (one teacher-forced forward pass of the policy)."""
-        logits, _ = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
-        logits = logits[..., :batch.vocab_size]
-        logprobs = token_logprobs(logits, batch.response_ids, batch.sampling)
-        kl_logprobs = (token_logprobs(logits, batch.response_ids, batch.sampling.untruncated())
-                       if batch.sampling.truncates else logprobs)
-        terms = grpo_loss(logprobs, batch.logprobs, batch.ref_logprobs, prepared["advantages"], batch.response_mask,
-                          self.clip_range, self.kl_coef, kl_logprobs, self.kl_estimator)
+        """:func:`grpo_loss` on a minibatch (one teacher-forced forward pass of the policy,
+        :meth:`textrl.Algorithm.response_logprobs`)."""
+        out = self.response_logprobs(batch)
+        terms = grpo_loss(out.sampled, batch.logprobs, batch.ref_logprobs, prepared["advantages"], batch.response_mask,
+                          self.clip_range, self.kl_coef, out.untruncated, self.kl_estimator)
         return {"loss/total": terms["loss"], "loss/policy": terms["policy"], "loss/kl": terms["kl"],
                 "policy/clipfrac": terms["clipfrac"]}
 
