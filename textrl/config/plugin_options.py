@@ -6,7 +6,8 @@ A factory's parameters are its signature's, and for a class whose ``__init__`` p
 declares only its own parameters and inherits the loop's
 (:class:`~textrl.config.schema.LoopConfig`, through :class:`textrl.algorithms.base.Algorithm`).
 
-Reserved keys under ``reward.`` and ``algo.`` (not passed to the factory): ``name``.
+Reserved keys under ``reward.`` and ``algo.`` (not passed to the factory): ``name``. Parameters
+textrl passes itself (not config keys): :data:`INJECTED_KEYS`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from textrl.errors import TextRLError
 
 RESERVED_KEYS = ("name",)
 
+INJECTED_KEYS = ("rewards",)
+"""Factory parameters textrl supplies itself, never config keys: ``rewards``, the reward-model
+table (name → factory), for a reward factory that builds other reward models
+(``reward=composite``)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class FactoryParameters:
@@ -38,11 +44,13 @@ class FactoryParameters:
             default).
         hints: resolved annotations by parameter name (missing where none resolve).
         takes_any: the chain ends in ``**kwargs`` that go nowhere in particular (any key accepted).
+        injected: the :data:`INJECTED_KEYS` it takes (supplied by :func:`build_plugin`).
     """
 
     parameters: tuple[inspect.Parameter, ...]
     hints: dict[str, Any]
     takes_any: bool
+    injected: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -71,6 +79,7 @@ def factory_parameters(factory) -> FactoryParameters:
         if not chain:
             chain = [factory]
     declared: list[tuple[list[inspect.Parameter], dict[str, Any]]] = []  # most derived first
+    injected: set[str] = set()
     takes_any = False
     for function in chain:
         try:
@@ -79,7 +88,9 @@ def factory_parameters(factory) -> FactoryParameters:
             takes_any = True
             break
         declared.append(([p for p in signature.parameters.values()
-                          if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"], _hints(function)))
+                          if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"
+                          and p.name not in INJECTED_KEYS], _hints(function)))
+        injected.update(name for name in signature.parameters if name in INJECTED_KEYS)
         takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
         if not takes_any:
             break
@@ -90,7 +101,7 @@ def factory_parameters(factory) -> FactoryParameters:
             params[p.name] = p
             if p.name in own_hints:
                 hints[p.name] = own_hints[p.name]
-    return FactoryParameters(tuple(params.values()), hints, takes_any)
+    return FactoryParameters(tuple(params.values()), hints, takes_any, tuple(sorted(injected)))
 
 
 def _omegaconf_type(hint: Any) -> Any:
@@ -195,7 +206,8 @@ def check_plugin_overrides(overrides: list[str], registry, defaults: dict[str, s
 
 
 def build_plugin(kind: str, node, table: dict):
-    """Call the factory named ``node.name`` with the node's other keys.
+    """Call the factory named ``node.name`` with the node's other keys (and, for a reward factory
+    that takes ``rewards``, ``table`` as that: see :data:`INJECTED_KEYS`).
 
     Raises:
         TextRLError: unknown name (valid ones listed), an unknown parameter (accepted ones
@@ -213,4 +225,6 @@ def build_plugin(kind: str, node, table: dict):
     if missing:
         raise TextRLError(f"{kind}.{missing[0]}: required by {kind}={name} but not set; expected "
                           f"{kind}.{missing[0]}=<value>")
+    if "rewards" in accepted.injected and kind.split(".")[0] == "reward":
+        kwargs["rewards"] = table
     return factory(**kwargs)

@@ -15,6 +15,21 @@ HEADLINE = ("objective/score", "objective/rlhf_reward", "objective/kl", "kl/beta
 MODEL_KEY = {"rm": "rm.model"}  # the model a stage starts from; policy.model for the others
 
 
+def format_table(result: dict) -> str:
+    """The eval result (``eval.json``'s dict: ``policy``/``reference`` means, medians and lengths,
+    ``win_rate``, ``kl`` in nats) as a small Markdown table."""
+    p, r = result["policy"], result["reference"]
+    return "\n".join([
+        f"| {result['prompts']} held-out prompts | policy | reference |",
+        "| --- | --- | --- |",
+        f"| mean reward | {p['mean_reward']:.3f} | {r['mean_reward']:.3f} |",
+        f"| median reward | {p['median_reward']:.3f} | {r['median_reward']:.3f} |",
+        f"| mean length (tokens) | {p['mean_length']:.1f} | {r['mean_length']:.1f} |",
+        f"| win rate vs reference | {result['win_rate']:.3f} | — |",
+        f"| KL(policy ‖ reference), nats | {result['kl']:.3f} | 0 |",
+    ])
+
+
 def summary_text(stage: str, summary: dict) -> str:
     """The closing console text of ``stage`` from its summary dict."""
     if stage == "rl":
@@ -23,8 +38,6 @@ def summary_text(stage: str, summary: dict) -> str:
         return (f"textrl sft: eval loss {summary['eval_loss_before']:.3f} -> {summary['eval_loss_after']:.3f} "
                 f"over {summary['steps']} steps; model in {summary['model_dir']}")
     if stage == "eval":
-        from textrl.stages.evaluate import format_table
-
         return format_table(summary)
     return f"textrl {stage}: " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list)))
 

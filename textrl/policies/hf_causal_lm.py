@@ -45,7 +45,13 @@ def split_model_path(model: str, gguf_file: str | None) -> tuple[str, str | None
     return model, gguf_file
 
 
-def _check_location(model: str, gguf_file: str | None) -> None:
+def check_model_location(model: str, gguf_file: str | None) -> None:
+    """Fail early, in one line, on a local model path that is not a directory, or a GGUF file
+    inside it that is missing or lacks the GGUF magic bytes (a hub id passes untouched).
+
+    Raises:
+        TextRLError: naming ``policy.model`` or ``policy.gguf_file``.
+    """
     looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.path.exists(model)
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
         raise TextRLError(f"policy.model: directory {model!r} does not exist; expected a hub id, a local "
@@ -59,7 +65,8 @@ def _check_location(model: str, gguf_file: str | None) -> None:
                 raise TextRLError(f"policy.gguf_file: {path!r} is not a GGUF file (no GGUF magic bytes); expected a .gguf model file")
 
 
-def _one_line(e: Exception) -> str:
+def one_line(e: Exception) -> str:
+    """The first line of ``e``'s message (its type's name when the message is empty)."""
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
 
@@ -78,12 +85,12 @@ def load_tokenizer(model: str, gguf_file: str | None = None):
     from transformers import AutoTokenizer
 
     model, gguf_file = split_model_path(model, gguf_file)
-    _check_location(model, gguf_file)
+    check_model_location(model, gguf_file)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         tok = AutoTokenizer.from_pretrained(os.path.expanduser(model), **kwargs)
     except (OSError, ValueError, RuntimeError) as e:
-        raise TextRLError(f"policy.model: cannot load a tokenizer from {model!r} ({_one_line(e)})") from None
+        raise TextRLError(f"policy.model: cannot load a tokenizer from {model!r} ({one_line(e)})") from None
     if tok.pad_token_id is None:
         tok.add_special_tokens({"pad_token": PAD_TOKEN})
         log.info("tokenizer of %s had no pad token; added %s (id %d)", model, PAD_TOKEN, tok.pad_token_id)
@@ -118,7 +125,7 @@ def load_causal_lm(model: str, gguf_file: str | None = None, dtype: str = "float
         base = load_causal_lm(*base_model_of(model), dtype, tokenizer, dropout, device)
         return load_adapters(base, model, trainable=False).merge_and_unload()
     model, gguf_file = split_model_path(model, gguf_file)
-    _check_location(model, gguf_file)
+    check_model_location(model, gguf_file)
     path = os.path.expanduser(model)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
@@ -129,7 +136,7 @@ def load_causal_lm(model: str, gguf_file: str | None = None, dtype: str = "float
                     setattr(config, key, dropout)
         lm = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=DTYPES[dtype], **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise TextRLError(f"policy.model: cannot load a causal LM from {model!r} ({_one_line(e)})") from None
+        raise TextRLError(f"policy.model: cannot load a causal LM from {model!r} ({one_line(e)})") from None
     if gguf_file:
         clear_gguf_quantizer(lm)
     if tokenizer is not None and len(tokenizer) > lm.get_input_embeddings().weight.shape[0]:

@@ -84,17 +84,3 @@ def eval_metrics(result: dict, prefix: str = "eval") -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[f"{prefix}/{key}"] = float(value)
     return metrics
-
-
-def format_table(result: dict) -> str:
-    """The eval result as a small Markdown table."""
-    p, r = result["policy"], result["reference"]
-    return "\n".join([
-        f"| {result['prompts']} held-out prompts | policy | reference |",
-        "| --- | --- | --- |",
-        f"| mean reward | {p['mean_reward']:.3f} | {r['mean_reward']:.3f} |",
-        f"| median reward | {p['median_reward']:.3f} | {r['median_reward']:.3f} |",
-        f"| mean length (tokens) | {p['mean_length']:.1f} | {r['mean_length']:.1f} |",
-        f"| win rate vs reference | {result['win_rate']:.3f} | — |",
-        f"| KL(policy ‖ reference), nats | {result['kl']:.3f} | 0 |",
-    ])
