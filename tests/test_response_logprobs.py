@@ -52,7 +52,7 @@ def test_log_probs_match_the_rollout_under_truncation(tokenizer, policy):
     mask = batch.response_mask.bool()
     assert out.logits.shape[-1] == batch.vocab_size and out.values.shape == batch.values.shape
     torch.testing.assert_close(out.sampled[mask], batch.logprobs[mask], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out.untruncated[mask], batch.kl_logprobs[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.untruncated[mask], batch.untruncated_logprobs[mask], atol=1e-5, rtol=1e-5)
     assert not torch.equal(out.sampled[mask], out.untruncated[mask])  # top-k renormalises the sampled one
     assert out.sampled.requires_grad and out.untruncated.requires_grad
 

@@ -38,19 +38,14 @@ from textrl.algorithms.kl import episode_kl, kl_penalty, make_kl_controller
 from textrl.config.schema import KLConfig, LoopConfig, field_checks
 from textrl.distributed import mean_across_processes, single_process
 from textrl.errors import NonFiniteError, TextRLError
-from textrl.policies.hf_causal_lm import response_outputs
+from textrl.metrics import EPISODE_METRIC_NAMES, describe
+from textrl.policies.policy import response_outputs
 from textrl.policies.sampling import token_logprobs
 from textrl.rollout.buffer import RolloutBatch
 
-EPISODE_METRICS = {
-    "objective/kl": "mean KL(π‖π_ref) per episode, nats (k1 summed over the response's tokens, from the "
-                    "untruncated log-probs)",
-    "objective/score": "mean reward-model score r_RM(x, y) per episode",
-    "objective/rlhf_reward": "mean KL-shaped return r_RM − β·Σ_t KL_t per episode (KL_t by algo.kl.estimator)",
-    "kl/beta": "the KL coefficient β used in this update (before the controller's step)",
-    "episode/length": "mean response length, tokens",
-}
-"""Metrics every :meth:`Algorithm.update` returns, with their units."""
+EPISODE_METRICS = {name: describe(name) for name in EPISODE_METRIC_NAMES}
+"""Metrics every :meth:`Algorithm.update` returns, with their meaning and unit (from
+:data:`textrl.metrics.METRICS`)."""
 
 LOOP = LoopConfig()
 """The loop hyperparameters' defaults (:class:`~textrl.config.schema.LoopConfig`)."""
@@ -301,10 +296,11 @@ class Algorithm(ABC):
                     sums[k] = sums[k] + v if k in sums else v
                 steps += 1
         mask = batch.response_mask
-        penalty = kl_penalty(batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_estimator).sum(1)
+        penalty = kl_penalty(batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_estimator).sum(1)
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update({
-            "objective/kl": episode_kl(batch.kl_logprobs, batch.ref_logprobs, mask).mean(),  # k1, whatever the penalty
+            # k1, whatever the penalty's estimator
+            "objective/kl": episode_kl(batch.untruncated_logprobs, batch.ref_logprobs, mask).mean(),
             "objective/score": batch.scores.mean(),
             "objective/rlhf_reward": (batch.scores - beta * penalty).mean(),
             "episode/length": mask.sum(1).mean(),

@@ -5,7 +5,7 @@ Per-token reward (Ziegler et al. 2019; Stiennon et al. 2020; InstructGPT eq. 2):
 sampled token (:func:`kl_penalty`; k1 = ``log π(a_t|s_t) − log π_ref(a_t|s_t)`` by default).
 
 Both log-probs are those of the temperature-scaled, *untruncated* distributions (the rollout's
-``kl_logprobs`` and ``ref_logprobs``), never the top-k/top-p sampling distribution, so the KL is
+``untruncated_logprobs`` and ``ref_logprobs``), never the top-k/top-p sampling distribution, so the KL is
 exactly 0 when π = π_ref. The logged ``objective/kl`` is always the k1 sum per episode.
 """
 
@@ -71,7 +71,7 @@ def kl_shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs
     Args:
         scores: ``(B,)`` reward-model scores r_RM(x, y).
         logprobs: ``(B, T)`` log π(a_t|s_t) of the sampled tokens (untruncated: the rollout's
-            ``kl_logprobs``).
+            ``untruncated_logprobs``).
         ref_logprobs: ``(B, T)`` log π_ref(a_t|s_t).
         mask: ``(B, T)`` 1.0 on real response tokens (a prefix of each row, ≥ 1 token).
         beta: KL coefficient β ≥ 0.

@@ -91,9 +91,9 @@ class PPO(Algorithm):
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """KL-shaped rewards → GAE: ``{"advantages", "returns"}``, each ``(B, T)`` (advantages
         whitened over the batch with ``whiten_advantages``); the penalty (``algo.kl.estimator``)
-        compares the untruncated ``kl_logprobs`` with ``ref_logprobs``."""
+        compares the untruncated ``untruncated_logprobs`` with ``ref_logprobs``."""
         mask = batch.response_mask
-        rewards, _ = kl_shaped_rewards(batch.scores, batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_coef,
+        rewards, _ = kl_shaped_rewards(batch.scores, batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_coef,
                                        self.kl_estimator)
         advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
         if self.whiten_advantages:

@@ -110,7 +110,7 @@ class Reinforce(Algorithm):
 
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """``{"advantages"}``: ``(B,)`` KL-shaped return minus the baseline."""
-        returns = episode_returns(batch.scores, batch.kl_logprobs, batch.ref_logprobs, batch.response_mask,
+        returns = episode_returns(batch.scores, batch.untruncated_logprobs, batch.ref_logprobs, batch.response_mask,
                                   self.kl_coef, self.kl_estimator)
         return {"advantages": returns - self.baseline_values(returns, batch.samples_per_prompt)}
 

@@ -13,7 +13,7 @@ PROMPT_TRUNCATIONS = ("left", "error")
 """``env.prompt_truncation``: drop a too-long prompt's first tokens, or stop with an error."""
 
 PROMPT_FORMATS = ("none", "auto", "chat", "plain")
-"""``data.prompt_format`` / ``rm.prompt_format``: see :func:`textrl.text_records.format_prompt`."""
+"""``data.prompt_format`` / ``rm.prompt_format``: see :func:`textrl.training_examples.format_prompt`."""
 
 SFT_PROMPT_FORMATS = ("auto", "chat", "plain")
 """``sft.prompt_format``: :data:`PROMPT_FORMATS` without ``none`` (a demonstration has a prompt)."""

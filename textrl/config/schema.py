@@ -77,7 +77,7 @@ class DataConfig:
     ``datasets`` id; ``prefix_tokens`` cuts each text to its first k tokens, ``k`` or a range
     ``[min, max]`` (k drawn per text, seeded; checked by :func:`textrl.envs.prompts.prefix_range`);
     ``prompt_format`` is none (raw text), auto, chat or plain (see
-    :func:`textrl.text_records.format_prompt`); ``eval_prompts`` holds out the last k prompts for
+    :func:`textrl.training_examples.format_prompt`); ``eval_prompts`` holds out the last k prompts for
     stage=eval (not trained on)."""
 
     prompts: str = "builtin"

@@ -1,4 +1,4 @@
-"""Loggers: plugins on the lifecycle hooks (``textrl_on_train_start/update_end/train_end``),
+"""Loggers: plugins on the lifecycle hooks (``textrl_on_stage_start/update_end/train_end``),
 which every stage calls.
 
 ``jsonl`` (metrics.jsonl, samples.jsonl) is always on; ``logger=console|wandb|none`` adds one more.

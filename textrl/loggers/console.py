@@ -12,6 +12,7 @@ HEADLINE = ("objective/score", "objective/rlhf_reward", "objective/kl", "kl/beta
             "perf/tokens_per_s",  # rl
             "train/loss", "train/accuracy", "train/learning_rate", "eval/loss", "eval/accuracy",
             "eval/pairwise_accuracy")  # sft, rm (eval prints its table at the end instead)
+"""The metrics (names in :data:`textrl.metrics.METRICS`) a console line shows when present."""
 MODEL_KEY = {"rm": "rm.model"}  # the model a stage starts from; policy.model for the others
 
 
@@ -49,13 +50,13 @@ class ConsoleLogger:
     stage = "rl"
 
     @hookimpl
-    def textrl_on_train_start(self, cfg, run_dir):
+    def textrl_on_stage_start(self, cfg, run_dir):
         self.stage = cfg.stage
         model = OmegaConf.select(cfg, MODEL_KEY.get(cfg.stage, "policy.model"))
         tqdm.write(f"textrl: stage={cfg.stage} model={model} run_dir={run_dir}")
 
     @hookimpl
-    def textrl_on_update_end(self, update, metrics):
+    def textrl_on_metrics(self, update, metrics):
         parts = [f"{'eval_' if k.startswith('eval/') else ''}{k.split('/')[-1]} {metrics[k]:.4g}"
                  for k in HEADLINE if metrics.get(k) is not None]
         if parts:
@@ -63,5 +64,5 @@ class ConsoleLogger:
             tqdm.write(f"{label} {update:>4} | " + " | ".join(parts))
 
     @hookimpl
-    def textrl_on_train_end(self, summary):
+    def textrl_on_stage_end(self, summary):
         tqdm.write(summary_text(self.stage, summary))

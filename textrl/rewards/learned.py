@@ -16,9 +16,9 @@ import torch
 
 from textrl.devices import resolve_device
 from textrl.errors import TextRLError
-from textrl.policies.hf_causal_lm import check_model_location, clear_gguf_quantizer, load_tokenizer, one_line, \
+from textrl.policies.loading import check_model_location, clear_gguf_quantizer, load_tokenizer, one_line, \
     split_model_path
-from textrl.records import format_prompt
+from textrl.training_examples import format_prompt
 
 NORMALIZATION_FILE = "textrl_reward.json"
 
@@ -78,7 +78,7 @@ class RewardScorer:
             classifier inputs keep their start, or with ``head_tokens=k`` the first k and the
             last ``max_length − k`` tokens (head+tail, Sun et al. 2019).
         prompt_format: how the prompt is written before the response (see
-            :func:`textrl.records.format_prompt`).
+            :func:`textrl.training_examples.format_prompt`).
     """
 
     def __init__(self, model, tokenizer, max_length: int = 256, prompt_format: str = "plain",

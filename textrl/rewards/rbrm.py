@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from textrl.errors import TextRLError
-from textrl.records import read_rows
+from textrl.training_examples import read_rows
 from textrl.rewards.base import RewardOutput
 
 TOP_KEYS = ("prompt_categories", "response_classes", "rewards")

@@ -20,11 +20,10 @@ class RolloutBatch:
         logprobs: ``FloatTensor[B, T]`` log-probabilities of the sampled tokens under the
             distribution they were sampled from (after temperature/top-k/top-p), 0 on padding.
         ref_logprobs: ``FloatTensor[B, T]`` log π_ref of the same tokens (temperature only).
-        kl_logprobs: ``FloatTensor[B, T]`` log π of the same tokens under the policy's
+        untruncated_logprobs: ``FloatTensor[B, T]`` log π of the same tokens under the policy's
             temperature-scaled, untruncated distribution, 0 on padding: with ``ref_logprobs``, the
             KL penalty's two sides (equal to ``logprobs`` when nothing truncates).
         values: ``FloatTensor[B, T]`` V(s_t) from the value head, 0 on padding.
-        rewards: ``FloatTensor[B, T]`` the env's rewards: 0 except the score on the last token.
         scores: ``FloatTensor[B]`` reward-model scores r_RM(x, y).
         prompts, responses: the texts, B of each.
         sampling: how the tokens were sampled (PPO recomputes logprobs the same way).
@@ -40,9 +39,8 @@ class RolloutBatch:
     response_mask: torch.Tensor
     logprobs: torch.Tensor
     ref_logprobs: torch.Tensor
-    kl_logprobs: torch.Tensor
+    untruncated_logprobs: torch.Tensor
     values: torch.Tensor
-    rewards: torch.Tensor
     scores: torch.Tensor
     prompts: list[str]
     responses: list[str]

@@ -21,7 +21,7 @@ import torch
 
 from textrl.algorithms.kl import episode_kl
 from textrl.io import append_jsonl, atomic_write_json, atomic_write_text, jsonl_line
-from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.policies.policy import PolicyWithValueHead
 from textrl.report import EVAL_REWARDS, write_eval_report
 from textrl.stages.build import build_rollout_parts, make_collector
 
@@ -35,7 +35,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         TextRLError: whatever building the parts raises (see :mod:`textrl.stages.build`).
     """
     hook = registry.manager.hook
-    hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
+    hook.textrl_on_stage_start(cfg=cfg, run_dir=run_dir)
     parts = build_rollout_parts(cfg, registry, device, "eval")
     prompts, reference_lm = parts.prompts, parts.reference
     ours = make_collector(cfg, parts.env, parts.policy, reference_lm, seed=cfg.seed).collect(prompts=prompts)
@@ -49,7 +49,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         "reference": {"mean_reward": float(theirs.scores.mean()), "median_reward": median(theirs.scores),
                       "mean_length": float(theirs.response_mask.sum(1).mean())},
         "win_rate": float(wins.mean()),
-        "kl": float(episode_kl(ours.kl_logprobs, ours.ref_logprobs, ours.response_mask).mean()),
+        "kl": float(episode_kl(ours.untruncated_logprobs, ours.ref_logprobs, ours.response_mask).mean()),
         "policy_model": cfg.policy.model, "reference_model": cfg.eval.reference,
     }
     atomic_write_json(os.path.join(run_dir, "eval.json"), result)
@@ -61,8 +61,8 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         jsonl_line({"prompt": p, "policy_reward": float(a), "reference_reward": float(b)})
         for p, a, b in zip(prompts, ours.scores.tolist(), theirs.scores.tolist())))
     write_eval_report(run_dir)  # before the loggers' end: wandb logs it
-    hook.textrl_on_update_end(update=0, metrics=eval_metrics(result), samples=[])
-    hook.textrl_on_train_end(summary=result)
+    hook.textrl_on_metrics(update=0, metrics=eval_metrics(result), samples=[])
+    hook.textrl_on_stage_end(summary=result)
     return result
 
 

@@ -43,7 +43,7 @@ def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, 
 
 
 def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range: float, beta: float,
-              kl_logprobs=None, estimator: str = "k3"):
+              untruncated_logprobs=None, estimator: str = "k3"):
     """GRPO loss terms on token tensors ``(B, T)`` with per-episode ``advantages`` ``(B,)``.
 
     Args:
@@ -54,7 +54,7 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range
         mask: ``(B, T)`` 1.0 on real tokens.
         clip_range: ε > 0.
         beta: KL coefficient β.
-        kl_logprobs: ``(B, T)`` current log π, temperature-scaled and untruncated (with grad), for
+        untruncated_logprobs: ``(B, T)`` current log π, temperature-scaled and untruncated (with grad), for
             the KL term; ``None`` uses ``logprobs`` (right when nothing truncates).
         estimator: ``k1`` | ``k2`` | ``k3`` (:func:`textrl.kl_penalty`).
 
@@ -62,7 +62,8 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range
     ``kl`` (mean per-token KL estimate), ``clipfrac``.
     """
     pg = ppo_policy_loss(logprobs, old_logprobs, advantages[:, None].expand_as(logprobs), mask, clip_range)
-    kl = masked_mean(kl_penalty(logprobs if kl_logprobs is None else kl_logprobs, ref_logprobs, mask, estimator), mask)
+    current = logprobs if untruncated_logprobs is None else untruncated_logprobs
+    kl = masked_mean(kl_penalty(current, ref_logprobs, mask, estimator), mask)
     return {"loss": pg.loss + beta * kl, "policy": pg.loss, "kl": kl, "clipfrac": pg.clipfrac}
 
 
@@ -108,5 +109,5 @@ class GRPO(textrl.Algorithm):
     def batch_metrics(self, batch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``objective/rlhf_reward`` as score − β·(k1 KL per episode): GRPO's KL is in the loss, not
         the reward, so the logged return uses the plain k1 sum whatever ``algo.kl.estimator``."""
-        kl = episode_kl(batch.kl_logprobs, batch.ref_logprobs, batch.response_mask)
+        kl = episode_kl(batch.untruncated_logprobs, batch.ref_logprobs, batch.response_mask)
         return {"objective/rlhf_reward": (batch.scores - self.kl_coef * kl).mean()}

@@ -1,4 +1,5 @@
-"""Training records for the SFT and reward-model stages, from the common public formats.
+"""Training examples for the SFT and reward-model stages (demonstrations, rankings, labelled
+text), read from the common public formats, and the prompt formatting they share.
 
 Demonstrations (``stage=sft``) become :class:`Demonstration` (prompt, response):
 
