@@ -23,8 +23,8 @@ from gymnasium.vector import AutoresetMode
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
 from textrl.policies.policy import PolicyWithValueHead
-from textrl.policies.scoring import teacher_forced_logprobs
 from textrl.policies.sampling import SamplingConfig
+from textrl.policies.scoring import teacher_forced_logprobs
 from textrl.rollout.buffer import RolloutBatch
 from textrl.rollout.engines import make_engine, resolve_engine
 

@@ -30,9 +30,9 @@ from textrl.algorithms.base import make_adamw
 from textrl.algorithms.ranking import ranking_loss, ranking_pairs
 from textrl.errors import TextRLError
 from textrl.io import atomic_save_dir, atomic_write_json
-from textrl.training_examples import read_rows, to_labelled, to_ranking
 from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer, load_sequence_classifier
 from textrl.stages.sft import split_rows
+from textrl.training_examples import read_rows, to_labelled, to_ranking
 
 
 
