@@ -112,9 +112,9 @@ def on_nonfinite(error: NonFiniteError, update: int, cfg, run_dir: str) -> dict:
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     """Run the RL stage; returns the summary dict (also written to ``summary.json``).
 
-    The loggers are registered by :func:`textrl.run.run_stage` (the main process's only when
-    several processes run; see :mod:`textrl.distributed`); the hooks are called on the main
-    process only.
+    The loggers are registered by :func:`textrl.stages.runner.run_logged` (the main process's
+    only when several processes run; see :mod:`textrl.distributed`); the hooks are called on the
+    main process only.
 
     Raises:
         TextRLError: ``rollout.batch_size`` not divisible by the number of processes, and
