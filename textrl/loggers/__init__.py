@@ -1,6 +1,5 @@
 """Loggers: plugins on the lifecycle hooks (``textrl_on_stage_start``, ``textrl_on_metrics``,
-``textrl_on_stage_end``),
-which every stage calls.
+``textrl_on_stage_end``), which every stage calls.
 
 ``jsonl`` (metrics.jsonl, samples.jsonl) is always on; ``logger=console|wandb|none`` adds one more.
 :func:`stage_loggers` builds them for one stage; :func:`textrl.stages.runner.run_logged` registers them.
