@@ -39,7 +39,7 @@ def no_compiler(gm, example_inputs):
 
 def assert_same_rollout(a, b, tol=1e-4):
     assert torch.equal(a.input_ids, b.input_ids) and a.responses == b.responses
-    for name in ("logprobs", "kl_logprobs", "values"):
+    for name in ("logprobs", "untruncated_logprobs", "values"):
         assert (getattr(a, name) - getattr(b, name)).abs().max() <= tol, name
 
 

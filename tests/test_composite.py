@@ -13,6 +13,7 @@ from test_cli import fast, read_jsonl, textrl
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
 from textrl.policies.sampling import SamplingConfig
+from textrl.plugins import load_plugins
 from textrl.rewards import CompositeReward, build_composite
 from textrl.rewards.base import RewardOutput, score_responses
 from textrl.rollout.collector import RolloutCollector
@@ -70,7 +71,7 @@ def test_component_that_raises_is_one_line():
 
 def test_factory_builds_registered_rewards_with_weights():
     reward = build_composite({"sent": {"name": "sentiment", "weight": 2.0}, "rules": {"name": "rbrm", "weight": 0.5}},
-                             device="cpu")
+                             device="cpu", rewards=load_plugins(autoload=False).rewards)
     out = reward.score_with_details(["How do I make a bomb?"], ["I'm sorry, I can't help with that."])
     expected = 2.0 * out.components["sent"] + 0.5 * out.components["rules"]
     assert torch.allclose(out.scores, expected)
@@ -87,7 +88,7 @@ def test_factory_builds_registered_rewards_with_weights():
 ])
 def test_factory_errors_name_the_component(components, message):
     with pytest.raises(TextRLError, match=message):
-        build_composite(components, device="cpu")
+        build_composite(components, device="cpu", rewards=load_plugins(autoload=False).rewards)
 
 
 def test_components_reach_the_rollout_batch_and_samples(tokenizer):

@@ -10,7 +10,6 @@ compared with the config composed with ``reward=learned``.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml

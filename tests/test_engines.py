@@ -41,7 +41,7 @@ def test_compiled_engine_draws_what_the_eager_engine_draws(tokenizer, policy, sa
         a, b = eager.collect(prompts=prompts), compiled.collect(prompts=prompts)
         lengths += b.response_mask.sum(1).tolist()
         assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.response_mask, b.response_mask)
-        for name in ("logprobs", "kl_logprobs", "values", "ref_logprobs"):
+        for name in ("logprobs", "untruncated_logprobs", "values", "ref_logprobs"):
             assert (getattr(a, name) - getattr(b, name)).abs().max() <= 1e-4, (round_, name)
         assert a.responses == b.responses and torch.equal(a.scores, b.scores)
     assert isinstance(eager.engine, EagerEngine) and isinstance(compiled.engine, CompiledEngine)
@@ -59,5 +59,5 @@ def test_compiled_engine_draws_what_the_eager_engine_draws(tokenizer, policy, sa
 def test_engine_names(tokenizer, policy):
     assert resolve_engine("auto", torch.device("cpu")) == "eager"
     assert resolve_engine("auto", torch.device("cuda")) == "compiled"
-    with pytest.raises(TextRLError, match="rollout.engine: got 'fast'; expected one of eager, compiled, auto"):
+    with pytest.raises(TextRLError, match="rollout.engine: got 'fast'; expected one of auto, eager, compiled"):
         collector(tokenizer, policy, SamplingConfig(), "fast")

@@ -25,7 +25,7 @@ from conftest import length_reward, make_policy
 from test_cli import fast, read_jsonl, textrl
 from textrl.devices import resolve_device
 from textrl.policies.lora import LoraSettings, add_lora
-from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.policies.policy import PolicyWithValueHead
 from textrl.rollout.engines import CompiledEngine
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.policies import SamplingConfig, make_reference
@@ -66,7 +66,7 @@ def test_compiled_engine_draws_what_the_eager_engine_draws(tokenizer, lora):
     for _ in range(3):  # the static cache and the CUDA graph are reused batch after batch
         a, b = eager.collect(), compiled.collect()
         assert torch.equal(a.input_ids, b.input_ids)
-        for name in ("logprobs", "kl_logprobs", "values", "ref_logprobs"):
+        for name in ("logprobs", "untruncated_logprobs", "values", "ref_logprobs"):
             assert (getattr(a, name) - getattr(b, name)).abs().max() <= 1e-4, name
         assert b.values.abs().max() > 0
     assert isinstance(compiled.engine, CompiledEngine) and compiled.engine.mask.device.type == "cuda"
@@ -81,7 +81,7 @@ def test_compiled_engine_under_bf16_autocast(tokenizer):
         with torch.autocast("cuda", dtype=torch.bfloat16):
             a, b = eager.collect(), compiled.collect()
         assert torch.equal(a.input_ids, b.input_ids)
-        for name in ("logprobs", "kl_logprobs", "ref_logprobs"):
+        for name in ("logprobs", "untruncated_logprobs", "ref_logprobs"):
             assert (getattr(a, name) - getattr(b, name)).abs().max() <= 4e-3, name
         assert ((a.values - b.values).abs() <= 2 * 2**-7 * (1 + a.values.abs())).all()
     engine = compiled.engine

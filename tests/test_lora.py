@@ -14,9 +14,10 @@ from conftest import ASSETS, length_reward, make_policy
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
 from textrl.policies import LoraSettings, PolicyWithValueHead, make_reference
-from textrl.policies.hf_causal_lm import load_causal_lm, response_logits
+from textrl.policies.loading import load_causal_lm
 from textrl.policies.lora import add_lora
 from textrl.policies.sampling import SamplingConfig
+from textrl.policies.scoring import response_logits
 from textrl.rollout.collector import RolloutCollector
 
 TINYSTORIES = ASSETS / "tinystories-656k"

@@ -494,16 +494,16 @@ def test_sample_tokens_stay_in_kept_set_with_renormalised_logprob():
     n = 4000
     logits = prob_logits().expand(n, 4)
     gen = torch.Generator().manual_seed(1234)
-    tokens, logp, kl_logp = sample_tokens(logits, sampling, generator=gen)
+    tokens, logp, untruncated_logp = sample_tokens(logits, sampling, generator=gen)
     assert tokens.shape == (n,) and tokens.dtype == torch.long
-    assert logp.shape == (n,) and kl_logp.shape == (n,)
+    assert logp.shape == (n,) and untruncated_logp.shape == (n,)
     assert set(tokens.tolist()) == {1, 3}
     # log of the kept probability renormalised over the kept mass 0.5 + 0.3 = 0.8
     expected = {1: math.log(0.5 / 0.8), 3: math.log(0.3 / 0.8)}
     assert_close(logp, torch.tensor([expected[t] for t in tokens.tolist()]), rtol=0, atol=1e-5)
     # the KL side: the same tokens under the untruncated distribution, log 0.5 and log 0.3
     untruncated = {1: math.log(0.5), 3: math.log(0.3)}
-    assert_close(kl_logp, torch.tensor([untruncated[t] for t in tokens.tolist()]), rtol=0, atol=1e-5)
+    assert_close(untruncated_logp, torch.tensor([untruncated[t] for t in tokens.tolist()]), rtol=0, atol=1e-5)
     # frequency of token 1 near 0.625 (std ~0.008 at n=4000; generous bound)
     freq = (tokens == 1).float().mean().item()
     assert abs(freq - 0.625) < 0.05

@@ -86,7 +86,7 @@ def test_rollout_logprobs_and_values_equal_teacher_forced_recompute(rollout, pol
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4
     assert ((batch.attention_mask[:, -batch.response_length:] > 0) & (mask == 0)).any()  # env tokens inside
-    assert (batch.ref_logprobs - batch.kl_logprobs).abs().max() <= 1e-4  # π_ref = π: its own pass agrees
+    assert (batch.ref_logprobs - batch.untruncated_logprobs).abs().max() <= 1e-4  # π_ref = π: its own pass agrees
     # not vacuous: left-padded prompts, env tokens in the middle of rows, insertions of different
     # lengths on one step, and episodes ending after different numbers of turns
     assert (batch.attention_mask[:, 0] == 0).any() and batch.values.abs().max() > 0

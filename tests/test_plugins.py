@@ -129,9 +129,8 @@ def test_builtins_register_through_the_public_hooks():
     assert registry.providers[("algo", "ppo")] == "textrl.algorithms"
     assert isinstance(textrl.hookimpl, pluggy.HookimplMarker)
     hooks = {name for name in dir(registry.manager.hook) if name.startswith("textrl_")}
-    assert hooks == {"textrl_reward_models", "textrl_algorithms", "textrl_interactions", "textrl_on_train_start",
-                     "textrl_on_update_end",
-                     "textrl_on_train_end"}
+    assert hooks == {"textrl_reward_models", "textrl_algorithms", "textrl_interactions", "textrl_on_stage_start",
+                     "textrl_on_metrics", "textrl_on_stage_end"}
 
 
 def test_signature_schema_types_defaults_and_required():
@@ -158,15 +157,15 @@ def test_lifecycle_hooks_are_called_in_order(assets, tmp_path):
 
     class Recorder:
         @textrl.hookimpl
-        def textrl_on_train_start(self, cfg, run_dir):
+        def textrl_on_stage_start(self, cfg, run_dir):
             calls.append(("start", run_dir))
 
         @textrl.hookimpl
-        def textrl_on_update_end(self, update, metrics):
+        def textrl_on_metrics(self, update, metrics):
             calls.append(("update", update, "objective/kl" in metrics))
 
         @textrl.hookimpl
-        def textrl_on_train_end(self, summary):
+        def textrl_on_stage_end(self, summary):
             calls.append(("end", summary["updates"]))
 
     registry = load_plugins(autoload=False)

@@ -10,7 +10,7 @@ import torch
 
 from textrl.errors import TextRLError
 from textrl.policies import PolicyWithValueHead, load_tokenizer
-from textrl.policies.hf_causal_lm import load_causal_lm
+from textrl.policies.loading import load_causal_lm
 
 from conftest import make_policy, make_tokenizer
 

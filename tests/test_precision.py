@@ -20,10 +20,9 @@ import torch
 
 from conftest import compose_config
 from textrl.algorithms.base import Algorithm, SetupContext
-from textrl.policies.hf_causal_lm import PolicyWithValueHead, response_logits
+from textrl.policies.scoring import response_logits
 from textrl.policies.logits import float32_head
 from textrl.policies.sampling import SamplingConfig
-from textrl.precision import autocast
 
 BF16 = torch.autocast("cpu", dtype=torch.bfloat16)
 
@@ -91,7 +90,7 @@ def probe_batch(tokenizer):
     ids = torch.tensor([[2, 5, 6, 7], [2, 8, 9, 10]])
     zeros = torch.zeros(2, 2)
     return RolloutBatch(input_ids=ids, attention_mask=torch.ones_like(ids), response_mask=torch.ones(2, 2),
-                        logprobs=zeros, ref_logprobs=zeros, kl_logprobs=zeros, values=zeros, rewards=zeros,
+                        logprobs=zeros, ref_logprobs=zeros, untruncated_logprobs=zeros, values=zeros,
                         scores=torch.zeros(2), prompts=["a", "b"], responses=["c", "d"], sampling=SamplingConfig(),
                         vocab_size=len(tokenizer))
 

@@ -184,7 +184,7 @@ def test_imdb_sentiment_without_a_classifier_says_how_to_train_one(assets, tmp_p
 
 
 def test_eval_table_shows_mean_and_median_of_both():
-    from textrl.stages.evaluate import format_table
+    from textrl.loggers.console import format_table
 
     result = {"prompts": 3, "win_rate": 0.5, "kl": 1.25,
               "policy": {"mean_reward": 1.0, "median_reward": 2.0, "mean_length": 4.0},

@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from textrl.envs import TokenGenVectorEnv
 from textrl.policies import SamplingConfig, frozen_reference
-from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.lora import LoraSettings, add_lora
 from textrl.rollout.collector import RolloutCollector
 from textrl.rollout.engines import CompiledEngine, EagerEngine
@@ -45,7 +45,7 @@ def collect(collector, precision):
         return collector.collect()
 
 
-def assert_close(a, b, logp_tol, value_tol, names=("logprobs", "kl_logprobs", "ref_logprobs")):
+def assert_close(a, b, logp_tol, value_tol, names=("logprobs", "untruncated_logprobs", "ref_logprobs")):
     assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.response_mask, b.response_mask)
     for name in names:
         assert (getattr(a, name) - getattr(b, name)).abs().max() <= logp_tol, name

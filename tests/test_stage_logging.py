@@ -43,11 +43,11 @@ def test_json_writes_turn_non_finite_numbers_into_null(tmp_path):
 
 def test_fresh_jsonl_logger_drops_an_earlier_runs_records_and_rl_keeps_them(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"update": 1, "old": 1}\n')
-    JsonlLogger(str(tmp_path)).textrl_on_update_end(2, {"x": 1.0}, [])
+    JsonlLogger(str(tmp_path)).textrl_on_metrics(2, {"x": 1.0}, [])
     assert [r["update"] for r in strict_lines(tmp_path / "metrics.jsonl")] == [1, 2]
     cfg = compose_config(["stage=sft", "logger=none"])
     [logger] = stage_loggers(cfg, str(tmp_path))
-    logger.textrl_on_update_end(0, {"eval/loss": 2.0}, [])
+    logger.textrl_on_metrics(0, {"eval/loss": 2.0}, [])
     assert strict_lines(tmp_path / "metrics.jsonl") == [{"update": 0, "eval/loss": 2.0}]
     assert len(stage_loggers(compose_config(["stage=rl", "logger=console"]), str(tmp_path))) == 2
     assert len(strict_lines(tmp_path / "metrics.jsonl")) == 1  # rl resumes: its files are cut by resume()
@@ -90,13 +90,13 @@ def test_rm_fit_reports_the_mean_since_the_last_report():
 # -- console ------------------------------------------------------------------------------
 def test_console_prints_each_stages_records_and_summary(capsys):
     console = ConsoleLogger()
-    console.textrl_on_train_start(compose_config(["stage=rm", "rm.model=some/rm", "logger=console"]), "runs/rm")
-    console.textrl_on_update_end(0, {"eval/loss": 0.69, "eval/pairwise_accuracy": 0.5})
-    console.textrl_on_update_end(4, {"train/loss": 0.5, "train/accuracy": 0.75, "train/learning_rate": 1e-4})
-    console.textrl_on_train_end({"stage": "rm", "train_examples": 40, "eval_before": {"loss": 0.69}})
-    console.textrl_on_train_start(compose_config(["stage=eval", "logger=console"]), "runs/eval")
-    console.textrl_on_update_end(0, {"eval/win_rate": 0.75})  # the table says it once, at the end
-    console.textrl_on_train_end({"prompts": 4, "win_rate": 0.75, "kl": 0.5,
+    console.textrl_on_stage_start(compose_config(["stage=rm", "rm.model=some/rm", "logger=console"]), "runs/rm")
+    console.textrl_on_metrics(0, {"eval/loss": 0.69, "eval/pairwise_accuracy": 0.5})
+    console.textrl_on_metrics(4, {"train/loss": 0.5, "train/accuracy": 0.75, "train/learning_rate": 1e-4})
+    console.textrl_on_stage_end({"stage": "rm", "train_examples": 40, "eval_before": {"loss": 0.69}})
+    console.textrl_on_stage_start(compose_config(["stage=eval", "logger=console"]), "runs/eval")
+    console.textrl_on_metrics(0, {"eval/win_rate": 0.75})  # the table says it once, at the end
+    console.textrl_on_stage_end({"prompts": 4, "win_rate": 0.75, "kl": 0.5,
                                  "policy": {"mean_reward": 1.0, "median_reward": 1.0, "mean_length": 3.0},
                                  "reference": {"mean_reward": 0.5, "median_reward": 0.5, "mean_length": 2.0}})
     lines = capsys.readouterr().out.splitlines()

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from textrl.errors import TextRLError
-from textrl.records import Ranking, format_prompt, read_rows, to_demonstration, to_labelled, to_ranking
 from textrl.rewards.learned import LearnedReward, RewardScorer, load_sequence_classifier
 from textrl.stages.reward_model import ranking_step
 from textrl.stages.sft import IGNORE, encode_demonstration
+from textrl.training_examples import Ranking, format_prompt, read_rows, to_demonstration, to_labelled, to_ranking
 
 from conftest import compose_config, make_policy, make_tokenizer
 from test_cli import read_jsonl, textrl

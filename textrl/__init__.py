@@ -13,27 +13,28 @@ Public API for plugin authors (a plugin imports only these names):
   :func:`kl_shaped_rewards`, :func:`episode_kl`;
 - advantages and losses: :func:`masked_mean`, :func:`masked_var`, :func:`masked_whiten`,
   :func:`gae`, :func:`ppo_policy_loss`, :func:`value_loss`, :func:`check_finite`;
-- the policy's teacher-forced pass: :func:`response_outputs`, :func:`token_logprobs`,
-  :func:`entropy_from_logits`; the optimizer: :func:`make_adamw`.
+- the policy's teacher-forced pass: :meth:`Algorithm.response_logprobs` (through the prepared
+  model) and its :class:`ResponseLogprobs`, :func:`token_logprobs`, :func:`entropy_from_logits`;
+  the optimizer: :func:`make_adamw`.
 """
 
 import textrl.envs  # noqa: F401  (registers textrl/TokenGen-v0)
 from textrl.algorithms.advantages import gae, masked_mean, masked_var, masked_whiten
-from textrl.algorithms.base import EPISODE_METRICS, Algorithm, SetupContext, check_finite, make_adamw
+from textrl.algorithms.base import EPISODE_METRICS, Algorithm, ResponseLogprobs, SetupContext, check_finite, make_adamw
 from textrl.algorithms.kl import KLConfig, episode_kl, kl_penalty, kl_shaped_rewards, make_kl_controller
 from textrl.algorithms.losses import ppo_policy_loss, value_loss
 from textrl.config import Check, integer, number, one_of
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.hookspecs import hookimpl
 from textrl.interactions.base import EpisodeView, Interaction, Reply, Turn, message_ids
-from textrl.policies.hf_causal_lm import response_outputs
 from textrl.policies.sampling import entropy_from_logits, token_logprobs
 from textrl.rewards.base import RewardModel
 from textrl.rollout.buffer import RolloutBatch
 
 __version__ = "0.1.0"
-__all__ = ["EPISODE_METRICS", "Algorithm", "Check", "EpisodeView", "Interaction", "Reply", "Turn", "message_ids", "KLConfig", "NonFiniteError", "RewardModel", "RolloutBatch",
+__all__ = ["EPISODE_METRICS", "Algorithm", "Check", "EpisodeView", "Interaction", "KLConfig", "NonFiniteError", "Reply",
+           "ResponseLogprobs", "RewardModel", "RolloutBatch", "Turn", "message_ids",
            "SetupContext", "TextRLError", "__version__", "check_finite", "entropy_from_logits", "episode_kl", "gae",
            "hookimpl", "integer", "kl_penalty", "kl_shaped_rewards", "make_adamw", "make_kl_controller", "masked_mean",
-           "masked_var", "masked_whiten", "number", "one_of", "ppo_policy_loss", "response_outputs", "token_logprobs",
+           "masked_var", "masked_whiten", "number", "one_of", "ppo_policy_loss", "token_logprobs",
            "value_loss"]

@@ -127,11 +127,11 @@ def check_composition(argv: list[str], registry=None) -> None:
                 run_dir = None
             check_config(cfg, registry)
     except OverrideParseException as e:
-        first, reason = (str(e).splitlines() + [""])[:2]
+        first, reason = (e.message.splitlines() + [""])[:2]  # Hydra's parser error, first two lines
         raise TextRLError(f"{first.replace('Error parsing override ', 'override ')}: cannot parse ({reason}); "
                           f"expected key=value") from None
     except MissingConfigException as e:
-        raise TextRLError(missing_option_message(str(e), argv)) from None
+        raise TextRLError(missing_option_message(e)) from None
     except ConfigCompositionException as e:
         raise TextRLError(override_error_message(e, argv)) from None
     if run_dir is not None:
@@ -162,16 +162,13 @@ def check_writable(run_dir: str) -> None:
                           f"directory") from None
 
 
-def missing_option_message(text: str, argv: list[str]) -> str:
-    """``<group>=<option>: no such option; expected one of [...]`` from Hydra's MissingConfigException."""
-    import re
-
-    match = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
-    options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
-    if not match:
-        return text.splitlines()[0]
-    group, option = match.groups()
-    return f"{group}={option}: no such {group} option; expected one of {options}"
+def missing_option_message(error) -> str:
+    """``<group>=<option>: no such option; expected one of [...]`` from Hydra's
+    ``MissingConfigException`` (its ``missing_cfg_file`` and ``options``)."""
+    group, _, option = (error.missing_cfg_file or "").rpartition("/")
+    if not group or error.options is None:  # not a group option (e.g. the primary config)
+        return str(error).splitlines()[0]
+    return f"{group}={option}: no such {group} option; expected one of {list(error.options)}"
 
 
 def override_error_message(error: Exception, argv: list[str]) -> str:

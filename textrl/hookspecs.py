@@ -50,32 +50,42 @@ def textrl_interactions() -> dict[str, Callable[..., Any]]:
 # -- the lifecycle hooks: every stage (sft, rm, rl, eval) reports through these three ----------
 # One stage runs at a time (stage=instructgpt runs sft, rm, rl, eval one after the other, each
 # in its own sub-folder with its own start/end), so the calls between a start and its end belong
-# to the stage ``cfg.stage`` named at the start. Metric names carry their meaning:
-#   rl:   objective/*, loss/*, policy/*, val/*, kl/*, reward/*, perf/* (see the README)
-#   sft:  train/loss, train/learning_rate, train/grad_norm, train/epoch; eval/loss (held out)
-#   rm:   train/loss, train/accuracy, train/learning_rate, train/epoch; eval/loss and
-#         eval/pairwise_accuracy (ranking) or eval/accuracy (classification)
-#   eval: eval/<the numbers of eval.json>, e.g. eval/win_rate, eval/policy/mean_reward
+# to the stage ``cfg.stage`` named at the start. Metric names, units and meanings:
+# textrl.metrics.METRICS.
 
 
 @hookspec
-def textrl_on_train_start(cfg, run_dir: str) -> None:
-    """Called once when a stage starts, with its resolved config (``cfg.stage`` names the stage:
-    sft, rm, rl or eval) and its run directory."""
+def textrl_on_stage_start(cfg, run_dir: str) -> None:
+    """A stage starts (called once per stage, before its first metrics).
 
-
-@hookspec
-def textrl_on_update_end(update: int, metrics: dict[str, float], samples: list[dict]) -> None:
-    """Called with every scalar-metrics record of the running stage.
-
-    rl: after every update (1-based ``update``), and every ``trainer.sample_every`` updates with
-    a few ``{"prompt", "response", "score"}`` samples (else []). sft and rm: every logging step
-    (``update`` = optimizer steps done; 0 for the held-out evaluation before training), samples
-    []. eval: once, ``update`` 0, the evaluation's numbers, samples []. Metric names: see above.
+    :param cfg: the stage's resolved config (a ``DictConfig`` of the ``TrainConfig`` schema);
+        ``cfg.stage`` names the stage: ``sft``, ``rm``, ``rl`` or ``eval``.
+    :param run_dir: the stage's output directory (``metrics.jsonl`` and the stage's files go there).
     """
 
 
 @hookspec
-def textrl_on_train_end(summary: dict) -> None:
-    """Called once when a stage ends with its summary (what it writes to ``summary.json``, or
-    ``eval.json`` for eval): rl's has first/last mean score, updates and wall time."""
+def textrl_on_metrics(update: int, metrics: dict[str, float], samples: list[dict]) -> None:
+    """A record of scalar metrics of the running stage is ready.
+
+    :param update: the step the record belongs to. rl: the update, 1-based. sft and rm: optimizer
+        steps done (0: the held-out evaluation before training). eval: 0.
+    :param metrics: ``{name: value}``, names and units as :data:`textrl.metrics.METRICS` lists
+        them (rl: ``objective/*``, ``loss/*``, ``policy/*``, ``val/*``, ``kl/beta``,
+        ``reward/<label>``, ``perf/*``; sft/rm: ``train/*``, ``eval/*``; eval: the numbers of
+        ``eval.json`` as ``eval/*``), plus any an algorithm plugin reports.
+    :param samples: rl, every ``trainer.sample_every`` updates: a few
+        ``{"prompt", "response", "score", ...}`` rows; otherwise (and for every other stage) ``[]``.
+
+    An implementation may take only the parameters it uses (``update, metrics``).
+    """
+
+
+@hookspec
+def textrl_on_stage_end(summary: dict) -> None:
+    """A stage ends (called once, after its last metrics).
+
+    :param summary: what the stage writes to ``summary.json`` (``eval.json`` for eval): rl's
+        holds the first and last mean score, the updates done and the wall time in seconds;
+        sft's and rm's their held-out losses and ``model_dir``.
+    """

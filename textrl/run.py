@@ -8,11 +8,13 @@ import random
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 
 from textrl.config import check_config
 from textrl.devices import resolve_device
-from textrl.distributed import launched_rank
 from textrl.errors import TextRLError
+from textrl.plugins import load_plugins
+from textrl.stages import STAGES
 
 
 def seed_everything(seed: int) -> None:
@@ -36,8 +38,6 @@ def run(cfg, run_dir: str | None = None, registry=None) -> dict:
     Raises:
         TextRLError: any bad input (config, data, model, reward model).
     """
-    from textrl.plugins import load_plugins
-
     registry = registry or load_plugins()
     check_config(cfg, registry)
     if run_dir is None:
@@ -53,28 +53,11 @@ def run(cfg, run_dir: str | None = None, registry=None) -> dict:
 
 
 def _hydra_run_dir() -> str | None:
-    from hydra.core.hydra_config import HydraConfig
-
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
 
 
 def run_stage(cfg, registry, run_dir: str, device) -> dict:
-    """Run the one stage ``cfg.stage`` names, its loggers registered as plugins while it runs.
-
-    The loggers (:func:`textrl.loggers.stage_loggers`: metrics.jsonl and ``logger.name``, in
-    ``run_dir``) are registered here for every stage, on the main process only when several
-    run. ``instructgpt`` registers none itself: it calls this for each of its four stages.
-    """
-    from textrl.loggers import stage_loggers
-    from textrl.stages import evaluate, instructgpt, reward_model, rl, sft
-
-    if cfg.stage == "instructgpt":
-        return instructgpt.run_pipeline(cfg, registry, run_dir, device)
-    stage = {"sft": sft.train, "rm": reward_model.train, "rl": rl.train, "eval": evaluate.evaluate}[cfg.stage]
-    loggers = stage_loggers(cfg, run_dir) if launched_rank() == 0 else []
-    names = [registry.manager.register(logger) for logger in loggers]
-    try:
-        return stage(cfg, registry, run_dir, device)
-    finally:
-        for name in names:
-            registry.manager.unregister(name=name)
+    """Run the one stage ``cfg.stage`` names, through the stage table
+    (:data:`textrl.stages.STAGES`: each single stage with its loggers registered as plugins while
+    it runs; ``instructgpt`` runs its four, each with its own)."""
+    return STAGES[cfg.stage](cfg, registry, run_dir, device)

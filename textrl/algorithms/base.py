@@ -22,7 +22,7 @@ is off); each minibatch is split into chunks of ``micro_batch_size`` episodes wh
 as the whole minibatch up to float rounding, for a fraction of its activation memory), then
 the gradient norm is clipped and checked, and the optimizer takes one step. Metrics stay on the
 device (float64 sums) and are read back once per update. A subclass supplies only what differs:
-:meth:`prepare`, :meth:`loss` and, if it has any, per-step terms (:meth:`step_losses`) and
+:meth:`prepare`, :meth:`loss` (whose forward pass is :meth:`Algorithm.response_logprobs`) and, if it has any, per-step terms (:meth:`step_losses`) and
 per-batch metrics (:meth:`batch_metrics`).
 """
 
@@ -34,21 +34,22 @@ from typing import Any
 
 import torch
 
-from textrl.algorithms.kl import KLConfig, episode_kl, kl_penalty, make_kl_controller
+from textrl.algorithms.kl import episode_kl, kl_penalty, make_kl_controller
+from textrl.config.schema import KLConfig, LoopConfig, field_checks
 from textrl.distributed import mean_across_processes, single_process
 from textrl.errors import NonFiniteError, TextRLError
+from textrl.metrics import EPISODE_METRIC_NAMES, describe
+from textrl.policies.policy import response_outputs
+from textrl.policies.sampling import token_logprobs
 from textrl.precision import autocast
 from textrl.rollout.buffer import RolloutBatch
 
-EPISODE_METRICS = {
-    "objective/kl": "mean KL(π‖π_ref) per episode, nats (k1 summed over the response's tokens, from the "
-                    "untruncated log-probs)",
-    "objective/score": "mean reward-model score r_RM(x, y) per episode",
-    "objective/rlhf_reward": "mean KL-shaped return r_RM − β·Σ_t KL_t per episode (KL_t by algo.kl.estimator)",
-    "kl/beta": "the KL coefficient β used in this update (before the controller's step)",
-    "episode/length": "mean response length, tokens",
-}
-"""Metrics every :meth:`Algorithm.update` returns, with their units."""
+EPISODE_METRICS = {name: describe(name) for name in EPISODE_METRIC_NAMES}
+"""Metrics every :meth:`Algorithm.update` returns, with their meaning and unit (from
+:data:`textrl.metrics.METRICS`)."""
+
+LOOP = LoopConfig()
+"""The loop hyperparameters' defaults (:class:`~textrl.config.schema.LoopConfig`)."""
 
 
 def make_adamw(params, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
@@ -112,22 +113,55 @@ class SetupContext:
     precision: str = "fp32"
 
 
+class ResponseLogprobs:
+    """One teacher-forced forward pass of the policy over a batch's responses (what
+    :meth:`Algorithm.response_logprobs` returns), with gradients.
+
+    Attributes:
+        logits: ``(B, T, V)`` logits predicting response token t, cut to the action space
+            (``batch.vocab_size``), the policy's dtype.
+        values: ``(B, T)`` V(s_t) from the value head.
+        sampled: ``(B, T)`` float32 log π(a_t|s_t) under the rollout's sampling distribution
+            (temperature, top-k, top-p: ``batch.sampling``), for the importance ratio.
+    """
+
+    def __init__(self, logits: torch.Tensor, values: torch.Tensor, batch: RolloutBatch):
+        self.logits, self.values = logits, values
+        self._tokens, self._sampling = batch.response_ids, batch.sampling
+        self.sampled = token_logprobs(logits, batch.response_ids, batch.sampling)
+        self._untruncated: torch.Tensor | None = None
+
+    @property
+    def untruncated(self) -> torch.Tensor:
+        """``(B, T)`` float32 log π(a_t|s_t) under the temperature-scaled, *untruncated*
+        distribution (for a KL term; computed on first use from the same logits, and the same
+        tensor as :attr:`sampled` when nothing truncates)."""
+        if not self._sampling.truncates:
+            return self.sampled
+        if self._untruncated is None:
+            self._untruncated = token_logprobs(self.logits, self._tokens, self._sampling.untruncated())
+        return self._untruncated
+
+
 class Algorithm(ABC):
     """An RL update rule (PPO, PPO-ptx, REINFORCE, a plugin's GRPO, ...) on the shared loop.
 
     A subclass calls ``super().__init__(...)`` with the loop's hyperparameters and implements
     :meth:`prepare` and :meth:`loss`; see the module docstring for the contract.
 
-    Args:
+    Args (keyword-only; the loop's hyperparameters, defaults from
+    :class:`~textrl.config.schema.LoopConfig`, the one place they are defined; a subclass declares
+    only its own parameters and passes ``**loop`` on, restating one of these only where its
+    default differs, as GRPO does for ``kl``):
         lr: AdamW learning rate (> 0).
-        kl: β settings (a :class:`~textrl.algorithms.kl.KLConfig` or its dict): the KL
+        kl: β settings (a :class:`~textrl.config.schema.KLConfig` or its dict): the KL
             coefficient of the penalty to π_ref, its controller and the per-token estimator.
         epochs: passes over each rollout batch (≥ 1).
         minibatch_size: episodes per optimizer step (≥ 1; must divide the batch).
         micro_batch_size: episodes per forward/backward pass (gradient accumulation inside a
             minibatch); ``None`` = the whole minibatch in one pass.
         max_grad_norm: clip the global gradient norm to this (``None`` = no clipping).
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay (≥ 0).
 
     Attributes:
         uses_value_head: whether the algorithm trains the value head (the critic); when False
@@ -142,8 +176,7 @@ class Algorithm(ABC):
         accelerator: the run's ``accelerate.Accelerator``, or ``None`` in one process.
 
     Raises:
-        TextRLError: a non-positive lr, epochs, minibatch or micro-batch size (naming the
-            ``algo.`` key).
+        TextRLError: a setting outside its range (the schema's check, naming the ``algo.`` key).
     """
 
     uses_value_head: bool = True
@@ -154,12 +187,14 @@ class Algorithm(ABC):
     accelerator = None
     precision: str = "fp32"
 
-    def __init__(self, lr: float, kl, epochs: int, minibatch_size: int, micro_batch_size: int | None = None,
-                 max_grad_norm: float | None = 1.0, weight_decay: float = 0.0):
-        for name, value in (("algo.lr", lr), ("algo.epochs", epochs), ("algo.minibatch_size", minibatch_size),
-                            ("algo.micro_batch_size", 1 if micro_batch_size is None else micro_batch_size)):
-            if not value > 0:
-                raise TextRLError(f"{name}: got {value}; expected a positive number")
+    def __init__(self, *, lr: float = LOOP.lr, kl: KLConfig | dict = LOOP.kl, epochs: int = LOOP.epochs,
+                 minibatch_size: int = LOOP.minibatch_size, micro_batch_size: int | None = LOOP.micro_batch_size,
+                 max_grad_norm: float | None = LOOP.max_grad_norm, weight_decay: float = LOOP.weight_decay):
+        settings = {"lr": lr, "epochs": epochs, "minibatch_size": minibatch_size, "micro_batch_size": micro_batch_size,
+                    "max_grad_norm": max_grad_norm, "weight_decay": weight_decay}
+        for key, check in field_checks(LoopConfig):
+            if key in settings:  # kl.* are checked by the β controller (make_kl_controller)
+                check(f"algo.{key}", settings[key])
         self.lr, self.epochs, self.weight_decay = lr, epochs, weight_decay
         self.minibatch_size, self.micro_batch_size, self.max_grad_norm = minibatch_size, micro_batch_size, max_grad_norm
         self.kl_controller = make_kl_controller(kl)
@@ -222,6 +257,21 @@ class Algorithm(ABC):
         step = self.minibatch_size
         return step, min(self.micro_batch_size or step, step)
 
+    def response_logprobs(self, batch: RolloutBatch) -> ResponseLogprobs:
+        """The policy's teacher-forced log-probs (and logits, values) of ``batch``'s responses, in
+        one forward pass through the prepared model (``self.model``: with several processes the
+        DDP/DeepSpeed wrapper, whose call is what all-reduces the gradients; a pass through
+        ``self.policy`` would silently skip that). Call this in :meth:`loss`.
+
+        Args:
+            batch: a minibatch (or micro-batch) of the rollout.
+
+        Returns:
+            a :class:`ResponseLogprobs` (``.sampled``, ``.untruncated``, ``.logits``, ``.values``).
+        """
+        logits, values = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
+        return ResponseLogprobs(logits[..., :batch.vocab_size], values, batch)
+
     # ---- the loop -----------------------------------------------------------------------------
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
@@ -251,10 +301,11 @@ class Algorithm(ABC):
                     sums[k] = sums[k] + v if k in sums else v
                 steps += 1
         mask = batch.response_mask
-        penalty = kl_penalty(batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_estimator).sum(1)
+        penalty = kl_penalty(batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_estimator).sum(1)
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update({
-            "objective/kl": episode_kl(batch.kl_logprobs, batch.ref_logprobs, mask).mean(),  # k1, whatever the penalty
+            # k1, whatever the penalty's estimator
+            "objective/kl": episode_kl(batch.untruncated_logprobs, batch.ref_logprobs, mask).mean(),
             "objective/score": batch.scores.mean(),
             "objective/rlhf_reward": (batch.scores - beta * penalty).mean(),
             "episode/length": mask.sum(1).mean(),

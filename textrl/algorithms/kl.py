@@ -5,20 +5,19 @@ Per-token reward (Ziegler et al. 2019; Stiennon et al. 2020; InstructGPT eq. 2):
 sampled token (:func:`kl_penalty`; k1 = ``log π(a_t|s_t) − log π_ref(a_t|s_t)`` by default).
 
 Both log-probs are those of the temperature-scaled, *untruncated* distributions (the rollout's
-``kl_logprobs`` and ``ref_logprobs``), never the top-k/top-p sampling distribution, so the KL is
+``untruncated_logprobs`` and ``ref_logprobs``), never the top-k/top-p sampling distribution, so the KL is
 exactly 0 when π = π_ref. The logged ``objective/kl`` is always the k1 sum per episode.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
+from textrl.config.choices import KL_ESTIMATORS
+from textrl.config.schema import KLConfig
 from textrl.errors import TextRLError
-
-KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
 def check_estimator(estimator: str) -> None:
@@ -72,7 +71,7 @@ def kl_shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs
     Args:
         scores: ``(B,)`` reward-model scores r_RM(x, y).
         logprobs: ``(B, T)`` log π(a_t|s_t) of the sampled tokens (untruncated: the rollout's
-            ``kl_logprobs``).
+            ``untruncated_logprobs``).
         ref_logprobs: ``(B, T)`` log π_ref(a_t|s_t).
         mask: ``(B, T)`` 1.0 on real response tokens (a prefix of each row, ≥ 1 token).
         beta: KL coefficient β ≥ 0.
@@ -93,21 +92,6 @@ def episode_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.T
     """``(B,)`` k1 KL per episode, ``Σ_t log π(a_t|s_t) − log π_ref(a_t|s_t)`` over real tokens
     (nats): the logged ``objective/kl`` and the quantity the adaptive controller steers."""
     return kl_penalty(logprobs, ref_logprobs, mask, "k1").sum(1)
-
-
-@dataclass
-class KLConfig:
-    """``algo.kl.*``, the KL penalty to π_ref: ``init`` β ≥ 0; ``adaptive`` β (Ziegler et al. 2019)
-    steering ``objective/kl`` toward ``target`` (nats per episode, > 0) with gain 1/``horizon``
-    (``horizon`` in updates, > 0; see :class:`~textrl.algorithms.kl.AdaptiveKLController`), or a
-    fixed β with ``adaptive=false``; ``estimator`` of the per-token penalty: ``k1`` (log π − log π_ref,
-    InstructGPT), ``k2`` or ``k3`` (Schulman 2020; see :func:`~textrl.algorithms.kl.kl_penalty`)."""
-
-    init: float = 0.05
-    adaptive: bool = True
-    target: float = 6.0
-    horizon: float = 5.0
-    estimator: str = "k1"
 
 
 def make_kl_controller(kl: "KLConfig | dict") -> "FixedKLController":

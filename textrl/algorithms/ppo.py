@@ -14,43 +14,36 @@ import torch
 
 from textrl.algorithms.advantages import gae, masked_mean, masked_whiten
 from textrl.algorithms.base import Algorithm, SetupContext
-from textrl.algorithms.kl import KLConfig, kl_shaped_rewards
+from textrl.algorithms.kl import kl_shaped_rewards
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
 from textrl.algorithms.multiturn import gae_over_actions, turn_shaped_rewards
 from textrl.config import number, one_of
+from textrl.config.choices import VALUE_INITS
 from textrl.errors import TextRLError
-from textrl.policies.hf_causal_lm import response_outputs
-from textrl.policies.sampling import entropy_from_logits, token_logprobs, warp_logits
+from textrl.policies.sampling import entropy_from_logits, warp_logits
 from textrl.rollout.buffer import RolloutBatch
 
 
 class PPO(Algorithm):
     """Proximal policy optimisation with a KL-penalised reward, a value head and GAE.
 
-    Args:
-        lr: AdamW learning rate.
-        kl: :class:`KLConfig` (β init, adaptive, target, horizon, estimator).
+    Args (keyword-only; plus the loop's ``lr``, ``kl``, ``epochs``, ``minibatch_size``,
+    ``micro_batch_size``, ``max_grad_norm``, ``weight_decay``: see :class:`~textrl.Algorithm`):
         gamma: discount γ.
         lam: GAE λ.
         clip_range: policy ratio clip ε.
         clip_range_value: value clip ε_v (``None`` = unclipped).
         vf_coef: value-loss weight.
         ent_coef: entropy-bonus weight.
-        epochs: passes over each rollout batch.
-        minibatch_size: episodes per gradient step; must divide ``rollout.batch_size``.
-        micro_batch_size: episodes per forward/backward pass inside a minibatch (gradient
-            accumulation; ``None`` = the whole minibatch).
-        max_grad_norm: gradient-norm clip (``None`` = off).
         whiten_advantages: normalise advantages over the batch.
-        weight_decay: AdamW weight decay.
         value_init: ``zeros`` (value head starts at 0) or ``reward_model``: copy the (normalised)
             score head of a ``reward=learned`` model into the value head (InstructGPT initialises
             the value function from the RM; here the head, since the trunk is the policy's).
 
     Minibatch shuffling draws from a generator seeded from torch's global seed (``seed``).
 
-    Settings are range-checked at startup (``algo.lr`` etc. by :data:`textrl.config.CHECKS`, the
-    rest by :attr:`config_checks`).
+    Settings are range-checked at startup (the loop's by the schema,
+    :class:`~textrl.config.schema.LoopConfig`; the rest by :attr:`config_checks`).
 
     Raises:
         TextRLError: a minibatch size that does not divide the batch; :class:`~textrl.errors.NonFiniteError` for a NaN/inf advantage,
@@ -59,14 +52,12 @@ class PPO(Algorithm):
 
     config_checks = {"gamma": number(ge=0, le=1), "lam": number(ge=0, le=1), "clip_range": number(gt=0),
                      "clip_range_value": number(gt=0, optional=True), "vf_coef": number(ge=0),
-                     "ent_coef": number(ge=0), "value_init": one_of("zeros", "reward_model")}
+                     "ent_coef": number(ge=0), "value_init": one_of(*VALUE_INITS)}
 
-    def __init__(self, lr: float = 8.0e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0, lam: float = 0.95,
-                 clip_range: float = 0.2, clip_range_value: float | None = 0.2, vf_coef: float = 0.1,
-                 ent_coef: float = 0.0, epochs: int = 1, minibatch_size: int = 16, max_grad_norm: float | None = 1.0,
-                 whiten_advantages: bool = True, weight_decay: float = 0.0, value_init: str = "zeros",
-                 micro_batch_size: int | None = None):
-        super().__init__(lr, kl, epochs, minibatch_size, micro_batch_size, max_grad_norm, weight_decay)
+    def __init__(self, *, gamma: float = 1.0, lam: float = 0.95, clip_range: float = 0.2,
+                 clip_range_value: float | None = 0.2, vf_coef: float = 0.1, ent_coef: float = 0.0,
+                 whiten_advantages: bool = True, value_init: str = "zeros", **loop):
+        super().__init__(**loop)
         self.gamma, self.lam = gamma, lam
         self.clip_range, self.clip_range_value = clip_range, clip_range_value
         self.vf_coef, self.ent_coef = vf_coef, ent_coef
@@ -101,17 +92,17 @@ class PPO(Algorithm):
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """KL-shaped rewards → GAE: ``{"advantages", "returns"}``, each ``(B, T)`` (advantages
         whitened over the batch with ``whiten_advantages``); the penalty (``algo.kl.estimator``)
-        compares the untruncated ``kl_logprobs`` with ``ref_logprobs``. A multi-turn batch
+        compares the untruncated ``untruncated_logprobs`` with ``ref_logprobs``. A multi-turn batch
         (``action_mask`` set) takes the env's per-turn rewards and runs GAE over the action tokens
         (:mod:`textrl.algorithms.multiturn`)."""
         mask = batch.response_mask
         if getattr(batch, "action_mask", None) is not None:  # multi-turn: see textrl.algorithms.multiturn
-            rewards, _ = turn_shaped_rewards(batch.rewards, batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_coef,
-                                             self.kl_estimator)
+            rewards, _ = turn_shaped_rewards(batch.rewards, batch.untruncated_logprobs, batch.ref_logprobs, mask,
+                                             self.kl_coef, self.kl_estimator)
             advantages, returns = gae_over_actions(rewards, batch.values, mask, self.gamma, self.lam)
         else:
-            rewards, _ = kl_shaped_rewards(batch.scores, batch.kl_logprobs, batch.ref_logprobs, mask, self.kl_coef,
-                                           self.kl_estimator)
+            rewards, _ = kl_shaped_rewards(batch.scores, batch.untruncated_logprobs, batch.ref_logprobs, mask,
+                                           self.kl_coef, self.kl_estimator)
             advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
         if self.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
@@ -122,10 +113,9 @@ class PPO(Algorithm):
         clipped surrogate + ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy, each a
         mean over the minibatch's response tokens."""
         mask = batch.response_mask
-        logits, values = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
-        logits = logits[..., :batch.vocab_size]
-        logprobs = token_logprobs(logits, batch.response_ids, batch.sampling)
-        pg = ppo_policy_loss(logprobs, batch.logprobs, prepared["advantages"], mask, self.clip_range)
+        out = self.response_logprobs(batch)
+        logits, values = out.logits, out.values
+        pg = ppo_policy_loss(out.sampled, batch.logprobs, prepared["advantages"], mask, self.clip_range)
         vf = value_loss(values, batch.values, prepared["returns"], mask, self.clip_range_value)
         entropy = masked_mean(entropy_from_logits(warp_logits(logits.detach() if self.ent_coef == 0 else logits,
                                                               batch.sampling)), mask)

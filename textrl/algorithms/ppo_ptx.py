@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from textrl.algorithms.base import SetupContext
-from textrl.algorithms.kl import KLConfig
 from textrl.algorithms.ppo import PPO
 from textrl.config import integer, number
 from textrl.envs.prompts import load_prompts
@@ -22,12 +21,12 @@ from textrl.policies.logits import lm_forward
 class PPOPtx(PPO):
     """PPO with a pretraining-mix term.
 
-    Args:
+    Args (keyword-only):
         ptx_coef: γ_ptx ≥ 0 (InstructGPT used 27.8 with its own loss scaling).
         ptx_data: pretraining text source (required).
         ptx_batch_size: texts per minibatch.
         ptx_max_length: tokens kept per text.
-        (all PPO arguments)
+        (PPO's parameters and the loop's, passed on as ``**ppo``)
 
     Raises:
         TextRLError: ``ptx_data`` unset, or no tokenizer passed to ``setup`` (``ptx_coef`` and
@@ -37,14 +36,9 @@ class PPOPtx(PPO):
     config_checks = {**PPO.config_checks, "ptx_coef": number(ge=0, expected="γ_ptx >= 0"),
                      "ptx_batch_size": integer(ge=1), "ptx_max_length": integer(ge=2)}
 
-    def __init__(self, ptx_coef: float = 1.0, ptx_data: str = "???", ptx_batch_size: int = 8,
-                 ptx_max_length: int = 128, lr: float = 8.0e-5, kl: KLConfig = KLConfig(), gamma: float = 1.0,
-                 lam: float = 0.95, clip_range: float = 0.2, clip_range_value: float | None = 0.2,
-                 vf_coef: float = 0.1, ent_coef: float = 0.0, epochs: int = 1, minibatch_size: int = 16,
-                 max_grad_norm: float | None = 1.0, whiten_advantages: bool = True, weight_decay: float = 0.0,
-                 value_init: str = "zeros", micro_batch_size: int | None = None):
-        super().__init__(lr, kl, gamma, lam, clip_range, clip_range_value, vf_coef, ent_coef, epochs, minibatch_size,
-                         max_grad_norm, whiten_advantages, weight_decay, value_init, micro_batch_size)
+    def __init__(self, *, ptx_coef: float = 1.0, ptx_data: str = "???", ptx_batch_size: int = 8,
+                 ptx_max_length: int = 128, **ppo):
+        super().__init__(**ppo)
         if not ptx_data or ptx_data == "???":
             raise TextRLError("algo.ptx_data: not set; expected a text/json/jsonl path or a datasets id")
         self.ptx_coef, self.ptx_data = ptx_coef, ptx_data

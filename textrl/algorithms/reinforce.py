@@ -21,14 +21,13 @@ from __future__ import annotations
 import torch
 
 from textrl.algorithms.base import Algorithm
-from textrl.algorithms.kl import KLConfig, kl_penalty
+from textrl.algorithms.kl import kl_penalty
 from textrl.config import number, one_of
+from textrl.config.choices import REINFORCE_BASELINES
 from textrl.errors import TextRLError
-from textrl.policies.hf_causal_lm import response_outputs
-from textrl.policies.sampling import token_logprobs
 from textrl.rollout.buffer import RolloutBatch
 
-BASELINES = ("none", "moving_average", "leave_one_out")
+BASELINES = REINFORCE_BASELINES
 
 
 def episode_returns(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
@@ -68,17 +67,12 @@ def reinforce_loss(logprobs: torch.Tensor, mask: torch.Tensor, advantages: torch
 class Reinforce(Algorithm):
     """REINFORCE with a baseline (see the module docstring).
 
-    Args:
-        lr: AdamW learning rate.
-        kl: β settings (``kl.init``; ``adaptive``, ``estimator`` as in PPO).
+    Args (keyword-only; plus the loop's, see :class:`~textrl.Algorithm`, read here as: ``epochs``
+    gradient steps per batch, 1 being the on-policy estimator, more reusing the batch without
+    importance correction; ``minibatch_size`` episodes per forward pass, gradients accumulating to
+    one step per epoch over the whole batch; ``micro_batch_size`` a smaller forward pass than that):
         baseline: ``none`` | ``moving_average`` | ``leave_one_out``.
         baseline_decay: EMA decay of the moving-average baseline.
-        epochs: gradient steps per batch (1 is the on-policy estimator; more reuse the batch
-            without importance correction).
-        minibatch_size: episodes per forward pass (gradients accumulate to one step per epoch
-            over the whole batch).
-        micro_batch_size: a smaller forward pass than ``minibatch_size`` (``None`` = that).
-        max_grad_norm: gradient-norm clip (``None`` = off).
 
     ``baseline`` and ``baseline_decay`` are checked at startup through :attr:`config_checks`.
 
@@ -92,10 +86,8 @@ class Reinforce(Algorithm):
     loss_average = "episodes"
     config_checks = {"baseline": one_of(*BASELINES), "baseline_decay": number(ge=0, lt=1)}
 
-    def __init__(self, lr: float = 8.0e-5, kl: KLConfig = KLConfig(), baseline: str = "moving_average",
-                 baseline_decay: float = 0.9, epochs: int = 1, minibatch_size: int = 16,
-                 max_grad_norm: float | None = 1.0, micro_batch_size: int | None = None):
-        super().__init__(lr, kl, epochs, minibatch_size, micro_batch_size, max_grad_norm)
+    def __init__(self, *, baseline: str = "moving_average", baseline_decay: float = 0.9, **loop):
+        super().__init__(**loop)
         self.baseline, self.baseline_decay = baseline, baseline_decay
         self.running_return: float | None = None
 
@@ -118,15 +110,13 @@ class Reinforce(Algorithm):
 
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """``{"advantages"}``: ``(B,)`` KL-shaped return minus the baseline."""
-        returns = episode_returns(batch.scores, batch.kl_logprobs, batch.ref_logprobs, batch.response_mask,
+        returns = episode_returns(batch.scores, batch.untruncated_logprobs, batch.ref_logprobs, batch.response_mask,
                                   self.kl_coef, self.kl_estimator)
         return {"advantages": returns - self.baseline_values(returns, batch.samples_per_prompt)}
 
     def loss(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``loss/total`` = ``loss/policy``, the REINFORCE loss (mean over episodes)."""
-        logits, _ = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
-        logprobs = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, batch.sampling)
-        loss = reinforce_loss(logprobs, batch.response_mask, prepared["advantages"])
+        loss = reinforce_loss(self.response_logprobs(batch).sampled, batch.response_mask, prepared["advantages"])
         return {"loss/total": loss, "loss/policy": loss.detach()}
 
     def batch_metrics(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ from importlib import resources
 from typing import Iterable, Sequence
 
 from textrl.errors import TextRLError
-from textrl.records import first_human_turn, read_text
+from textrl.training_examples import first_human_turn, read_text
 
 BUILTIN = "builtin"
 TEXT_FIELDS = ("prompt", "text", "query", "instruction", "review")

@@ -1,8 +1,8 @@
-"""Loggers: plugins on the lifecycle hooks (``textrl_on_train_start/update_end/train_end``),
-which every stage calls.
+"""Loggers: plugins on the lifecycle hooks (``textrl_on_stage_start``, ``textrl_on_metrics``,
+``textrl_on_stage_end``), which every stage calls.
 
 ``jsonl`` (metrics.jsonl, samples.jsonl) is always on; ``logger=console|wandb|none`` adds one more.
-:func:`stage_loggers` builds them for one stage; :func:`textrl.run.run_stage` registers them.
+:func:`stage_loggers` builds them for one stage; :func:`textrl.stages.runner.run_logged` registers them.
 """
 
 from textrl.loggers.console import ConsoleLogger

@@ -12,7 +12,23 @@ HEADLINE = ("objective/score", "objective/rlhf_reward", "objective/kl", "kl/beta
             "perf/tokens_per_s",  # rl
             "train/loss", "train/accuracy", "train/learning_rate", "eval/loss", "eval/accuracy",
             "eval/pairwise_accuracy")  # sft, rm (eval prints its table at the end instead)
+"""The metrics (names in :data:`textrl.metrics.METRICS`) a console line shows when present."""
 MODEL_KEY = {"rm": "rm.model"}  # the model a stage starts from; policy.model for the others
+
+
+def format_table(result: dict) -> str:
+    """The eval result (``eval.json``'s dict: ``policy``/``reference`` means, medians and lengths,
+    ``win_rate``, ``kl`` in nats) as a small Markdown table."""
+    p, r = result["policy"], result["reference"]
+    return "\n".join([
+        f"| {result['prompts']} held-out prompts | policy | reference |",
+        "| --- | --- | --- |",
+        f"| mean reward | {p['mean_reward']:.3f} | {r['mean_reward']:.3f} |",
+        f"| median reward | {p['median_reward']:.3f} | {r['median_reward']:.3f} |",
+        f"| mean length (tokens) | {p['mean_length']:.1f} | {r['mean_length']:.1f} |",
+        f"| win rate vs reference | {result['win_rate']:.3f} | — |",
+        f"| KL(policy ‖ reference), nats | {result['kl']:.3f} | 0 |",
+    ])
 
 
 def summary_text(stage: str, summary: dict) -> str:
@@ -23,8 +39,6 @@ def summary_text(stage: str, summary: dict) -> str:
         return (f"textrl sft: eval loss {summary['eval_loss_before']:.3f} -> {summary['eval_loss_after']:.3f} "
                 f"over {summary['steps']} steps; model in {summary['model_dir']}")
     if stage == "eval":
-        from textrl.stages.evaluate import format_table
-
         return format_table(summary)
     return f"textrl {stage}: " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list)))
 
@@ -36,13 +50,13 @@ class ConsoleLogger:
     stage = "rl"
 
     @hookimpl
-    def textrl_on_train_start(self, cfg, run_dir):
+    def textrl_on_stage_start(self, cfg, run_dir):
         self.stage = cfg.stage
         model = OmegaConf.select(cfg, MODEL_KEY.get(cfg.stage, "policy.model"))
         tqdm.write(f"textrl: stage={cfg.stage} model={model} run_dir={run_dir}")
 
     @hookimpl
-    def textrl_on_update_end(self, update, metrics):
+    def textrl_on_metrics(self, update, metrics):
         parts = [f"{'eval_' if k.startswith('eval/') else ''}{k.split('/')[-1]} {metrics[k]:.4g}"
                  for k in HEADLINE if metrics.get(k) is not None]
         if parts:
@@ -50,5 +64,5 @@ class ConsoleLogger:
             tqdm.write(f"{label} {update:>4} | " + " | ".join(parts))
 
     @hookimpl
-    def textrl_on_train_end(self, summary):
+    def textrl_on_stage_end(self, summary):
         tqdm.write(summary_text(self.stage, summary))

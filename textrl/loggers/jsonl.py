@@ -27,7 +27,7 @@ class JsonlLogger:
                     os.remove(path)
 
     @hookimpl
-    def textrl_on_update_end(self, update, metrics, samples):
+    def textrl_on_metrics(self, update, metrics, samples):
         append_jsonl(self.metrics_path, {"update": update, **metrics})
         for sample in samples:
             append_jsonl(self.samples_path, {"update": update, **sample})

@@ -31,7 +31,7 @@ class WandbLogger:
         self.rows: list[list] = []
 
     @hookimpl
-    def textrl_on_train_start(self, cfg, run_dir):
+    def textrl_on_stage_start(self, cfg, run_dir):
         import wandb
 
         self.wandb = wandb
@@ -42,7 +42,7 @@ class WandbLogger:
                               config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
 
     @hookimpl
-    def textrl_on_update_end(self, update, metrics, samples):
+    def textrl_on_metrics(self, update, metrics, samples):
         self.rows += [[update, s["prompt"], s["response"], s["score"]] for s in samples]
         record = dict(metrics)
         if self.rows and update % self.cfg.table_every == 0:
@@ -50,7 +50,7 @@ class WandbLogger:
         self.run.log(record, step=update)
 
     @hookimpl
-    def textrl_on_train_end(self, summary):
+    def textrl_on_stage_end(self, summary):
         if self.rows:
             self.run.log({"samples": self.wandb.Table(columns=["update", "prompt", "response", "score"],
                                                       data=self.rows)})

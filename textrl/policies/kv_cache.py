@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.policies.policy import PolicyWithValueHead
 
 
 def compact_left(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,28 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from typing import Optional
-
 from torch import nn
 
+from textrl.config.schema import LoraSettings
 from textrl.errors import TextRLError
 from textrl.policies.logits import LMOutput, lm_forward
 
 ADAPTER_CONFIG = "adapter_config.json"
-
-
-@dataclass
-class LoraSettings:
-    """``policy.lora.*``: ``r`` is the adapter rank (0 = no LoRA, full fine-tuning), ``alpha`` the
-    scale numerator (updates are scaled by alpha/r), ``dropout`` on the adapter input, and
-    ``target_modules`` the module names to adapt (``None``: peft's default for the architecture,
-    e.g. ``q_proj``/``v_proj`` for Llama, ``c_attn`` for GPT-2)."""
-
-    r: int = 0
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: Optional[list[str]] = None
 
 
 def add_lora(lm: nn.Module, settings: LoraSettings):

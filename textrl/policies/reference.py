@@ -6,7 +6,7 @@ import copy
 
 from torch import nn
 
-from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.lora import AdapterDisabledReference
 
 

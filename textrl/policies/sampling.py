@@ -88,7 +88,7 @@ def sample_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: tor
         generator: torch RNG on ``logits.device`` (for reproducible rollouts).
 
     Returns:
-        ``(tokens, logprobs, kl_logprobs)``: ``LongTensor[B]``; ``FloatTensor[B]`` the
+        ``(tokens, logprobs, untruncated_logprobs)``: ``LongTensor[B]``; ``FloatTensor[B]`` the
         log-probability of each token under the distribution it was sampled from (for the
         importance ratio); ``FloatTensor[B]`` its log-probability under the temperature-scaled,
         untruncated distribution (for the KL penalty; the same tensor when nothing truncates).
@@ -97,7 +97,7 @@ def sample_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: tor
 
 
 def sampling_logprobs(logits: torch.Tensor, sampling: SamplingConfig):
-    """The deterministic half of :func:`sample_tokens`: ``(logp, kl_logp)``, both
+    """The deterministic half of :func:`sample_tokens`: ``(logp, untruncated_logp)``, both
     ``FloatTensor[B, V]``: ``log_softmax(warp_logits(logits))`` and, when top-k/top-p truncate,
     ``log_softmax`` of the temperature-scaled untruncated logits (else ``None``)."""
     logp = torch.log_softmax(warp_logits(logits, sampling), dim=-1)
@@ -106,19 +106,19 @@ def sampling_logprobs(logits: torch.Tensor, sampling: SamplingConfig):
     return logp, torch.log_softmax(warp_logits(logits, sampling.untruncated()), dim=-1)
 
 
-def draw_tokens(logp: torch.Tensor, kl_logp: torch.Tensor | None, generator: torch.Generator | None = None,
+def draw_tokens(logp: torch.Tensor, untruncated_logp: torch.Tensor | None, generator: torch.Generator | None = None,
                 keepdim: bool = False):
     """The random half of :func:`sample_tokens`: one ``torch.multinomial`` draw per row from
     ``exp(logp)`` (``(B, V)`` float32), and the log-probs of the drawn tokens under ``logp`` and
-    ``kl_logp`` (``None``: the same tensor). Returns ``(tokens, logprobs, kl_logprobs)`` as
+    ``untruncated_logp`` (``None``: the same tensor). Returns ``(tokens, logprobs, untruncated_logprobs)`` as
     :func:`sample_tokens`, each shaped ``(B, 1)`` with ``keepdim`` (no reshapes on a decode path)."""
     tokens = torch.multinomial(logp.exp(), 1, generator=generator)
     sampled = logp.gather(-1, tokens)
-    kl_sampled = sampled if kl_logp is None else kl_logp.gather(-1, tokens)
+    untruncated_sampled = sampled if untruncated_logp is None else untruncated_logp.gather(-1, tokens)
     if keepdim:
-        return tokens, sampled, kl_sampled
+        return tokens, sampled, untruncated_sampled
     sampled = sampled.squeeze(-1)
-    return tokens.squeeze(-1), sampled, sampled if kl_logp is None else kl_sampled.squeeze(-1)
+    return tokens.squeeze(-1), sampled, sampled if untruncated_logp is None else untruncated_sampled.squeeze(-1)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, sampling: SamplingConfig | None = None):

@@ -15,7 +15,7 @@ file; the weighted sum is the score the policy is trained on.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -69,21 +69,23 @@ class CompositeReward:
         return RewardOutput(total, parts, details if any(details) else None)
 
 
-def build_composite(components: dict[str, dict] | None = None, device: str = "auto") -> CompositeReward:
-    """The ``reward=composite`` factory: build each component through the plugin registry.
+def build_composite(components: dict[str, dict] | None = None, device: str = "auto", *,
+                    rewards: Mapping[str, Callable[..., Any]]) -> CompositeReward:
+    """The ``reward=composite`` factory: build each component from the reward-model table.
 
     Args:
         components: ``{label: {"name": <reward plugin>, "weight": w, **its parameters}}``;
             default: VADER sentiment (weight 1.0) + the default RBRM rubric (weight 0.5).
         device: passed to components that take a ``device`` and do not set one.
+        rewards: the reward-model table (name → factory: built-ins and third-party rewards, as
+            ``reward=<name>`` sees them); supplied by :func:`textrl.config.build_plugin`, not a
+            config key (see :data:`textrl.config.plugin_options.INJECTED_KEYS`).
 
     Raises:
         TextRLError: a component that is not a mapping, has no ``name``, names an unknown
             reward (the valid ones listed), or has a bad parameter.
     """
-    from textrl.plugins import load_plugins  # imported here: textrl.plugins imports this package
-
-    table = load_plugins().rewards  # built-ins and third-party rewards, as reward=<name> sees them
+    table = rewards
     built = {}
     for label, node in (DEFAULT_COMPONENTS if components is None else components).items():
         if not isinstance(node, dict) or "name" not in node:

@@ -16,7 +16,9 @@ import torch
 
 from textrl.devices import resolve_device
 from textrl.errors import TextRLError
-from textrl.records import format_prompt
+from textrl.policies.loading import check_model_location, clear_gguf_quantizer, load_tokenizer, one_line, \
+    split_model_path
+from textrl.training_examples import format_prompt
 
 NORMALIZATION_FILE = "textrl_reward.json"
 
@@ -39,11 +41,8 @@ def load_sequence_classifier(model: str, gguf_file: str | None = None, num_label
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from textrl.policies.hf_causal_lm import _check_location, _one_line, clear_gguf_quantizer, load_tokenizer, \
-        split_model_path
-
     model, gguf_file = split_model_path(model, gguf_file)
-    _check_location(model, gguf_file)
+    check_model_location(model, gguf_file)
     tokenizer = load_tokenizer(model, gguf_file)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     if id2label:
@@ -55,7 +54,7 @@ def load_sequence_classifier(model: str, gguf_file: str | None = None, num_label
         clf, info = AutoModelForSequenceClassification.from_pretrained(
             os.path.expanduser(model), num_labels=num_labels, dtype=torch.float32, output_loading_info=True, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise TextRLError(f"{key}: cannot load a sequence classifier from {model!r} ({_one_line(e)})") from None
+        raise TextRLError(f"{key}: cannot load a sequence classifier from {model!r} ({one_line(e)})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = sorted(info.get("missing_keys") or [])
@@ -79,7 +78,7 @@ class RewardScorer:
             classifier inputs keep their start, or with ``head_tokens=k`` the first k and the
             last ``max_length − k`` tokens (head+tail, Sun et al. 2019).
         prompt_format: how the prompt is written before the response (see
-            :func:`textrl.records.format_prompt`).
+            :func:`textrl.training_examples.format_prompt`).
     """
 
     def __init__(self, model, tokenizer, max_length: int = 256, prompt_format: str = "plain",

@@ -38,8 +38,8 @@ import torch
 import yaml
 
 from textrl.errors import TextRLError
-from textrl.records import read_rows
 from textrl.rewards.base import RewardOutput
+from textrl.training_examples import read_rows
 
 TOP_KEYS = ("prompt_categories", "response_classes", "rewards")
 ENTRY_KEYS = ("name", "description", "keywords", "patterns", "default")

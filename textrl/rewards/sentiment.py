@@ -21,6 +21,7 @@ import torch
 from textrl.config import integer, one_of
 from textrl.devices import resolve_device
 from textrl.errors import TextRLError
+from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer
 
 BACKENDS = ("vader", "classifier")
 
@@ -71,8 +72,6 @@ class ClassifierSentiment:
             raise TextRLError(f"reward.model: cannot load a sequence classifier from {model!r} "
                               f"({str(e).splitlines()[0]})") from None
         self.index = self._label_index(positive_label)
-        from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer
-
         settings_path = os.path.join(os.path.expanduser(model), NORMALIZATION_FILE)
         settings = {}
         if os.path.isfile(settings_path):

@@ -20,11 +20,10 @@ class RolloutBatch:
         logprobs: ``FloatTensor[B, T]`` log-probabilities of the sampled tokens under the
             distribution they were sampled from (after temperature/top-k/top-p), 0 on padding.
         ref_logprobs: ``FloatTensor[B, T]`` log π_ref of the same tokens (temperature only).
-        kl_logprobs: ``FloatTensor[B, T]`` log π of the same tokens under the policy's
+        untruncated_logprobs: ``FloatTensor[B, T]`` log π of the same tokens under the policy's
             temperature-scaled, untruncated distribution, 0 on padding: with ``ref_logprobs``, the
             KL penalty's two sides (equal to ``logprobs`` when nothing truncates).
         values: ``FloatTensor[B, T]`` V(s_t) from the value head, 0 on padding.
-        rewards: ``FloatTensor[B, T]`` the env's rewards: 0 except the score on the last token.
         scores: ``FloatTensor[B]`` reward-model scores r_RM(x, y).
         prompts, responses: the texts, B of each.
         sampling: how the tokens were sampled (PPO recomputes logprobs the same way).
@@ -38,6 +37,9 @@ class RolloutBatch:
             is then the same tensor, so every log-prob, value, KL, entropy and loss covers actions
             only, and ``rewards`` holds each turn's reward on its last action token (the final one
             plus the reward model's score). ``None`` for single-turn episodes.
+        rewards: ``FloatTensor[B, T]`` the env's per-token rewards of a multi-turn batch (each
+            turn's reward on its last action token, the reward model's score added on the last);
+            ``None`` for single-turn episodes, whose one reward is ``scores``.
     """
 
     input_ids: torch.Tensor
@@ -45,9 +47,8 @@ class RolloutBatch:
     response_mask: torch.Tensor
     logprobs: torch.Tensor
     ref_logprobs: torch.Tensor
-    kl_logprobs: torch.Tensor
+    untruncated_logprobs: torch.Tensor
     values: torch.Tensor
-    rewards: torch.Tensor
     scores: torch.Tensor
     prompts: list[str]
     responses: list[str]
@@ -57,6 +58,7 @@ class RolloutBatch:
     reward_components: dict[str, torch.Tensor] = field(default_factory=dict)
     reward_details: list[dict] | None = None
     action_mask: torch.Tensor | None = None
+    rewards: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:

@@ -9,8 +9,8 @@ the env's bookkeeping (see ``tests/benchmarks/rollout.py``).
 The collector uses only the env's public contract: the prompts from ``reset``'s info, the
 ``terminated``/``truncated`` flags and, on the steps where episodes end, the ``info`` columns
 (``response``, ``score``, ``reward/<component>``, ``reward_details`` with their ``_key`` masks).
-Each episode's score is read once from that info; the per-token ``rewards`` of the batch are built
-from it once per batch. The response lengths are the response part of the final observation's
+Each episode's score is read once from that info (the env pays it on the episode's last step;
+the algorithms shape per-token rewards from it). The response lengths are the response part of the final observation's
 attention mask. Per token step it keeps the draws in Python lists and stacks them once per batch.
 """
 
@@ -22,8 +22,9 @@ from gymnasium.vector import AutoresetMode
 
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
-from textrl.policies.hf_causal_lm import PolicyWithValueHead, teacher_forced_logprobs
+from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.sampling import SamplingConfig
+from textrl.policies.scoring import teacher_forced_logprobs
 from textrl.rollout.buffer import RolloutBatch
 from textrl.rollout.engines import make_engine, resolve_engine
 from textrl.rollout.precision import autocast_dtype
@@ -147,18 +148,17 @@ class RolloutCollector:
         input_ids = obs["input_ids"][:, cols].clone()  # the env reuses its buffers at the next reset
         attention_mask = obs["attention_mask"][:, cols].long()
         response_mask = (torch.arange(T, device=env.device)[None, :] < lengths[:, None]).float()
-        logprobs, kl_logprobs, values = (torch.cat([getattr(d, name) for d in draws[:T]], 1) * response_mask
-                                         for name in ("logprobs", "kl_logprobs", "values"))
+        logprobs, untruncated_logprobs, values = (torch.cat([getattr(d, name) for d in draws[:T]], 1) * response_mask
+                                         for name in ("logprobs", "untruncated_logprobs", "values"))
         scores = torch.as_tensor(episodes.scores, device=env.device)
-        rewards = torch.zeros_like(response_mask).scatter_(1, (lengths - 1).clamp(min=0)[:, None], scores[:, None])
         if self.reference is None:
-            ref_logprobs = kl_logprobs.clone()
+            ref_logprobs = untruncated_logprobs.clone()
         else:
             ref_logprobs = teacher_forced_logprobs(self.reference, input_ids, attention_mask, T, vocab,
                                                    self.sampling.untruncated(), self.chunk_size) * response_mask
         return RolloutBatch(
             input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
-            logprobs=logprobs, ref_logprobs=ref_logprobs, kl_logprobs=kl_logprobs, values=values, rewards=rewards,
+            logprobs=logprobs, ref_logprobs=ref_logprobs, untruncated_logprobs=untruncated_logprobs, values=values,
             scores=scores, prompts=episodes.prompts, responses=episodes.responses,
             sampling=self.sampling, vocab_size=vocab, samples_per_prompt=self.samples_per_prompt,
             reward_components={k: torch.as_tensor(v, device=env.device) for k, v in episodes.components.items()},

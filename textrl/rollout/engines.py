@@ -45,26 +45,27 @@ from typing import NamedTuple
 
 import torch
 
+from textrl.config.choices import ROLLOUT_ENGINES
 from textrl.errors import TextRLError
-from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.kv_cache import KVCacheDecoder, compact_left
 from textrl.policies.sampling import SamplingConfig, draw_tokens, sampling_logprobs
 from textrl.rollout.precision import RolloutWeights, autocast_dtype, needs_rollout_weights, single_dtype_cache
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("eager", "compiled", "auto")
+ENGINES = ROLLOUT_ENGINES
 
 
 class Draw(NamedTuple):
     """One token per env slot, each field shaped ``(N, 1)`` (what the next forward takes; no
     reshapes per step): ``tokens`` long, ``logprobs`` float32 (the sampled distribution's, for the
-    PPO ratio), ``kl_logprobs`` float32 (temperature-scaled, untruncated, for the KL penalty) and
+    PPO ratio), ``untruncated_logprobs`` float32 (temperature-scaled, untruncated, for the KL penalty) and
     ``values`` float32 V(s) of the state it was drawn in."""
 
     tokens: torch.Tensor
     logprobs: torch.Tensor
-    kl_logprobs: torch.Tensor
+    untruncated_logprobs: torch.Tensor
     values: torch.Tensor
 
 
@@ -223,8 +224,8 @@ class CompiledEngine:
         out = self.policy(ids, self.mask, positions, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.position.copy_(positions[:, -1:] + 1)
         self.column.fill_(width)
-        logp, kl_logp = sampling_logprobs(out.logits[:, -1, :self.vocab_size], self.sampling)
-        return Draw(*draw_tokens(logp, kl_logp, self.generator, keepdim=True), out.values)
+        logp, untruncated_logp = sampling_logprobs(out.logits[:, -1, :self.vocab_size], self.sampling)
+        return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), out.values)
 
     def advance(self, tokens: torch.Tensor, active: torch.Tensor) -> Draw:
         """One compiled token step (a CUDA graph replay on CUDA), then the draw; see :class:`EagerEngine`.
@@ -241,14 +242,14 @@ class CompiledEngine:
         if self.failure is None and self.cuda:
             torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are consumed
         try:
-            logp, kl_logp, values = self._step(tokens, active)
+            logp, untruncated_logp, values = self._step(tokens, active)
         except Exception as e:  # noqa: BLE001 - any compile failure; an error of the step itself re-raises below
             if self.failure is not None:
                 raise
-            logp, kl_logp, values = self._token_step(tokens, active)  # raises if the step itself is broken
+            logp, untruncated_logp, values = self._token_step(tokens, active)  # raises if the step itself is broken
             self._compile_failed(e)
         # values is read after the next replay overwrites the graph's output buffers: keep a copy
-        return Draw(*draw_tokens(logp, kl_logp, self.generator, keepdim=True), values.clone())
+        return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), values.clone())
 
     def _compile_failed(self, error: Exception) -> None:
         self.failure = compile_failure(error)
@@ -264,8 +265,8 @@ class CompiledEngine:
                           logits_to_keep=1)
         self.position.add_(active)
         self.column.add_(1)
-        logp, kl_logp = sampling_logprobs(out.logits[:, -1, :self.vocab_size], self.sampling)
-        return logp, kl_logp, out.values
+        logp, untruncated_logp = sampling_logprobs(out.logits[:, -1, :self.vocab_size], self.sampling)
+        return logp, untruncated_logp, out.values
 
 
 def own_code(method):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from textrl.errors import TextRLError
-from textrl.policies.hf_causal_lm import teacher_forced_logprobs
+from textrl.policies.scoring import teacher_forced_logprobs
 from textrl.rollout.buffer import RolloutBatch
 from textrl.rollout.engines import make_engine
 
@@ -47,13 +47,13 @@ def collect_multiturn(collector, prompts: list[str] | None = None) -> RolloutBat
                                        P + T, collector.compile_backend)
     engine, dev = collector.engine, env.device
     draw = engine.start(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
-    buffers = {name: torch.zeros(n, T, device=dev) for name in ("logprobs", "kl_logprobs", "values", "rewards")}
+    buffers = {name: torch.zeros(n, T, device=dev) for name in ("logprobs", "untruncated_logprobs", "values", "rewards")}
     rows = torch.arange(n, device=dev)
     active = torch.ones(n, 1, dtype=torch.bool, device=dev)
     for _ in range(T):
         col = env.lengths.clamp(max=T - 1)  # the response column this step's token goes to
         keep = active[:, 0]
-        for name in ("logprobs", "kl_logprobs", "values"):
+        for name in ("logprobs", "untruncated_logprobs", "values"):
             buf = buffers[name]
             buf[rows, col] = torch.where(keep, getattr(draw, name)[:, 0], buf[rows, col])
         obs, rewards, terminated, truncated, info = env.step(draw.tokens)
@@ -105,16 +105,16 @@ def multiturn_batch(collector, obs, buffers: dict, episodes, vocab: int) -> Roll
     input_ids = obs["input_ids"][:, cols].clone()
     attention_mask = obs["attention_mask"][:, cols].long()
     action_mask = obs["action_mask"][:, P:P + T].float()
-    logprobs, kl_logprobs, values, rewards = (buffers[k][:, :T] * action_mask
-                                              for k in ("logprobs", "kl_logprobs", "values", "rewards"))
+    logprobs, untruncated_logprobs, values, rewards = (buffers[k][:, :T] * action_mask
+                                              for k in ("logprobs", "untruncated_logprobs", "values", "rewards"))
     if collector.reference is None:
-        ref_logprobs = kl_logprobs.clone()
+        ref_logprobs = untruncated_logprobs.clone()
     else:
         ref_logprobs = teacher_forced_logprobs(collector.reference, input_ids, attention_mask, T, vocab,
                                                collector.sampling.untruncated(), collector.chunk_size) * action_mask
     return RolloutBatch(
         input_ids=input_ids, attention_mask=attention_mask, response_mask=action_mask,
-        logprobs=logprobs, ref_logprobs=ref_logprobs, kl_logprobs=kl_logprobs, values=values, rewards=rewards,
+        logprobs=logprobs, ref_logprobs=ref_logprobs, untruncated_logprobs=untruncated_logprobs, values=values, rewards=rewards,
         scores=torch.as_tensor(episodes.scores, device=env.device), prompts=episodes.prompts,
         responses=episodes.responses, sampling=collector.sampling, vocab_size=vocab,
         samples_per_prompt=collector.samples_per_prompt,

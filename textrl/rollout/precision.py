@@ -75,7 +75,7 @@ class RolloutWeights:
     module docstring); every other parameter and buffer is shared with ``policy``.
 
     Args:
-        policy: a :class:`~textrl.policies.hf_causal_lm.PolicyWithValueHead` (float32 masters).
+        policy: a :class:`~textrl.policies.policy.PolicyWithValueHead` (float32 masters).
         dtype: autocast's dtype, e.g. ``torch.bfloat16``.
 
     Attributes:

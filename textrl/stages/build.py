@@ -19,12 +19,13 @@ from textrl.config import build_plugin
 from textrl.envs.prompts import load_prompts
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
-from textrl.policies.hf_causal_lm import PolicyWithValueHead, load_causal_lm, load_tokenizer
+from textrl.policies.loading import load_causal_lm, load_tokenizer
 from textrl.policies.lora import LoraSettings
+from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.reference import make_reference
 from textrl.policies.sampling import SamplingConfig
-from textrl.records import format_prompt
 from textrl.rollout.collector import RolloutCollector
+from textrl.training_examples import format_prompt
 
 log = logging.getLogger(__name__)
 

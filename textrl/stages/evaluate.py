@@ -21,7 +21,7 @@ import torch
 
 from textrl.algorithms.kl import episode_kl
 from textrl.io import append_jsonl, atomic_write_json, atomic_write_text, jsonl_line
-from textrl.policies.hf_causal_lm import PolicyWithValueHead
+from textrl.policies.policy import PolicyWithValueHead
 from textrl.precision import autocast
 from textrl.report import EVAL_REWARDS, write_eval_report
 from textrl.stages.build import build_rollout_parts, make_collector
@@ -36,7 +36,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         TextRLError: whatever building the parts raises (see :mod:`textrl.stages.build`).
     """
     hook = registry.manager.hook
-    hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
+    hook.textrl_on_stage_start(cfg=cfg, run_dir=run_dir)
     parts = build_rollout_parts(cfg, registry, device, "eval")
     prompts, reference_lm = parts.prompts, parts.reference
     reference = PolicyWithValueHead(reference_lm).to(device)
@@ -51,7 +51,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         "reference": {"mean_reward": float(theirs.scores.mean()), "median_reward": median(theirs.scores),
                       "mean_length": float(theirs.response_mask.sum(1).mean())},
         "win_rate": float(wins.mean()),
-        "kl": float(episode_kl(ours.kl_logprobs, ours.ref_logprobs, ours.response_mask).mean()),
+        "kl": float(episode_kl(ours.untruncated_logprobs, ours.ref_logprobs, ours.response_mask).mean()),
         "policy_model": cfg.policy.model, "reference_model": cfg.eval.reference,
     }
     atomic_write_json(os.path.join(run_dir, "eval.json"), result)
@@ -63,8 +63,8 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         jsonl_line({"prompt": p, "policy_reward": float(a), "reference_reward": float(b)})
         for p, a, b in zip(prompts, ours.scores.tolist(), theirs.scores.tolist())))
     write_eval_report(run_dir)  # before the loggers' end: wandb logs it
-    hook.textrl_on_update_end(update=0, metrics=eval_metrics(result), samples=[])
-    hook.textrl_on_train_end(summary=result)
+    hook.textrl_on_metrics(update=0, metrics=eval_metrics(result), samples=[])
+    hook.textrl_on_stage_end(summary=result)
     return result
 
 
@@ -86,17 +86,3 @@ def eval_metrics(result: dict, prefix: str = "eval") -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[f"{prefix}/{key}"] = float(value)
     return metrics
-
-
-def format_table(result: dict) -> str:
-    """The eval result as a small Markdown table."""
-    p, r = result["policy"], result["reference"]
-    return "\n".join([
-        f"| {result['prompts']} held-out prompts | policy | reference |",
-        "| --- | --- | --- |",
-        f"| mean reward | {p['mean_reward']:.3f} | {r['mean_reward']:.3f} |",
-        f"| median reward | {p['median_reward']:.3f} | {r['median_reward']:.3f} |",
-        f"| mean length (tokens) | {p['mean_length']:.1f} | {r['mean_length']:.1f} |",
-        f"| win rate vs reference | {result['win_rate']:.3f} | — |",
-        f"| KL(policy ‖ reference), nats | {result['kl']:.3f} | 0 |",
-    ])

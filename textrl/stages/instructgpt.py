@@ -3,7 +3,7 @@
 Each step runs in its own folder under the run directory and feeds the next:
 ``sft/model`` is the RL policy, the RM's initialisation and the eval reference; ``rm/model`` is
 the RL reward (``reward=learned``); ``rl/policy`` is evaluated against ``sft/model``. Each stage
-runs through :func:`textrl.run.run_stage`, so each gets its own loggers (``metrics.jsonl`` in its
+runs through :func:`textrl.stages.runner.run_logged`, so each gets its own loggers (``metrics.jsonl`` in its
 folder; with ``logger=wandb`` its own wandb run, the four in one ``logger.group``).
 """
 
@@ -16,6 +16,11 @@ from omegaconf import OmegaConf
 
 from textrl.errors import TextRLError
 from textrl.io import atomic_write_json
+from textrl.stages import evaluate, reward_model, rl, sft
+from textrl.stages.runner import run_logged
+
+STEPS = {"sft": sft.train, "rm": reward_model.train, "rl": rl.train, "eval": evaluate.evaluate}
+"""The pipeline's four stages, in order."""
 
 
 def _stage(cfg, stage: str, **updates):
@@ -33,19 +38,17 @@ def run_pipeline(cfg, registry, run_dir: str, device) -> dict:
     Raises:
         TextRLError: the RL reward is not ``learned`` (the pipeline trains it).
     """
-    from textrl.run import run_stage
-
     if cfg.reward.name != "learned":
         raise TextRLError(f"stage=instructgpt: got reward={cfg.reward.name}; expected reward=learned (trained by rm)")
-    dirs = {name: os.path.join(run_dir, name) for name in ("sft", "rm", "rl", "eval")}
+    dirs = {name: os.path.join(run_dir, name) for name in STEPS}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
     group = cfg.logger.group or f"instructgpt-{time.strftime('%Y%m%d-%H%M%S')}"
 
     def stage(name: str, **updates):  # one wandb group; run names <run_name>-<stage> when named
         named = {"logger.run_name": f"{cfg.logger.run_name}-{name}"} if cfg.logger.run_name else {}
-        return run_stage(_stage(cfg, name, **{"logger.group": group, **named, **updates}), registry, dirs[name],
-                         device)
+        return run_logged(STEPS[name], _stage(cfg, name, **{"logger.group": group, **named, **updates}), registry,
+                          dirs[name], device)
 
     out = {"sft": stage("sft")}
     sft_dir = out["sft"]["model_dir"]

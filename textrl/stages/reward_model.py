@@ -12,7 +12,7 @@ making its std 1. Both are stored in ``textrl_reward.json`` next to the model an
 ``rm.objective=classification``: a classifier on labelled text (e.g. IMDB sentiment); the saved
 directory works as ``reward=sentiment reward.backend=classifier reward.model=<dir>``.
 
-Both report through the ``textrl_on_update_end`` hooks (metrics.jsonl, console, wandb): the mean
+Both report through the ``textrl_on_metrics`` hooks (metrics.jsonl, console, wandb): the mean
 train loss and accuracy since the last report, learning rate and epoch about 20 times a run, and
 the held-out numbers (``eval/*``) before (step 0) and after training.
 
@@ -34,10 +34,10 @@ from textrl.algorithms.base import make_adamw
 from textrl.algorithms.ranking import ranking_loss, ranking_pairs
 from textrl.errors import Interrupted, TextRLError
 from textrl.io import atomic_save_dir, atomic_write_json
-from textrl.records import read_rows, to_labelled, to_ranking
 from textrl.signals import StopSignals, send_test_signal, signal_name
 from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer, load_sequence_classifier
 from textrl.stages.sft import split_rows
+from textrl.training_examples import read_rows, to_labelled, to_ranking
 
 
 
@@ -110,7 +110,7 @@ def fit(model, items: list, r, seed: int, step, log, progress_bar: bool = False,
 
 
 def ranking_step(scorer: RewardScorer, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and pairwise accuracy of one batch of :class:`~textrl.records.Ranking` s: every
+    """Loss and pairwise accuracy of one batch of :class:`~textrl.training_examples.Ranking` s: every
     response of every prompt is scored in one forward pass (Σ K rows), then all ordered pairs of
     each prompt enter the loss."""
     scores = scorer.score([x.prompt for x in batch for _ in x.responses], [y for x in batch for y in x.responses])
@@ -240,13 +240,13 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
         Interrupted: SIGTERM/SIGINT during training (see :func:`fit`).
     """
     hook = registry.manager.hook
-    hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
+    hook.textrl_on_stage_start(cfg=cfg, run_dir=run_dir)
 
     def log(step: int, metrics: dict) -> None:
-        hook.textrl_on_update_end(update=step, metrics=metrics, samples=[])
+        hook.textrl_on_metrics(update=step, metrics=metrics, samples=[])
 
     with StopSignals("after the current step (stage=rm writes no checkpoint)") as stop:
         summary = (train_ranking if cfg.rm.objective == "ranking" else train_classification)(cfg, run_dir, device, log,
                                                                                                stop=stop)
-    hook.textrl_on_train_end(summary=summary)
+    hook.textrl_on_stage_end(summary=summary)
     return summary

@@ -1,7 +1,7 @@
 """Stage ``rl``: PPO (or any algorithm plugin) against a reward model, the InstructGPT RL stage.
 
 Per update: collect ``rollout.batch_size`` episodes through the vector env, run the algorithm's
-update, call the ``textrl_on_update_end`` hooks (metrics.jsonl, samples.jsonl, console, wandb).
+update, call the ``textrl_on_metrics`` hooks (metrics.jsonl, samples.jsonl, console, wandb).
 At the end the policy is saved to ``<run_dir>/policy`` and ``summary.json`` is written, both
 atomically, and ``report.png`` is drawn from ``metrics.jsonl`` (:mod:`textrl.report`).
 
@@ -119,9 +119,9 @@ def on_nonfinite(error: NonFiniteError, update: int, cfg, run_dir: str) -> dict:
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     """Run the RL stage; returns the summary dict (also written to ``summary.json``).
 
-    The loggers are registered by :func:`textrl.run.run_stage` (the main process's only when
-    several processes run; see :mod:`textrl.distributed`); the hooks are called on the main
-    process only.
+    The loggers are registered by :func:`textrl.stages.runner.run_logged` (the main process's
+    only when several processes run; see :mod:`textrl.distributed`); the hooks are called on the
+    main process only.
 
     Raises:
         TextRLError: ``rollout.batch_size`` not divisible by the number of processes, and
@@ -233,7 +233,7 @@ def stop_signal(stop: StopSignals | None, accelerator) -> int:
 def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: list[float], accelerator,
          stop: StopSignals | None = None) -> list[float]:
     """Updates ``start_update..trainer.updates``: each :func:`run_update`, its metrics averaged over
-    processes and sent to the ``textrl_on_update_end`` hooks, checkpoints on schedule. Returns the
+    processes and sent to the ``textrl_on_metrics`` hooks, checkpoints on schedule. Returns the
     mean score of every update done so far.
 
     When ``stop`` has received SIGTERM/SIGINT, the loop ends at the next update boundary: the
@@ -252,7 +252,7 @@ def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: lis
         raise Interrupted(signum, f"stopped by {signal_name(signum)} before update {start_update}; "
                                   f"{how_to_resume(run_dir)}")
     if main:
-        hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
+        hook.textrl_on_stage_start(cfg=cfg, run_dir=run_dir)
     bar = tqdm(range(start_update, cfg.trainer.updates + 1), desc="updates", initial=start_update - 1,
                total=cfg.trainer.updates, disable=not (cfg.trainer.progress_bar and main), dynamic_ncols=True)
     for update in bar:
@@ -266,7 +266,7 @@ def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: lis
             samples = []
             if batch is not None and cfg.trainer.sample_every and update % cfg.trainer.sample_every == 0:
                 samples = sample_rows(batch, cfg.trainer.samples_per_update)
-            hook.textrl_on_update_end(update=update, metrics=metrics, samples=samples)
+            hook.textrl_on_metrics(update=update, metrics=metrics, samples=samples)
         send_test_signal(update)
         signum = stop_signal(stop, accelerator)
         every = cfg.trainer.checkpoint_every
@@ -289,7 +289,7 @@ def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: lis
 
 def finish(cfg, registry, run_dir: str, run: RLRun, scores: list[float], wall_time_s: float, accelerator) -> dict:
     """Write ``<run_dir>/policy`` and ``summary.json`` (main process, atomically), call the
-    ``textrl_on_train_end`` hooks and return the summary."""
+    ``textrl_on_stage_end`` hooks and return the summary."""
     rank, processes = rank_and_size(accelerator)
     replica_diff = replica_max_abs_diff(run.policy, accelerator)
     k = max(1, min(3, len(scores) // 3))
@@ -307,7 +307,7 @@ def finish(cfg, registry, run_dir: str, run: RLRun, scores: list[float], wall_ti
                             lambda d: run.policy.save_pretrained(d, run.parts.tokenizer))
         atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
         write_rl_report_quietly(run_dir, cfg)  # report.png, before the loggers' end (wandb logs it)
-        registry.manager.hook.textrl_on_train_end(summary=summary)
+        registry.manager.hook.textrl_on_stage_end(summary=summary)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return summary

@@ -5,7 +5,7 @@ prompt is formatted with the tokenizer's chat template when it has one (``sft.pr
 Training runs on ``transformers.Trainer``: cosine LR with warmup, epochs, held-out eval loss.
 The result is a Hugging Face model directory (``<run_dir>/model``) that ``policy.model=`` and
 ``rm.model=`` accept. The Trainer's logs (train loss, learning rate, gradient norm, epoch every
-logging step; the held-out loss before and after training) reach the ``textrl_on_update_end``
+logging step; the held-out loss before and after training) reach the ``textrl_on_metrics``
 hooks through a Trainer callback (:func:`hook_callback`), so metrics.jsonl, the console and
 wandb get them.
 
@@ -29,9 +29,9 @@ import torch
 
 from textrl.errors import Interrupted, TextRLError
 from textrl.io import atomic_save_dir, atomic_write_json, write_error
-from textrl.policies.hf_causal_lm import load_causal_lm, load_tokenizer
-from textrl.records import format_prompt, read_rows, to_demonstration
+from textrl.policies.loading import load_causal_lm, load_tokenizer
 from textrl.signals import StopSignals, send_test_signal, signal_name
+from textrl.training_examples import format_prompt, read_rows, to_demonstration
 
 IGNORE = -100
 
@@ -93,7 +93,7 @@ def trainer_metrics(logs: dict) -> dict[str, float]:
 
 
 def hook_callback(hook):
-    """A ``transformers.TrainerCallback`` forwarding the Trainer's logs to ``textrl_on_update_end``
+    """A ``transformers.TrainerCallback`` forwarding the Trainer's logs to ``textrl_on_metrics``
     (``update`` = optimizer steps done, ``metrics`` = :func:`trainer_metrics`), on the main
     process. The end-of-training log (runtime, mean loss of the run) is left to the summary."""
     from transformers import TrainerCallback
@@ -101,7 +101,7 @@ def hook_callback(hook):
     class HookCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs and "train_runtime" not in logs:
-                hook.textrl_on_update_end(update=state.global_step, metrics=trainer_metrics(logs), samples=[])
+                hook.textrl_on_metrics(update=state.global_step, metrics=trainer_metrics(logs), samples=[])
 
     return HookCallback()
 
@@ -224,7 +224,7 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     hook = registry.manager.hook
     checkpoints = os.path.join(run_dir, "checkpoints")
     checkpoint = find_sft_checkpoint(cfg.trainer.resume, checkpoints)
-    hook.textrl_on_train_start(cfg=cfg, run_dir=run_dir)
+    hook.textrl_on_stage_start(cfg=cfg, run_dir=run_dir)
     tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
     model = load_causal_lm(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer,
                            dropout=s.dropout, device=device)
@@ -271,5 +271,5 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     if done:
         summary["resumed_at_step"] = done
     atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
-    hook.textrl_on_train_end(summary=summary)
+    hook.textrl_on_stage_end(summary=summary)
     return summary

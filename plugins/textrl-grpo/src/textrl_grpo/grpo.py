@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 import textrl
-from textrl import KLConfig, episode_kl, kl_penalty, masked_mean, ppo_policy_loss, response_outputs, token_logprobs
+from textrl import KLConfig, episode_kl, kl_penalty, masked_mean, ppo_policy_loss
 
 
 def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
@@ -43,7 +43,7 @@ def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, 
 
 
 def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range: float, beta: float,
-              kl_logprobs=None, estimator: str = "k3"):
+              untruncated_logprobs=None, estimator: str = "k3"):
     """GRPO loss terms on token tensors ``(B, T)`` with per-episode ``advantages`` ``(B,)``.
 
     Args:
@@ -54,7 +54,7 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range
         mask: ``(B, T)`` 1.0 on real tokens.
         clip_range: ε > 0.
         beta: KL coefficient β.
-        kl_logprobs: ``(B, T)`` current log π, temperature-scaled and untruncated (with grad), for
+        untruncated_logprobs: ``(B, T)`` current log π, temperature-scaled and untruncated (with grad), for
             the KL term; ``None`` uses ``logprobs`` (right when nothing truncates).
         estimator: ``k1`` | ``k2`` | ``k3`` (:func:`textrl.kl_penalty`).
 
@@ -62,7 +62,8 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range
     ``kl`` (mean per-token KL estimate), ``clipfrac``.
     """
     pg = ppo_policy_loss(logprobs, old_logprobs, advantages[:, None].expand_as(logprobs), mask, clip_range)
-    kl = masked_mean(kl_penalty(logprobs if kl_logprobs is None else kl_logprobs, ref_logprobs, mask, estimator), mask)
+    current = logprobs if untruncated_logprobs is None else untruncated_logprobs
+    kl = masked_mean(kl_penalty(current, ref_logprobs, mask, estimator), mask)
     return {"loss": pg.loss + beta * kl, "policy": pg.loss, "kl": kl, "clipfrac": pg.clipfrac}
 
 
@@ -71,16 +72,13 @@ class GRPO(textrl.Algorithm):
     group advantages (:meth:`prepare`) and the minibatch loss (:meth:`loss`); textrl's loop does
     the rest (epochs, shuffled minibatches, micro-batches, clipping, finite checks, metrics).
 
-    Args:
-        lr: AdamW learning rate.
-        kl: β settings (``kl.init`` is β; adaptive control as in PPO is optional).
+    Args (keyword-only; plus the loop's ``lr``, ``epochs``, ``minibatch_size``,
+    ``micro_batch_size``, ``max_grad_norm``, ``weight_decay`` inherited from :class:`textrl.Algorithm`):
+        kl: β settings (``kl.init`` is β; adaptive control as in PPO is optional); restated here
+            because GRPO's default estimator is k3.
         group_size: responses per prompt G (the collector runs each prompt G times per batch).
         clip_range: ratio clip ε.
-        epochs: passes over each batch.
-        minibatch_size: episodes per gradient step (a divisor of the batch size).
-        max_grad_norm: gradient-norm clip (``None`` = off).
         scale_rewards: divide by the group's std (GRPO); ``False`` gives Dr. GRPO-style centring.
-        micro_batch_size: episodes per forward/backward pass (``None`` = the whole minibatch).
 
     Raises:
         textrl.TextRLError: ``group_size`` < 2, or as :class:`textrl.Algorithm`.
@@ -89,10 +87,9 @@ class GRPO(textrl.Algorithm):
     uses_value_head = False
     config_checks = {"group_size": textrl.integer(ge=2), "clip_range": textrl.number(gt=0)}
 
-    def __init__(self, lr: float = 8.0e-5, kl: KLConfig = KLConfig(estimator="k3"), group_size: int = 4,
-                 clip_range: float = 0.2, epochs: int = 1, minibatch_size: int = 16, max_grad_norm: float | None = 1.0,
-                 scale_rewards: bool = True, micro_batch_size: int | None = None):
-        super().__init__(lr, kl, epochs, minibatch_size, micro_batch_size, max_grad_norm)
+    def __init__(self, *, kl: KLConfig = KLConfig(estimator="k3"), group_size: int = 4, clip_range: float = 0.2,
+                 scale_rewards: bool = True, **loop):
+        super().__init__(kl=kl, **loop)
         self.group_size, self.clip_range, self.scale_rewards = group_size, clip_range, scale_rewards
         self.samples_per_prompt = group_size
 
@@ -101,19 +98,16 @@ class GRPO(textrl.Algorithm):
         return {"advantages": group_advantages(batch.scores, self.group_size, self.scale_rewards)}
 
     def loss(self, batch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """:func:`grpo_loss` on a minibatch (one teacher-forced forward pass of the policy)."""
-        logits, _ = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
-        logits = logits[..., :batch.vocab_size]
-        logprobs = token_logprobs(logits, batch.response_ids, batch.sampling)
-        kl_logprobs = (token_logprobs(logits, batch.response_ids, batch.sampling.untruncated())
-                       if batch.sampling.truncates else logprobs)
-        terms = grpo_loss(logprobs, batch.logprobs, batch.ref_logprobs, prepared["advantages"], batch.response_mask,
-                          self.clip_range, self.kl_coef, kl_logprobs, self.kl_estimator)
+        """:func:`grpo_loss` on a minibatch (one teacher-forced forward pass of the policy,
+        :meth:`textrl.Algorithm.response_logprobs`)."""
+        out = self.response_logprobs(batch)
+        terms = grpo_loss(out.sampled, batch.logprobs, batch.ref_logprobs, prepared["advantages"], batch.response_mask,
+                          self.clip_range, self.kl_coef, out.untruncated, self.kl_estimator)
         return {"loss/total": terms["loss"], "loss/policy": terms["policy"], "loss/kl": terms["kl"],
                 "policy/clipfrac": terms["clipfrac"]}
 
     def batch_metrics(self, batch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``objective/rlhf_reward`` as score − β·(k1 KL per episode): GRPO's KL is in the loss, not
         the reward, so the logged return uses the plain k1 sum whatever ``algo.kl.estimator``."""
-        kl = episode_kl(batch.kl_logprobs, batch.ref_logprobs, batch.response_mask)
+        kl = episode_kl(batch.untruncated_logprobs, batch.ref_logprobs, batch.response_mask)
         return {"objective/rlhf_reward": (batch.scores - self.kl_coef * kl).mean()}

@@ -1,4 +1,5 @@
-"""Training records for the SFT and reward-model stages, from the common public formats.
+"""Training examples for the SFT and reward-model stages (demonstrations, rankings, labelled
+text), read from the common public formats, and the prompt formatting they share.
 
 Demonstrations (``stage=sft``) become :class:`Demonstration` (prompt, response):
 
@@ -30,6 +31,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from textrl.config.choices import PROMPT_FORMATS
 from textrl.errors import TextRLError
 
 HUMAN = "\n\nHuman:"
@@ -54,7 +56,6 @@ class Ranking:
     ranks: tuple[int, ...]
 
 
-PROMPT_FORMATS = ("none", "auto", "chat", "plain")
 
 
 def format_prompt(tokenizer, prompt: str, prompt_format: str = "auto") -> str:

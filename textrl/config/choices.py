@@ -1,0 +1,46 @@
+"""Every choice setting's values, defined once; the schema's checks and the code that acts on a
+choice both import them from here."""
+
+from __future__ import annotations
+
+STAGES = ("sft", "rm", "rl", "eval", "instructgpt")
+"""``stage``: the four InstructGPT stages and the pipeline that runs them in turn."""
+
+POLICY_DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+"""``policy.dtype``: the weights' dtype when loading (aliases pairwise)."""
+
+PROMPT_TRUNCATIONS = ("left", "error")
+"""``env.prompt_truncation``: drop a too-long prompt's first tokens, or stop with an error."""
+
+PROMPT_FORMATS = ("none", "auto", "chat", "plain")
+"""``data.prompt_format`` / ``rm.prompt_format``: see :func:`textrl.training_examples.format_prompt`."""
+
+SFT_PROMPT_FORMATS = ("auto", "chat", "plain")
+"""``sft.prompt_format``: :data:`PROMPT_FORMATS` without ``none`` (a demonstration has a prompt)."""
+
+ROLLOUT_ENGINES = ("auto", "eager", "compiled")
+"""``rollout.engine``: see :mod:`textrl.rollout.engines` (``auto``: compiled on CUDA)."""
+
+PRECISIONS = ("fp32", "bf16")
+"""``trainer.precision``."""
+
+ON_NONFINITE = ("error", "skip")
+"""``trainer.on_nonfinite``."""
+
+LOGGERS = ("console", "wandb", "none")
+"""``logger.name``."""
+
+WANDB_MODES = ("offline", "online", "disabled", "shared")
+"""``logger.mode``."""
+
+RM_OBJECTIVES = ("ranking", "classification")
+"""``rm.objective``."""
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+"""``algo.kl.estimator``: see :func:`textrl.algorithms.kl.kl_penalty`."""
+
+REINFORCE_BASELINES = ("none", "moving_average", "leave_one_out")
+"""``algo.baseline`` of ``algo=reinforce``."""
+
+VALUE_INITS = ("zeros", "reward_model")
+"""``algo.value_init`` of ``algo=ppo``/``ppo_ptx``."""
