@@ -141,3 +141,22 @@ def test_compiled_extend_compacts_a_full_cache_and_still_draws_what_eager_draws(
                 assert (getattr(a, name) - getattr(b, name)).abs().max() <= 1e-4, (step, name)
     assert compactions and compiled.failure is None  # the cache was compacted, the compiled step ran
     assert int(compiled.column) == compiled.filled <= real + 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_compiled_multiturn_on_cuda_with_inductor_and_cuda_graphs_equals_eager(tokenizer):
+    from conftest import make_policy
+
+    policy = make_policy(tokenizer).to("cuda")
+    collectors = []
+    for engine in ("eager", "compiled"):
+        env = TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, num_envs=8, max_new_tokens=6,
+                                max_prompt_tokens=10, autoreset_mode=AutoresetMode.DISABLED, interaction=Replies(),
+                                max_turns=4, max_episode_tokens=40, device="cuda")
+        collectors.append(RolloutCollector(env, policy, None, SamplingConfig(), seed=3, engine=engine))
+    for _ in range(2):
+        a, b = (c.collect(prompts=PROMPTS + PROMPTS[::-1]) for c in collectors)
+        assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.action_mask, b.action_mask)
+        for name in ("logprobs", "kl_logprobs", "values"):
+            assert (getattr(a, name) - getattr(b, name)).abs().max() <= 1e-4, name
+    assert isinstance(collectors[1].engine, CompiledEngine) and collectors[1].engine.failure is None

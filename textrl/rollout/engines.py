@@ -5,7 +5,7 @@
 - ``eager``: :class:`EagerEngine`, the policy's forward with a growing (dynamic) KV cache
   (:class:`~textrl.policies.kv_cache.KVCacheDecoder`), then :func:`sample_tokens`, op by op.
 - ``compiled``: :class:`CompiledEngine`, a transformers ``StaticCache`` sized for prompt +
-  ``env.max_new_tokens`` at the batch size, allocated once per engine and reused by every
+  ``env.max_new_tokens`` (multi-turn: prompt + ``2 · env.max_episode_tokens``) at the batch size, allocated once per engine and reused by every
   batch; the token step (policy forward over N new tokens, value head, logit warp, log-softmax) is
   one ``torch.compile`` graph, on CUDA captured as a CUDA graph (``mode="reduce-overhead"``), so a
   token step is one graph replay, one ``torch.multinomial`` and the env's bookkeeping. The prefill
