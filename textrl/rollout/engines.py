@@ -5,10 +5,10 @@
 - ``eager``: :class:`EagerEngine`, the policy's forward with a growing (dynamic) KV cache
   (:class:`~textrl.policies.kv_cache.KVCacheDecoder`), then :func:`sample_tokens`, op by op.
 - ``compiled``: :class:`CompiledEngine`, a transformers ``StaticCache`` sized for prompt +
-  ``env.max_new_tokens`` (multi-turn: prompt + ``2 · env.max_episode_tokens``) at the batch size, allocated once per engine and reused by every
-  batch; the token step (policy forward over N new tokens, value head, logit warp, log-softmax) is
-  one ``torch.compile`` graph, on CUDA captured as a CUDA graph (``mode="reduce-overhead"``), so a
-  token step is one graph replay, one ``torch.multinomial`` and the env's bookkeeping. The prefill
+  ``env.max_new_tokens`` (multi-turn: prompt + ``2 · env.max_episode_tokens``) at the batch size,
+  allocated once per engine and reused by every batch; the token step (policy forward over N new
+  tokens, value head, logit warp, log-softmax) is one ``torch.compile`` graph, on CUDA captured as
+  a CUDA graph (``mode="reduce-overhead"``), so a token step is one graph replay, one ``torch.multinomial`` and the env's bookkeeping. The prefill
   stays eager (its width changes from batch to batch).
 - ``auto``: ``compiled`` on CUDA, ``eager`` elsewhere (on a CPU the compiled step is not faster
   for the small models textrl trains there, and compiling costs seconds per process). A compile
@@ -41,7 +41,7 @@ insertions stay the compiled token step, with the same ops as single-turn. The r
 compiled on purpose: its width changes from step to step (each width would be a graph of its own,
 and a fixed-width chunked feed would spend several graph replays per insertion and waste as many
 columns), while insertion steps are a few per episode. For multi-turn rollouts the static cache
-holds ``prompt width + 2 · env.max_episode_tokens`` columns: a row never holds more than
+holds ``env.max_prompt_tokens + 2 · env.max_episode_tokens`` columns: a row never holds more than
 ``prompt + max_episode_tokens`` real tokens, so when the next block would run past the end the
 engine compacts the cache (:meth:`CompiledEngine.compact`: each row's real keys and values moved to
 the left, order kept, in place) and the block then fits (the slot that receives K tokens still has
@@ -173,8 +173,8 @@ class CompiledEngine:
     Args:
         policy, sampling, vocab_size, generator: as :class:`EagerEngine`.
         num_envs: N, the batch size the cache is allocated for.
-        max_len: cache length in tokens: prompt width + ``max_new_tokens`` (single-turn), prompt
-            width + ``2 · max_episode_tokens`` (multi-turn; see the module docstring).
+        max_len: cache length in tokens: ``max_prompt_tokens + max_new_tokens`` (single-turn),
+            ``max_prompt_tokens + 2 · max_episode_tokens`` (multi-turn; see the module docstring).
         backend: ``torch.compile`` backend (a name or a callable); default ``inductor``, with
             ``mode="reduce-overhead"`` (CUDA graphs) on CUDA.
         fallback: what a failing compile does (see :meth:`advance`): ``True`` (``rollout.engine=auto``)
@@ -298,7 +298,7 @@ class CompiledEngine:
             if self.filled + width > length:
                 raise TextRLError(f"env.max_episode_tokens: a block of {width} new tokens does not fit the static "
                                   f"cache of {length} tokens ({self.filled} held); expected an engine made with "
-                                  f"max_len = prompt width + 2 * max_episode_tokens")
+                                  f"max_len = max_prompt_tokens + 2 * max_episode_tokens")
         start = self.filled
         self.mask[:, start:start + width] = new_mask
         positions = self.position + (new_mask.cumsum(1) - 1).clamp(min=0)
