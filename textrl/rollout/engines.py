@@ -8,8 +8,9 @@
   ``env.max_new_tokens`` (multi-turn: prompt + ``2 · env.max_episode_tokens``) at the batch size,
   allocated once per engine and reused by every batch; the token step (policy forward over N new
   tokens, value head, logit warp, log-softmax) is one ``torch.compile`` graph, on CUDA captured as
-  a CUDA graph (``mode="reduce-overhead"``), so a token step is one graph replay, one ``torch.multinomial`` and the env's bookkeeping. The prefill
-  stays eager (its width changes from batch to batch).
+  a CUDA graph (``mode="reduce-overhead"``), so a token step is one graph replay, one
+  ``torch.multinomial`` and the env's bookkeeping. The prefill stays eager (its width changes from
+  batch to batch).
 - ``auto``: ``compiled`` on CUDA, ``eager`` elsewhere (on a CPU the compiled step is not faster
   for the small models textrl trains there, and compiling costs seconds per process). A compile
   that fails (dynamo's recompile limit, no C compiler or Python headers, a Triton or inductor
