@@ -15,7 +15,6 @@ import textrl
 from textrl.algorithms.advantages import gae
 from textrl.algorithms.multiturn import gae_over_actions
 from textrl.envs import TokenGenVectorEnv
-from textrl.errors import TextRLError
 from textrl.policies.sampling import SamplingConfig, token_logprobs
 from textrl.rollout.collector import RolloutCollector
 
@@ -175,12 +174,6 @@ def test_a_resumed_collector_collects_the_same_next_multiturn_batch(tokenizer, p
     batch = resumed.collect()
     assert torch.equal(batch.input_ids, expected.input_ids) and torch.equal(batch.action_mask, expected.action_mask)
     assert torch.equal(batch.logprobs, expected.logprobs) and batch.prompts == expected.prompts
-
-
-def test_compiled_engine_refuses_multiturn_with_one_line(tokenizer, policy):
-    collector = RolloutCollector(make_env(tokenizer, n=4), policy, None, SamplingConfig(), engine="compiled")
-    with pytest.raises(TextRLError, match=r"^rollout.engine: got 'compiled' with an interaction; expected eager"):
-        collector.collect()
 
 
 def test_tinystories_multiturn_rollout_is_exact(assets):

@@ -5,11 +5,12 @@
 - ``eager``: :class:`EagerEngine`, the policy's forward with a growing (dynamic) KV cache
   (:class:`~textrl.policies.kv_cache.KVCacheDecoder`), then :func:`sample_tokens`, op by op.
 - ``compiled``: :class:`CompiledEngine`, a transformers ``StaticCache`` sized for prompt +
-  ``env.max_new_tokens`` at the batch size, allocated once per engine and reused by every
-  batch; the token step (policy forward over N new tokens, value head, logit warp, log-softmax) is
-  one ``torch.compile`` graph, on CUDA captured as a CUDA graph (``mode="reduce-overhead"``), so a
-  token step is one graph replay, one ``torch.multinomial`` and the env's bookkeeping. The prefill
-  stays eager (its width changes from batch to batch).
+  ``env.max_new_tokens`` (multi-turn: prompt + ``2 · env.max_episode_tokens``) at the batch size,
+  allocated once per engine and reused by every batch; the token step (policy forward over N new
+  tokens, value head, logit warp, log-softmax) is one ``torch.compile`` graph, on CUDA captured as
+  a CUDA graph (``mode="reduce-overhead"``), so a token step is one graph replay, one
+  ``torch.multinomial`` and the env's bookkeeping. The prefill stays eager (its width changes from
+  batch to batch).
 - ``auto``: ``compiled`` on CUDA, ``eager`` elsewhere (on a CPU the compiled step is not faster
   for the small models textrl trains there, and compiling costs seconds per process). A compile
   that fails (dynamo's recompile limit, no C compiler or Python headers, a Triton or inductor
@@ -29,6 +30,25 @@ cast of the trunk per ``collect()``; measured by tests/benchmarks/rollout_precis
 :mod:`textrl.rollout.precision`). The compiled engine's static cache holds keys and values in one
 dtype (bf16 under bf16 autocast: the keys leave the rotary embedding in float32, the values leave
 ``v_proj`` in bf16, and attention reads both in bf16).
+
+Multi-turn episodes (an env with an interaction, :mod:`textrl.rollout.multiturn`). On a step where
+some slots' turns ended and the env appended tokens, :meth:`EagerEngine.extend` /
+:meth:`CompiledEngine.extend` take one ragged ``(N, K)`` block (each slot's sampled token, then its
+env tokens, left-aligned; other slots their one token; mask 0 after them) and draw the next token
+from each slot's last real new token; the prefix is never recomputed. The compiled engine runs that
+block as one *eager* forward into the static cache at the shared columns ``[column, column + K)``
+(masked columns are wasted, never attended to) and advances ``column`` by K; steps without
+insertions stay the compiled token step, with the same ops as single-turn. The ragged block is not
+compiled on purpose: its width changes from step to step (each width would be a graph of its own,
+and a fixed-width chunked feed would spend several graph replays per insertion and waste as many
+columns), while insertion steps are a few per episode. For multi-turn rollouts the static cache
+holds ``env.max_prompt_tokens + 2 · env.max_episode_tokens`` columns: a row never holds more than
+``prompt + max_episode_tokens`` real tokens, so when the next block would run past the end the
+engine compacts the cache (:meth:`CompiledEngine.compact`: each row's real keys and values moved to
+the left, order kept, in place) and the block then fits (the slot that receives K tokens still has
+room for them, so ``K <= max_episode_tokens``). Compacting is exact (masked columns carry no
+attention weight; positions are stored per token) and costs one extra host sync; it happens only
+when the wasted columns have filled the slack.
 
 The random draw stays outside the graph on purpose: ``torch.multinomial`` on ``exp(logp)`` with
 the collector's generator is the sampling RNG stream both engines share, so the same seed gives the
@@ -155,7 +175,8 @@ class CompiledEngine:
     Args:
         policy, sampling, vocab_size, generator: as :class:`EagerEngine`.
         num_envs: N, the batch size the cache is allocated for.
-        max_len: cache length in tokens, prompt width + ``max_new_tokens``.
+        max_len: cache length in tokens: ``max_prompt_tokens + max_new_tokens`` (single-turn),
+            ``max_prompt_tokens + 2 · max_episode_tokens`` (multi-turn; see the module docstring).
         backend: ``torch.compile`` backend (a name or a callable); default ``inductor``, with
             ``mode="reduce-overhead"`` (CUDA graphs) on CUDA.
         fallback: what a failing compile does (see :meth:`advance`): ``True`` (``rollout.engine=auto``)
@@ -196,6 +217,7 @@ class CompiledEngine:
         self.column = torch.zeros(1, dtype=torch.long, device=device)  # cache column of the next token
         for t in (self.mask, self.position, self.column):
             torch._dynamo.mark_static_address(t)
+        self.filled = 0  # host copy of ``column`` (no sync to read it)
         self.backend = backend or "inductor"
         self.fallback = fallback
         self.failure: str | None = None  # the compile failure this engine fell back from
@@ -224,6 +246,7 @@ class CompiledEngine:
         out = self.policy(ids, self.mask, positions, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.position.copy_(positions[:, -1:] + 1)
         self.column.fill_(width)
+        self.filled = width
         logp, untruncated_logp = sampling_logprobs(out.logits[:, -1, :self.vocab_size], self.sampling)
         return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), out.values)
 
@@ -248,8 +271,75 @@ class CompiledEngine:
                 raise
             logp, untruncated_logp, values = self._token_step(tokens, active)  # raises if the step itself is broken
             self._compile_failed(e)
+        self.filled += 1
         # values is read after the next replay overwrites the graph's output buffers: keep a copy
         return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), values.clone())
+
+    def extend(self, tokens: torch.Tensor, new_mask: torch.Tensor) -> Draw:
+        """Feed a ragged ``(N, K)`` block into the static cache with one eager forward and draw the
+        next token from each slot's last real new token (see the module docstring).
+
+        Args:
+            tokens: ``(N, K)`` long, each slot's new tokens left-aligned (anything after them).
+            new_mask: ``(N, K)`` bool or long, 1 on each slot's real new tokens (a prefix of the row;
+                all 0 for a slot whose episode has ended).
+
+        The block goes to cache columns ``[column, column + K)``, positions continue from each
+        slot's count of real tokens, so the draw equals :meth:`EagerEngine.extend`'s (and a
+        teacher-forced pass over the whole sequence). Compacts the cache first (one host sync) if
+        the block would run past its end.
+
+        Raises:
+            TextRLError: the block does not fit even after compacting (a cache sized for fewer
+                tokens than the episode holds).
+        """
+        new_mask = new_mask.long()
+        width, length = tokens.shape[1], self.mask.shape[1]
+        if self.filled + width > length:
+            self.compact()
+            if self.filled + width > length:
+                raise TextRLError(f"env.max_episode_tokens: a block of {width} new tokens does not fit the static "
+                                  f"cache of {length} tokens ({self.filled} held); expected an engine made with "
+                                  f"max_len = max_prompt_tokens + 2 * max_episode_tokens")
+        start = self.filled
+        self.mask[:, start:start + width] = new_mask
+        positions = self.position + (new_mask.cumsum(1) - 1).clamp(min=0)
+        out = self.policy(tokens, self.mask, positions, past_key_values=self.cache, use_cache=True)
+        counts = new_mask.sum(1, keepdim=True)
+        self.position.add_(counts)
+        self.column.add_(width)
+        self.filled += width
+        last = (counts - 1).clamp(min=0)
+        logits = out.logits.gather(1, last[:, :, None].expand(-1, -1, out.logits.shape[-1]))[:, 0]
+        logp, untruncated_logp = sampling_logprobs(logits[:, :self.vocab_size], self.sampling)
+        return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), out.values.gather(1, last))
+
+    @torch.no_grad()
+    def compact(self) -> None:
+        """Move each row's cached real tokens (keys, values, mask) to the left of the static cache,
+        order kept, in place (the compiled step keeps its addresses), and set the write column
+        (``column``, every layer's ``cumulative_length``) to the longest row's count of real tokens.
+        Exact: a masked column has no attention weight and every key keeps its rotary position.
+        Costs one host sync (the new column)."""
+        if any(getattr(layer, "is_sliding", False) for layer in self.cache.layers):
+            raise TextRLError("rollout.engine: got 'compiled' on a sliding-window model whose multi-turn cache needs "
+                              "compacting; expected rollout.engine=eager")
+        used = self.filled
+        mask = self.mask[:, :used]
+        order = torch.argsort(1 - mask, dim=1, stable=True)  # real columns first, order kept
+        self.mask[:, :used] = mask.gather(1, order)
+        for layer in self.cache.layers:
+            if not getattr(layer, "is_initialized", False):
+                continue
+            for name in ("keys", "values"):
+                store = getattr(layer, name)
+                index = order[:, None, :, None].expand(-1, store.shape[1], -1, store.shape[3])
+                store[:, :, :used] = store[:, :, :used].gather(2, index)
+        self.filled = int(self.mask.sum(1).max())
+        self.mask[:, self.filled:] = 0
+        self.column.fill_(self.filled)
+        for layer in self.cache.layers:
+            layer.cumulative_length.fill_(self.filled)
 
     def _compile_failed(self, error: Exception) -> None:
         self.failure = compile_failure(error)

@@ -1,11 +1,13 @@
 """Rollouts of multi-turn episodes (a :class:`~textrl.envs.token_vector_env.TokenGenVectorEnv`
 with an interaction): the tokens the env appends go into the KV cache, never recomputing the prefix.
 
-Each step draws one token per slot (the eager engine) and steps the env. On a step where some
-slots' turns ended and the interaction appended tokens (``info["env_tokens"]``), the next forward
-is one ragged extend over ``(N, 1 + k_max)``: each slot's sampled token, then its env tokens,
-left-aligned and masked (:meth:`~textrl.policies.kv_cache.KVCacheDecoder.extend`); the next draw
+Each step draws one token per slot (either decode engine, :mod:`textrl.rollout.engines`) and steps
+the env. On a step where some slots' turns ended and the interaction appended tokens
+(``info["env_tokens"]``), the next forward is one ragged extend over ``(N, 1 + k_max)``: each slot's
+sampled token, then its env tokens, left-aligned and masked (the engine's ``extend``); the next draw
 comes from each slot's last real token. Steps without insertions are the single-turn token step.
+The compiled engine's static cache is sized ``P + 2 · env.max_episode_tokens`` (room for the
+masked columns of ragged blocks; see :mod:`textrl.rollout.engines`).
 
 Each draw's log-probs and value are written at the response column its token went to (the env's
 ``lengths`` before the step), and each step's env reward at the same column, so a turn's reward
@@ -16,10 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from textrl.errors import TextRLError
 from textrl.policies.scoring import teacher_forced_logprobs
 from textrl.rollout.buffer import RolloutBatch
-from textrl.rollout.engines import make_engine
 
 
 @torch.no_grad()
@@ -27,24 +27,19 @@ def collect_multiturn(collector, prompts: list[str] | None = None) -> RolloutBat
     """:meth:`RolloutCollector.collect` for an env with an interaction (see the module docstring).
 
     Raises:
-        TextRLError: ``rollout.engine`` resolves to ``compiled`` (multi-turn rollouts use the eager
-            engine; the compiled engine's static-graph extend is not written yet).
+        TextRLError: as :meth:`RolloutCollector.collect` (a failed compile under
+            ``rollout.engine=compiled``, a prompt too wide for the static cache).
     """
     from textrl.rollout.collector import Episodes
 
     env = collector.env
-    if collector.engine_name != "eager":
-        raise TextRLError(f"rollout.engine: got {collector.engine_name!r} with an interaction; expected eager "
-                          f"(multi-turn rollouts extend the KV cache with the eager engine only)")
     P, n, T = env.max_prompt_tokens, env.num_envs, env.max_episode_tokens
     vocab = int(env.single_action_space.n)
     options = {"prompts": prompts} if prompts is not None else {"group_size": collector.samples_per_prompt}
     obs, info = env.reset(seed=collector._reset_seed, options=options)
     collector._reset_seed = None
     episodes = Episodes(list(info["prompt"]))
-    if collector.engine is None:
-        collector.engine = make_engine("eager", collector.policy, collector.sampling, vocab, collector.generator, n,
-                                       P + T, collector.compile_backend)
+    collector.engine = collector._engine(vocab, n, P + 2 * T)
     engine, dev = collector.engine, env.device
     draw = engine.start(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
     buffers = {name: torch.zeros(n, T, device=dev) for name in ("logprobs", "untruncated_logprobs", "values", "rewards")}
