@@ -1,10 +1,21 @@
-"""Shared fixtures: offline settings, a tiny tokenizer and random policy built in code, the real
-assets in ../shared/assets (tests that need them skip with a message when they are absent)."""
+"""Shared fixtures and helpers for tests/unit and tests/integration: offline settings, a tiny
+tokenizer and random policy built in code, the real assets in ../shared/assets (tests that need
+them skip with a message when they are absent), and the ways to run the ``textrl`` command:
+:func:`textrl` (a subprocess, for tests of the process boundary) and the :func:`cli` fixture
+(``textrl.cli.main`` in this process, for everything else).
+
+Test files import the plain helpers with ``from conftest import ...``; no test file imports another."""
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -20,6 +31,14 @@ os.environ.setdefault("TEXTRL_ASSETS", str(ASSETS))
 
 WORDS = ("the a movie film story was is and very good bad great awful happy sad love hate "
          "dog cat boy girl park ball played ran saw it this that of to in on with fun day").split()
+
+
+F64 = torch.float64
+
+
+def t64(rows):
+    """``rows`` (nested lists of numbers) as a float64 tensor, for hand-computed expectations."""
+    return torch.tensor(rows, dtype=F64)
 
 
 def make_tokenizer(pad: bool = True):
@@ -72,6 +91,100 @@ def compose_config(overrides, registry=None):
     GlobalHydra.instance().clear()
     with hydra.initialize_config_module("textrl.conf", version_base="1.3"):
         return hydra.compose("train", overrides=list(overrides))
+
+
+def textrl(*args, cwd=None, timeout=600, env=None):
+    """Run ``python -m textrl ARGS`` as a subprocess (what the console script and sweeps run);
+    returns the :class:`subprocess.CompletedProcess` with text ``stdout`` and ``stderr``. Use it
+    where the process boundary is what is tested (exit status, signals, a fresh interpreter)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "textrl", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=full_env)
+
+
+def fast(run_dir, *extra):
+    """Overrides for a quick TinyStories run writing to ``run_dir``."""
+    return ["experiment=tinystories_sentiment", f"hydra.run.dir={run_dir}", "trainer.progress_bar=false",
+            "rollout.batch_size=8", "algo.minibatch_size=4", "algo.epochs=1", "env.max_new_tokens=8", *extra]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every line of the JSON-lines file ``path`` as a dict (a torn line fails the test)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def one_line_error(result) -> str:
+    """The first non-blank stderr line of a failed run (``returncode != 0``, no traceback)."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def install_plugin(site: Path, module: str, source: str, entry_name: str | None = None) -> None:
+    """Write ``module.py`` and a dist-info with a ``textrl`` entry point into ``site``."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[textrl]\n{entry_name or module} = {module}\n")
+
+
+def run_main(args, monkeypatch, capsys, env: dict | None = None) -> SimpleNamespace:
+    """Run ``textrl ARGS`` through :func:`textrl.cli.main` in this process, as the console script
+    does (``sys.argv`` set); returns ``returncode``, ``stdout`` and ``stderr`` like
+    :func:`subprocess.run`. ``env`` entries are set for the call; a ``PYTHONPATH`` entry is put on
+    ``sys.path`` instead (where a test installed plugins), and the modules imported from it are
+    forgotten afterwards. An exception that escapes ``main`` fails the test (it would be a traceback
+    on the user's screen). Hydra's config store is left as it was before the call: ``main`` registers
+    every installed plugin's options in it, and a plugin installed for one case must not be seen by
+    the next."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+
+    from textrl.cli import main
+    from textrl.config import register_configs, register_plugin_configs
+    from textrl.plugins import load_plugins
+
+    env = dict(env or {})
+    paths = [p for p in env.pop("PYTHONPATH", "").split(os.pathsep) if p]
+    register_configs()
+    register_plugin_configs(load_plugins())
+    store = ConfigStore.instance()
+    before = {group: set(node) for group, node in store.repo.items() if isinstance(node, dict)}
+    modules = set(sys.modules)
+    threads = torch.get_num_threads()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["textrl", *map(str, args)])
+    for path in paths:
+        monkeypatch.syspath_prepend(path)
+    importlib.invalidate_caches()
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)  # run() sets trainer.threads for the process
+        for group, known in before.items():
+            for name in set(store.repo.get(group, {})) - known:
+                if group != "hydra":
+                    del store.repo[group][name]
+        GlobalHydra.instance().clear()
+        for name in set(sys.modules) - modules:
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if any(file.startswith(path) for path in paths):
+                del sys.modules[name]
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """``cli(*args, env=None)``: :func:`run_main` bound to this test's monkeypatch and capsys."""
+    return lambda *args, env=None: run_main(args, monkeypatch, capsys, env)
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 what was expected, exits non-zero, prints no traceback, and leaves no half-written output
 (no metrics, samples, summary, checkpoints or policy in the run directory).
 
-Each case runs the ``textrl`` command's own entry function (``textrl.cli.main``, with ``sys.argv``
-set as the console script sets it) on the real TinyStories experiment (``fast()``), so what is tested
-is what a researcher sees. They run in this process: a ``python -m textrl`` subprocess spends ~5 s
+Each case runs the ``textrl`` command's own entry function (``textrl.cli.main`` through
+``conftest.run_main``, with ``sys.argv`` set as the console script sets it) on the real TinyStories
+experiment (``fast()``), so what is tested is what a researcher sees. They run in this process: a ``python -m textrl`` subprocess spends ~5 s
 of a 2-core CI machine importing torch and transformers before it reads its first argument, which
 for 50 cases is most of this file's time. ``THROUGH_THE_COMMAND`` repeats one case from each
 place an error can be raised (composition, the range checks, loading, the first update, a
@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from test_cli import fast, textrl
-from test_plugins import install_plugin
+from conftest import fast, install_plugin, run_main, textrl
 
 OUTPUTS = ("metrics.jsonl", "samples.jsonl", "summary.json", "policy", "checkpoints")
 
@@ -152,44 +149,6 @@ CASES = [
 ]
 
 
-def textrl_in_process(args, monkeypatch, capsys, site: Path) -> SimpleNamespace:
-    """Run ``textrl ARGS`` through :func:`textrl.cli.main` in this process with ``site`` on the
-    import path (where the misbehaving plugin is installed); returns ``returncode``, ``stdout`` and
-    ``stderr`` like :func:`subprocess.run`. An exception that escapes ``main`` is a test failure
-    (it would be a traceback on the user's screen)."""
-    from hydra.core.config_store import ConfigStore
-    from hydra.core.global_hydra import GlobalHydra
-
-    from textrl.cli import main
-    from textrl.config import register_configs, register_plugin_configs
-    from textrl.plugins import load_plugins
-
-    # main() registers every installed plugin's configs in Hydra's process-wide store; note what
-    # is there without the case's plugins, so the misbehaving plugin's options can be taken out
-    register_configs()
-    register_plugin_configs(load_plugins())
-    store = ConfigStore.instance()
-    before = {group: set(node) for group, node in store.repo.items() if isinstance(node, dict)}
-    threads = torch.get_num_threads()
-    monkeypatch.setattr(sys, "argv", ["textrl", *args])
-    monkeypatch.syspath_prepend(str(site))
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        torch.set_num_threads(threads)  # run() sets trainer.threads for the process
-        for group, known in before.items():
-            for name in set(store.repo.get(group, {})) - known:
-                if group != "hydra":
-                    del store.repo[group][name]
-        GlobalHydra.instance().clear()
-    out, err = capsys.readouterr()
-    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-
 def check_one_line_error(result, args: list[str], expected: list[str], tmp_path: Path) -> None:
     """Exit status 1, no traceback, exactly one ``textrl: error:`` line holding every ``expected``
     text, and none of :data:`OUTPUTS` in the run directory."""
@@ -219,7 +178,8 @@ def skip_cuda_case(overrides: list[str]) -> None:
 def test_bad_input_costs_one_line(assets, tmp_path, monkeypatch, capsys, overrides, expected):
     skip_cuda_case(overrides)
     args = case_args(tmp_path, overrides)
-    check_one_line_error(textrl_in_process(args, monkeypatch, capsys, tmp_path / "site"), args, expected, tmp_path)
+    result = run_main(args, monkeypatch, capsys, env={"PYTHONPATH": str(tmp_path / "site")})
+    check_one_line_error(result, args, expected, tmp_path)
 
 
 # One case per place an error is raised, run as the installed command (a subprocess).

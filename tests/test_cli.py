@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import fast, read_jsonl, textrl
+
 REQUIRED_KEYS = ("update", "objective/rlhf_reward", "objective/score", "objective/kl", "kl/beta", "loss/policy",
                  "loss/value", "policy/clipfrac", "perf/tokens_per_s")
-
-
-def textrl(*args, cwd=None, timeout=600, env=None):
-    """Run ``python -m textrl ARGS`` (what the console script and sweeps run)."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "textrl", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env=full_env)
-
-
-def fast(run_dir, *extra):
-    """Overrides for a quick TinyStories run writing to ``run_dir``."""
-    return ["experiment=tinystories_sentiment", f"hydra.run.dir={run_dir}", "trainer.progress_bar=false",
-            "rollout.batch_size=8", "algo.minibatch_size=4", "algo.epochs=1", "env.max_new_tokens=8", *extra]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_tinystories_experiment_three_updates(assets, tmp_path):
@@ -64,13 +45,6 @@ def test_wandb_logger_runs_offline(assets, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
-
-
-def one_line_error(result) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def test_too_long_prompt_is_cut_from_the_left_by_default(assets, tmp_path):

@@ -8,8 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import length_reward, make_policy
-from test_cli import fast, read_jsonl, textrl
+from conftest import fast, length_reward, make_policy, read_jsonl, textrl
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
 from textrl.policies.sampling import SamplingConfig

@@ -1,16 +1,12 @@
 """One source of truth per default: the structured-config dataclasses (textrl/config.py) and the
 plugin factories' signatures hold every default; the YAML files in conf/ only pick options and set
-what an option changes; the README's configuration table states the defaults the code has.
-
-The README table writes a default as the override that sets it (`` `env.max_new_tokens=20` ``) in
-the row of its group; a row headed `` `reward=learned` `` describes that option, so its keys are
-compared with the config composed with ``reward=learned``.
+what an option changes; the generated configuration reference (:mod:`textrl.reference`) states
+what those three give, key by key.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import inspect
 
 import pytest
 import yaml
@@ -18,43 +14,35 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config
 from textrl.config import CHECKS, TrainConfig
+from textrl.plugins import load_plugins
+from textrl.reference import config_reference, reference_entries
 
 CONF = REPO / "conf"
-DEFAULT_IN_TABLE = re.compile(r"`([a-z_]+(?:\.[a-z_]+)+)=([^`'{]+)`")
 
 
 def leaves(node: dict, prefix: str = ""):
     """``(dotted key, value)`` for every non-mapping value of a nested dict."""
     for key, value in node.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             yield from leaves(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
 
 
-def readme_table() -> list[tuple[str, str, str]]:
-    """``(first cell, default cell, meaning cell)`` of each row of the README configuration table."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
-    return [tuple(cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:4]) for row in rows]
+@pytest.fixture(scope="module")
+def registry():
+    return load_plugins()
 
 
-def same(text: str, value) -> bool:
-    """Whether the README's ``text`` states ``value`` (a YAML scalar as typed on the command line)."""
-    if value is None:
-        return text == "null"
-    if isinstance(value, bool):
-        return text == str(value).lower()
-    if isinstance(value, (int, float)):
-        return float(text) == value
-    return text == str(value)
+@pytest.fixture(scope="module")
+def entries(registry):
+    return reference_entries(registry)
 
 
-def option_context(first_cell: str) -> list[str]:
-    """The overrides a table row describes: ``reward=learned`` for the row `` `reward=learned` ``."""
-    match = re.fullmatch(r"`(\w+)=(\w+)`", first_cell)
-    return [f"{match.group(1)}={match.group(2)}"] if match else []
+def option_yaml(group: str, option: str) -> dict:
+    """The keys conf/<group>/<option>.yaml sets, as ``{dotted key under group: value}``."""
+    spec = yaml.safe_load((CONF / group / f"{option}.yaml").read_text()) or {}
+    return {f"{group}.{key}": value for key, value in leaves({k: v for k, v in spec.items() if k != "defaults"})}
 
 
 def test_group_yaml_files_do_not_restate_schema_defaults():
@@ -77,32 +65,69 @@ def test_group_yaml_files_do_not_restate_schema_defaults():
     assert not restated, restated
 
 
-def test_readme_table_states_the_defaults_the_code_has():
-    table = readme_table()
-    assert len(table) >= 15
-    checked = 0
-    for first, default, meaning in table:
-        cfg = OmegaConf.to_container(compose_config(option_context(first)), resolve=False)
-        values = dict(leaves(cfg))
-        for key, text in DEFAULT_IN_TABLE.findall(meaning):
-            assert key in values, f"README row {first}: {key} is not a config key"
-            assert same(text.strip(), values[key]), f"README row {first}: {key}={text} but the default is {values[key]!r}"
-            checked += 1
-        top = re.fullmatch(r"`(\w+)`", first)
-        if top and default:  # seed, device, stage
-            assert same(default, values[top.group(1)]), f"README: {top.group(1)} default {default} vs {values[top.group(1)]!r}"
-            checked += 1
-    assert checked >= 80  # the table states most defaults; a dropped backtick would silently skip one
-
-
-def test_readme_group_defaults_are_the_options_train_yaml_picks():
+def test_reference_gives_every_schema_key_its_default(entries):
+    """Each setting of the schema is in the main job's table, with the dataclass default unless an
+    option file train.yaml picks sets it (then with that file's value)."""
+    main = entries[""]
     picks = {}
     for entry in yaml.safe_load((CONF / "train.yaml").read_text())["defaults"]:
         if isinstance(entry, dict):
-            picks.update(entry)
-    rows = {first: default for first, default, _ in readme_table()}
-    for group in ("policy", "data", "env", "reward", "algo", "logger", "trainer"):
-        assert rows[f"`{group}=`"] == picks[group], group
+            picks.update({g: o for g, o in entry.items() if (CONF / g / f"{o}.yaml").is_file()})
+    set_by_yaml = {k: v for group, option in picks.items() for k, v in option_yaml(group, option).items()}
+    schema = dict(leaves(OmegaConf.to_container(OmegaConf.structured(TrainConfig))))
+    assert len(schema) >= 60
+    for key, default in schema.items():
+        if key.split(".")[0] in ("reward", "algo"):
+            continue  # plugin options: their defaults are the factories' (next test)
+        assert key in main, f"{key} missing from the reference"
+        assert main[key] == set_by_yaml.get(key, default), f"{key}: reference {main[key]!r}, code {default!r}"
+
+
+def test_reference_gives_every_plugin_parameter_its_signature_default(entries, registry):
+    """``reward=<name>`` and ``algo=<name>`` list each parameter of the factory with its default
+    (a parameter without one is required); the main job's own picks are in its table."""
+    main = entries[""]
+    checked = 0
+    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms)):
+        for name, factory in table.items():
+            listed = entries.get(f"{kind}={name}", {k: v for k, v in main.items() if k.startswith(f"{kind}.")})
+            assert listed[f"{kind}.name"] == name
+            for param in inspect.signature(factory).parameters.values():
+                if param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                    continue
+                default = param.default
+                if default is param.empty or isinstance(default, dict):
+                    assert listed[f"{kind}.{param.name}"] == "???", (kind, name, param.name)
+                elif hasattr(default, "__dataclass_fields__"):
+                    nested = dict(leaves(OmegaConf.to_container(OmegaConf.structured(default)), f"{kind}.{param.name}."))
+                    assert all(listed[k] == v for k, v in nested.items()), (kind, name, param.name)
+                else:
+                    assert listed[f"{kind}.{param.name}"] == default, (kind, name, param.name)
+                checked += 1
+    assert checked >= 40
+
+
+def test_reference_lists_every_option_file_with_what_it_sets(entries):
+    """Every YAML option in conf/<group>/ is in the reference, and each key it sets has its value."""
+    seen = 0
+    for path in sorted(p for p in CONF.glob("*/*.yaml") if p.parent.name != "experiment"):
+        group, option = path.parent.name, path.stem
+        listed = entries.get(f"{group}={option}", entries[""])
+        assert listed.get(f"{group}.name", option) == option or f"{group}.name" not in option_yaml(group, option)
+        for key, value in option_yaml(group, option).items():
+            assert listed[key] == value, f"{path.relative_to(REPO)}: {key}: {value!r} vs {listed.get(key)!r}"
+            seen += 1
+    assert seen >= 5
+
+
+def test_markdown_reference_has_one_row_per_key(entries, registry):
+    text = config_reference(registry)
+    for option, table in entries.items():
+        heading = f"### `{option}`" if option else "### main job"
+        section = text.split(heading + "\n", 1)[1].split("\n### ", 1)[0]
+        rows = [line for line in section.splitlines() if line.startswith("| `")]
+        assert [row.split("`")[1] for row in rows] == list(table), option
+    assert "| `reward.model` | (required) |" in text.split("### `reward=learned`", 1)[1]
 
 
 def test_every_key_of_the_table_of_checks_exists():

@@ -82,7 +82,7 @@ def test_collector_seed_alone_changes_the_sampled_tokens():
 
 
 def test_cli_same_seed_same_metrics_and_samples(assets, tmp_path):
-    from test_cli import fast, read_jsonl, textrl  # the helpers the other CLI tests use
+    from conftest import fast, read_jsonl, textrl  # the helpers the other CLI tests use
 
     def run(out):
         # trainer.threads=1: the two runs share the CPU side by side (process start-up dominates)

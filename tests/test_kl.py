@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import fast, textrl
+from conftest import fast, textrl
 
 
 def strict_json(text: str):

@@ -154,7 +154,7 @@ def test_reference_equals_the_real_base_model_after_a_ppo_update(tinystories):
 
 
 def test_lora_run_through_the_cli(tinystories, tmp_path):
-    from test_cli import fast, read_jsonl, textrl
+    from conftest import fast, read_jsonl, textrl
 
     out = tmp_path / "run"
     result = textrl(*fast(out, "policy.lora.r=4", "policy.lora.alpha=8", "trainer.updates=2"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pluggy
@@ -15,8 +14,7 @@ from textrl.config import signature_schema
 from textrl.errors import TextRLError
 from textrl.plugins import collect_factories, describe, load_plugins
 
-from conftest import compose_config
-from test_cli import fast, one_line_error, read_jsonl, textrl as run_textrl
+from conftest import compose_config, fast, install_plugin, one_line_error, read_jsonl, textrl as run_textrl
 
 PLUGIN_SOURCE = '''
 import json, os
@@ -40,15 +38,6 @@ class Throwaway:
 def textrl_reward_models():
     return {"throwaway": Throwaway}
 '''
-
-
-def install_plugin(site: Path, module: str, source: str, entry_name: str | None = None) -> None:
-    """Write ``module.py`` and a dist-info with a ``textrl`` entry point into ``site``."""
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{module}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[textrl]\n{entry_name or module} = {module}\n")
 
 
 @pytest.fixture

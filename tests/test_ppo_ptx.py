@@ -14,8 +14,7 @@ from textrl.errors import TextRLError
 from textrl.policies import SamplingConfig
 from textrl.rollout.collector import RolloutCollector
 
-from conftest import length_reward
-from test_cli import fast, read_jsonl, textrl
+from conftest import fast, length_reward, read_jsonl, textrl
 
 
 @pytest.fixture

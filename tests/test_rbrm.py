@@ -269,7 +269,7 @@ def test_rbrm_on_hh_rlhf_prompts_through_the_cli(tmp_path):
     """RL against the RBRM on real hh-rlhf red-team prompts; the samples file says which rules fired."""
     if not HH_RLHF.is_file():
         pytest.skip(f"hh-rlhf assets not found at {HH_RLHF}")
-    from test_cli import fast, read_jsonl, textrl
+    from conftest import fast, read_jsonl, textrl
 
     out = tmp_path / "run"
     result = textrl(*fast(out, f"data.prompts={HH_RLHF}", "reward=rbrm", "trainer.updates=1",

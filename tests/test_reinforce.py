@@ -10,7 +10,7 @@ import torch
 from textrl.algorithms.reinforce import Reinforce, episode_returns, leave_one_out_baseline, reinforce_loss
 from textrl.errors import TextRLError
 
-from test_cli import fast, read_jsonl, textrl
+from conftest import fast, read_jsonl, textrl
 
 
 def test_episode_returns_by_hand():

@@ -17,7 +17,7 @@ from textrl.report import (draw_eval_report, kl_target, read_jsonl, redraw, save
                            write_rl_report)
 from textrl.stages.evaluate import median
 
-from test_cli import one_line_error, textrl
+from conftest import one_line_error, textrl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -15,8 +15,7 @@ from textrl.rewards.learned import LearnedReward, RewardScorer, load_sequence_cl
 from textrl.stages.reward_model import ranking_step
 from textrl.stages.sft import IGNORE, encode_demonstration
 
-from conftest import compose_config, make_policy, make_tokenizer
-from test_cli import read_jsonl, textrl
+from conftest import compose_config, make_policy, make_tokenizer, read_jsonl, textrl
 
 
 # -- records --------------------------------------------------------------------------------
