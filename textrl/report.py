@@ -95,9 +95,9 @@ def _plot(ax, metrics: list[dict], key: str, label: str, **style) -> bool:
 def _legend(*axes) -> None:
     handles, labels = [], []
     for ax in axes:
-        h, l = ax.get_legend_handles_labels()
-        handles += h
-        labels += l
+        found, names = ax.get_legend_handles_labels()
+        handles += found
+        labels += names
     if handles:
         axes[0].legend(handles, labels, fontsize=8, loc="best")
 
