@@ -9,7 +9,6 @@ Test files import the plain helpers with ``from conftest import ...``; no test f
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import subprocess
 import sys
@@ -109,8 +108,13 @@ def fast(run_dir, *extra):
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Every line of the JSON-lines file ``path`` as a dict (a torn line fails the test)."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    """The records of a JSON-lines file a finished run wrote, read with :func:`textrl.io.parse_jsonl`;
+    the test fails on a torn last line or a non-strict token (``NaN``, ``Infinity``)."""
+    from textrl.io import parse_jsonl
+
+    text = Path(path).read_text(encoding="utf-8")
+    assert not text or text.endswith("\n"), f"{path}: last line cut short"
+    return parse_jsonl(text, source=str(path), strict=True)
 
 
 def one_line_error(result) -> str:

@@ -7,22 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from conftest import fast, textrl
-
-
-def strict_json(text: str):
-    """``json.loads`` that rejects the NaN/Infinity/-Infinity tokens Python's json accepts."""
-    def reject(token):
-        raise ValueError(f"non-standard JSON constant {token}")
-    return json.loads(text, parse_constant=reject)
-
-
-def strict_jsonl(path: Path) -> list[dict]:
-    return [strict_json(line) for line in path.read_text().splitlines()]
+from conftest import fast, read_jsonl, textrl
 
 
 TRUNCATED = ["rollout.top_k=20", "rollout.top_p=0.9"]
@@ -45,9 +33,9 @@ def test_kl_is_zero_at_the_first_update_under_top_k_top_p(assets, tmp_path, algo
         args = [a for a in args if not a.startswith("algo.minibatch_size=")] + ["algo.minibatch_size=8"]
     result = textrl(*args)
     assert result.returncode == 0, result.stderr[-2000:]
-    records = strict_jsonl(out / "metrics.jsonl")  # no NaN/Infinity tokens anywhere
-    strict_jsonl(out / "samples.jsonl")
-    strict_json((out / "summary.json").read_text())
+    records = read_jsonl(out / "metrics.jsonl")  # no NaN/Infinity tokens anywhere
+    read_jsonl(out / "samples.jsonl")
+    json.loads((out / "summary.json").read_text(), parse_constant=_reject)
     assert [r["update"] for r in records] == [1, 2]
     for r in records:
         assert all(math.isfinite(v) for v in r.values() if isinstance(v, float)), r
@@ -67,7 +55,7 @@ def test_an_estimator_changes_the_penalty_not_objective_kl(assets, tmp_path):
     out = tmp_path / "run"
     result = textrl(*fast(out, "trainer.updates=3", "algo.lr=3e-3", "algo.kl.estimator=k2", "algo.kl.adaptive=false"))
     assert result.returncode == 0, result.stderr[-2000:]
-    records = strict_jsonl(out / "metrics.jsonl")
+    records = read_jsonl(out / "metrics.jsonl")
     assert records[-1]["objective/kl"] != 0.0
     for r in records:
         assert r["objective/rlhf_reward"] <= r["objective/score"] + 1e-6
@@ -93,7 +81,7 @@ def test_adaptive_controller_steers_beta_toward_the_target_on_tinystories(assets
                           "algo.lr=3e-3", "algo.kl.init=0.05", f"algo.kl.target={target}",
                           f"algo.kl.horizon={horizon}", "trainer.save_policy=false"))
     assert result.returncode == 0, result.stderr[-2000:]
-    records = strict_jsonl(out / "metrics.jsonl")
+    records = read_jsonl(out / "metrics.jsonl")
     kls = [r["objective/kl"] for r in records]
     betas = [r["kl/beta"] for r in records]
     for kl, beta, next_beta in zip(kls, betas, betas[1:]):

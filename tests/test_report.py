@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from textrl.errors import TextRLError
-from textrl.report import (draw_eval_report, kl_target, read_jsonl, redraw, save_figure, write_eval_report,
+from textrl.report import (draw_eval_report, kl_target, redraw, save_figure, write_eval_report,
                            write_rl_report)
 from textrl.stages.evaluate import median
 
-from conftest import one_line_error, textrl
+from conftest import one_line_error, read_jsonl, textrl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -44,13 +44,10 @@ def test_kl_target_only_for_an_adaptive_controller():
     assert kl_target(None) is None
 
 
-def test_read_jsonl_skips_a_cut_last_line_but_not_a_broken_middle_one(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"update": 1}\n{"update": 2}\n{"upda')
-    assert read_jsonl(str(path)) == [{"update": 1}, {"update": 2}]
-    path.write_text('{"update": 1}\n{oops\n{"update": 3}\n')
-    with pytest.raises(TextRLError, match="line 2 is not JSON"):
-        read_jsonl(str(path))
+def test_a_broken_metrics_line_is_one_line_naming_the_run_dir(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"update": 1}\n{oops\n{"update": 3}\n')
+    with pytest.raises(TextRLError, match="run_dir: .*metrics.jsonl' line 2 is not JSON"):
+        redraw(str(tmp_path))
 
 
 def test_rl_report_from_metrics_with_gaps_is_a_png_readable_under_the_umask(tmp_path):

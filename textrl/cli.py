@@ -13,7 +13,7 @@ from omegaconf import DictConfig  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from textrl.config import check_config, check_plugin_overrides, register_configs, register_plugin_configs  # noqa: E402
-from textrl.errors import TextRLError  # noqa: E402
+from textrl.errors import TextRLError, first_line  # noqa: E402
 
 _registry = None
 
@@ -33,7 +33,7 @@ def _app(cfg: DictConfig):
         _fail(str(e))
     except OmegaConfBaseException as e:  # e.g. an interpolation whose resolver raised TextRLError
         cause = e.__cause__ if isinstance(e.__cause__, TextRLError) else e
-        _fail(str(cause).splitlines()[0])
+        _fail(first_line(cause))
 
 
 def main() -> None:
@@ -147,7 +147,7 @@ def missing_option_message(text: str, argv: list[str]) -> str:
     match = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
     options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
     if not match:
-        return text.splitlines()[0]
+        return first_line(text)
     group, option = match.groups()
     return f"{group}={option}: no such {group} option; expected one of {options}"
 
@@ -163,7 +163,7 @@ def override_error_message(error: Exception, argv: list[str]) -> str:
         parent, _, name = key.rpartition(".")
         return f"{key}: no such key; expected one of {valid_keys(parent, argv)} (or +{key}={value} to add one)"
     if isinstance(cause, ValidationError) and key:
-        reason = str(cause).splitlines()[0]
+        reason = first_line(cause)
         return f"{key}: got {value!r}; expected a value of the key's type ({reason})"
     return " ".join(str(error).split())
 

@@ -28,3 +28,10 @@ class NonFiniteError(TextRLError):
     def __init__(self, quantity: str, message: str):
         super().__init__(message)
         self.quantity = quantity
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first line of ``str(error)`` (an exception's message, or a text), ``""`` when it is empty:
+    how a foreign exception's reason goes into a one-line :class:`TextRLError` message."""
+    lines = str(error).splitlines()
+    return lines[0] if lines else ""

@@ -18,6 +18,7 @@ from torch import nn
 
 from textrl.errors import TextRLError
 from textrl.policies.lora import LoraSettings, add_lora, base_model_of, is_adapter_dir, load_adapters
+from textrl.policies.positions import position_ids as positions_of
 from textrl.policies.sampling import token_logprobs
 from textrl.policies.value_head import ValueHead
 
@@ -282,7 +283,7 @@ class PolicyWithValueHead(nn.Module):
         """
         attention_mask = attention_mask.long()
         if position_ids is None:
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+            position_ids = positions_of(attention_mask)[:, -input_ids.shape[1]:]
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                       past_key_values=past_key_values, use_cache=use_cache)
         checkpointed = self.checkpointed_layers if torch.is_grad_enabled() and not use_cache else []
@@ -387,6 +388,6 @@ def response_logits(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     """Teacher-forced ``(B, T, V)`` logits of a plain causal LM (e.g. π_ref) for the last T tokens,
     with the same position ids as :meth:`PolicyWithValueHead.response_outputs`."""
     mask = attention_mask.long()
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = positions_of(mask)
     out = lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=response_length + 1)
     return out.logits[:, :-1]

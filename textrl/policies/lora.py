@@ -19,7 +19,7 @@ from typing import Optional
 
 from torch import nn
 
-from textrl.errors import TextRLError
+from textrl.errors import TextRLError, first_line
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -61,7 +61,7 @@ def add_lora(lm: nn.Module, settings: LoraSettings):
     except ValueError as e:
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in lm.named_modules() if isinstance(m, nn.Linear)})
         raise TextRLError(f"policy.lora.target_modules: got {settings.target_modules}; expected names of the "
-                          f"model's linear layers, e.g. {linear} ({str(e).splitlines()[0]})") from None
+                          f"model's linear layers, e.g. {linear} ({first_line(e)})") from None
 
 
 def is_adapter_dir(path: str) -> bool:
