@@ -140,22 +140,22 @@ def run_main(args, monkeypatch, capsys, env: dict | None = None) -> SimpleNamesp
     :func:`subprocess.run`. ``env`` entries are set for the call; a ``PYTHONPATH`` entry is put on
     ``sys.path`` instead (where a test installed plugins), and the modules imported from it are
     forgotten afterwards. An exception that escapes ``main`` fails the test (it would be a traceback
-    on the user's screen). Hydra's config store is left as it was before the call: ``main`` registers
-    every installed plugin's options in it, and a plugin installed for one case must not be seen by
-    the next."""
+    on the user's screen).
+
+    Hydra's config store is process-wide: ``main`` registers the ``reward``/``algo`` options of the
+    plugins it loads there. The call starts with those two groups empty, as a fresh process does
+    (so an option registered by an earlier test, or by a plugin this call does not load, cannot be
+    picked), and they are put back as they were afterwards.
+    """
     from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
     from textrl.cli import main
-    from textrl.config import register_configs, register_plugin_configs
-    from textrl.plugins import load_plugins
 
     env = dict(env or {})
     paths = [p for p in env.pop("PYTHONPATH", "").split(os.pathsep) if p]
-    register_configs()
-    register_plugin_configs(load_plugins())
-    store = ConfigStore.instance()
-    before = {group: set(node) for group, node in store.repo.items() if isinstance(node, dict)}
+    repo = ConfigStore.instance().repo
+    plugin_groups = {group: dict(repo.get(group, {})) for group in ("reward", "algo")}
     modules = set(sys.modules)
     threads = torch.get_num_threads()
     for key, value in env.items():
@@ -164,6 +164,8 @@ def run_main(args, monkeypatch, capsys, env: dict | None = None) -> SimpleNamesp
     for path in paths:
         monkeypatch.syspath_prepend(path)
     importlib.invalidate_caches()
+    for group in plugin_groups:
+        repo.get(group, {}).clear()
     capsys.readouterr()
     try:
         main()
@@ -172,10 +174,9 @@ def run_main(args, monkeypatch, capsys, env: dict | None = None) -> SimpleNamesp
         code = e.code if isinstance(e.code, int) else 1
     finally:
         torch.set_num_threads(threads)  # run() sets trainer.threads for the process
-        for group, known in before.items():
-            for name in set(store.repo.get(group, {})) - known:
-                if group != "hydra":
-                    del store.repo[group][name]
+        for group, options in plugin_groups.items():
+            repo.setdefault(group, {}).clear()
+            repo[group].update(options)
         GlobalHydra.instance().clear()
         for name in set(sys.modules) - modules:
             file = getattr(sys.modules[name], "__file__", None) or ""

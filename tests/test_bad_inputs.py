@@ -199,7 +199,7 @@ def test_the_suite_covers_at_least_thirty_distinct_inputs():
     assert len({c[0] for c in CASES}) == len(CASES) >= 30
 
 
-def test_tokenizer_without_pad_token_is_given_one(assets, tmp_path):
+def test_tokenizer_without_pad_token_is_given_one(assets, tmp_path, cli):
     """Not an error: a tokenizer with no pad token gets one (and the embeddings a row), then trains."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -212,7 +212,7 @@ def test_tokenizer_without_pad_token_is_given_one(assets, tmp_path):
     tokenizer.save_pretrained(model_dir)
     AutoModelForCausalLM.from_pretrained(source).save_pretrained(model_dir)
     assert AutoTokenizer.from_pretrained(model_dir).pad_token is None
-    result = textrl(*fast(tmp_path / "run", f"policy.model={model_dir}", "trainer.updates=1"))
+    result = cli(*fast(tmp_path / "run", f"policy.model={model_dir}", "trainer.updates=1"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["updates"] == 1
 

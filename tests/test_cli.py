@@ -30,11 +30,11 @@ def test_tinystories_experiment_three_updates(assets, tmp_path):
     assert (out / ".hydra" / "config.yaml").is_file()
 
 
-def test_saved_policy_loads_back_as_policy_model(assets, tmp_path):
+def test_saved_policy_loads_back_as_policy_model(assets, tmp_path, cli):
     first = tmp_path / "a"
-    assert textrl(*fast(first, "trainer.updates=1")).returncode == 0
+    assert cli(*fast(first, "trainer.updates=1")).returncode == 0
     second = tmp_path / "b"
-    result = textrl(*fast(second, "trainer.updates=1", f"policy.model={first / 'policy'}"))
+    result = cli(*fast(second, "trainer.updates=1", f"policy.model={first / 'policy'}"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(read_jsonl(second / "metrics.jsonl")) == 1
 
@@ -47,23 +47,23 @@ def test_wandb_logger_runs_offline(assets, tmp_path):
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
 
 
-def test_too_long_prompt_is_cut_from_the_left_by_default(assets, tmp_path):
+def test_too_long_prompt_is_cut_from_the_left_by_default(assets, tmp_path, cli):
     prompts = tmp_path / "long.txt"
     prompts.write_text("Once upon a time there was a little girl named Lily who loved to play outside\n")
-    result = textrl(*fast(tmp_path / "run", f"data.prompts={prompts}", "data.prefix_tokens=null",
+    result = cli(*fast(tmp_path / "run", f"data.prompts={prompts}", "data.prefix_tokens=null",
                           "env.max_prompt_tokens=4", "trainer.updates=1"))
     assert result.returncode == 0 and "cut from the left" in result.stdout + result.stderr
 
 
-def test_plugins_command_lists_builtins():
-    result = textrl("plugins")
+def test_plugins_command_lists_builtins(cli):
+    result = cli("plugins")
     assert result.returncode == 0
     assert "reward=sentiment" in result.stdout and "algo=ppo" in result.stdout
 
 
-def test_multirun_runs_every_combination_in_its_own_directory(assets, tmp_path):
+def test_multirun_runs_every_combination_in_its_own_directory(assets, tmp_path, cli):
     pytest.importorskip("textrl_grpo", reason="pip install -e plugins/textrl-grpo")
-    result = textrl("-m", "algo=ppo,grpo", "seed=1,2", "experiment=tinystories_sentiment", "trainer.updates=2",
+    result = cli("-m", "algo=ppo,grpo", "seed=1,2", "experiment=tinystories_sentiment", "trainer.updates=2",
                     "rollout.batch_size=8", "algo.minibatch_size=4", "env.max_new_tokens=8",
                     "trainer.progress_bar=false", "trainer.save_policy=false", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -91,9 +91,9 @@ def test_precheck_accepts_hydra_interpolations_and_multirun_mode():
     check_composition(["hydra.mode=MULTIRUN", "seed=1,2"])
 
 
-def test_bf16_autocast_trains_on_cpu(assets, tmp_path):
+def test_bf16_autocast_trains_on_cpu(assets, tmp_path, cli):
     out = tmp_path / "run"
-    result = textrl(*fast(out, "device=cpu", "trainer.precision=bf16", "trainer.updates=2", "logger=none"))
+    result = cli(*fast(out, "device=cpu", "trainer.precision=bf16", "trainer.updates=2", "logger=none"))
     assert result.returncode == 0, result.stderr[-2000:]
     records = read_jsonl(out / "metrics.jsonl")
     assert len(records) == 2 and all(math.isfinite(r["loss/policy"]) and math.isfinite(r["objective/kl"])

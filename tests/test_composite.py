@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import fast, length_reward, make_policy, read_jsonl, textrl
+from conftest import fast, length_reward, make_policy, read_jsonl
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
 from textrl.policies.sampling import SamplingConfig
@@ -105,10 +105,10 @@ def test_components_reach_the_rollout_batch_and_samples(tokenizer):
     assert sub.reward_details == [batch.reward_details[2]] and sub.reward_components["length"].tolist() == [words[2]]
 
 
-def test_composite_with_rbrm_trains_through_the_cli(assets, tmp_path):
+def test_composite_with_rbrm_trains_through_the_cli(assets, tmp_path, cli):
     out = tmp_path / "run"
     components = "{sentiment: {name: sentiment, weight: 1.0}, rbrm: {name: rbrm, weight: 0.5}}"
-    result = textrl(*fast(out, "reward=composite", f"reward.components={components}", "trainer.updates=2"))
+    result = cli(*fast(out, "reward=composite", f"reward.components={components}", "trainer.updates=2"))
     assert result.returncode == 0, result.stderr[-2000:]
     records = read_jsonl(out / "metrics.jsonl")
     assert len(records) == 2

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -81,17 +80,13 @@ def test_collector_seed_alone_changes_the_sampled_tokens():
     assert differ(a.input_ids, b.input_ids) and differ(a.logprobs, b.logprobs)
 
 
-def test_cli_same_seed_same_metrics_and_samples(assets, tmp_path):
-    from conftest import fast, read_jsonl, textrl  # the helpers the other CLI tests use
-
-    def run(out):
-        # trainer.threads=1: the two runs share the CPU side by side (process start-up dominates)
-        return textrl(*fast(out, "trainer.updates=2", "seed=7", "trainer.threads=1", "trainer.save_policy=false",
-                            "logger=none"))
+def test_cli_same_seed_same_metrics_and_samples(assets, tmp_path, cli):
+    """Two seeded runs one after the other in one process: ``run`` reseeds everything it draws from."""
+    from conftest import fast, read_jsonl
 
     outs = [tmp_path / "a", tmp_path / "b"]
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(run, outs))
+    results = [cli(*fast(out, "trainer.updates=2", "seed=7", "trainer.threads=1", "trainer.save_policy=false",
+                         "logger=none")) for out in outs]
     runs = []
     for out, result in zip(outs, results):
         assert result.returncode == 0, result.stderr[-2000:]

@@ -265,14 +265,14 @@ def test_default_rubric_rarely_flags_alpaca_instructions(rbrm):
     assert refused / len(rows) < 0.01  # the demonstrations answer; they are not refusals
 
 
-def test_rbrm_on_hh_rlhf_prompts_through_the_cli(tmp_path):
+def test_rbrm_on_hh_rlhf_prompts_through_the_cli(tmp_path, cli):
     """RL against the RBRM on real hh-rlhf red-team prompts; the samples file says which rules fired."""
     if not HH_RLHF.is_file():
         pytest.skip(f"hh-rlhf assets not found at {HH_RLHF}")
-    from conftest import fast, read_jsonl, textrl
+    from conftest import fast, read_jsonl
 
     out = tmp_path / "run"
-    result = textrl(*fast(out, f"data.prompts={HH_RLHF}", "reward=rbrm", "trainer.updates=1",
+    result = cli(*fast(out, f"data.prompts={HH_RLHF}", "reward=rbrm", "trainer.updates=1",
                           "trainer.samples_per_update=8", "env.max_prompt_tokens=48"))
     assert result.returncode == 0, result.stderr[-2000:]
     samples = read_jsonl(out / "samples.jsonl")

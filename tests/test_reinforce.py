@@ -10,7 +10,7 @@ import torch
 from textrl.algorithms.reinforce import Reinforce, episode_returns, leave_one_out_baseline, reinforce_loss
 from textrl.errors import TextRLError
 
-from conftest import fast, read_jsonl, textrl
+from conftest import fast, read_jsonl
 
 
 def test_episode_returns_by_hand():
@@ -63,9 +63,9 @@ def test_unknown_baseline_is_a_clear_error():
 
 @pytest.mark.parametrize("baseline, extra", [("none", []), ("moving_average", []),
                                              ("leave_one_out", ["rollout.samples_per_prompt=4"])])
-def test_algo_reinforce_trains_through_the_cli(assets, tmp_path, baseline, extra):
+def test_algo_reinforce_trains_through_the_cli(assets, tmp_path, baseline, extra, cli):
     out = tmp_path / "run"
-    result = textrl(*fast(out, "algo=reinforce", f"algo.baseline={baseline}", "trainer.updates=2", *extra))
+    result = cli(*fast(out, "algo=reinforce", f"algo.baseline={baseline}", "trainer.updates=2", *extra))
     assert result.returncode == 0, result.stderr[-2000:]
     records = read_jsonl(out / "metrics.jsonl")
     assert len(records) == 2

@@ -100,13 +100,13 @@ def test_redraw_refuses_a_folder_that_is_not_a_run(tmp_path, make):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_textrl_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path):
-    result = textrl("report", str(tmp_path))
+def test_textrl_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path, cli):
+    result = cli("report", str(tmp_path))
     line = one_line_error(result)
     assert line == (f"textrl: error: run_dir: got {str(tmp_path)!r}; expected a textrl run directory holding "
                     f"metrics.jsonl (stage=rl) or eval_rewards.jsonl (stage=eval)")
     assert len(result.stderr.strip().splitlines()) == 1
-    line = one_line_error(textrl("report"))
+    line = one_line_error(cli("report"))
     assert line.startswith("textrl: error: report: got []; expected exactly one run directory")
 
 
@@ -117,7 +117,7 @@ def imdb_tiny(run_dir, *extra):
             "data.max_prompts=300", *extra]
 
 
-def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path):
+def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path, cli):
     from transformers import AutoTokenizer
 
     rl = tmp_path / "rl"
@@ -136,7 +136,7 @@ def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path):
     copy = tmp_path / "copied"
     shutil.copytree(rl, copy, ignore=shutil.ignore_patterns("wandb", "policy", "checkpoints"))
     (copy / "report.png").unlink()
-    result = textrl("report", str(copy))
+    result = cli("report", str(copy))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == [str(copy / "report.png")] and is_png(copy / "report.png")
 
@@ -166,13 +166,13 @@ def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path):
                             prefix_tokens=[2, 8], tokenizer=tok)
     assert [r["prompt"] for r in rows] == expected
     (ev / "eval_report.png").unlink()
-    result = textrl("report", str(ev))
+    result = cli("report", str(ev))
     assert result.returncode == 0 and result.stdout.split() == [str(ev / "eval_report.png")]
     assert is_png(ev / "eval_report.png")
 
 
-def test_imdb_sentiment_without_a_classifier_says_how_to_train_one(assets, tmp_path):
-    result = textrl("experiment=imdb_sentiment", "policy=tinystories", "data.max_prompts=20", "trainer.updates=1",
+def test_imdb_sentiment_without_a_classifier_says_how_to_train_one(assets, tmp_path, cli):
+    result = cli("experiment=imdb_sentiment", "policy=tinystories", "data.max_prompts=20", "trainer.updates=1",
                     f"hydra.run.dir={tmp_path / 'run'}")
     line = one_line_error(result)
     assert line.startswith("textrl: error: reward.model: got an empty value;")
