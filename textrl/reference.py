@@ -102,15 +102,21 @@ def _text(value) -> str:
     return str(value)
 
 
-def config_reference(registry=None) -> str:
-    """The reference of :func:`reference_entries` as Markdown: one table of ``key | default`` for
-    the main job, then one per option. ``|`` in a value is escaped."""
+def reference_markdown(entries: dict[str, dict[str, object]]) -> str:
+    """:func:`reference_entries`' ``entries`` as Markdown: one ``key | default`` table for the main
+    job, then one per option; ``|`` in a value is escaped."""
     lines = []
-    for option, table in reference_entries(registry).items():
+    for option, table in entries.items():
         lines += [f"### {f'`{option}`' if option else 'main job'}", "", "| key | default |", "| --- | --- |"]
         lines += [f"| `{key}` | {_text(value).replace('|', chr(92) + '|')} |" for key, value in table.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def config_reference(registry=None) -> str:
+    """The configuration reference as Markdown: :func:`reference_markdown` of
+    :func:`reference_entries` for ``registry`` (default: the installed plugins)."""
+    return reference_markdown(reference_entries(registry))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, compose_config
 from textrl.config import CHECKS, TrainConfig
 from textrl.plugins import load_plugins
-from textrl.reference import config_reference, reference_entries
+from textrl.reference import reference_entries, reference_markdown
 
 CONF = REPO / "conf"
 
@@ -120,8 +120,8 @@ def test_reference_lists_every_option_file_with_what_it_sets(entries):
     assert seen >= 5
 
 
-def test_markdown_reference_has_one_row_per_key(entries, registry):
-    text = config_reference(registry)
+def test_markdown_reference_has_one_row_per_key(entries):
+    text = reference_markdown(entries)
     for option, table in entries.items():
         heading = f"### `{option}`" if option else "### main job"
         section = text.split(heading + "\n", 1)[1].split("\n### ", 1)[0]
