@@ -15,7 +15,7 @@ REQUIRED_KEYS = ("update", "objective/rlhf_reward", "objective/score", "objectiv
 
 def test_tinystories_experiment_three_updates(assets, tmp_path):
     out = tmp_path / "run"
-    result = textrl("experiment=tinystories_sentiment", "trainer.updates=3", f"hydra.run.dir={out}")
+    result = textrl(*fast(out, "trainer.updates=3"))
     assert result.returncode == 0, result.stderr[-2000:]
     records = read_jsonl(out / "metrics.jsonl")
     assert [r["update"] for r in records] == [1, 2, 3]
@@ -63,9 +63,9 @@ def test_plugins_command_lists_builtins(cli):
 
 def test_multirun_runs_every_combination_in_its_own_directory(assets, tmp_path, cli):
     pytest.importorskip("textrl_grpo", reason="pip install -e plugins/textrl-grpo")
-    result = cli("-m", "algo=ppo,grpo", "seed=1,2", "experiment=tinystories_sentiment", "trainer.updates=2",
-                    "rollout.batch_size=8", "algo.minibatch_size=4", "env.max_new_tokens=8",
-                    "trainer.progress_bar=false", "trainer.save_policy=false", f"hydra.sweep.dir={tmp_path}")
+    result = cli("-m", "algo=ppo,grpo", "seed=1,2", "experiment=tinystories_sentiment", "trainer.updates=1",
+                 "rollout.batch_size=4", "algo.minibatch_size=4", "env.max_new_tokens=4", "logger=none",
+                 "trainer.progress_bar=false", "trainer.save_policy=false", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
@@ -75,7 +75,7 @@ def test_multirun_runs_every_combination_in_its_own_directory(assets, tmp_path, 
         algo = "grpo" if "algo=grpo" in overrides else "ppo"
         seed = "1" if "seed=1" in overrides else "2"
         seen.add((algo, seed))
-        assert len(read_jsonl(job / "metrics.jsonl")) == 2
+        assert len(read_jsonl(job / "metrics.jsonl")) == 1
     assert seen == {("ppo", "1"), ("ppo", "2"), ("grpo", "1"), ("grpo", "2")}
 
 

@@ -181,12 +181,16 @@ def test_value_head_initialised_from_the_reward_model(tiny_rm_dir, tmp_path):
 # -- the pipeline ---------------------------------------------------------------------------
 def test_instructgpt_tiny_runs_every_stage(assets, tmp_path, cli):
     out = tmp_path / "pipeline"
-    result = cli("experiment=instructgpt_tiny", f"hydra.run.dir={out}", "trainer.progress_bar=false")
+    # the shipped tiny pipeline, each stage cut to a few steps (what is checked is that every stage
+    # runs and hands its model to the next, not how well it trains)
+    result = cli("experiment=instructgpt_tiny", f"hydra.run.dir={out}", "trainer.progress_bar=false",
+                 "sft.max_examples=48", "rm.max_examples=32", "rm.max_eval_examples=8", "trainer.updates=2",
+                 "rollout.batch_size=4", "algo.minibatch_size=4", "env.max_new_tokens=4", "eval.num_prompts=4")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "sft" / "model" / "config.json").is_file()
     assert (out / "rm" / "model" / "textrl_reward.json").is_file()
     assert (out / "rl" / "policy" / "value_head.safetensors").is_file()
-    assert len(read_jsonl(out / "rl" / "metrics.jsonl")) == 4
+    assert len(read_jsonl(out / "rl" / "metrics.jsonl")) == 2
     result_eval = json.loads((out / "eval" / "eval.json").read_text())
     assert 0 <= result_eval["win_rate"] <= 1 and math.isfinite(result_eval["kl"])
     assert result_eval["reference_model"] == str(out / "sft" / "model")
