@@ -118,11 +118,15 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def one_line_error(result) -> str:
-    """The first non-blank stderr line of a failed run (``returncode != 0``, no traceback)."""
+    """The error line of a failed run (``returncode != 0``, no traceback): its one ``textrl: error:``
+    line, else its first non-blank stderr line (a library's warnings, such as a torch
+    ``FutureWarning``, may come before it)."""
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    return lines[0] if lines else ""
+    errors = [line for line in lines if line.startswith("textrl: error:")]
+    assert len(errors) <= 1, result.stderr[-3000:]
+    return errors[0] if errors else (lines[0] if lines else "")
 
 
 def install_plugin(site: Path, module: str, source: str, entry_name: str | None = None) -> None:
