@@ -6,7 +6,7 @@ Run it in the environment CI tested (after ``.ci/run``'s installs) when a depend
 installed distributions' metadata, and prints ``name==version`` for each one found, sorted. The
 README's set-up commands and ``.ci/run`` install with ``pip install -c constraints.txt``, so a new
 release of any library changes nothing until this file is regenerated and CI passes with it.
-``tests/unit/test_packaging.py`` checks that the file covers what is installed.
+``tests/integration/test_packaging.py`` checks that the file covers what is installed.
 """
 
 from __future__ import annotations

@@ -1,10 +1,20 @@
-"""Shared fixtures: offline settings, a tiny tokenizer and random policy built in code, the real
-assets in ../shared/assets (tests that need them skip with a message when they are absent)."""
+"""Shared fixtures and helpers for tests/unit and tests/integration: offline settings, a tiny
+tokenizer and random policy built in code, the real assets in ../shared/assets (tests that need
+them skip with a message when they are absent), and the ways to run the ``textrl`` command:
+:func:`textrl` (a subprocess, for tests of the process boundary) and the :func:`cli` fixture
+(``textrl.cli.main`` in this process, for everything else).
+
+Test files import the plain helpers with ``from conftest import ...``; no test file imports another."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -38,6 +48,14 @@ os.environ.setdefault("TEXTRL_ASSETS", str(ASSETS))  # the textrl command (conf/
 
 WORDS = ("the a movie film story was is and very good bad great awful happy sad love hate "
          "dog cat boy girl park ball played ran saw it this that of to in on with fun day").split()
+
+
+F64 = torch.float64
+
+
+def t64(rows):
+    """``rows`` (nested lists of numbers) as a float64 tensor, for hand-computed expectations."""
+    return torch.tensor(rows, dtype=F64)
 
 
 def make_tokenizer(pad: bool = True):
@@ -93,7 +111,9 @@ def compose_config(overrides, registry=None):
 
 
 def textrl(*args, cwd=None, timeout=600, env=None):
-    """Run ``python -m textrl ARGS`` (what the console script and sweeps run)."""
+    """Run ``python -m textrl ARGS`` as a subprocess (what the console script and sweeps run);
+    returns the :class:`subprocess.CompletedProcess` with text ``stdout`` and ``stderr``. Use it
+    where the process boundary is what is tested (exit status, signals, a fresh interpreter)."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run([sys.executable, "-m", "textrl", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout, env=full_env)
@@ -106,32 +126,69 @@ def fast(run_dir, *extra):
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The records of a JSON-lines file a finished run wrote, read with :func:`textrl.io.parse_jsonl`;
+    the test fails on a torn last line or a non-strict token (``NaN``, ``Infinity``)."""
+    from textrl.io import parse_jsonl
+
+    text = Path(path).read_text(encoding="utf-8")
+    assert not text or text.endswith("\n"), f"{path}: last line cut short"
+    return parse_jsonl(text, source=str(path), strict=True)
 
 
-def textrl_in_process(args, monkeypatch, capsys=None, site: Path | None = None) -> SimpleNamespace:
-    """Run ``textrl ARGS`` through :func:`textrl.cli.main` in this process, with ``site`` (a folder
-    of plugins installed for the test) on the import path when given; returns ``returncode``,
-    ``stdout`` and ``stderr`` like :func:`subprocess.run`. An exception that escapes ``main`` is a
-    test failure (it would be a traceback on the user's screen). Without ``capsys`` (a
-    module-scoped fixture has none) the output is not captured and ``stdout``/``stderr`` are empty."""
+def one_line_error(result) -> str:
+    """The error line of a failed run (``returncode != 0``, no traceback): its one ``textrl: error:``
+    line, else its first non-blank stderr line (a library's warnings, such as a torch
+    ``FutureWarning``, may come before it)."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("textrl: error:")]
+    assert len(errors) <= 1, result.stderr[-3000:]
+    return errors[0] if errors else (lines[0] if lines else "")
+
+
+def install_plugin(site: Path, module: str, source: str, entry_name: str | None = None) -> None:
+    """Write ``module.py`` and a dist-info with a ``textrl`` entry point into ``site``."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[textrl]\n{entry_name or module} = {module}\n")
+
+
+def run_main(args, monkeypatch, capsys, env: dict | None = None) -> SimpleNamespace:
+    """Run ``textrl ARGS`` through :func:`textrl.cli.main` in this process, as the console script
+    does (``sys.argv`` set); returns ``returncode``, ``stdout`` and ``stderr`` like
+    :func:`subprocess.run`. ``env`` entries are set for the call; a ``PYTHONPATH`` entry is put on
+    ``sys.path`` instead (where a test installed plugins), and the modules imported from it are
+    forgotten afterwards. An exception that escapes ``main`` fails the test (it would be a traceback
+    on the user's screen). Without ``capsys`` (a module-scoped fixture has none) the output is not
+    captured and ``stdout``/``stderr`` are empty.
+
+    Hydra's config store is process-wide: ``main`` registers the ``reward``/``algo`` options of the
+    plugins it loads there. The call starts with those two groups empty, as a fresh process does
+    (so an option registered by an earlier test, or by a plugin this call does not load, cannot be
+    picked), and they are put back as they were afterwards.
+    """
     from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
 
     from textrl.cli import main
-    from textrl.config import register_configs, register_plugin_configs
-    from textrl.plugins import load_plugins
 
-    # main() registers every installed plugin's configs in Hydra's process-wide store; note what
-    # is there without the case's plugins, so the misbehaving plugin's options can be taken out
-    register_configs()
-    register_plugin_configs(load_plugins())
-    store = ConfigStore.instance()
-    before = {group: set(node) for group, node in store.repo.items() if isinstance(node, dict)}
+    env = dict(env or {})
+    paths = [p for p in env.pop("PYTHONPATH", "").split(os.pathsep) if p]
+    repo = ConfigStore.instance().repo
+    plugin_groups = {group: dict(repo.get(group, {})) for group in ("reward", "algo")}
+    modules = set(sys.modules)
     threads = torch.get_num_threads()
-    monkeypatch.setattr(sys, "argv", ["textrl", *args])
-    if site is not None:
-        monkeypatch.syspath_prepend(str(site))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["textrl", *map(str, args)])
+    for path in paths:
+        monkeypatch.syspath_prepend(path)
+    importlib.invalidate_caches()
+    for group in plugin_groups:
+        repo.get(group, {}).clear()
     if capsys is not None:
         capsys.readouterr()
     try:
@@ -141,13 +198,22 @@ def textrl_in_process(args, monkeypatch, capsys=None, site: Path | None = None) 
         code = e.code if isinstance(e.code, int) else 1
     finally:
         torch.set_num_threads(threads)  # run() sets trainer.threads for the process
-        for group, known in before.items():
-            for name in set(store.repo.get(group, {})) - known:
-                if group != "hydra":
-                    del store.repo[group][name]
+        for group, options in plugin_groups.items():
+            repo.setdefault(group, {}).clear()
+            repo[group].update(options)
         GlobalHydra.instance().clear()
+        for name in set(sys.modules) - modules:
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if any(file.startswith(path) for path in paths):
+                del sys.modules[name]
     out, err = capsys.readouterr() if capsys is not None else ("", "")
     return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """``cli(*args, env=None)``: :func:`run_main` bound to this test's monkeypatch and capsys."""
+    return lambda *args, env=None: run_main(args, monkeypatch, capsys, env)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ import torch
 from omegaconf import OmegaConf
 
 from textrl.errors import TextRLError
-from textrl.io import atomic_save_dir, atomic_write_text, save_torch
+from textrl.io import atomic_save_dir, atomic_write_text, read_jsonl, save_torch, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -264,18 +264,14 @@ def restore_checkpoint(state: dict, policy, algorithm, collector, rank: int = 0)
 
 
 def truncate_jsonl(path: str, last_update: int) -> list[dict]:
-    """Keep the records of ``path`` with ``update <= last_update`` (dropping a torn last line);
-    rewritten atomically. Returns the kept records."""
+    """Keep the records of ``path`` with ``update <= last_update`` (:func:`textrl.io.read_jsonl`,
+    which drops a torn last line); rewritten atomically. Returns the kept records.
+
+    Raises:
+        TextRLError: a broken line before the last one (``trainer.resume``).
+    """
     if not os.path.isfile(path):
         return []
-    kept = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if record.get("update", 0) <= last_update:
-                kept.append(record)
-    atomic_write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
+    kept = [record for record in read_jsonl(path, key="trainer.resume") if record.get("update", 0) <= last_update]
+    write_jsonl(path, kept)
     return kept

@@ -19,7 +19,7 @@ from omegaconf import DictConfig  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from textrl.config import check_config, check_plugin_overrides, register_configs, register_plugin_configs  # noqa: E402
-from textrl.errors import Interrupted, TextRLError  # noqa: E402
+from textrl.errors import Interrupted, TextRLError, first_line  # noqa: E402
 
 _registry = None
 
@@ -46,7 +46,7 @@ def _app(cfg: DictConfig):
         _stopped(str(e), e.signum)
     except OmegaConfBaseException as e:  # e.g. an interpolation whose resolver raised TextRLError
         cause = e.__cause__ if isinstance(e.__cause__, TextRLError) else e
-        _fail(str(cause).splitlines()[0])
+        _fail(first_line(cause))
 
 
 def main() -> None:
@@ -167,7 +167,7 @@ def missing_option_message(error) -> str:
     ``MissingConfigException`` (its ``missing_cfg_file`` and ``options``)."""
     group, _, option = (error.missing_cfg_file or "").rpartition("/")
     if not group or error.options is None:  # not a group option (e.g. the primary config)
-        return str(error).splitlines()[0]
+        return first_line(error)
     return f"{group}={option}: no such {group} option; expected one of {list(error.options)}"
 
 
@@ -182,7 +182,7 @@ def override_error_message(error: Exception, argv: list[str]) -> str:
         parent, _, name = key.rpartition(".")
         return f"{key}: no such key; expected one of {valid_keys(parent, argv)} (or +{key}={value} to add one)"
     if isinstance(cause, ValidationError) and key:
-        reason = str(cause).splitlines()[0]
+        reason = first_line(cause)
         return f"{key}: got {value!r}; expected a value of the key's type ({reason})"
     return " ".join(str(error).split())
 

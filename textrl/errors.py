@@ -64,3 +64,10 @@ class Interrupted(Exception):
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.signum = signum
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first line of ``str(error)`` (an exception's message, or a text), ``""`` when it is empty:
+    how a foreign exception's reason goes into a one-line :class:`TextRLError` message."""
+    lines = str(error).splitlines()
+    return lines[0] if lines else ""

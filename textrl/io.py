@@ -1,4 +1,12 @@
-"""Crash-safe file writes: a run that dies never leaves a half-written file behind.
+"""Crash-safe file writes: a run that dies never leaves a half-written file behind; and the one
+JSON-lines reader and writer (:func:`parse_jsonl`, :func:`read_jsonl`, :func:`jsonl_line`,
+:func:`append_jsonl`, :func:`write_jsonl`).
+
+JSON lines: one strict JSON value per line, lines split on ``"\\n"`` only (a U+2028 inside a
+string is text, not a line break), blank lines skipped. The one rule for a torn line: a last line
+with no newline after it that is not valid JSON is a write cut short (a killed run appends each
+record with one ``write`` ending in ``"\\n"``), so it is skipped with a warning; any other line
+that is not JSON is an error.
 
 Files and directories written here get the permissions an ordinary ``open``/``mkdir`` would give
 under the user's umask (0644 and 0755 under umask 022), not the private 0600/0700 that
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import os
 import re
@@ -22,7 +31,7 @@ import tempfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from textrl.errors import WriteError
+from textrl.errors import TextRLError, WriteError
 
 # Texts of write failures that arrive without an errno: torch's zip writer (``torch.save`` to a
 # path on a full disk raises ``RuntimeError: [enforce fail at inline_container.cc:...] . unexpected
@@ -123,6 +132,9 @@ def save_torch(obj: Any, path: str) -> None:
             os.fsync(f.fileno())
 
 
+log = logging.getLogger(__name__)
+
+
 def current_umask() -> int:
     """The process's umask (e.g. ``0o022``); read by setting and restoring it."""
     mask = os.umask(0o022)
@@ -131,14 +143,19 @@ def current_umask() -> int:
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+    """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
 
     The file gets mode ``0o666 & ~umask``, as ``open(path, "w")`` would give it.
 
     Raises:
         WriteError: the file cannot be written (full disk, permission); ``path`` is unchanged.
     """
-    write_file_atomically(path, lambda f: f.write(text.encode("utf-8")))
+    write_file_atomically(path, lambda f: f.write(data))
 
 
 def write_file_atomically(path: str, write: Callable[[Any], None], suffix: str | None = None) -> None:
@@ -251,3 +268,67 @@ def append_jsonl(path: str, record: dict) -> None:
                 raise
         finally:
             os.close(fd)
+
+
+def write_jsonl(path: str, records: list) -> None:
+    """Replace ``path`` atomically (:func:`atomic_write_text`) with one :func:`jsonl_line` per record."""
+    atomic_write_text(path, "".join(jsonl_line(record) for record in records))
+
+
+def parse_jsonl(text: str, source: str = "<text>", *, strict: bool = False) -> list:
+    """The JSON value of each non-blank line of ``text`` (a whole JSON-lines file), under the
+    module's torn-line rule: a last line without a newline after it that is not JSON is skipped
+    (logged as a warning naming ``source``).
+
+    Args:
+        text: the file's contents.
+        source: the file's name, for the warning.
+        strict: also reject the ``NaN``/``Infinity``/``-Infinity`` tokens Python's ``json``
+            accepts (textrl writes ``null`` for them: :func:`strict_json`).
+
+    Raises:
+        json.JSONDecodeError: any other line that is not (strict) JSON; its ``lineno`` and
+            ``colno`` count in the whole ``text`` and ``msg`` is the reason.
+    """
+    def reject(token):
+        raise json.JSONDecodeError(f"{token} is not strict JSON", token, 0)
+
+    options = {"parse_constant": reject} if strict else {}
+    rows, start = [], 0
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line, **options))
+            except json.JSONDecodeError as e:
+                if number == len(lines):  # no newline after it: a write cut short
+                    log.warning("%s: skipped its last line, cut short (%s)", source, e.msg)
+                    break
+                raise json.JSONDecodeError(e.msg, text, start + (e.pos if e.doc == line else 0)) from None
+        start += len(line) + 1
+    return rows
+
+
+def read_jsonl(path: str, key: str | None = None) -> list:
+    """:func:`parse_jsonl` of the UTF-8 file ``path``.
+
+    Args:
+        path: a JSON-lines file.
+        key: the setting the file came from (``"run_dir"``, ``"trainer.resume"``): a line that is
+            not JSON then raises :class:`TextRLError` ``<key>: '<path>' line N is not JSON (<reason>);
+            expected one JSON object per line`` instead of ``json.JSONDecodeError``.
+
+    Raises:
+        OSError: the file cannot be read.
+        json.JSONDecodeError: a broken line other than a torn last one, when ``key`` is ``None``.
+        TextRLError: the same, when ``key`` is given.
+    """
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return parse_jsonl(text, source=path)
+    except json.JSONDecodeError as e:
+        if key is None:
+            raise
+        raise TextRLError(f"{key}: {path!r} line {e.lineno} is not JSON ({e.msg}); expected one JSON object "
+                          f"per line") from None

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pluggy
 
 from textrl import hookspecs
-from textrl.errors import TextRLError
+from textrl.errors import TextRLError, first_line
 
 BUILTIN_MODULES = ("textrl.rewards", "textrl.algorithms", "textrl.interactions")
 DISABLE_ENV = "TEXTRL_DISABLE_PLUGIN_AUTOLOAD"
@@ -70,7 +70,7 @@ def load_plugins(autoload: bool | None = None) -> PluginRegistry:
             try:
                 pm.register(ep.load(), name=ep.name)
             except Exception as e:  # a broken plugin must not break runs that don't use it
-                registry.failures[ep.name] = f"{type(e).__name__}: {e}".splitlines()[0]
+                registry.failures[ep.name] = f"{type(e).__name__}: {first_line(e)}"
     collect_factories(registry)
     return registry
 
@@ -91,7 +91,7 @@ def collect_factories(registry: PluginRegistry) -> None:
             try:
                 provided = impl.function() or {}
             except Exception as e:
-                registry.failures[plugin_name] = f"{type(e).__name__}: {e}".splitlines()[0]
+                registry.failures[plugin_name] = f"{type(e).__name__}: {first_line(e)}"
                 continue
             for name, factory in provided.items():
                 other = registry.providers.get((kind, name))

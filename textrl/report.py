@@ -16,40 +16,18 @@ resumed run can be plotted; the RL stage and ``stage=eval`` call the same functi
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 
 from textrl.errors import TextRLError
-from textrl.io import write_file_atomically
+from textrl.io import read_jsonl, write_file_atomically
 
 log = logging.getLogger(__name__)
 
 RL_FIGURE = "report.png"
 EVAL_FIGURE = "eval_report.png"
 EVAL_REWARDS = "eval_rewards.jsonl"
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """The objects of a JSON-lines file; a last line cut short by a killed run is skipped.
-
-    Raises:
-        TextRLError: a broken line before the last one (the file is not a textrl record).
-    """
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f.read().split("\n") if line.strip()]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1:
-                log.warning("%s: skipped its last line, cut short (%s)", path, e.msg)
-                break
-            raise TextRLError(f"run_dir: {path!r} line {i + 1} is not JSON ({e.msg}); expected one JSON object "
-                              f"per line") from None
-    return rows
 
 
 def kl_target(config: dict | None) -> float | None:
@@ -95,9 +73,9 @@ def _plot(ax, metrics: list[dict], key: str, label: str, **style) -> bool:
 def _legend(*axes) -> None:
     handles, labels = [], []
     for ax in axes:
-        h, l = ax.get_legend_handles_labels()
-        handles += h
-        labels += l
+        found, names = ax.get_legend_handles_labels()
+        handles += found
+        labels += names
     if handles:
         axes[0].legend(handles, labels, fontsize=8, loc="best")
 
@@ -220,7 +198,7 @@ def write_rl_report(run_dir: str, config: dict | None = None) -> str:
         TextRLError: no ``metrics.jsonl`` or no records in it.
     """
     path = os.path.join(run_dir, "metrics.jsonl")
-    metrics = read_jsonl(path) if os.path.isfile(path) else []
+    metrics = read_jsonl(path, key="run_dir") if os.path.isfile(path) else []
     if not metrics:
         raise TextRLError(f"run_dir: {run_dir!r} has no update in metrics.jsonl; expected an RL run with at least "
                           f"one finished update")
@@ -239,7 +217,7 @@ def write_eval_report(run_dir: str) -> str:
     path = os.path.join(run_dir, EVAL_REWARDS)
     if not os.path.isfile(path):
         raise TextRLError(f"run_dir: {run_dir!r} has no {EVAL_REWARDS}; expected a stage=eval run directory")
-    rows = read_jsonl(path)
+    rows = read_jsonl(path, key="run_dir")
     return save_figure(draw_eval_report(rows, title=f"{len(rows)} held-out prompts: reward before and after RL"),
                        os.path.join(run_dir, EVAL_FIGURE))
 
@@ -269,7 +247,7 @@ def redraw(run_dir: str) -> list[str]:
                           f"not a directory)")
     metrics = os.path.join(run_dir, "metrics.jsonl")
     # every stage writes metrics.jsonl; an RL run's records carry objective/score
-    has_rl = os.path.isfile(metrics) and any("objective/score" in r for r in read_jsonl(metrics))
+    has_rl = os.path.isfile(metrics) and any("objective/score" in r for r in read_jsonl(metrics, key="run_dir"))
     has_eval = os.path.isfile(os.path.join(run_dir, EVAL_REWARDS))
     if not (has_rl or has_eval):
         raise TextRLError(f"run_dir: got {run_dir!r}; expected a textrl run directory holding metrics.jsonl "

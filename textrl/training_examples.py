@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from textrl.config.choices import PROMPT_FORMATS
-from textrl.errors import TextRLError
+from textrl.errors import TextRLError, first_line
+from textrl.io import parse_jsonl
 
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
@@ -93,7 +94,7 @@ def read_text(path: str, key: str = "data file") -> str:
         with opener(path, "rt", encoding="utf-8") as f:
             return f.read()
     except (OSError, EOFError, UnicodeDecodeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e) or type(e).__name__
         raise TextRLError(f"{key}: cannot read {path!r} ({reason}); expected a UTF-8 text file"
                           f"{' (gzip-compressed)' if path.endswith('.gz') else ''}") from None
 
@@ -111,7 +112,7 @@ def read_rows(source: str, split: str = "train") -> list[dict]:
         text = read_text(path)
         try:
             if base.endswith(".jsonl"):
-                return [json.loads(line) for line in text.split("\n") if line.strip()]  # not splitlines: \u2028 is text
+                return parse_jsonl(text, source=path)
             rows = json.loads(text)
         except json.JSONDecodeError as e:
             raise TextRLError(f"{source!r} is not valid JSON ({e.msg} at line {e.lineno})") from None
@@ -123,7 +124,7 @@ def read_rows(source: str, split: str = "train") -> list[dict]:
 
         return list(datasets.load_dataset(source, split=split))
     except Exception as e:  # datasets raises many types; report one line
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first_line(e) or type(e).__name__
         raise TextRLError(f"cannot load {source!r} as a file or a datasets id ({first})") from None
 
 

@@ -10,7 +10,7 @@
 #
 # Stages (each under its own time limit, so the whole check ends within 10 minutes; a stage that
 # fails or runs out of time is recorded and the next one runs):
-#   1. tests/test_gpu.py (device=auto is CUDA, tensors stay on the GPU, compiled = eager in float32
+#   1. tests/integration/test_gpu.py (device=auto is CUDA, tensors stay on the GPU, compiled = eager in float32
 #      and bf16, host syncs per token step, bf16 and LoRA training through the CLI)      <= 180 s
 #   2. tests/benchmarks/rollout.py: kernel launches per token step and the bf16 table at a reduced set
 #      of shapes (SmolLM2-135M's shape, batch 16 and 128, 64 new tokens)                 <= 170 s
@@ -142,13 +142,13 @@ stage() {  # stage NAME SECONDS COMMAND... : run under a time limit, log to $out
 TEXTRL=("$PY" -m textrl trainer.progress_bar=false "device=$TEXTRL_DEVICE" "trainer.precision=$TEXTRL_PRECISION")
 
 if [[ $mode == gpu ]]; then
-  stage 1_test_gpu 180 "$PY" -m pytest tests/test_gpu.py -rA -s -p no:cacheprovider
+  stage 1_test_gpu 180 "$PY" -m pytest tests/integration/test_gpu.py -rA -s -p no:cacheprovider
   stage 2_rollout_table 170 "$PY" tests/benchmarks/rollout.py --device cuda --skip-throughput --gpu-table \
     --repeats 2 --table-shapes smollm2-135m --table-batch-sizes 16 128 --table-new-tokens 64
   stage 3_tinystories_bf16 110 "${TEXTRL[@]}" "hydra.run.dir=$out/tinystories_bf16" experiment=tinystories_sentiment trainer.updates=30
   stage 4_instructgpt_tiny_bf16 110 "${TEXTRL[@]}" "hydra.run.dir=$out/instructgpt_tiny_bf16" experiment=instructgpt_tiny
 else  # the same stages on the CPU, tiny
-  stage 1_test_gpu 60 "$PY" -m pytest tests/test_gpu.py -rA -p no:cacheprovider  # skips without CUDA
+  stage 1_test_gpu 60 "$PY" -m pytest tests/integration/test_gpu.py -rA -p no:cacheprovider  # skips without CUDA
   stage 2_rollout_table 120 "$PY" tests/benchmarks/rollout.py --smoke --skip-ops
   stage 3_tinystories_bf16 120 "${TEXTRL[@]}" "hydra.run.dir=$out/tinystories_bf16" experiment=tinystories_sentiment \
     trainer.updates=2 rollout.batch_size=4 algo.minibatch_size=4 algo.epochs=1 env.max_new_tokens=4

@@ -16,7 +16,7 @@ The primary config ``conf/train.yaml`` starts from :class:`TrainConfig`, so a ty
 ``algo.lrr=1`` or a wrong type fails at composition with the key's name. One source per default:
 the schema's dataclasses for the config groups, the factory's signature for a plugin's
 parameters; the YAML files in ``conf/`` only pick options and set what an option changes
-(``tests/test_defaults.py`` holds them to that).
+(``tests/unit/test_defaults.py`` holds them to that).
 """
 
 from textrl.config.checks import Check, integer, matches, number, one_of

@@ -24,7 +24,8 @@ import re
 from importlib import resources
 from typing import Iterable, Sequence
 
-from textrl.errors import TextRLError
+from textrl.errors import TextRLError, first_line
+from textrl.io import parse_jsonl
 from textrl.training_examples import first_human_turn, read_text
 
 BUILTIN = "builtin"
@@ -185,7 +186,7 @@ def _read_file(path: str, base: str, text_field: str | None) -> list[str]:
     raw = read_text(path, "data.prompts")
     try:
         if base.endswith(".jsonl"):
-            rows = [json.loads(line) for line in raw.split("\n") if line.strip()]  # not splitlines: \u2028 is text
+            rows = parse_jsonl(raw, source=path)
         elif base.endswith(".json"):
             rows = json.loads(raw) if raw.strip() else []
             if isinstance(rows, dict):  # {"prompts": [...]} or {"data": [...]}
@@ -226,6 +227,6 @@ def _read_dataset(name: str, text_field: str | None, split: str) -> list[str]:
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as e:  # datasets raises many types; report one line
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first_line(e) or type(e).__name__
         raise TextRLError(f"data.prompts: cannot load {name!r} as a file or a datasets id ({first})") from None
     return [_row_text(row, text_field, name) for row in ds]

@@ -24,7 +24,7 @@ import numpy as np
 from gymnasium import spaces
 
 from textrl.envs.prompts import load_prompts
-from textrl.errors import TextRLError
+from textrl.errors import TextRLError, first_line
 from textrl.rewards.base import score_responses
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def resolve_tokenizer(tokenizer):
     try:
         return AutoTokenizer.from_pretrained(tokenizer)
     except (OSError, ValueError) as e:
-        raise TextRLError(f"tokenizer: cannot load {tokenizer!r} ({str(e).splitlines()[0]}); "
+        raise TextRLError(f"tokenizer: cannot load {tokenizer!r} ({first_line(e)}); "
                           f"expected a hub id or a local directory") from None
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from textrl.policies.policy import PolicyWithValueHead
+from textrl.policies.positions import position_ids
 
 
 def compact_left(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +61,7 @@ class KVCacheDecoder:
             attention_mask: ``(N, L)``, 1 for real tokens; every row needs at least one.
         """
         ids, mask = compact_left(input_ids, attention_mask)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = position_ids(mask)
         out = self.policy(ids, mask, positions, use_cache=True, logits_to_keep=1)
         self.cache, self.mask, self.next_position = out.past_key_values, mask, positions[:, -1:] + 1
         return out.logits[:, -1], out.values

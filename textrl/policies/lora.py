@@ -17,7 +17,7 @@ import os
 from torch import nn
 
 from textrl.config.schema import LoraSettings
-from textrl.errors import TextRLError
+from textrl.errors import TextRLError, first_line
 from textrl.policies.logits import LMOutput, lm_forward
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -47,7 +47,7 @@ def add_lora(lm: nn.Module, settings: LoraSettings):
     except ValueError as e:
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in lm.named_modules() if isinstance(m, nn.Linear)})
         raise TextRLError(f"policy.lora.target_modules: got {settings.target_modules}; expected names of the "
-                          f"model's linear layers, e.g. {linear} ({str(e).splitlines()[0]})") from None
+                          f"model's linear layers, e.g. {linear} ({first_line(e)})") from None
 
 
 def is_adapter_dir(path: str) -> bool:

@@ -16,6 +16,7 @@ from textrl.errors import TextRLError
 from textrl.policies.loading import load_causal_lm, split_model_path
 from textrl.policies.logits import has_plain_lm_head, lm_forward
 from textrl.policies.lora import LoraSettings, add_lora
+from textrl.policies.positions import position_ids as positions_of
 from textrl.policies.value_head import ValueHead
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -140,7 +141,7 @@ class PolicyWithValueHead(nn.Module):
         """
         attention_mask = attention_mask.long()
         if position_ids is None:
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+            position_ids = positions_of(attention_mask)[:, -input_ids.shape[1]:]
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                       cache=past_key_values, use_cache=use_cache)
         checkpointed = self.checkpointed_layers if torch.is_grad_enabled() and not use_cache else []

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from textrl.policies.logits import lm_forward
+from textrl.policies.positions import position_ids
 from textrl.policies.sampling import token_logprobs
 
 
@@ -43,7 +44,7 @@ def response_logits(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     from transformers import PreTrainedModel
 
     mask = attention_mask.long()
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = position_ids(mask)
     inputs = dict(input_ids=input_ids, attention_mask=mask, position_ids=positions)
     if isinstance(lm, PreTrainedModel):
         return lm_forward(lm, inputs, response_length + 1).logits[:, :-1]

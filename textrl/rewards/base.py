@@ -7,7 +7,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from textrl.errors import NonFiniteError, TextRLError
+from textrl.errors import NonFiniteError, TextRLError, first_line
 
 
 @runtime_checkable
@@ -68,7 +68,7 @@ def score_responses(reward_model, prompts: Sequence[str], responses: Sequence[st
     except TextRLError:
         raise
     except Exception as e:  # a user's reward model: one line, not its traceback
-        raise TextRLError(f"{name} raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
+        raise TextRLError(f"{name} raised {type(e).__name__}: {first_line(e)}; "
                           f"expected a float tensor of shape ({n},)") from None
     if not isinstance(out, RewardOutput):
         raise TextRLError(f"{name}.score_with_details returned {type(out).__name__}; expected a RewardOutput")

@@ -20,7 +20,7 @@ import torch
 
 from textrl.config import integer, one_of
 from textrl.devices import resolve_device
-from textrl.errors import TextRLError
+from textrl.errors import TextRLError, first_line
 from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer
 
 BACKENDS = ("vader", "classifier")
@@ -70,7 +70,7 @@ class ClassifierSentiment:
             self.model = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(model)).to(device).eval()
         except (OSError, ValueError) as e:
             raise TextRLError(f"reward.model: cannot load a sequence classifier from {model!r} "
-                              f"({str(e).splitlines()[0]})") from None
+                              f"({first_line(e)})") from None
         self.index = self._label_index(positive_label)
         settings_path = os.path.join(os.path.expanduser(model), NORMALIZATION_FILE)
         settings = {}

@@ -69,6 +69,7 @@ from textrl.config.choices import ROLLOUT_ENGINES
 from textrl.errors import TextRLError
 from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.kv_cache import KVCacheDecoder, compact_left
+from textrl.policies.positions import position_ids
 from textrl.policies.sampling import SamplingConfig, draw_tokens, sampling_logprobs
 from textrl.rollout.precision import RolloutWeights, autocast_dtype, needs_rollout_weights, single_dtype_cache
 
@@ -242,7 +243,7 @@ class CompiledEngine:
         self.cache.reset()
         self.mask.zero_()
         self.mask[:, :width] = mask
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = position_ids(mask)
         out = self.policy(ids, self.mask, positions, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.position.copy_(positions[:, -1:] + 1)
         self.column.fill_(width)

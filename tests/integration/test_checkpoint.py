@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_cli import fast, one_line_error, read_jsonl, textrl
-from test_plugins import install_plugin
+from conftest import fast, install_plugin, one_line_error, read_jsonl, textrl
 from textrl.checkpoint import STATE_FILE, config_fingerprint, list_checkpoints, truncate_jsonl
 from textrl.signals import TEST_SIGNAL_AT_UPDATE
 

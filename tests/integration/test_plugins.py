@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pluggy
@@ -15,8 +14,7 @@ from textrl.config import signature_schema
 from textrl.errors import TextRLError
 from textrl.plugins import collect_factories, describe, load_plugins
 
-from conftest import compose_config
-from test_cli import fast, one_line_error, read_jsonl, textrl as run_textrl
+from conftest import compose_config, fast, install_plugin, one_line_error, read_jsonl
 
 PLUGIN_SOURCE = '''
 import json, os
@@ -42,15 +40,6 @@ def textrl_reward_models():
 '''
 
 
-def install_plugin(site: Path, module: str, source: str, entry_name: str | None = None) -> None:
-    """Write ``module.py`` and a dist-info with a ``textrl`` entry point into ``site``."""
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{module}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[textrl]\n{entry_name or module} = {module}\n")
-
-
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     folder = tmp_path / "site"
@@ -63,46 +52,46 @@ def plugin_env(site: Path, tmp_path: Path, **extra) -> dict:
     return {"PYTHONPATH": str(site), "THROWAWAY_KWARGS": str(tmp_path / "kwargs.json"), **extra}
 
 
-def test_entry_point_plugin_is_selected_and_gets_its_kwargs(assets, site, tmp_path):
+def test_entry_point_plugin_is_selected_and_gets_its_kwargs(assets, site, tmp_path, cli):
     install_plugin(site, "throwaway_plugin", PLUGIN_SOURCE)
     out = tmp_path / "run"
-    result = run_textrl(*fast(out, "trainer.updates=1", "reward=throwaway", "reward.bonus=2.5", "reward.word=cat"),
+    result = cli(*fast(out, "trainer.updates=1", "reward=throwaway", "reward.bonus=2.5", "reward.word=cat"),
                         env=plugin_env(site, tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "kwargs.json").read_text()) == {"bonus": 2.5, "word": "cat", "repeat": 2}
     assert read_jsonl(out / "metrics.jsonl")[0]["objective/score"] == pytest.approx(2.5)
 
 
-def test_unknown_plugin_parameter_lists_the_accepted_ones(site, tmp_path):
+def test_unknown_plugin_parameter_lists_the_accepted_ones(site, tmp_path, cli):
     install_plugin(site, "throwaway_plugin", PLUGIN_SOURCE)
-    result = run_textrl("reward=throwaway", "reward.bonsu=1", f"hydra.run.dir={tmp_path}", env=plugin_env(site, tmp_path))
+    result = cli("reward=throwaway", "reward.bonsu=1", f"hydra.run.dir={tmp_path}", env=plugin_env(site, tmp_path))
     line = one_line_error(result)
     assert "reward.bonsu" in line and "['name', 'bonus', 'word', 'repeat']" in line
 
 
-def test_disabling_autoload_hides_entry_point_plugins(site, tmp_path):
+def test_disabling_autoload_hides_entry_point_plugins(site, tmp_path, cli):
     install_plugin(site, "throwaway_plugin", PLUGIN_SOURCE)
     env = plugin_env(site, tmp_path, TEXTRL_DISABLE_PLUGIN_AUTOLOAD="1")
-    result = run_textrl("reward=throwaway", f"hydra.run.dir={tmp_path}", env=env)
+    result = cli("reward=throwaway", f"hydra.run.dir={tmp_path}", env=env)
     assert result.returncode != 0 and "throwaway" in result.stderr and "sentiment" in result.stderr
-    listing = run_textrl("plugins", env=env).stdout
+    listing = cli("plugins", env=env).stdout
     assert "throwaway" not in listing and "reward=sentiment" in listing
 
 
-def test_broken_plugin_is_reported_and_does_not_break_other_runs(assets, site, tmp_path):
+def test_broken_plugin_is_reported_and_does_not_break_other_runs(assets, site, tmp_path, cli):
     install_plugin(site, "broken_plugin", "raise ImportError('needs a GPU driver from 1998')\n")
     env = plugin_env(site, tmp_path)
-    listing = run_textrl("plugins", env=env)
+    listing = cli("plugins", env=env)
     assert listing.returncode == 0
     assert "broken_plugin: FAILED to load (ImportError: needs a GPU driver from 1998)" in listing.stdout
-    result = run_textrl(*fast(tmp_path / "run", "trainer.updates=1"), env=env)
+    result = cli(*fast(tmp_path / "run", "trainer.updates=1"), env=env)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_two_plugins_claiming_one_name_is_a_clear_error(site, tmp_path):
+def test_two_plugins_claiming_one_name_is_a_clear_error(site, tmp_path, cli):
     install_plugin(site, "first_plugin", PLUGIN_SOURCE)
     install_plugin(site, "second_plugin", PLUGIN_SOURCE)
-    line = one_line_error(run_textrl("plugins", env=plugin_env(site, tmp_path)))
+    line = one_line_error(cli("plugins", env=plugin_env(site, tmp_path)))
     assert "'throwaway'" in line and "'first_plugin'" in line and "'second_plugin'" in line
 
 
@@ -179,7 +168,7 @@ def test_lifecycle_hooks_are_called_in_order(assets, tmp_path):
 
 
 
-def test_readme_plugin_example_works_as_written(assets, site, tmp_path):
+def test_readme_plugin_example_works_as_written(assets, site, tmp_path, cli):
     """The "Write a plugin" section's module, installed through its entry point, trains."""
     import re
 
@@ -191,12 +180,12 @@ def test_readme_plugin_example_works_as_written(assets, site, tmp_path):
     assert entry.groups() == ("shouting", "my_reward")
     install_plugin(site, "my_reward", source, entry_name="shouting")
     out = tmp_path / "run"
-    result = run_textrl(*fast(out, "trainer.updates=1", "reward=shouting", "reward.weight=0.5", "reward.cap=5"),
+    result = cli(*fast(out, "trainer.updates=1", "reward=shouting", "reward.weight=0.5", "reward.cap=5"),
                         env={"PYTHONPATH": str(site)})
     assert result.returncode == 0, result.stderr[-2000:]
     for sample in read_jsonl(out / "samples.jsonl"):
         assert sample["score"] == pytest.approx(0.5 * min(sample["response"].count("!"), 5))
     # its config_checks run at startup, as the README shows
-    bad = run_textrl(*fast(tmp_path / "bad", "reward=shouting", "reward.cap=0"), env={"PYTHONPATH": str(site)})
+    bad = cli(*fast(tmp_path / "bad", "reward=shouting", "reward.cap=0"), env={"PYTHONPATH": str(site)})
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "textrl: error: reward.cap: got 0; expected a positive integer" in bad.stderr.splitlines(), bad.stderr[-2000:]

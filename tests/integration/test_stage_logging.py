@@ -18,15 +18,7 @@ from textrl.stages.evaluate import eval_metrics
 from textrl.stages.reward_model import fit
 from textrl.stages.sft import trainer_metrics
 
-from conftest import compose_config
-
-
-def strict_lines(path) -> list[dict]:
-    """The records of a JSON-lines file, failing on NaN/Infinity (which strict JSON has not)."""
-    def reject(constant):
-        raise AssertionError(f"{path}: {constant} is not strict JSON")
-
-    return [json.loads(line, parse_constant=reject) for line in path.read_text().splitlines()]
+from conftest import compose_config, read_jsonl
 
 
 # -- strict JSON ----------------------------------------------------------------------------
@@ -37,20 +29,20 @@ def test_json_writes_turn_non_finite_numbers_into_null(tmp_path):
     atomic_write_json(str(tmp_path / "s.json"), record)
     expected = {"a": None, "b": [None, 1.5], "c": {"d": None}, "e": 0.25, "f": 2.0, "g": "nan", "h": 3, "i": True,
                 "j": None}
-    assert strict_lines(tmp_path / "m.jsonl") == [expected]
+    assert read_jsonl(tmp_path / "m.jsonl") == [expected]
     assert json.loads((tmp_path / "s.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == expected
 
 
 def test_fresh_jsonl_logger_drops_an_earlier_runs_records_and_rl_keeps_them(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"update": 1, "old": 1}\n')
     JsonlLogger(str(tmp_path)).textrl_on_metrics(2, {"x": 1.0}, [])
-    assert [r["update"] for r in strict_lines(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert [r["update"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2]
     cfg = compose_config(["stage=sft", "logger=none"])
     [logger] = stage_loggers(cfg, str(tmp_path))
     logger.textrl_on_metrics(0, {"eval/loss": 2.0}, [])
-    assert strict_lines(tmp_path / "metrics.jsonl") == [{"update": 0, "eval/loss": 2.0}]
+    assert read_jsonl(tmp_path / "metrics.jsonl") == [{"update": 0, "eval/loss": 2.0}]
     assert len(stage_loggers(compose_config(["stage=rl", "logger=console"]), str(tmp_path))) == 2
-    assert len(strict_lines(tmp_path / "metrics.jsonl")) == 1  # rl resumes: its files are cut by resume()
+    assert len(read_jsonl(tmp_path / "metrics.jsonl")) == 1  # rl resumes: its files are cut by resume()
 
 
 # -- metric names ---------------------------------------------------------------------------
@@ -149,7 +141,7 @@ def test_instructgpt_stages_each_log_to_their_folder_and_one_wandb_group(assets,
                 "rl": {"objective/score", "objective/kl", "loss/policy"},
                 "eval": {"eval/win_rate", "eval/kl", "eval/policy/mean_reward", "eval/reference/mean_reward"}}
     for stage, fake in zip(stages, runs):
-        records = strict_lines(tmp_path / stage / "metrics.jsonl")
+        records = read_jsonl(tmp_path / stage / "metrics.jsonl")
         keys = set().union(*records)
         assert expected[stage] <= keys, (stage, keys)
         # wandb got the same records at the same steps (the samples table aside)
@@ -158,9 +150,9 @@ def test_instructgpt_stages_each_log_to_their_folder_and_one_wandb_group(assets,
                 if set(logged) not in ({"samples"}, {"report"}, {"eval/reward_histogram"})]  # tables and figures
         assert all(isinstance(v, (int, float)) and math.isfinite(v) for r in records for v in r.values()
                    if v is not None)
-    sft = strict_lines(tmp_path / "sft" / "metrics.jsonl")
+    sft = read_jsonl(tmp_path / "sft" / "metrics.jsonl")
     assert sft[0]["update"] == 0 and "eval/loss" in sft[0]  # held-out loss before training
     assert sft[-1]["update"] == max(r["update"] for r in sft) and "eval/loss" in sft[-1]  # ... and after
-    assert [r["update"] for r in strict_lines(tmp_path / "rl" / "metrics.jsonl")] == [1, 2]
+    assert [r["update"] for r in read_jsonl(tmp_path / "rl" / "metrics.jsonl")] == [1, 2]
     assert runs[3].summary["win_rate"] == json.loads((tmp_path / "eval" / "eval.json").read_text())["win_rate"]
     assert not (tmp_path / "metrics.jsonl").exists()  # the pipeline itself is no stage

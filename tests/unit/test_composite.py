@@ -3,13 +3,11 @@ samples, the factory's errors, and a CLI run of sentiment + RBRM on the real Tin
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 
 from conftest import length_reward, make_policy
-from test_cli import fast, read_jsonl, textrl
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
 from textrl.policies.sampling import SamplingConfig
@@ -105,19 +103,3 @@ def test_components_reach_the_rollout_batch_and_samples(tokenizer):
     assert rows[1]["details"] == {"rules": {"rule": f"words={int(words[1])}"}}
     sub = batch.select(torch.tensor([2]))
     assert sub.reward_details == [batch.reward_details[2]] and sub.reward_components["length"].tolist() == [words[2]]
-
-
-def test_composite_with_rbrm_trains_through_the_cli(assets, tmp_path):
-    out = tmp_path / "run"
-    components = "{sentiment: {name: sentiment, weight: 1.0}, rbrm: {name: rbrm, weight: 0.5}}"
-    result = textrl(*fast(out, "reward=composite", f"reward.components={components}", "trainer.updates=2"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    records = read_jsonl(out / "metrics.jsonl")
-    assert len(records) == 2
-    for r in records:
-        for key in ("objective/score", "reward/sentiment", "reward/rbrm", "loss/policy"):
-            assert math.isfinite(r[key]), key
-        assert r["objective/score"] == pytest.approx(r["reward/sentiment"] + 0.5 * r["reward/rbrm"], abs=1e-5)
-    sample = read_jsonl(out / "samples.jsonl")[0]
-    assert sample["score"] == pytest.approx(sample["reward/sentiment"] + 0.5 * sample["reward/rbrm"], abs=1e-5)
-    assert {"category", "class", "reward"} <= set(sample["details"]["rbrm"])

@@ -1,5 +1,6 @@
 """Crash-safe writes (textrl/io.py) leave files a teammate can read: the modes an ordinary
-``open``/``mkdir`` gives under the user's umask, not mkstemp's 0600 / mkdtemp's 0700."""
+``open``/``mkdir`` gives under the user's umask, not mkstemp's 0600 / mkdtemp's 0700. The one
+JSON-lines reader's torn-line rule, and the first-line-of-an-error helper."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import stat
 
 import pytest
 
-from textrl.io import atomic_save_dir, atomic_write_json, atomic_write_text
+from textrl.errors import TextRLError, first_line
+from textrl.io import (append_jsonl, atomic_save_dir, atomic_write_json, atomic_write_text, parse_jsonl,
+                       read_jsonl, write_jsonl)
 
 
 def mode(path) -> int:
@@ -76,3 +79,40 @@ def test_checkpoints_are_readable_under_umask_022(tmp_path, tokenizer, policy):
     assert len(directories) >= 2 and files
     assert {mode(d) for d in directories} == {0o755}
     assert {mode(f) for f in files} == {0o644}
+
+
+def test_jsonl_skips_only_a_torn_last_line(tmp_path, caplog):
+    assert parse_jsonl('{"update": 1}\n{"update": 2}\n{"upda') == [{"update": 1}, {"update": 2}]
+    assert "cut short" in caplog.text
+    assert parse_jsonl('{"a": 1}\n\n  \n{"a": 2}\n') == [{"a": 1}, {"a": 2}]  # blank lines skipped
+    assert parse_jsonl('{"t": "x\u2028y"}\n') == [{"t": "x\u2028y"}]  # U+2028 is text, not a line break
+    with pytest.raises(json.JSONDecodeError) as e:  # a broken last line that ends in a newline was written whole
+        parse_jsonl('{"a": 1}\n{"upda\n')
+    assert e.value.lineno == 2
+    with pytest.raises(json.JSONDecodeError) as e:  # a broken middle line: the line number in the file
+        parse_jsonl('{"a": 1}\n{"a": 2}\n{oops\n{"a": 3}')
+    assert (e.value.lineno, e.value.colno) == (3, 2)
+
+
+def test_jsonl_strict_rejects_nan_tokens():
+    assert parse_jsonl('{"x": NaN}\n')[0]["x"] != 0.0  # Python's json reads NaN
+    with pytest.raises(json.JSONDecodeError, match="NaN is not strict JSON"):
+        parse_jsonl('{"x": NaN}\n', strict=True)
+
+
+def test_jsonl_written_and_appended_round_trips_with_nan_as_null(tmp_path):
+    path = str(tmp_path / "metrics.jsonl")
+    write_jsonl(path, [{"update": 1, "x": float("nan")}])
+    append_jsonl(path, {"update": 2, "x": 0.5})
+    assert read_jsonl(path) == parse_jsonl(open(path).read(), strict=True) == [{"update": 1, "x": None},
+                                                                             {"update": 2, "x": 0.5}]
+    with open(path, "a") as f:
+        f.write('{"oops"\n{"update": 3}\n')
+    with pytest.raises(TextRLError, match=r"^trainer.resume: '.*metrics.jsonl' line 3 is not JSON \(.*\); expected"):
+        read_jsonl(path, key="trainer.resume")
+
+
+def test_first_line_of_an_error():
+    assert first_line(ValueError("bad value\n  details\n")) == "bad value"
+    assert first_line(RuntimeError()) == ""
+    assert first_line("one\ntwo") == "one"

@@ -32,11 +32,11 @@ def test_k4_with_a_tie_skips_the_tied_pair_and_mixes_with_k3():
     b = [(6, 5), (6, 4), (5, 4)]
     assert sorted(zip(pairs.winner.tolist(), pairs.loser.tolist())) == sorted(a + b)
     s = scores.tolist()
-    loss_a = -sum(log_sigmoid(s[w] - s[l]) for w, l in a) / 5
-    loss_b = -sum(log_sigmoid(s[w] - s[l]) for w, l in b) / 3
+    loss_a = -sum(log_sigmoid(s[w] - s[lo]) for w, lo in a) / 5
+    loss_b = -sum(log_sigmoid(s[w] - s[lo]) for w, lo in b) / 3
     loss, acc = ranking_loss(scores, pairs)
     assert loss.item() == pytest.approx((loss_a + loss_b) / 2, rel=1e-6)  # mean over prompts
-    wins = sum(s[w] > s[l] for w, l in a + b)
+    wins = sum(s[w] > s[lo] for w, lo in a + b)
     assert acc.item() == pytest.approx(wins / 8)
 
 

@@ -6,7 +6,7 @@ The full disk is simulated (no root, no small file system needed): the writer ra
 ``OSError(ENOSPC)`` or torch's errno-less ``RuntimeError``, or writes to ``/dev/full``. The
 signal test runs a subprocess that signals itself after a fixed update
 (``TEXTRL_TEST_SIGNAL_AT_UPDATE``, :mod:`textrl.signals`); the other runs go through the
-command's entry function in this process (:func:`conftest.textrl_in_process`).
+command's entry function in this process (:func:`conftest.run_main`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import fast, read_jsonl, textrl, textrl_in_process
+from conftest import fast, read_jsonl, run_main, textrl
 from textrl.checkpoint import STATE_FILE, list_checkpoints
 from textrl.errors import WriteError
 from textrl.signals import TEST_SIGNAL_AT_UPDATE, StopSignals
@@ -52,7 +52,7 @@ def whole(assets, tmp_path_factory) -> list[dict]:
     """metrics.jsonl of the uninterrupted run every faulted run must end up equal to."""
     out = tmp_path_factory.mktemp("whole") / "run"
     with pytest.MonkeyPatch.context() as monkeypatch:
-        result = textrl_in_process(run_args(out), monkeypatch)
+        result = run_main(run_args(out), monkeypatch, None)
     assert result.returncode == 0
     return comparable(read_jsonl(out / "metrics.jsonl"))
 
@@ -72,7 +72,7 @@ def test_sigterm_checkpoints_at_the_update_and_resume_equals_an_uninterrupted_ru
     assert [r["update"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
     assert not (out / "summary.json").exists()
 
-    resumed = textrl_in_process(run_args(out, "trainer.resume=auto"), monkeypatch, capsys)
+    resumed = run_main(run_args(out, "trainer.resume=auto"), monkeypatch, capsys)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert comparable(read_jsonl(out / "metrics.jsonl")) == whole
 
@@ -81,7 +81,7 @@ def test_sigint_stops_with_one_line_and_status_130(assets, tmp_path, monkeypatch
     out = tmp_path / "run"
     before = signal.getsignal(signal.SIGINT)
     monkeypatch.setenv(TEST_SIGNAL_AT_UPDATE, "1:INT")  # Ctrl-C once update 1 is logged
-    result = textrl_in_process(fast(out, "trainer.updates=3", "logger=none", "trainer.save_policy=false"),
+    result = run_main(fast(out, "trainer.updates=3", "logger=none", "trainer.save_policy=false"),
                                monkeypatch, capsys)
     assert result.returncode == 128 + signal.SIGINT
     assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr, result.stderr[-3000:]
@@ -103,19 +103,19 @@ def sft_metrics(path: Path) -> list[dict]:
 
 def test_sft_stops_through_the_trainers_checkpoint_and_resumes_exactly(assets, tmp_path, monkeypatch, capsys):
     whole = tmp_path / "whole"
-    assert textrl_in_process([*SFT, f"hydra.run.dir={whole}"], monkeypatch, capsys).returncode == 0
+    assert run_main([*SFT, f"hydra.run.dir={whole}"], monkeypatch, capsys).returncode == 0
 
     out = tmp_path / "run"
     with monkeypatch.context() as m:
         m.setenv(TEST_SIGNAL_AT_UPDATE, "2")  # SIGTERM after optimizer step 2 of 5
-        stopped = textrl_in_process([*SFT, f"hydra.run.dir={out}"], monkeypatch, capsys)
+        stopped = run_main([*SFT, f"hydra.run.dir={out}"], monkeypatch, capsys)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     assert stopped.stderr.splitlines()[-1] == (f"textrl: stopped by SIGTERM after step 2 of 5, checkpoint written to "
                                                f"'{out / 'checkpoints' / 'checkpoint-2'}'; continue with "
                                                f"trainer.resume=auto hydra.run.dir={out}")
     assert not (out / "model").exists()
 
-    resumed = textrl_in_process([*SFT, f"hydra.run.dir={out}", "trainer.resume=auto"], monkeypatch, capsys)
+    resumed = run_main([*SFT, f"hydra.run.dir={out}", "trainer.resume=auto"], monkeypatch, capsys)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert sft_metrics(out / "metrics.jsonl") == sft_metrics(whole / "metrics.jsonl")
     ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (out, whole))
@@ -135,7 +135,7 @@ def test_sft_checkpoint_on_a_full_disk_is_one_line(assets, tmp_path, monkeypatch
     monkeypatch.setattr(io, "free_bytes", lambda path: 0)
     monkeypatch.setattr(torch, "save", full_disk)
     monkeypatch.setenv(TEST_SIGNAL_AT_UPDATE, "2")
-    line = error_line(textrl_in_process([*SFT, f"hydra.run.dir={out}"], monkeypatch, capsys))
+    line = error_line(run_main([*SFT, f"hydra.run.dir={out}"], monkeypatch, capsys))
     assert line.startswith(f"textrl: error: {out / 'checkpoints' / 'checkpoint-2'}: cannot write "
                            f"(No space left on device)"), line
     assert not (out / "checkpoints" / "checkpoint-2").exists()  # the partial checkpoint is removed
@@ -188,7 +188,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_resumes_exactly(whole, tm
 
     out = tmp_path / "run"
     monkeypatch.setattr(torch, "save", full_disk)
-    line = error_line(textrl_in_process(run_args(out, "trainer.checkpoint_every=2"), monkeypatch, capsys))
+    line = error_line(run_main(run_args(out, "trainer.checkpoint_every=2"), monkeypatch, capsys))
     monkeypatch.setattr(torch, "save", real_save)
     assert line.startswith(f"textrl: error: {out / 'checkpoints' / 'update_000004' / STATE_FILE}: cannot write "
                            f"(No space left on device)"), line
@@ -198,7 +198,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_resumes_exactly(whole, tm
     assert torch.load(out / "checkpoints" / "update_000002" / STATE_FILE, weights_only=False)["update"] == 2
     assert not (out / "summary.json").exists()
 
-    resumed = textrl_in_process(run_args(out, "trainer.checkpoint_every=2", "trainer.resume=auto"), monkeypatch, capsys)
+    resumed = run_main(run_args(out, "trainer.checkpoint_every=2", "trainer.resume=auto"), monkeypatch, capsys)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert comparable(read_jsonl(out / "metrics.jsonl")) == whole
     assert json.loads((out / "summary.json").read_text())["updates"] == UPDATES
@@ -206,16 +206,16 @@ def test_disk_full_while_checkpointing_is_one_line_and_resumes_exactly(whole, tm
 
 def test_damaged_newest_checkpoint_is_skipped_by_auto_and_refused_by_path(whole, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    first = textrl_in_process(run_args(out, "trainer.checkpoint_every=1"), monkeypatch, capsys)
+    first = run_main(run_args(out, "trainer.checkpoint_every=1"), monkeypatch, capsys)
     assert first.returncode == 0, first.stderr[-3000:]
     newest = out / "checkpoints" / "update_000004"
     state = newest / STATE_FILE
     state.write_bytes(state.read_bytes()[:1000])  # truncated, as a full disk or a kill outside textrl leaves it
 
-    line = error_line(textrl_in_process(run_args(out, f"trainer.resume={newest}"), monkeypatch, capsys))
+    line = error_line(run_main(run_args(out, f"trainer.resume={newest}"), monkeypatch, capsys))
     assert f"trainer.resume: cannot read '{state}'" in line, line
 
-    resumed = textrl_in_process(run_args(out, "trainer.checkpoint_every=1", "trainer.resume=auto"), monkeypatch, capsys)
+    resumed = run_main(run_args(out, "trainer.checkpoint_every=1", "trainer.resume=auto"), monkeypatch, capsys)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     warnings = [line for line in (resumed.stdout + resumed.stderr).splitlines() if "skipping checkpoint" in line]
     assert len(warnings) == 1 and str(newest) in warnings[0], resumed.stdout + resumed.stderr

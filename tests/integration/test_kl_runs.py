@@ -7,22 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from test_cli import fast, textrl
-
-
-def strict_json(text: str):
-    """``json.loads`` that rejects the NaN/Infinity/-Infinity tokens Python's json accepts."""
-    def reject(token):
-        raise ValueError(f"non-standard JSON constant {token}")
-    return json.loads(text, parse_constant=reject)
-
-
-def strict_jsonl(path: Path) -> list[dict]:
-    return [strict_json(line) for line in path.read_text().splitlines()]
+from conftest import fast, read_jsonl
 
 
 TRUNCATED = ["rollout.top_k=20", "rollout.top_p=0.9"]
@@ -35,7 +23,7 @@ ALGOS = {
 
 
 @pytest.mark.parametrize("algo", list(ALGOS))
-def test_kl_is_zero_at_the_first_update_under_top_k_top_p(assets, tmp_path, algo):
+def test_kl_is_zero_at_the_first_update_under_top_k_top_p(assets, tmp_path, algo, cli):
     extra = ALGOS[algo]
     if algo == "ppo_ptx":
         extra = [*extra, f"algo.ptx_data={assets / 'tinystories-text' / 'tinystories_1000.json'}"]
@@ -43,11 +31,11 @@ def test_kl_is_zero_at_the_first_update_under_top_k_top_p(assets, tmp_path, algo
     args = fast(out, "trainer.updates=2", "algo.kl.init=0.1", *TRUNCATED, *extra)
     if algo == "grpo":  # one minibatch per update, so loss/kl of update 1 is the first step's term
         args = [a for a in args if not a.startswith("algo.minibatch_size=")] + ["algo.minibatch_size=8"]
-    result = textrl(*args)
+    result = cli(*args)
     assert result.returncode == 0, result.stderr[-2000:]
-    records = strict_jsonl(out / "metrics.jsonl")  # no NaN/Infinity tokens anywhere
-    strict_jsonl(out / "samples.jsonl")
-    strict_json((out / "summary.json").read_text())
+    records = read_jsonl(out / "metrics.jsonl")  # no NaN/Infinity tokens anywhere
+    read_jsonl(out / "samples.jsonl")
+    json.loads((out / "summary.json").read_text(), parse_constant=_reject)
     assert [r["update"] for r in records] == [1, 2]
     for r in records:
         assert all(math.isfinite(v) for v in r.values() if isinstance(v, float)), r
@@ -62,25 +50,25 @@ def test_kl_is_zero_at_the_first_update_under_top_k_top_p(assets, tmp_path, algo
         assert records[0]["loss/kl"] == pytest.approx(0.0, abs=1e-4)  # the in-loss k3 term, first minibatch
 
 
-def test_an_estimator_changes_the_penalty_not_objective_kl(assets, tmp_path):
+def test_an_estimator_changes_the_penalty_not_objective_kl(assets, tmp_path, cli):
     # k2 ≥ 0 per token: the penalised reward is at most the score; objective/kl stays the k1 sum
     out = tmp_path / "run"
-    result = textrl(*fast(out, "trainer.updates=3", "algo.lr=3e-3", "algo.kl.estimator=k2", "algo.kl.adaptive=false"))
+    result = cli(*fast(out, "trainer.updates=3", "algo.lr=3e-3", "algo.kl.estimator=k2", "algo.kl.adaptive=false"))
     assert result.returncode == 0, result.stderr[-2000:]
-    records = strict_jsonl(out / "metrics.jsonl")
+    records = read_jsonl(out / "metrics.jsonl")
     assert records[-1]["objective/kl"] != 0.0
     for r in records:
         assert r["objective/rlhf_reward"] <= r["objective/score"] + 1e-6
 
 
-def test_bad_estimator_is_one_line(tmp_path):
-    result = textrl(*fast(tmp_path / "run", "algo.kl.estimator=k4"))
+def test_bad_estimator_is_one_line(tmp_path, cli):
+    result = cli(*fast(tmp_path / "run", "algo.kl.estimator=k4"))
     assert result.returncode != 0
     assert "textrl: error: algo.kl.estimator: got 'k4'; expected one of ['k1', 'k2', 'k3']" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_adaptive_controller_steers_beta_toward_the_target_on_tinystories(assets, tmp_path):
+def test_adaptive_controller_steers_beta_toward_the_target_on_tinystories(assets, tmp_path, cli):
     """A short real run (8 updates × 8 episodes of 16 tokens, seconds on an idle CPU): with a 2-nat
     target, a 1-update horizon and a high lr, β must follow Ziegler's rule exactly from the logged
     KL, fall while KL is below target and rise again once the policy has drifted past it. A run
@@ -89,11 +77,11 @@ def test_adaptive_controller_steers_beta_toward_the_target_on_tinystories(assets
     2.5, 4.2, 3.4, 8.0, 4.8 with β 0.050, 0.040, 0.032, 0.026, 0.031, 0.037, 0.044, 0.053."""
     out = tmp_path / "run"
     target, horizon = 2.0, 1.0
-    result = textrl(*fast(out, "trainer.updates=8", "algo.minibatch_size=8", "algo.epochs=2", "env.max_new_tokens=16",
+    result = cli(*fast(out, "trainer.updates=8", "algo.minibatch_size=8", "algo.epochs=2", "env.max_new_tokens=16",
                           "algo.lr=3e-3", "algo.kl.init=0.05", f"algo.kl.target={target}",
                           f"algo.kl.horizon={horizon}", "trainer.save_policy=false"))
     assert result.returncode == 0, result.stderr[-2000:]
-    records = strict_jsonl(out / "metrics.jsonl")
+    records = read_jsonl(out / "metrics.jsonl")
     kls = [r["objective/kl"] for r in records]
     betas = [r["kl/beta"] for r in records]
     for kl, beta, next_beta in zip(kls, betas, betas[1:]):

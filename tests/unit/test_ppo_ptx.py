@@ -15,7 +15,6 @@ from textrl.policies import SamplingConfig
 from textrl.rollout.collector import RolloutCollector
 
 from conftest import length_reward
-from test_cli import fast, read_jsonl, textrl
 
 
 @pytest.fixture
@@ -69,12 +68,3 @@ def test_ptx_needs_data_and_a_non_negative_coef(ptx_file):
         check_plugin_params("algo", {"ptx_coef": -1, "ptx_data": ptx_file}, PPOPtx)
     with pytest.raises(TextRLError, match="algo.gamma: got 1.5"):  # PPO's own checks apply too
         check_plugin_params("algo", {"ptx_coef": 0.5, "gamma": 1.5}, PPOPtx)
-
-
-def test_algo_ppo_ptx_trains_through_the_cli(assets, tmp_path):
-    out = tmp_path / "run"
-    data = assets / "tinystories-text" / "tinystories_1000.json"
-    result = textrl(*fast(out, "algo=ppo_ptx", f"algo.ptx_data={data}", "algo.ptx_coef=0.5", "trainer.updates=2"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    records = read_jsonl(out / "metrics.jsonl")
-    assert len(records) == 2 and all(math.isfinite(r["loss/ptx"]) and r["loss/ptx"] > 0 for r in records)

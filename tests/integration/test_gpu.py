@@ -21,8 +21,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import length_reward, make_policy
-from test_cli import fast, read_jsonl, textrl
+from conftest import fast, length_reward, make_policy, read_jsonl, textrl
 from textrl.devices import resolve_device
 from textrl.policies.lora import LoraSettings, add_lora
 from textrl.policies.policy import PolicyWithValueHead

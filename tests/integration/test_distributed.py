@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from test_cli import fast, read_jsonl
+from conftest import fast, read_jsonl
 
 
 def accelerate_launch(*args, processes=2, timeout=600):

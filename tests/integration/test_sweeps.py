@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -12,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, read_jsonl
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 COMMAND = ["${env}", "${interpreter}", "-m", "textrl", "${args_no_hyphens}"]
@@ -87,7 +86,7 @@ def test_one_sampled_configuration_runs_as_the_agent_would(assets, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     run_dirs = list((tmp_path / "outputs").glob("*/*"))
     assert len(run_dirs) == 1
-    records = [json.loads(line) for line in (run_dirs[0] / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(run_dirs[0] / "metrics.jsonl")
     assert len(records) == 2 and all(math.isfinite(r["objective/rlhf_reward"]) for r in records)
     wandb_files = list((run_dirs[0] / "wandb").glob("offline-run-*/*.wandb"))
     assert len(wandb_files) == 1

@@ -152,17 +152,3 @@ def test_reference_equals_the_real_base_model_after_a_ppo_update(tinystories):
     base_logprobs = torch.log_softmax(base_logits, -1).gather(-1, batch.response_ids[..., None])[..., 0]
     torch.testing.assert_close(batch.ref_logprobs, base_logprobs * batch.response_mask, rtol=0, atol=1e-4)
     assert (policy_logits - base_logits).abs().max() > 1e-3  # the update moved the policy, not π_ref
-
-
-def test_lora_run_through_the_cli(tinystories, tmp_path):
-    from test_cli import fast, read_jsonl, textrl
-
-    out = tmp_path / "run"
-    result = textrl(*fast(out, "policy.lora.r=4", "policy.lora.alpha=8", "trainer.updates=2"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    records = read_jsonl(out / "metrics.jsonl")
-    assert len(records) == 2 and all(math.isfinite(r["objective/kl"]) for r in records)
-    assert records[0]["objective/kl"] == pytest.approx(0.0, abs=1e-3)  # π = π_ref before the first step
-    assert (out / "policy" / "adapter_model.safetensors").is_file()
-    again = textrl(*fast(tmp_path / "again", f"policy.model={out / 'policy'}", "trainer.updates=1"))
-    assert again.returncode == 0, again.stderr[-2000:]

@@ -263,24 +263,3 @@ def test_default_rubric_rarely_flags_alpaca_instructions(rbrm):
     assert flagged / len(prompts) < 0.03
     refused = sum(rbrm.classify_response(r["output"])[0] != "compliance" for r in rows)
     assert refused / len(rows) < 0.01  # the demonstrations answer; they are not refusals
-
-
-def test_rbrm_on_hh_rlhf_prompts_through_the_cli(tmp_path):
-    """RL against the RBRM on real hh-rlhf red-team prompts; the samples file says which rules fired."""
-    if not HH_RLHF.is_file():
-        pytest.skip(f"hh-rlhf assets not found at {HH_RLHF}")
-    from test_cli import fast, read_jsonl, textrl
-
-    out = tmp_path / "run"
-    result = textrl(*fast(out, f"data.prompts={HH_RLHF}", "reward=rbrm", "trainer.updates=1",
-                          "trainer.samples_per_update=8", "env.max_prompt_tokens=48"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    samples = read_jsonl(out / "samples.jsonl")
-    assert len(samples) == 8
-    rbrm = RuleBasedReward()
-    for sample in samples:
-        details = sample["details"]
-        assert (details["category"], details["category_rule"]) == rbrm.classify_prompt(sample["prompt"])
-        assert (details["class"], details["class_rule"]) == rbrm.classify_response(sample["response"])
-        assert sample["score"] == details["reward"] == rbrm.rewards[details["category"]][details["class"]]
-        assert "Human:" not in sample["prompt"]

@@ -13,7 +13,7 @@ import pytest
 from textrl.envs.prompts import load_prompts
 from textrl.errors import TextRLError
 
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "shared" / "assets"
+ASSETS_DIR = Path(__file__).resolve().parents[3] / "shared" / "assets"
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park today", "my film was very good"]
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from textrl.errors import TextRLError
-from textrl.report import (draw_eval_report, kl_target, read_jsonl, redraw, save_figure, write_eval_report,
+from textrl.report import (draw_eval_report, kl_target, redraw, save_figure, write_eval_report,
                            write_rl_report)
 from textrl.stages.evaluate import median
 
-from test_cli import one_line_error, textrl
+from conftest import one_line_error, read_jsonl, textrl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -44,13 +44,10 @@ def test_kl_target_only_for_an_adaptive_controller():
     assert kl_target(None) is None
 
 
-def test_read_jsonl_skips_a_cut_last_line_but_not_a_broken_middle_one(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"update": 1}\n{"update": 2}\n{"upda')
-    assert read_jsonl(str(path)) == [{"update": 1}, {"update": 2}]
-    path.write_text('{"update": 1}\n{oops\n{"update": 3}\n')
-    with pytest.raises(TextRLError, match="line 2 is not JSON"):
-        read_jsonl(str(path))
+def test_a_broken_metrics_line_is_one_line_naming_the_run_dir(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"update": 1}\n{oops\n{"update": 3}\n')
+    with pytest.raises(TextRLError, match="run_dir: .*metrics.jsonl' line 2 is not JSON"):
+        redraw(str(tmp_path))
 
 
 def test_rl_report_from_metrics_with_gaps_is_a_png_readable_under_the_umask(tmp_path):
@@ -103,13 +100,13 @@ def test_redraw_refuses_a_folder_that_is_not_a_run(tmp_path, make):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_textrl_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path):
-    result = textrl("report", str(tmp_path))
+def test_textrl_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path, cli):
+    result = cli("report", str(tmp_path))
     line = one_line_error(result)
     assert line == (f"textrl: error: run_dir: got {str(tmp_path)!r}; expected a textrl run directory holding "
                     f"metrics.jsonl (stage=rl) or eval_rewards.jsonl (stage=eval)")
     assert len(result.stderr.strip().splitlines()) == 1
-    line = one_line_error(textrl("report"))
+    line = one_line_error(cli("report"))
     assert line.startswith("textrl: error: report: got []; expected exactly one run directory")
 
 
@@ -120,7 +117,7 @@ def imdb_tiny(run_dir, *extra):
             "data.max_prompts=300", *extra]
 
 
-def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path):
+def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path, cli):
     from transformers import AutoTokenizer
 
     rl = tmp_path / "rl"
@@ -139,7 +136,7 @@ def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path):
     copy = tmp_path / "copied"
     shutil.copytree(rl, copy, ignore=shutil.ignore_patterns("wandb", "policy", "checkpoints"))
     (copy / "report.png").unlink()
-    result = textrl("report", str(copy))
+    result = cli("report", str(copy))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == [str(copy / "report.png")] and is_png(copy / "report.png")
 
@@ -169,13 +166,13 @@ def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path):
                             prefix_tokens=[2, 8], tokenizer=tok)
     assert [r["prompt"] for r in rows] == expected
     (ev / "eval_report.png").unlink()
-    result = textrl("report", str(ev))
+    result = cli("report", str(ev))
     assert result.returncode == 0 and result.stdout.split() == [str(ev / "eval_report.png")]
     assert is_png(ev / "eval_report.png")
 
 
-def test_imdb_sentiment_without_a_classifier_says_how_to_train_one(assets, tmp_path):
-    result = textrl("experiment=imdb_sentiment", "policy=tinystories", "data.max_prompts=20", "trainer.updates=1",
+def test_imdb_sentiment_without_a_classifier_says_how_to_train_one(assets, tmp_path, cli):
+    result = cli("experiment=imdb_sentiment", "policy=tinystories", "data.max_prompts=20", "trainer.updates=1",
                     f"hydra.run.dir={tmp_path / 'run'}")
     line = one_line_error(result)
     assert line.startswith("textrl: error: reward.model: got an empty value;")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -10,7 +9,6 @@ import torch
 from textrl.algorithms.reinforce import Reinforce, episode_returns, leave_one_out_baseline, reinforce_loss
 from textrl.errors import TextRLError
 
-from test_cli import fast, read_jsonl, textrl
 
 
 def test_episode_returns_by_hand():
@@ -59,18 +57,3 @@ def test_unknown_baseline_is_a_clear_error():
     with pytest.raises(TextRLError, match=r"algo.baseline: got 'median'; expected one of \['none', 'moving_average'"):
         check_plugin_params("algo", {"baseline": "median"}, Reinforce)
     check_plugin_params("algo", {"baseline": "leave_one_out"}, Reinforce)
-
-
-@pytest.mark.parametrize("baseline, extra", [("none", []), ("moving_average", []),
-                                             ("leave_one_out", ["rollout.samples_per_prompt=4"])])
-def test_algo_reinforce_trains_through_the_cli(assets, tmp_path, baseline, extra):
-    out = tmp_path / "run"
-    result = textrl(*fast(out, "algo=reinforce", f"algo.baseline={baseline}", "trainer.updates=2", *extra))
-    assert result.returncode == 0, result.stderr[-2000:]
-    records = read_jsonl(out / "metrics.jsonl")
-    assert len(records) == 2
-    for r in records:
-        assert all(math.isfinite(r[k]) for k in ("objective/score", "objective/kl", "loss/policy", "kl/beta"))
-    if baseline == "leave_one_out":
-        samples = read_jsonl(out / "samples.jsonl")
-        assert samples[0]["prompt"] == samples[3]["prompt"]

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from conftest import fast, read_jsonl, textrl  # noqa: F401 (other test files import them from here)
+from conftest import fast, read_jsonl, textrl
 
 REQUIRED_KEYS = ("update", "objective/rlhf_reward", "objective/score", "objective/kl", "kl/beta", "loss/policy",
                  "loss/value", "policy/clipfrac", "perf/tokens_per_s")
@@ -15,7 +15,7 @@ REQUIRED_KEYS = ("update", "objective/rlhf_reward", "objective/score", "objectiv
 
 def test_tinystories_experiment_three_updates(assets, tmp_path):
     out = tmp_path / "run"
-    result = textrl("experiment=tinystories_sentiment", "trainer.updates=3", f"hydra.run.dir={out}")
+    result = textrl(*fast(out, "trainer.updates=3"))
     assert result.returncode == 0, result.stderr[-2000:]
     records = read_jsonl(out / "metrics.jsonl")
     assert [r["update"] for r in records] == [1, 2, 3]
@@ -30,11 +30,11 @@ def test_tinystories_experiment_three_updates(assets, tmp_path):
     assert (out / ".hydra" / "config.yaml").is_file()
 
 
-def test_saved_policy_loads_back_as_policy_model(assets, tmp_path):
+def test_saved_policy_loads_back_as_policy_model(assets, tmp_path, cli):
     first = tmp_path / "a"
-    assert textrl(*fast(first, "trainer.updates=1")).returncode == 0
+    assert cli(*fast(first, "trainer.updates=1")).returncode == 0
     second = tmp_path / "b"
-    result = textrl(*fast(second, "trainer.updates=1", f"policy.model={first / 'policy'}"))
+    result = cli(*fast(second, "trainer.updates=1", f"policy.model={first / 'policy'}"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(read_jsonl(second / "metrics.jsonl")) == 1
 
@@ -43,38 +43,29 @@ def test_wandb_logger_runs_offline(assets, tmp_path):
     out = tmp_path / "run"
     result = textrl(*fast(out, "trainer.updates=2", "logger=wandb", "logger.table_every=1"))
     assert result.returncode == 0, result.stderr[-2000:]
-    runs = list((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    [wandb_file] = (out / "wandb").glob("offline-run-*/*.wandb")  # one run
+    assert wandb_file.read_bytes().count(b"objective/score") >= 2  # logged to wandb at each update
 
 
-def one_line_error(result) -> str:
-    """textrl's one ``textrl: error:`` line of a failed run, wherever a library's warnings put it."""
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("textrl: error:")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    return errors[0]
-
-
-def test_too_long_prompt_is_cut_from_the_left_by_default(assets, tmp_path):
+def test_too_long_prompt_is_cut_from_the_left_by_default(assets, tmp_path, cli):
     prompts = tmp_path / "long.txt"
     prompts.write_text("Once upon a time there was a little girl named Lily who loved to play outside\n")
-    result = textrl(*fast(tmp_path / "run", f"data.prompts={prompts}", "data.prefix_tokens=null",
+    result = cli(*fast(tmp_path / "run", f"data.prompts={prompts}", "data.prefix_tokens=null",
                           "env.max_prompt_tokens=4", "trainer.updates=1"))
     assert result.returncode == 0 and "cut from the left" in result.stdout + result.stderr
 
 
-def test_plugins_command_lists_builtins():
-    result = textrl("plugins")
+def test_plugins_command_lists_builtins(cli):
+    result = cli("plugins")
     assert result.returncode == 0
     assert "reward=sentiment" in result.stdout and "algo=ppo" in result.stdout
 
 
-def test_multirun_runs_every_combination_in_its_own_directory(assets, tmp_path):
+def test_multirun_runs_every_combination_in_its_own_directory(assets, tmp_path, cli):
     pytest.importorskip("textrl_grpo", reason="pip install -e plugins/textrl-grpo")
-    result = textrl("-m", "algo=ppo,grpo", "seed=1,2", "experiment=tinystories_sentiment", "trainer.updates=2",
-                    "rollout.batch_size=8", "algo.minibatch_size=4", "env.max_new_tokens=8",
-                    "trainer.progress_bar=false", "trainer.save_policy=false", f"hydra.sweep.dir={tmp_path}")
+    result = cli("-m", "algo=ppo,grpo", "seed=1,2", "experiment=tinystories_sentiment", "trainer.updates=1",
+                 "rollout.batch_size=4", "algo.minibatch_size=4", "env.max_new_tokens=4", "logger=none",
+                 "trainer.progress_bar=false", "trainer.save_policy=false", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
@@ -84,7 +75,7 @@ def test_multirun_runs_every_combination_in_its_own_directory(assets, tmp_path):
         algo = "grpo" if "algo=grpo" in overrides else "ppo"
         seed = "1" if "seed=1" in overrides else "2"
         seen.add((algo, seed))
-        assert len(read_jsonl(job / "metrics.jsonl")) == 2
+        assert len(read_jsonl(job / "metrics.jsonl")) == 1
     assert seen == {("ppo", "1"), ("ppo", "2"), ("grpo", "1"), ("grpo", "2")}
 
 
@@ -100,9 +91,9 @@ def test_precheck_accepts_hydra_interpolations_and_multirun_mode():
     check_composition(["hydra.mode=MULTIRUN", "seed=1,2"])
 
 
-def test_bf16_autocast_trains_on_cpu(assets, tmp_path):
+def test_bf16_autocast_trains_on_cpu(assets, tmp_path, cli):
     out = tmp_path / "run"
-    result = textrl(*fast(out, "device=cpu", "trainer.precision=bf16", "trainer.updates=2", "logger=none"))
+    result = cli(*fast(out, "device=cpu", "trainer.precision=bf16", "trainer.updates=2", "logger=none"))
     assert result.returncode == 0, result.stderr[-2000:]
     records = read_jsonl(out / "metrics.jsonl")
     assert len(records) == 2 and all(math.isfinite(r["loss/policy"]) and math.isfinite(r["objective/kl"])

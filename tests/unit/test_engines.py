@@ -3,7 +3,7 @@
 CI compiles with the ``aot_eager`` backend: dynamo capture and AOT functionalisation of the
 whole token step (the part that could change results), without inductor's code generation,
 so a compile takes seconds on a CPU. On CUDA the engine uses inductor with CUDA graphs
-(tests/test_gpu.py).
+(tests/integration/test_gpu.py).
 """
 
 from __future__ import annotations

@@ -3,9 +3,6 @@ hook, options from the factory's signature, bad settings as one error line, the 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from textrl.config import check_config, check_plugin_overrides
@@ -14,7 +11,7 @@ from textrl.interactions import Calculator
 from textrl.plugins import load_plugins
 from textrl.stages.build import build_interaction, make_collector, make_env
 
-from conftest import REPO, compose_config, length_reward
+from conftest import compose_config, length_reward, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -46,25 +43,20 @@ def test_unknown_interaction_parameter_lists_the_accepted_ones(registry):
         check_plugin_overrides(["interaction=calculator", "interaction.foo=1"], registry, {})
 
 
-def test_bad_interaction_setting_is_one_error_line_at_startup(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "textrl", "interaction=calculator", "interaction.max_chars=0",
-                          f"hydra.run.dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
-    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("textrl: error:")]
-    assert out.returncode != 0 and lines == ["textrl: error: interaction.max_chars: got 0; expected a positive integer"]
-    assert "Traceback" not in out.stderr
+def test_bad_interaction_setting_is_one_error_line_at_startup(tmp_path, cli):
+    out = cli("interaction=calculator", "interaction.max_chars=0", f"hydra.run.dir={tmp_path}")
+    assert one_line_error(out) == "textrl: error: interaction.max_chars: got 0; expected a positive integer"
 
 
-def test_rl_run_with_the_dialogue_interaction(assets, tmp_path):
+def test_rl_run_with_the_dialogue_interaction(assets, tmp_path, cli):
     """The whole rl stage on TinyStories-656K with multi-turn episodes: hh-rlhf conversations
     replayed, both reward parts logged, the score their sum."""
     import json
 
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "textrl", "experiment=tinystories_sentiment", "interaction=dialogue",
-                             "interaction.max_conversations=16", "env.max_turns=2", "env.max_new_tokens=8",
-                             "env.max_prompt_tokens=48", "rollout.batch_size=8", "algo.minibatch_size=4",
-                             "trainer.updates=2", "trainer.progress_bar=false", f"hydra.run.dir={out}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = cli("experiment=tinystories_sentiment", "interaction=dialogue", "interaction.max_conversations=16",
+                 "env.max_turns=2", "env.max_new_tokens=8", "env.max_prompt_tokens=48", "rollout.batch_size=8",
+                 "algo.minibatch_size=4", "trainer.updates=2", "trainer.progress_bar=false", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2
