@@ -22,7 +22,7 @@ ROOTS = [("textrl", {"dev"}), ("textrl-grpo", set()), ("textrl-regex-reward", se
 """Start points and the extras to follow; ``None``: installed with ``--no-deps``, requirements not followed."""
 OWN = {"textrl", "textrl-grpo", "textrl-regex-reward"}
 """Not pinned: the project's own distributions."""
-TOOLING = {"pip", "setuptools", "wheel"}
+TOOLING = {"pip", "setuptools"}
 """Not pinned: the installer and build tools, which belong to the environment (as ``pip freeze`` leaves them out)."""
 
 
