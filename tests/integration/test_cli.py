@@ -47,10 +47,11 @@ def test_wandb_logger_runs_offline(assets, tmp_path):
     assert wandb_file.read_bytes().count(b"objective/score") >= 2  # logged to wandb at each update
 
 
-def test_too_long_prompt_is_cut_from_the_left_by_default(assets, tmp_path, cli):
+def test_too_long_prompt_is_cut_from_the_left_by_default(assets, tmp_path):
+    """The warning reaches the user's terminal (a subprocess: the process's own log handlers)."""
     prompts = tmp_path / "long.txt"
     prompts.write_text("Once upon a time there was a little girl named Lily who loved to play outside\n")
-    result = cli(*fast(tmp_path / "run", f"data.prompts={prompts}", "data.prefix_tokens=null",
+    result = textrl(*fast(tmp_path / "run", f"data.prompts={prompts}", "data.prefix_tokens=null",
                           "env.max_prompt_tokens=4", "trainer.updates=1"))
     assert result.returncode == 0 and "cut from the left" in result.stdout + result.stderr
 

@@ -13,6 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config
+from textrl.config.plugin_options import INJECTED_KEYS
 from textrl.config import CHECKS, TrainConfig
 from textrl.plugins import load_plugins
 from textrl.reference import reference_entries, reference_markdown
@@ -93,7 +94,8 @@ def test_reference_gives_every_plugin_parameter_its_signature_default(entries, r
             listed = entries.get(f"{kind}={name}", {k: v for k, v in main.items() if k.startswith(f"{kind}.")})
             assert listed[f"{kind}.name"] == name
             for param in inspect.signature(factory).parameters.values():
-                if param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                if (param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+                        or param.name in INJECTED_KEYS):  # passed by textrl, not a config key
                     continue
                 default = param.default
                 if default is param.empty or isinstance(default, dict):

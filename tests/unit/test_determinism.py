@@ -26,7 +26,8 @@ from conftest import length_reward, make_policy, make_tokenizer
 
 # prompts of different lengths, so the batch is really left-padded
 PROMPTS = ["happy", "the dog ran", "a girl saw the cat in the park and", "this movie was very", "it"]
-TENSORS = ("input_ids", "attention_mask", "response_mask", "logprobs", "ref_logprobs", "values", "rewards", "scores")
+TENSORS = ("input_ids", "attention_mask", "response_mask", "logprobs", "ref_logprobs", "untruncated_logprobs", "values",
+           "scores")
 
 
 def rollouts(seed: int, sampling: SamplingConfig, disturb: int, batches: int = 2, policy_seed: int | None = None,

@@ -139,6 +139,17 @@ class RolloutCollector:
                                                    n, max_len, self.compile_backend, fallback=self.fallback)
         return self._engines[precision]
 
+    def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           untruncated_logprobs: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor:
+        """``(B, T)`` float32 log π_ref of the last T tokens of ``input_ids`` (``(B, P+T)``) under the
+        temperature-scaled untruncated distribution, teacher-forced in chunks of ``chunk_size``
+        rows and zeroed where ``mask`` (``(B, T)``) is 0; without a reference model, a copy of the
+        policy's ``untruncated_logprobs`` (so the KL is 0)."""
+        if self.reference is None:
+            return untruncated_logprobs.clone()
+        return teacher_forced_logprobs(self.reference, input_ids, attention_mask, mask.shape[1], vocab,
+                                       self.sampling.untruncated(), self.chunk_size) * mask
+
     def _batch(self, obs, draws: list, episodes: "Episodes", vocab: int) -> RolloutBatch:
         env, P = self.env, self.env.max_prompt_tokens
         lengths = obs["attention_mask"][:, P:].sum(1)
@@ -149,13 +160,9 @@ class RolloutCollector:
         attention_mask = obs["attention_mask"][:, cols].long()
         response_mask = (torch.arange(T, device=env.device)[None, :] < lengths[:, None]).float()
         logprobs, untruncated_logprobs, values = (torch.cat([getattr(d, name) for d in draws[:T]], 1) * response_mask
-                                         for name in ("logprobs", "untruncated_logprobs", "values"))
+                                                  for name in ("logprobs", "untruncated_logprobs", "values"))
         scores = torch.as_tensor(episodes.scores, device=env.device)
-        if self.reference is None:
-            ref_logprobs = untruncated_logprobs.clone()
-        else:
-            ref_logprobs = teacher_forced_logprobs(self.reference, input_ids, attention_mask, T, vocab,
-                                                   self.sampling.untruncated(), self.chunk_size) * response_mask
+        ref_logprobs = self.reference_logprobs(input_ids, attention_mask, untruncated_logprobs, response_mask, vocab)
         return RolloutBatch(
             input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
             logprobs=logprobs, ref_logprobs=ref_logprobs, untruncated_logprobs=untruncated_logprobs, values=values,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from textrl.policies.scoring import teacher_forced_logprobs
 from textrl.rollout.buffer import RolloutBatch
 
 
@@ -101,15 +100,12 @@ def multiturn_batch(collector, obs, buffers: dict, episodes, vocab: int) -> Roll
     attention_mask = obs["attention_mask"][:, cols].long()
     action_mask = obs["action_mask"][:, P:P + T].float()
     logprobs, untruncated_logprobs, values, rewards = (buffers[k][:, :T] * action_mask
-                                              for k in ("logprobs", "untruncated_logprobs", "values", "rewards"))
-    if collector.reference is None:
-        ref_logprobs = untruncated_logprobs.clone()
-    else:
-        ref_logprobs = teacher_forced_logprobs(collector.reference, input_ids, attention_mask, T, vocab,
-                                               collector.sampling.untruncated(), collector.chunk_size) * action_mask
+                                                       for k in ("logprobs", "untruncated_logprobs", "values", "rewards"))
+    ref_logprobs = collector.reference_logprobs(input_ids, attention_mask, untruncated_logprobs, action_mask, vocab)
     return RolloutBatch(
         input_ids=input_ids, attention_mask=attention_mask, response_mask=action_mask,
-        logprobs=logprobs, ref_logprobs=ref_logprobs, untruncated_logprobs=untruncated_logprobs, values=values, rewards=rewards,
+        logprobs=logprobs, ref_logprobs=ref_logprobs, untruncated_logprobs=untruncated_logprobs, values=values,
+        rewards=rewards,
         scores=torch.as_tensor(episodes.scores, device=env.device), prompts=episodes.prompts,
         responses=episodes.responses, sampling=collector.sampling, vocab_size=vocab,
         samples_per_prompt=collector.samples_per_prompt,
