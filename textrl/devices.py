@@ -23,4 +23,3 @@ def resolve_device(name: str | torch.device) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise TextRLError(f"device: got {name!r}; expected auto, cpu, cuda or cuda:N") from None
-

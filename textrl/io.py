@@ -108,7 +108,7 @@ def writing(path: str, shown: str | None = None) -> Iterator[None]:
             raise
         named = failure.path
         if shown is not None:
-            named = shown + named[len(path):] if named.startswith(path) else shown
+            named = shown + named[len(path) :] if named.startswith(path) else shown
         if named != failure.path or failure is not e:
             failure = WriteError(named, failure.reason, failure.errno)
         raise failure from None
@@ -290,6 +290,7 @@ def parse_jsonl(text: str, source: str = "<text>", *, strict: bool = False) -> l
         json.JSONDecodeError: any other line that is not (strict) JSON; its ``lineno`` and
             ``colno`` count in the whole ``text`` and ``msg`` is the reason.
     """
+
     def reject(token):
         raise json.JSONDecodeError(f"{token} is not strict JSON", token, 0)
 
@@ -330,5 +331,6 @@ def read_jsonl(path: str, key: str | None = None) -> list:
     except json.JSONDecodeError as e:
         if key is None:
             raise
-        raise TextRLError(f"{key}: {path!r} line {e.lineno} is not JSON ({e.msg}); expected one JSON object "
-                          f"per line") from None
+        raise TextRLError(
+            f"{key}: {path!r} line {e.lineno} is not JSON ({e.msg}); expected one JSON object per line"
+        ) from None

@@ -27,11 +27,15 @@ RL, SFT, RM, EVAL = ("rl",), ("sft",), ("rm",), ("eval",)
 
 METRICS: dict[str, Metric] = {
     # every algorithm's update (the contract: textrl.algorithms.base)
-    "objective/kl": Metric("nats", RL, "mean KL(π‖π_ref) per episode (k1 summed over the response's tokens, from "
-                                       "the untruncated log-probs)"),
+    "objective/kl": Metric(
+        "nats",
+        RL,
+        "mean KL(π‖π_ref) per episode (k1 summed over the response's tokens, from the untruncated log-probs)",
+    ),
     "objective/score": Metric("1", RL, "mean reward-model score r_RM(x, y) per episode"),
-    "objective/rlhf_reward": Metric("1", RL, "mean KL-shaped return r_RM − β·Σ_t KL_t per episode (KL_t by "
-                                             "algo.kl.estimator)"),
+    "objective/rlhf_reward": Metric(
+        "1", RL, "mean KL-shaped return r_RM − β·Σ_t KL_t per episode (KL_t by algo.kl.estimator)"
+    ),
     "kl/beta": Metric("1", RL, "the KL coefficient β used in this update (before the controller's step)"),
     "episode/length": Metric("tokens", RL, "mean response length"),
     "loss/total": Metric("1", RL, "the minimised loss, mean over optimizer steps"),
@@ -64,8 +68,9 @@ METRICS: dict[str, Metric] = {
     "eval/pairwise_accuracy": Metric("fraction", RM, "held-out share of ranked pairs the RM orders correctly"),
     "eval/accuracy": Metric("fraction", RM, "held-out classification accuracy (rm.objective=classification)"),
     # the eval stage (eval.json, flattened)
-    "eval/win_rate": Metric("fraction", EVAL, "share of prompts where the policy's response outscores the "
-                                              "reference's (ties count half)"),
+    "eval/win_rate": Metric(
+        "fraction", EVAL, "share of prompts where the policy's response outscores the reference's (ties count half)"
+    ),
     "eval/kl": Metric("nats", EVAL, "mean KL(policy‖reference) per response, k1 on the policy's samples"),
     "eval/prompts": Metric("prompts", EVAL, "held-out prompts evaluated"),
     "eval/<model>/mean_reward": Metric("1", EVAL, "mean reward of ``policy`` or ``reference``"),

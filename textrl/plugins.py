@@ -82,9 +82,11 @@ def collect_factories(registry: PluginRegistry) -> None:
     registry.algorithms.clear()
     registry.interactions.clear()
     registry.providers.clear()
-    for kind, hook, table in (("reward", "textrl_reward_models", registry.rewards),
-                              ("algo", "textrl_algorithms", registry.algorithms),
-                              ("interaction", "textrl_interactions", registry.interactions)):
+    for kind, hook, table in (
+        ("reward", "textrl_reward_models", registry.rewards),
+        ("algo", "textrl_algorithms", registry.algorithms),
+        ("interaction", "textrl_interactions", registry.interactions),
+    ):
         caller = getattr(pm.hook, hook)
         for impl in caller.get_hookimpls():
             plugin_name = pm.get_name(impl.plugin)
@@ -96,9 +98,11 @@ def collect_factories(registry: PluginRegistry) -> None:
             for name, factory in provided.items():
                 other = registry.providers.get((kind, name))
                 if other is not None and other != plugin_name:
-                    raise TextRLError(f"{kind} name {name!r} is provided by two plugins, {other!r} and "
-                                      f"{plugin_name!r}; expected unique names (uninstall one, or set "
-                                      f"{DISABLE_ENV}=1)")
+                    raise TextRLError(
+                        f"{kind} name {name!r} is provided by two plugins, {other!r} and "
+                        f"{plugin_name!r}; expected unique names (uninstall one, or set "
+                        f"{DISABLE_ENV}=1)"
+                    )
                 table[name] = factory
                 registry.providers[(kind, name)] = plugin_name
 

@@ -54,8 +54,11 @@ def group_options() -> dict[str, list[str]]:
     conf = files("textrl.conf")
     options = {}
     for group in GROUPS:
-        names = {p.name[:-5] for p in conf.joinpath(group).iterdir() if p.name.endswith(".yaml")} \
-            if conf.joinpath(group).is_dir() else set()
+        names = (
+            {p.name[:-5] for p in conf.joinpath(group).iterdir() if p.name.endswith(".yaml")}
+            if conf.joinpath(group).is_dir()
+            else set()
+        )
         names |= {n[:-5] for n in ConfigStore.instance().repo.get(group, {}) if n.endswith(".yaml")}
         options[group] = sorted(names)
     return options
@@ -82,8 +85,7 @@ def reference_entries(registry=None) -> dict[str, dict[str, object]]:
     entries = {"": main}
     for group, names in group_options().items():
         for name in names:
-            table = {key: value for key, value in _leaves(_compose([f"{group}={name}"]))
-                     if key.split(".")[0] == group}
+            table = {key: value for key, value in _leaves(_compose([f"{group}={name}"])) if key.split(".")[0] == group}
             if table != {key: value for key, value in main.items() if key.split(".")[0] == group}:
                 entries[f"{group}={name}"] = table
     return entries

@@ -157,8 +157,10 @@ def draw_eval_report(rows: list[dict], title: str = ""):
     after = np.array([r.get("policy_reward", math.nan) for r in rows], dtype=float)
     before, after = before[np.isfinite(before)], after[np.isfinite(after)]
     if not len(before) or not len(after):
-        raise TextRLError(f"run_dir: {EVAL_REWARDS} holds no finite rewards; expected one row per held-out prompt "
-                          f"with reference_reward and policy_reward")
+        raise TextRLError(
+            f"run_dir: {EVAL_REWARDS} holds no finite rewards; expected one row per held-out prompt "
+            f"with reference_reward and policy_reward"
+        )
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     bins = np.histogram_bin_edges(np.concatenate([before, after]), bins=min(40, max(10, len(before) // 8)))
@@ -200,11 +202,11 @@ def write_rl_report(run_dir: str, config: dict | None = None) -> str:
     path = os.path.join(run_dir, "metrics.jsonl")
     metrics = read_jsonl(path, key="run_dir") if os.path.isfile(path) else []
     if not metrics:
-        raise TextRLError(f"run_dir: {run_dir!r} has no update in metrics.jsonl; expected an RL run with at least "
-                          f"one finished update")
+        raise TextRLError(
+            f"run_dir: {run_dir!r} has no update in metrics.jsonl; expected an RL run with at least one finished update"
+        )
     target = kl_target(config if config is not None else saved_config(run_dir))
-    fig = draw_rl_report(metrics, target, title=f"{os.path.basename(os.path.abspath(run_dir))}: "
-                                                f"{len(metrics)} updates")
+    fig = draw_rl_report(metrics, target, title=f"{os.path.basename(os.path.abspath(run_dir))}: {len(metrics)} updates")
     return save_figure(fig, os.path.join(run_dir, RL_FIGURE))
 
 
@@ -218,8 +220,10 @@ def write_eval_report(run_dir: str) -> str:
     if not os.path.isfile(path):
         raise TextRLError(f"run_dir: {run_dir!r} has no {EVAL_REWARDS}; expected a stage=eval run directory")
     rows = read_jsonl(path, key="run_dir")
-    return save_figure(draw_eval_report(rows, title=f"{len(rows)} held-out prompts: reward before and after RL"),
-                       os.path.join(run_dir, EVAL_FIGURE))
+    return save_figure(
+        draw_eval_report(rows, title=f"{len(rows)} held-out prompts: reward before and after RL"),
+        os.path.join(run_dir, EVAL_FIGURE),
+    )
 
 
 def write_rl_report_quietly(run_dir: str, cfg) -> str | None:
@@ -243,15 +247,18 @@ def redraw(run_dir: str) -> list[str]:
         TextRLError: ``run_dir`` is not a directory, or holds neither file.
     """
     if not os.path.isdir(run_dir):
-        raise TextRLError(f"run_dir: got {run_dir!r}; expected a textrl run directory (it does not exist or is "
-                          f"not a directory)")
+        raise TextRLError(
+            f"run_dir: got {run_dir!r}; expected a textrl run directory (it does not exist or is not a directory)"
+        )
     metrics = os.path.join(run_dir, "metrics.jsonl")
     # every stage writes metrics.jsonl; an RL run's records carry objective/score
     has_rl = os.path.isfile(metrics) and any("objective/score" in r for r in read_jsonl(metrics, key="run_dir"))
     has_eval = os.path.isfile(os.path.join(run_dir, EVAL_REWARDS))
     if not (has_rl or has_eval):
-        raise TextRLError(f"run_dir: got {run_dir!r}; expected a textrl run directory holding metrics.jsonl "
-                          f"(stage=rl) or {EVAL_REWARDS} (stage=eval)")
+        raise TextRLError(
+            f"run_dir: got {run_dir!r}; expected a textrl run directory holding metrics.jsonl "
+            f"(stage=rl) or {EVAL_REWARDS} (stage=eval)"
+        )
     written = []
     if has_rl:
         written.append(write_rl_report(run_dir))

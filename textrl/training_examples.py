@@ -57,8 +57,6 @@ class Ranking:
     ranks: tuple[int, ...]
 
 
-
-
 def format_prompt(tokenizer, prompt: str, prompt_format: str = "auto") -> str:
     """The text the model sees before its response.
 
@@ -77,8 +75,9 @@ def format_prompt(tokenizer, prompt: str, prompt_format: str = "auto") -> str:
     if prompt_format == "chat" and not has_template:
         raise TextRLError("prompt_format: got 'chat' but the tokenizer has no chat template; expected auto or plain")
     if prompt_format in ("chat", "auto") and has_template:
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     return prompt + "\n"
 
 
@@ -95,8 +94,10 @@ def read_text(path: str, key: str = "data file") -> str:
             return f.read()
     except (OSError, EOFError, UnicodeDecodeError) as e:
         reason = first_line(e) or type(e).__name__
-        raise TextRLError(f"{key}: cannot read {path!r} ({reason}); expected a UTF-8 text file"
-                          f"{' (gzip-compressed)' if path.endswith('.gz') else ''}") from None
+        raise TextRLError(
+            f"{key}: cannot read {path!r} ({reason}); expected a UTF-8 text file"
+            f"{' (gzip-compressed)' if path.endswith('.gz') else ''}"
+        ) from None
 
 
 def read_rows(source: str, split: str = "train") -> list[dict]:
@@ -140,15 +141,17 @@ def to_demonstration(row: dict[str, Any]) -> Demonstration:
         if last is None:
             raise TextRLError(f"chat row has no assistant turn; roles {[m.get('role') for m in messages]}")
         prompt = "\n".join(m["content"] for m in messages[:last])
-        return Demonstration(prompt, messages[last]["content"], tuple(tuple(m.items()) for m in messages[:last + 1]))
+        return Demonstration(prompt, messages[last]["content"], tuple(tuple(m.items()) for m in messages[: last + 1]))
     if "instruction" in row:
         prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
         return Demonstration(prompt, row.get("output", ""))
     for key in ("response", "completion", "output", "chosen"):
         if "prompt" in row and key in row:
             return Demonstration(row["prompt"], row[key])
-    raise TextRLError(f"demonstration row has keys {sorted(row)}; expected prompt/response, "
-                      f"instruction/input/output (Alpaca) or messages")
+    raise TextRLError(
+        f"demonstration row has keys {sorted(row)}; expected prompt/response, "
+        f"instruction/input/output (Alpaca) or messages"
+    )
 
 
 def split_dialogue(text: str) -> tuple[str, str]:
@@ -171,7 +174,7 @@ def first_human_turn(dialogue: str) -> str:
         raise TextRLError(f"dialogue {dialogue[:60]!r}... has no {HUMAN.strip()!r} turn")
     start += len(HUMAN)
     end = dialogue.find(ASSISTANT, start)
-    return dialogue[start:end if end >= 0 else None].strip()
+    return dialogue[start : end if end >= 0 else None].strip()
 
 
 def split_dialogue_pair(chosen: str, rejected: str) -> tuple[str, str, str]:
@@ -198,18 +201,24 @@ def to_ranking(row: dict[str, Any]) -> Ranking:
             whose prompts differ.
     """
     if "responses" in row:
-        responses, ranks = tuple(row["responses"]), tuple(int(r) for r in row.get("ranking", range(len(row["responses"]))))
+        responses, ranks = (
+            tuple(row["responses"]),
+            tuple(int(r) for r in row.get("ranking", range(len(row["responses"])))),
+        )
         if len(ranks) != len(responses):
-            raise TextRLError(f"ranking {list(ranks)} has {len(ranks)} entries; expected one per response "
-                              f"({len(responses)})")
+            raise TextRLError(
+                f"ranking {list(ranks)} has {len(ranks)} entries; expected one per response ({len(responses)})"
+            )
         return Ranking(row["prompt"], responses, ranks)
     if "chosen" in row and "rejected" in row:
         if "prompt" in row:
             return Ranking(row["prompt"], (row["chosen"], row["rejected"]), (0, 1))
         prompt, chosen, rejected = split_dialogue_pair(row["chosen"], row["rejected"])
         return Ranking(prompt, (chosen, rejected), (0, 1))
-    raise TextRLError(f"preference row has keys {sorted(row)}; expected prompt/responses/ranking, "
-                      f"prompt/chosen/rejected or chosen/rejected dialogues (hh-rlhf)")
+    raise TextRLError(
+        f"preference row has keys {sorted(row)}; expected prompt/responses/ranking, "
+        f"prompt/chosen/rejected or chosen/rejected dialogues (hh-rlhf)"
+    )
 
 
 def to_labelled(rows: Iterable[dict[str, Any]], text_field: str = "text", label_field: str = "label"):

@@ -41,10 +41,17 @@ ASSETS = Path(os.environ.get("TEXTRL_ASSETS", REPO.parent / "shared" / "assets")
 RUNS = {
     "ppo": ["algo=ppo"],
     "reinforce_rloo": ["algo=reinforce", "algo.baseline=leave_one_out", "rollout.samples_per_prompt=4"],
-    "reinforce_rloo_1epoch": ["algo=reinforce", "algo.baseline=leave_one_out", "rollout.samples_per_prompt=4",
-                              "algo.epochs=1"],
-    "ppo_ptx": ["algo=ppo_ptx", f"algo.ptx_data={ASSETS / 'tinystories-text' / 'tinystories_1000.json'}",
-                "algo.ptx_coef=0.5"],
+    "reinforce_rloo_1epoch": [
+        "algo=reinforce",
+        "algo.baseline=leave_one_out",
+        "rollout.samples_per_prompt=4",
+        "algo.epochs=1",
+    ],
+    "ppo_ptx": [
+        "algo=ppo_ptx",
+        f"algo.ptx_data={ASSETS / 'tinystories-text' / 'tinystories_1000.json'}",
+        "algo.ptx_coef=0.5",
+    ],
     "grpo": ["algo=grpo"],
 }
 
@@ -52,10 +59,22 @@ RUNS = {
 def run(name: str, updates: int, out: Path) -> list[dict]:
     """The ``metrics.jsonl`` records (without ``perf/*``) of run ``name`` in ``out``."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TEXTRL_ASSETS": str(ASSETS)}
-    args = [sys.executable, "-m", "textrl", "experiment=tinystories_sentiment", *RUNS[name], "seed=0",
-            f"trainer.updates={updates}", "trainer.threads=1", "device=cpu", "logger=none",
-            "trainer.save_policy=false", "trainer.progress_bar=false", "trainer.sample_every=0",
-            f"hydra.run.dir={out}"]
+    args = [
+        sys.executable,
+        "-m",
+        "textrl",
+        "experiment=tinystories_sentiment",
+        *RUNS[name],
+        "seed=0",
+        f"trainer.updates={updates}",
+        "trainer.threads=1",
+        "device=cpu",
+        "logger=none",
+        "trainer.save_policy=false",
+        "trainer.progress_bar=false",
+        "trainer.sample_every=0",
+        f"hydra.run.dir={out}",
+    ]
     result = subprocess.run(args, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"run {name} failed:\n{' '.join(args)}\n{result.stderr[-3000:]}")
@@ -78,8 +97,17 @@ def compare(old: list[dict], new: list[dict], changed: set[str]) -> dict:
     """Row of the comparison table for one run: values equal to the bit among the keys both
     records have, the keys only the new (added) or only the old (removed) records have, and the
     largest difference outside ``changed`` (keys declared changed on purpose)."""
-    row = {"records": f"{len(new)}/{len(old)}", "equal": 0, "values": 0, "added": set(), "removed": set(),
-           "max_abs": 0.0, "max_rel": 0.0, "worst": "-", "declared": set()}
+    row = {
+        "records": f"{len(new)}/{len(old)}",
+        "equal": 0,
+        "values": 0,
+        "added": set(),
+        "removed": set(),
+        "max_abs": 0.0,
+        "max_rel": 0.0,
+        "worst": "-",
+        "declared": set(),
+    }
     for a, b in zip(old, new):
         row["added"] |= set(b) - set(a)
         row["removed"] |= set(a) - set(b)
@@ -107,10 +135,16 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
     parser.add_argument("--updates", type=int, default=4)
     parser.add_argument("--rtol", type=float, default=0.0, help="largest relative difference accepted")
-    parser.add_argument("--changed", nargs="*", default=[], metavar="RUN:KEY",
-                        help="metrics whose definition changed on purpose (listed, not compared)")
-    parser.add_argument("--against", metavar="FILE", help="with --compare: compare with this saved capture "
-                                                          "instead of running now")
+    parser.add_argument(
+        "--changed",
+        nargs="*",
+        default=[],
+        metavar="RUN:KEY",
+        help="metrics whose definition changed on purpose (listed, not compared)",
+    )
+    parser.add_argument(
+        "--against", metavar="FILE", help="with --compare: compare with this saved capture instead of running now"
+    )
     args = parser.parse_args()
     if args.save:
         golden = capture(args.runs, args.updates)
@@ -119,8 +153,11 @@ def main() -> None:
         return
     golden = json.loads(Path(args.compare).read_text())
     names = [n for n in args.runs if n in golden["runs"]]
-    current = json.loads(Path(args.against).read_text())["runs"] if args.against else \
-        capture(names, golden["updates"])["runs"]
+    current = (
+        json.loads(Path(args.against).read_text())["runs"]
+        if args.against
+        else capture(names, golden["updates"])["runs"]
+    )
     print(f"{'run':<16} {'records':>8} {'bit-equal':>11} {'max_abs':>10} {'max_rel':>10}  worst key; key changes")
     failed = False
     for name in names:
@@ -128,8 +165,10 @@ def main() -> None:
         row = compare(golden["runs"][name], current[name], changed)
         notes = [f"+{k}" for k in sorted(row["added"])] + [f"-{k}" for k in sorted(row["removed"])]
         notes += [f"~{k} (declared changed)" for k in sorted(row["declared"])]
-        print(f"{name:<16} {row['records']:>8} {row['equal']:>5}/{row['values']:<5} {row['max_abs']:>10.3g} "
-              f"{row['max_rel']:>10.3g}  {row['worst']}; {' '.join(notes) or 'same keys'}")
+        print(
+            f"{name:<16} {row['records']:>8} {row['equal']:>5}/{row['values']:<5} {row['max_abs']:>10.3g} "
+            f"{row['max_rel']:>10.3g}  {row['worst']}; {' '.join(notes) or 'same keys'}"
+        )
         failed |= bool(row["removed"]) or len(golden["runs"][name]) != len(current[name]) or row["max_rel"] > args.rtol
     print("identical" if not failed else f"DIFFERENT (beyond rtol={args.rtol})")
     sys.exit(1 if failed else 0)

@@ -44,18 +44,25 @@ def main() -> None:
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="imdb-"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TEXTRL_ASSETS": str(ASSETS)}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "textrl", "experiment=imdb_classifier", f"hydra.run.dir={run_dir}",
-                    *args.overrides], check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "textrl", "experiment=imdb_classifier", f"hydra.run.dir={run_dir}", *args.overrides],
+        check=True,
+        env=env,
+    )
     wall = time.perf_counter() - start
     summary = json.loads((run_dir / "summary.json").read_text())
     vader, vader_s = vader_accuracy(ASSETS / "imdb" / "test_5k.jsonl.gz")
     acc, train_min = summary["eval_accuracy"], summary["train_time_s"] / 60
     print("| model | train examples | test reviews | accuracy | train time |")
     print("| --- | --- | --- | --- | --- |")
-    print(f"| all-MiniLM-L6-v2 fine-tuned (textrl stage=rm) | {summary['train_examples']} | "
-          f"{summary['eval_examples']} | {acc:.4f} | {train_min:.1f} min (whole run {wall / 60:.1f} min) |")
-    print(f"| VADER lexicon, compound >= 0 (baseline) | 0 | {summary['eval_examples']} | {vader:.4f} | "
-          f"{vader_s:.0f} s to score |")
+    print(
+        f"| all-MiniLM-L6-v2 fine-tuned (textrl stage=rm) | {summary['train_examples']} | "
+        f"{summary['eval_examples']} | {acc:.4f} | {train_min:.1f} min (whole run {wall / 60:.1f} min) |"
+    )
+    print(
+        f"| VADER lexicon, compound >= 0 (baseline) | 0 | {summary['eval_examples']} | {vader:.4f} | "
+        f"{vader_s:.0f} s to score |"
+    )
     print(f"imdb_accuracy={acc:.4f}")
     print(f"train_minutes={train_min:.1f}")
     print(f"accuracy_vs_vader={acc / vader:.3f}")

@@ -40,13 +40,18 @@ TRL = {"mean": (0.157, 1.686), "median": (-0.547, 2.480)}  # gpt2-sentiment note
 def textrl(args: list[str], log_path: Path) -> float:
     """Run ``python -m textrl ARGS`` with its output in ``log_path``; returns the wall time in
     seconds. Raises ``SystemExit`` with the log's tail when it fails."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
-           "TEXTRL_ASSETS": str(ASSETS)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+        "TEXTRL_ASSETS": str(ASSETS),
+    }
     print("$ python -m textrl " + " ".join(shlex.quote(a) for a in args), flush=True)
     start = time.perf_counter()
     with open(log_path, "w") as log:
-        code = subprocess.run([sys.executable, "-m", "textrl", *args], stdout=log, stderr=subprocess.STDOUT,
-                              env=env).returncode
+        code = subprocess.run(
+            [sys.executable, "-m", "textrl", *args], stdout=log, stderr=subprocess.STDOUT, env=env
+        ).returncode
     wall = time.perf_counter() - start
     if code:
         raise SystemExit(f"textrl failed ({code}); the end of {log_path}:\n" + log_path.read_text()[-3000:])
@@ -87,9 +92,12 @@ def main() -> None:
     parser.add_argument("--classifier", default=None, help="reuse this imdb_classifier run (or model) directory")
     parser.add_argument("--classifier-overrides", default="", help="extra overrides for the classifier run")
     parser.add_argument("--run-dir", default=None, help="where the runs go (default: a temporary folder)")
-    parser.add_argument("--reuse-runs", action="store_true",
-                        help="skip the RL / eval phase whose output (rl/summary.json, eval/eval.json) is already in "
-                             "--run-dir, e.g. to reprint the table")
+    parser.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="skip the RL / eval phase whose output (rl/summary.json, eval/eval.json) is already in "
+        "--run-dir, e.g. to reprint the table",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the RL and eval runs")
     args = parser.parse_args()
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="imdb-sentiment-")).resolve()
@@ -101,20 +109,36 @@ def main() -> None:
         walls["classifier"] = None
     else:
         clf_run = root / "classifier"
-        walls["classifier"] = textrl(["experiment=imdb_classifier", f"hydra.run.dir={clf_run}",
-                                      *shlex.split(args.classifier_overrides)], root / "classifier.log")
+        walls["classifier"] = textrl(
+            ["experiment=imdb_classifier", f"hydra.run.dir={clf_run}", *shlex.split(args.classifier_overrides)],
+            root / "classifier.log",
+        )
         model, clf = classifier_model(clf_run)
 
     reference_model, reference_gguf = starting_policy(args.overrides)
     common = ["experiment=imdb_sentiment", f"reward.model={model}", *args.overrides]
     reuse = lambda path: args.reuse_runs and path.is_file()  # noqa: E731
-    walls["rl"] = None if reuse(root / "rl" / "summary.json") else textrl(
-        [*common, f"hydra.run.dir={root / 'rl'}", "trainer.progress_bar=false"], root / "rl.log")
-    walls["eval"] = None if reuse(root / "eval" / "eval.json") else textrl([*common, "stage=eval", f"hydra.run.dir={root / 'eval'}",
-                            f"policy.model={root / 'rl' / 'policy'}", "policy.gguf_file=null",
-                            f"eval.reference={reference_model}",
-                            f"eval.reference_gguf_file={reference_gguf if reference_gguf else 'null'}"],
-                           root / "eval.log")
+    walls["rl"] = (
+        None
+        if reuse(root / "rl" / "summary.json")
+        else textrl([*common, f"hydra.run.dir={root / 'rl'}", "trainer.progress_bar=false"], root / "rl.log")
+    )
+    walls["eval"] = (
+        None
+        if reuse(root / "eval" / "eval.json")
+        else textrl(
+            [
+                *common,
+                "stage=eval",
+                f"hydra.run.dir={root / 'eval'}",
+                f"policy.model={root / 'rl' / 'policy'}",
+                "policy.gguf_file=null",
+                f"eval.reference={reference_model}",
+                f"eval.reference_gguf_file={reference_gguf if reference_gguf else 'null'}",
+            ],
+            root / "eval.log",
+        )
+    )
 
     result = json.loads((root / "eval" / "eval.json").read_text())
     rl_summary = json.loads((root / "rl" / "summary.json").read_text())
@@ -125,13 +149,19 @@ def main() -> None:
     p, r = result["policy"], result["reference"]
 
     print()
-    print(f"| {result['prompts']} held-out IMDB test prompts | textrl before (reference) | textrl after (policy) "
-          f"| TRL gpt2-sentiment before | TRL after |")
+    print(
+        f"| {result['prompts']} held-out IMDB test prompts | textrl before (reference) | textrl after (policy) "
+        f"| TRL gpt2-sentiment before | TRL after |"
+    )
     print("| --- | --- | --- | --- | --- |")
-    print(f"| mean reward (positive logit) | {r['mean_reward']:.3f} | {p['mean_reward']:.3f} | "
-          f"{TRL['mean'][0]:.3f} | {TRL['mean'][1]:.3f} |")
-    print(f"| median reward | {r['median_reward']:.3f} | {p['median_reward']:.3f} | "
-          f"{TRL['median'][0]:.3f} | {TRL['median'][1]:.3f} |")
+    print(
+        f"| mean reward (positive logit) | {r['mean_reward']:.3f} | {p['mean_reward']:.3f} | "
+        f"{TRL['mean'][0]:.3f} | {TRL['mean'][1]:.3f} |"
+    )
+    print(
+        f"| median reward | {r['median_reward']:.3f} | {p['median_reward']:.3f} | "
+        f"{TRL['median'][0]:.3f} | {TRL['median'][1]:.3f} |"
+    )
     print(f"| win rate vs reference | — | {result['win_rate']:.3f} | — | — |")
     print(f"| KL(policy ‖ reference), nats per response | 0 | {result['kl']:.2f} | — | — |")
     print(f"| mean response length (tokens) | {r['mean_length']:.1f} | {p['mean_length']:.1f} | — | — |")
@@ -139,21 +169,30 @@ def main() -> None:
     accuracy = clf.get("eval_accuracy")
     print("| phase | settings | wall time |")
     print("| --- | --- | --- |")
-    clf_what = (f"all-MiniLM-L6-v2 on {clf.get('train_examples', '?')} IMDB train reviews, "
-                f"accuracy {accuracy:.3f} on {clf.get('eval_examples', '?')} test reviews" if accuracy is not None
-                else f"classifier {model}")
-    print(f"| classifier | {clf_what} | "
-          f"{minutes(walls['classifier']) if walls['classifier'] else 'reused: ' + str(model)} |")
+    clf_what = (
+        f"all-MiniLM-L6-v2 on {clf.get('train_examples', '?')} IMDB train reviews, "
+        f"accuracy {accuracy:.3f} on {clf.get('eval_examples', '?')} test reviews"
+        if accuracy is not None
+        else f"classifier {model}"
+    )
+    print(
+        f"| classifier | {clf_what} | "
+        f"{minutes(walls['classifier']) if walls['classifier'] else 'reused: ' + str(model)} |"
+    )
     algo, roll, env = cfg["algo"], cfg["rollout"], cfg["env"]
     kl = algo.get("kl", {})
     policy_name = Path(reference_gguf or reference_model).name  # the saved config holds ${...} unresolved
-    print(f"| RL | {policy_name} {algo.get('name')}, {rl_summary['updates']} updates × "
-          f"{roll['batch_size']} episodes, prompts {cfg['data']['prefix_tokens']} tokens, ≤ {env['max_new_tokens']} new "
-          f"tokens, lr {algo.get('lr')}, epochs {algo.get('epochs')}, β {kl.get('init')} "
-          f"{'adaptive, target ' + str(kl.get('target')) if kl.get('adaptive') else 'fixed'}; "
-          f"KL over the last 10 updates {rl_kl:.2f} nats | {minutes(walls['rl']) if walls['rl'] else 'reused'} |")
-    print(f"| eval | {result['prompts']} prompts from test_5k, reference and policy sampled at T="
-          f"{roll['temperature']} | {minutes(walls['eval']) if walls['eval'] else 'reused'} |")
+    print(
+        f"| RL | {policy_name} {algo.get('name')}, {rl_summary['updates']} updates × "
+        f"{roll['batch_size']} episodes, prompts {cfg['data']['prefix_tokens']} tokens, ≤ {env['max_new_tokens']} new "
+        f"tokens, lr {algo.get('lr')}, epochs {algo.get('epochs')}, β {kl.get('init')} "
+        f"{'adaptive, target ' + str(kl.get('target')) if kl.get('adaptive') else 'fixed'}; "
+        f"KL over the last 10 updates {rl_kl:.2f} nats | {minutes(walls['rl']) if walls['rl'] else 'reused'} |"
+    )
+    print(
+        f"| eval | {result['prompts']} prompts from test_5k, reference and policy sampled at T="
+        f"{roll['temperature']} | {minutes(walls['eval']) if walls['eval'] else 'reused'} |"
+    )
     if walls["rl"] is None or walls["eval"] is None:
         print(f"| (reused) | RL {rl_summary['wall_time_s'] / 60:.1f} min inside textrl | |")
     total = sum(w for w in walls.values() if w)
@@ -161,8 +200,10 @@ def main() -> None:
     print()
     samples = [json.loads(line) for line in (root / "eval" / "eval_samples.jsonl").read_text().splitlines() if line]
     for s in samples[:3]:
-        print(f"- prompt {s['prompt']!r}\n  before ({s['reference_reward']:+.2f}): {s['reference']!r}\n"
-              f"  after  ({s['policy_reward']:+.2f}): {s['policy']!r}")
+        print(
+            f"- prompt {s['prompt']!r}\n  before ({s['reference_reward']:+.2f}): {s['reference']!r}\n"
+            f"  after  ({s['policy_reward']:+.2f}): {s['policy']!r}"
+        )
     print()
     mean_gain, median_gain = p["mean_reward"] - r["mean_reward"], p["median_reward"] - r["median_reward"]
     print(f"mean_gain={mean_gain:.3f}")

@@ -44,7 +44,7 @@ class Narrator(textrl.Interaction):
 
     def respond(self, episode):
         ids = self.message_ids("And then the little girl said that", role="user")
-        return textrl.Reply.append((ids * self.k)[:self.k])
+        return textrl.Reply.append((ids * self.k)[: self.k])
 
 
 def zero_reward(prompts, responses):
@@ -56,7 +56,7 @@ def run(collector) -> tuple[int, float]:
     batch = collector.collect(prompts=[PROMPTS[i % len(PROMPTS)] for i in range(collector.env.num_envs)])
     if batch.input_ids.is_cuda:
         torch.cuda.synchronize()
-    tokens = int(batch.attention_mask[:, -batch.response_length:].sum())
+    tokens = int(batch.attention_mask[:, -batch.response_length :].sum())
     return tokens, time.perf_counter() - start
 
 
@@ -71,13 +71,25 @@ def main() -> None:
     path = ASSETS / "tinystories-656k"
     tok = AutoTokenizer.from_pretrained(path)
     policy = PolicyWithValueHead.from_pretrained(str(path), tokenizer=tok, device=args.device).eval()
-    common = dict(num_envs=args.batch_size, max_prompt_tokens=16, autoreset_mode="disabled", stop_on_eos=False,
-                  device=args.device)
+    common = dict(
+        num_envs=args.batch_size, max_prompt_tokens=16, autoreset_mode="disabled", stop_on_eos=False, device=args.device
+    )
     single = TokenGenVectorEnv(tok, PROMPTS, zero_reward, max_new_tokens=args.tokens, copy=False, **common)
-    multi = TokenGenVectorEnv(tok, PROMPTS, zero_reward, max_new_tokens=args.tokens, interaction=Narrator(args.env_tokens),
-                              max_turns=10 ** 6, max_episode_tokens=args.tokens, copy=False, **common)
-    collectors = {name: RolloutCollector(env, policy, None, SamplingConfig(), seed=0, engine="eager")
-                  for name, env in (("single", single), ("multi", multi))}
+    multi = TokenGenVectorEnv(
+        tok,
+        PROMPTS,
+        zero_reward,
+        max_new_tokens=args.tokens,
+        interaction=Narrator(args.env_tokens),
+        max_turns=10**6,
+        max_episode_tokens=args.tokens,
+        copy=False,
+        **common,
+    )
+    collectors = {
+        name: RolloutCollector(env, policy, None, SamplingConfig(), seed=0, engine="eager")
+        for name, env in (("single", single), ("multi", multi))
+    }
     for c in collectors.values():
         run(c)  # warm-up
     rates = {"single": [], "multi": []}
@@ -89,7 +101,9 @@ def main() -> None:
             counts[name].append(tokens)
     ratio = statistics.median(m / s for m, s in zip(rates["multi"], rates["single"]))
     for name in rates:
-        print(f"{name:7s} tokens/batch {statistics.median(counts[name]):7.0f}  tokens/s {statistics.median(rates[name]):9.1f}")
+        print(
+            f"{name:7s} tokens/batch {statistics.median(counts[name]):7.0f}  tokens/s {statistics.median(rates[name]):9.1f}"
+        )
     print(f"multiturn_vs_singleturn={ratio:.3f}")
 
 

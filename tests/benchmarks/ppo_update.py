@@ -46,9 +46,13 @@ from textrl.rollout.collector import RolloutCollector  # noqa: E402
 
 _REPO = Path(__file__).resolve().parents[2]
 # $TEXTRL_ASSETS, else ../shared/assets beside the repo, else the repo's ignored .assets/ (see gpu_check.sh)
-ASSETS = Path(os.environ.get("TEXTRL_ASSETS") or next(
-    (p for p in (_REPO.parent / "shared" / "assets", _REPO / ".assets") if (p / "tinystories-656k").is_dir()),
-    _REPO.parent / "shared" / "assets"))
+ASSETS = Path(
+    os.environ.get("TEXTRL_ASSETS")
+    or next(
+        (p for p in (_REPO.parent / "shared" / "assets", _REPO / ".assets") if (p / "tinystories-656k").is_dir()),
+        _REPO.parent / "shared" / "assets",
+    )
+)
 
 
 def load(name: str, device, lora_rank: int):
@@ -61,8 +65,11 @@ def load(name: str, device, lora_rank: int):
         lm = AutoModelForCausalLM.from_pretrained(ASSETS / "tinystories-656k", dtype=torch.float32)
         targets = None
     elif name == "gpt2-small":
-        lm = GPT2LMHeadModel(GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, resid_pdrop=0.0,
-                                        embd_pdrop=0.0, attn_pdrop=0.0))  # RL runs with dropout 0
+        lm = GPT2LMHeadModel(
+            GPT2Config(
+                n_layer=12, n_embd=768, n_head=12, vocab_size=50257, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+            )
+        )  # RL runs with dropout 0
         targets = ["c_attn"]
     else:
         raise SystemExit(f"unknown model {name!r}; expected tinystories or gpt2-small")
@@ -114,9 +121,17 @@ def one_update(name, args, device, lora_rank=0, micro=None, checkpointing=False)
     reference = make_reference(policy)
     reward = Timed(SentimentReward(backend="vader"), device)
     timed_ref = Timed(reference, device)
-    env = TokenGenVectorEnv(tokenizer, builtin_prompts(), reward, num_envs=args.batch_size,
-                            max_new_tokens=args.new_tokens, max_prompt_tokens=24, stop_on_eos=False, device=device,
-                            autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        builtin_prompts(),
+        reward,
+        num_envs=args.batch_size,
+        max_new_tokens=args.new_tokens,
+        max_prompt_tokens=24,
+        stop_on_eos=False,
+        device=device,
+        autoreset_mode="disabled",
+    )
     collector = RolloutCollector(env, policy, timed_ref, SamplingConfig(), seed=0, chunk_size=micro)
     forward_under_autocast(policy, device, args.precision)
     algo = PPO(lr=1e-5, epochs=args.epochs, minibatch_size=args.minibatch_size, micro_batch_size=micro)
@@ -135,9 +150,15 @@ def one_update(name, args, device, lora_rank=0, micro=None, checkpointing=False)
         t2 = time.perf_counter()
         if i:  # the first update warms up
             rollout = t1 - t0
-            rows.append({"generate": rollout - reward.seconds - timed_ref.seconds, "score": reward.seconds,
-                         "reference": timed_ref.seconds, "train": t2 - t1,
-                         "tokens": float(batch.response_mask.sum())})
+            rows.append(
+                {
+                    "generate": rollout - reward.seconds - timed_ref.seconds,
+                    "score": reward.seconds,
+                    "reference": timed_ref.seconds,
+                    "train": t2 - t1,
+                    "tokens": float(batch.response_mask.sum()),
+                }
+            )
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
@@ -158,9 +179,26 @@ def peak_memory_child(name, args, device, setting: str) -> None:
 
 
 def peak_memory(name, args, lora_rank, micro=0, checkpointing=False) -> float:
-    cmd = [sys.executable, __file__, "--models", name, "--batch-size", str(args.batch_size), "--new-tokens",
-           str(args.new_tokens), "--device", args.device, "--precision", args.precision, "--epochs", str(args.epochs),
-           "--minibatch-size", str(args.minibatch_size), "--memory-child", f"{lora_rank},{micro},{int(checkpointing)}"]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--models",
+        name,
+        "--batch-size",
+        str(args.batch_size),
+        "--new-tokens",
+        str(args.new_tokens),
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        "--epochs",
+        str(args.epochs),
+        "--minibatch-size",
+        str(args.minibatch_size),
+        "--memory-child",
+        f"{lora_rank},{micro},{int(checkpointing)}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
@@ -185,23 +223,29 @@ def main() -> None:
     if args.memory_child is not None:
         return peak_memory_child(args.models[0], args, device, args.memory_child)
 
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} precision={args.precision} "
-          f"batch={args.batch_size} new_tokens={args.new_tokens} epochs={args.epochs} "
-          f"minibatch={args.minibatch_size} repeats={args.repeats} (median)")
+    print(
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} precision={args.precision} "
+        f"batch={args.batch_size} new_tokens={args.new_tokens} epochs={args.epochs} "
+        f"minibatch={args.minibatch_size} repeats={args.repeats} (median)"
+    )
     if not args.no_timing:
         print("| model | generate s | score s | reference s | train s | update s | generate share | update tok/s |")
         print("|---|---|---|---|---|---|---|---|")
     for name in [] if args.no_timing else args.models:
         r = one_update(name, args, device)
         total = r["generate"] + r["score"] + r["reference"] + r["train"]
-        print(f"| {name} | {r['generate']:.3f} | {r['score']:.3f} | {r['reference']:.3f} | {r['train']:.3f} "
-              f"| {total:.3f} | {r['generate'] / total:.2f} | {r['tokens'] / total:.0f} |")
+        print(
+            f"| {name} | {r['generate']:.3f} | {r['score']:.3f} | {r['reference']:.3f} | {r['train']:.3f} "
+            f"| {total:.3f} | {r['generate'] / total:.2f} | {r['tokens'] / total:.0f} |"
+        )
     if args.no_memory:
         return
     if args.memory_controls:
         micro = max(1, args.minibatch_size // 4)
-        print(f"\n| model | minibatch {args.minibatch_size} in one pass MiB | micro-batch {micro} MiB "
-              f"| gradient checkpointing MiB | both MiB | micro-batch ratio |")
+        print(
+            f"\n| model | minibatch {args.minibatch_size} in one pass MiB | micro-batch {micro} MiB "
+            f"| gradient checkpointing MiB | both MiB | micro-batch ratio |"
+        )
         print("|---|---|---|---|---|---|")
         for name in args.models:
             plain, split = peak_memory(name, args, 0), peak_memory(name, args, 0, micro)

@@ -40,8 +40,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes  # noqa: E402
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig,  # noqa: E402
-                          LlamaForCausalLM)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,  # noqa: E402
+    LlamaForCausalLM,
+)
 
 from textrl.envs import TokenGenVectorEnv, builtin_prompts  # noqa: E402
 from textrl.policies import PolicyWithValueHead, SamplingConfig  # noqa: E402
@@ -49,23 +55,55 @@ from textrl.rollout.collector import RolloutCollector  # noqa: E402
 
 _REPO = Path(__file__).resolve().parents[2]
 # $TEXTRL_ASSETS, else ../shared/assets beside the repo, else the repo's ignored .assets/ (see gpu_check.sh)
-ASSETS = Path(os.environ.get("TEXTRL_ASSETS") or next(
-    (p for p in (_REPO.parent / "shared" / "assets", _REPO / ".assets") if (p / "tinystories-656k").is_dir()),
-    _REPO.parent / "shared" / "assets"))
+ASSETS = Path(
+    os.environ.get("TEXTRL_ASSETS")
+    or next(
+        (p for p in (_REPO.parent / "shared" / "assets", _REPO / ".assets") if (p / "tinystories-656k").is_dir()),
+        _REPO.parent / "shared" / "assets",
+    )
+)
 PROMPT_TOKENS = 24
 # random-init shapes for the GPU table (throughput does not depend on the weights)
 SHAPES = {
-    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    "smollm2-135m": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
     # --smoke: the same code path on a CPU in seconds
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=258, tie_word_embeddings=True),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=258,
+        tie_word_embeddings=True,
+    ),
 }
 TABLE_SHAPES = ("smollm2-135m", "llama-1b")
-LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch",
-            "cudaMemcpyAsync", "cudaMemsetAsync")
+LAUNCHES = (
+    "cudaLaunchKernel",
+    "cudaLaunchKernelExC",
+    "cuLaunchKernel",
+    "cuLaunchKernelEx",
+    "cudaGraphLaunch",
+    "cudaMemcpyAsync",
+    "cudaMemsetAsync",
+)
 COMPILED_MARK = "textrl.compiled_token_step"
 
 
@@ -112,13 +150,30 @@ class Rollout:
         self.lm, self.new_tokens, self.batch_size = lm, new_tokens, batch_size
         policy = PolicyWithValueHead(lm).to(device).eval()  # the value head stays float32, as in training
         self.prompts = (builtin_prompts() * (batch_size // len(builtin_prompts()) + 1))[:batch_size]
-        env = TokenGenVectorEnv(tokenizer, self.prompts, zero_reward, num_envs=batch_size, max_new_tokens=new_tokens,
-                                max_prompt_tokens=PROMPT_TOKENS, vocab_size=lm.config.vocab_size, stop_on_eos=False,
-                                device=device, autoreset_mode="disabled", copy=False)
-        self.collector = RolloutCollector(env, policy, None, SamplingConfig(), seed=0, engine=engine,
-                                          compile_backend=backend)
-        self.enc = tokenizer(self.prompts, return_tensors="pt", padding=True, padding_side="left", truncation=True,
-                             max_length=PROMPT_TOKENS).to(device)
+        env = TokenGenVectorEnv(
+            tokenizer,
+            self.prompts,
+            zero_reward,
+            num_envs=batch_size,
+            max_new_tokens=new_tokens,
+            max_prompt_tokens=PROMPT_TOKENS,
+            vocab_size=lm.config.vocab_size,
+            stop_on_eos=False,
+            device=device,
+            autoreset_mode="disabled",
+            copy=False,
+        )
+        self.collector = RolloutCollector(
+            env, policy, None, SamplingConfig(), seed=0, engine=engine, compile_backend=backend
+        )
+        self.enc = tokenizer(
+            self.prompts,
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            truncation=True,
+            max_length=PROMPT_TOKENS,
+        ).to(device)
 
     def rollout(self):
         batch = self.collector.collect(prompts=self.prompts)
@@ -126,8 +181,9 @@ class Rollout:
 
     @torch.no_grad()
     def generate(self, **kwargs):
-        self.lm.generate(**self.enc, do_sample=True, max_new_tokens=self.new_tokens, top_k=0, top_p=1.0,
-                         temperature=1.0, **kwargs)
+        self.lm.generate(
+            **self.enc, do_sample=True, max_new_tokens=self.new_tokens, top_k=0, top_p=1.0, temperature=1.0, **kwargs
+        )
 
 
 # -- 1. ops per token step --------------------------------------------------------------------------
@@ -202,9 +258,11 @@ def count_ops(run, device) -> int:
         _, events = profiled(run, device)
         return sum(1 for e in events if e.name in LAUNCHES)
     if compiled is not None:
+
         def marked(*args):
             with _disable_current_modes(), torch.profiler.record_function(COMPILED_MARK):
                 return compiled(*args)
+
         engine._step = marked
     try:
         counter = AtenCounter()
@@ -212,25 +270,39 @@ def count_ops(run, device) -> int:
         def counted():
             with counter:
                 return run()
+
         _, events = profiled(counted, device)
     finally:
         if compiled is not None:
             engine._step = compiled
-    inside = sum(1 for e in events if e.name.startswith("aten::") and _inside(e, COMPILED_MARK)
-                 and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+    inside = sum(
+        1
+        for e in events
+        if e.name.startswith("aten::")
+        and _inside(e, COMPILED_MARK)
+        and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+    )
     return sum(counter.ops.values()) + inside
 
 
-def ops_per_step(device, batch_size: int = 8, short: int = 16, long: int = 32, model: str = "tinystories",
-                 tokenizer=None, backend=None) -> dict:
+def ops_per_step(
+    device,
+    batch_size: int = 8,
+    short: int = 16,
+    long: int = 32,
+    model: str = "tinystories",
+    tokenizer=None,
+    backend=None,
+) -> dict:
     """Per-token-step ops of ``generate``, textrl eager and textrl compiled (TinyStories-656K by default)."""
     tokenizer, lm = load_model(model, device, tokenizer=tokenizer)
     result = {}
     for name in ("generate", "eager", "compiled"):
         counts = []
         for new_tokens in (short, long):
-            r = Rollout(tokenizer, lm, batch_size, new_tokens, "compiled" if name == "compiled" else "eager", device,
-                        backend)
+            r = Rollout(
+                tokenizer, lm, batch_size, new_tokens, "compiled" if name == "compiled" else "eager", device, backend
+            )
             run = r.generate if name == "generate" else r.rollout
             run()  # warm-up (and compilation)
             counts.append(count_ops(run, device))
@@ -293,8 +365,17 @@ def bound_tokens_per_s(lm, batch_size: int, new_tokens: int, bandwidth: float) -
     return batch_size * bandwidth / step_bytes
 
 
-def gpu_table(repeats: int, device, *, shapes=TABLE_SHAPES, batch_sizes=(16, 64, 256), new_tokens: int = 128,
-              backend=None, copy_gib: float = 2.0, tokenizer=None) -> list[dict]:
+def gpu_table(
+    repeats: int,
+    device,
+    *,
+    shapes=TABLE_SHAPES,
+    batch_sizes=(16, 64, 256),
+    new_tokens: int = 128,
+    backend=None,
+    copy_gib: float = 2.0,
+    tokenizer=None,
+) -> list[dict]:
     """The bf16 table: per shape and batch size, tokens/s of textrl eager and compiled, HF
     ``generate`` (dynamic cache) and ``generate`` with a static cache, and the bandwidth bound.
     The LM's weights are bfloat16 and its value head float32 (as in training, where the value head
@@ -302,8 +383,10 @@ def gpu_table(repeats: int, device, *, shapes=TABLE_SHAPES, batch_sizes=(16, 64,
     bandwidth = copy_bandwidth(device, copy_gib)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\nGPU: {name}, bf16, {new_tokens} new tokens, copy bandwidth {bandwidth / 1e9:.0f} GB/s")
-    print("| model | batch | textrl eager tok/s | textrl compiled tok/s | generate tok/s | generate static+compile "
-          "tok/s | compiled ÷ generate | compiled ÷ static | bound tok/s | compiled ÷ bound |")
+    print(
+        "| model | batch | textrl eager tok/s | textrl compiled tok/s | generate tok/s | generate static+compile "
+        "tok/s | compiled ÷ generate | compiled ÷ static | bound tok/s | compiled ÷ bound |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for shape in shapes:
@@ -311,15 +394,22 @@ def gpu_table(repeats: int, device, *, shapes=TABLE_SHAPES, batch_sizes=(16, 64,
         for batch_size in batch_sizes:
             eager = Rollout(tokenizer, lm, batch_size, new_tokens, "eager", device)
             compiled = Rollout(tokenizer, lm, batch_size, new_tokens, "compiled", device, backend)
-            fns = {"eager": eager.rollout, "compiled": compiled.rollout, "generate": eager.generate,
-                   "static": lambda: eager.generate(cache_implementation="static")}
+            fns = {
+                "eager": eager.rollout,
+                "compiled": compiled.rollout,
+                "generate": eager.generate,
+                "static": lambda: eager.generate(cache_implementation="static"),
+            }
             times = timed(fns, repeats, device)
             assert compiled.collector.engine.failure is None, compiled.collector.engine.failure
             tps = {k: batch_size * new_tokens / statistics.median(v) for k, v in times.items()}
             bound = bound_tokens_per_s(lm, batch_size, new_tokens, bandwidth)
-            print(f"| {shape} | {batch_size} | {tps['eager']:.0f} | {tps['compiled']:.0f} | {tps['generate']:.0f} | "
-                  f"{tps['static']:.0f} | {tps['compiled'] / tps['generate']:.2f} | "
-                  f"{tps['compiled'] / tps['static']:.2f} | {bound:.0f} | {tps['compiled'] / bound:.2f} |", flush=True)
+            print(
+                f"| {shape} | {batch_size} | {tps['eager']:.0f} | {tps['compiled']:.0f} | {tps['generate']:.0f} | "
+                f"{tps['static']:.0f} | {tps['compiled'] / tps['generate']:.2f} | "
+                f"{tps['compiled'] / tps['static']:.2f} | {bound:.0f} | {tps['compiled'] / bound:.2f} |",
+                flush=True,
+            )
             rows.append({"model": shape, "batch": batch_size, **tps, "bound": bound})
         del lm
         if device.type == "cuda":
@@ -335,11 +425,20 @@ def smoke(skip_ops: bool = False) -> None:
     tokenizer = byte_tokenizer()
     logging.getLogger("textrl.envs").setLevel(logging.ERROR)  # byte-level prompts are cut to 24 tokens
     if not skip_ops:
-        ops = ops_per_step(device, batch_size=2, short=2, long=4, model="tiny", tokenizer=tokenizer,
-                           backend="aot_eager")
+        ops = ops_per_step(
+            device, batch_size=2, short=2, long=4, model="tiny", tokenizer=tokenizer, backend="aot_eager"
+        )
         print(f"ops_per_step generate={ops['generate']:.0f} eager={ops['eager']:.0f} compiled={ops['compiled']:.0f}")
-    rows = gpu_table(1, device, shapes=("tiny",), batch_sizes=(2,), new_tokens=4, backend="aot_eager",
-                     copy_gib=1 / 64, tokenizer=tokenizer)
+    rows = gpu_table(
+        1,
+        device,
+        shapes=("tiny",),
+        batch_sizes=(2,),
+        new_tokens=4,
+        backend="aot_eager",
+        copy_gib=1 / 64,
+        tokenizer=tokenizer,
+    )
     print(f"smoke_ok rows={len(rows)}")
 
 
@@ -357,8 +456,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table-shapes", nargs="+", default=list(TABLE_SHAPES), help="shapes of the GPU table")
     parser.add_argument("--table-batch-sizes", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--table-new-tokens", type=int, default=128)
-    parser.add_argument("--smoke", action="store_true", help="the ops count and the GPU table's code path, tiny, "
-                        "on the CPU (CI)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the ops count and the GPU table's code path, tiny, on the CPU (CI)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         return smoke(args.skip_ops)
@@ -385,8 +485,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.gpu_table:
         if device.type != "cuda":
             raise SystemExit("--gpu-table needs --device cuda")
-        gpu_table(args.repeats, device, shapes=args.table_shapes, batch_sizes=args.table_batch_sizes,
-                  new_tokens=args.table_new_tokens)
+        gpu_table(
+            args.repeats,
+            device,
+            shapes=args.table_shapes,
+            batch_sizes=args.table_batch_sizes,
+            new_tokens=args.table_new_tokens,
+        )
 
 
 if __name__ == "__main__":

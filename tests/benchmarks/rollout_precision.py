@@ -38,8 +38,17 @@ def zero_reward(prompts, responses):
 
 def collector_for(policy, tokenizer, engine, backend, batch, steps, device, copy: bool) -> RolloutCollector:
     """A collector whose engine (made here, at a first bf16 batch) has the bf16 copy or not."""
-    env = TokenGenVectorEnv(tokenizer, builtin_prompts()[:batch], zero_reward, num_envs=batch, max_new_tokens=steps,
-                            max_prompt_tokens=16, stop_on_eos=False, device=device, autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        builtin_prompts()[:batch],
+        zero_reward,
+        num_envs=batch,
+        max_new_tokens=steps,
+        max_prompt_tokens=16,
+        stop_on_eos=False,
+        device=device,
+        autoreset_mode="disabled",
+    )
     collector = RolloutCollector(env, policy, None, SamplingConfig(), seed=0, engine=engine, compile_backend=backend)
     original = engines.needs_rollout_weights
     if not copy:
@@ -56,8 +65,11 @@ def collector_for(policy, tokenizer, engine, backend, batch, steps, device, copy
 def step_ms(policy, tokenizer, engine, backend, batch, repeats, device, short=8, long=16) -> dict:
     """Milliseconds per token step with and without the copy: (long − short rollout) / (long − short),
     medians of ``repeats`` rounds that time the four collectors round-robin (drift hits all alike)."""
-    collectors = {(copy, steps): collector_for(policy, tokenizer, engine, backend, batch, steps, device, copy)
-                  for copy in (True, False) for steps in (short, long)}
+    collectors = {
+        (copy, steps): collector_for(policy, tokenizer, engine, backend, batch, steps, device, copy)
+        for copy in (True, False)
+        for steps in (short, long)
+    }
     times = {key: [] for key in collectors}
     for _ in range(repeats):
         for key, collector in collectors.items():
@@ -81,10 +93,18 @@ def main() -> None:
     device = torch.device(args.device)
     tokenizer = byte_tokenizer()
     torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=args.hidden,
-                                      intermediate_size=4 * args.hidden, num_hidden_layers=args.layers,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                      pad_token_id=tokenizer.pad_token_id))
+    lm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=args.hidden,
+            intermediate_size=4 * args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     policy = PolicyWithValueHead(lm).to(device).eval()
     weights = RolloutWeights(policy, torch.bfloat16)
     weights.refresh()
@@ -92,10 +112,14 @@ def main() -> None:
     for _ in range(10):
         weights.refresh()
     refresh = (time.perf_counter() - start) / 10
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} hidden={args.hidden} "
-          f"layers={args.layers} batch={args.batch} backend={args.backend}")
-    print(f"copy: {weights.numel} parameters, {weights.numel * 2 / 2**20:.1f} MiB; refresh {refresh * 1e3:.2f} ms "
-          f"per collect()")
+    print(
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} hidden={args.hidden} "
+        f"layers={args.layers} batch={args.batch} backend={args.backend}"
+    )
+    print(
+        f"copy: {weights.numel} parameters, {weights.numel * 2 / 2**20:.1f} MiB; refresh {refresh * 1e3:.2f} ms "
+        f"per collect()"
+    )
     print("| engine | step ms, bf16 copy | step ms, autocast casts the fp32 weights | ratio |")
     print("|---|---|---|---|")
     for engine in ("eager", "compiled"):

@@ -85,8 +85,11 @@ CASES = [
     ("unknown_algo", ["algo=sarsa"], ["algo=sarsa: no such algo option", "'ppo'"]),
     ("unknown_policy", ["policy=gpt5"], ["policy=gpt5: no such policy option", "'tinystories'"]),
     ("unknown_reward_plugin", ["reward=telepathy"], ["reward=telepathy: no such reward option", "'sentiment'"]),
-    ("unknown_plugin_parameter", ["reward=rbrm", "reward.rubrik=x"], ["reward.rubrik: not a parameter of reward=rbrm",
-                                                                      "'rubric'"]),
+    (
+        "unknown_plugin_parameter",
+        ["reward=rbrm", "reward.rubrik=x"],
+        ["reward.rubrik: not a parameter of reward=rbrm", "'rubric'"],
+    ),
     ("unknown_reward_backend", ["reward.backend=telepathy"], ["reward.backend: got 'telepathy'", "vader"]),
     ("unknown_stage", ["stage=distill"], ["stage: got 'distill'", "rl"]),
     ("unknown_precision", ["trainer.precision=fp8"], ["trainer.precision: got 'fp8'", "'bf16'"]),
@@ -96,44 +99,84 @@ CASES = [
     # devices and output
     ("cuda_without_cuda", ["device=cuda"], ["device: got 'cuda' but CUDA is not available", "device=cpu"]),
     ("unknown_device", ["device=tpu"], ["device: got 'tpu'", "auto, cpu, cuda"]),
-    ("output_dir_under_a_file", ["hydra.run.dir={tmp}/a_file/run"], ["hydra.run.dir: cannot write to",
-                                                                      "a_file", "writable directory"]),
-    ("output_dir_not_writable", ["hydra.run.dir=/proc/textrl-run"], ["hydra.run.dir: cannot write to '/proc/textrl-run'",
-                                                                      "writable directory"]),
+    (
+        "output_dir_under_a_file",
+        ["hydra.run.dir={tmp}/a_file/run"],
+        ["hydra.run.dir: cannot write to", "a_file", "writable directory"],
+    ),
+    (
+        "output_dir_not_writable",
+        ["hydra.run.dir=/proc/textrl-run"],
+        ["hydra.run.dir: cannot write to '/proc/textrl-run'", "writable directory"],
+    ),
     # data files
-    ("missing_prompt_file", ["data.prompts={tmp}/missing.jsonl"], ["data.prompts: file", "missing.jsonl' does not exist"]),
-    ("empty_prompt_file", ["data.prompts={tmp}/empty.txt", "data.prefix_tokens=null"], ["empty.txt' holds no prompts",
-                                                                                          "at least one"]),
+    (
+        "missing_prompt_file",
+        ["data.prompts={tmp}/missing.jsonl"],
+        ["data.prompts: file", "missing.jsonl' does not exist"],
+    ),
+    (
+        "empty_prompt_file",
+        ["data.prompts={tmp}/empty.txt", "data.prefix_tokens=null"],
+        ["empty.txt' holds no prompts", "at least one"],
+    ),
     ("corrupt_json", ["data.prompts={tmp}/corrupt.json"], ["corrupt.json' is not valid JSON", "a JSON list"]),
-    ("corrupt_jsonl", ["data.prompts={tmp}/corrupt.jsonl"], ["corrupt.jsonl' is not valid JSON", "one JSON object per line"]),
+    (
+        "corrupt_jsonl",
+        ["data.prompts={tmp}/corrupt.jsonl"],
+        ["corrupt.jsonl' is not valid JSON", "one JSON object per line"],
+    ),
     ("truncated_gzip", ["data.prompts={tmp}/truncated.jsonl.gz"], ["data.prompts: cannot read", "UTF-8 text file"]),
     ("rows_without_text", ["data.prompts={tmp}/no_text.jsonl"], ["have keys ['title']", "data.text_field"]),
-    ("prompt_longer_than_context", ["data.prompts={tmp}/long.txt", "data.prefix_tokens=null", "env.max_prompt_tokens=4",
-                                    "env.prompt_truncation=error"], ["env.max_prompt_tokens=4"]),
+    (
+        "prompt_longer_than_context",
+        [
+            "data.prompts={tmp}/long.txt",
+            "data.prefix_tokens=null",
+            "env.max_prompt_tokens=4",
+            "env.prompt_truncation=error",
+        ],
+        ["env.max_prompt_tokens=4"],
+    ),
     ("max_prompts_zero", ["data.max_prompts=0"], ["data.max_prompts: got 0", "positive integer"]),
     ("unknown_rm_objective", ["stage=rm", "rm.objective=regression"], ["rm.objective: got 'regression'"]),
     ("missing_sft_data", ["stage=sft", "sft.data={tmp}/missing.json"], ["missing.json' does not exist"]),
     # models
     ("model_path_missing", ["policy.model={tmp}/no_model"], ["policy.model: directory", "no_model' does not exist"]),
-    ("gguf_that_is_not_gguf", ["policy.model={tmp}/fake.gguf"], ["policy.gguf_file:", "fake.gguf' is not a GGUF file",
-                                                                  "expected a .gguf model file"]),
+    (
+        "gguf_that_is_not_gguf",
+        ["policy.model={tmp}/fake.gguf"],
+        ["policy.gguf_file:", "fake.gguf' is not a GGUF file", "expected a .gguf model file"],
+    ),
     ("learned_reward_without_model", ["reward=learned"], ["reward.model: not set"]),
     ("bad_rubric", ["reward=rbrm", "reward.rubric={tmp}/bad_rubric.yaml"], ["reward.rubric:", "bad_rubric.yaml"]),
-    ("unknown_composite_component", ["reward=composite", "reward.components={{x: {{name: oracle}}}}"],
-     ["reward.components.x.name: got 'oracle'", "'sentiment'"]),
+    (
+        "unknown_composite_component",
+        ["reward=composite", "reward.components={{x: {{name: oracle}}}}"],
+        ["reward.components.x.name: got 'oracle'", "'sentiment'"],
+    ),
     # reward models that misbehave (a third-party plugin)
     ("reward_wrong_shape", ["reward=misbehave", "reward.mode=shape"], ["returned shape (", ", 2)", "expected ("]),
     ("reward_wrong_dtype", ["reward=misbehave", "reward.mode=dtype"], ["returned", "expected a float tensor"]),
     ("reward_nan", ["reward=misbehave", "reward.mode=nan"], ["update 1: reward is not finite", "nan"]),
     ("reward_inf", ["reward=misbehave", "reward.mode=inf"], ["update 1: reward is not finite", "inf"]),
-    ("reward_raises", ["reward=misbehave", "reward.mode=raise"], ["raised RuntimeError: sentiment server unreachable",
-                                                                   "expected a float tensor"]),
+    (
+        "reward_raises",
+        ["reward=misbehave", "reward.mode=raise"],
+        ["raised RuntimeError: sentiment server unreachable", "expected a float tensor"],
+    ),
     # lengths and batch shapes
     ("zero_new_tokens", ["env.max_new_tokens=0"], ["env.max_new_tokens: got 0", "positive integer"]),
-    ("minibatch_not_dividing_batch", ["algo.minibatch_size=3"], ["algo.minibatch_size: got 3",
-                                                                 "divisor of rollout.batch_size=8"]),
-    ("samples_per_prompt_not_dividing_batch", ["rollout.samples_per_prompt=3"], ["rollout.samples_per_prompt: got 3",
-                                                                                  "divisor"]),
+    (
+        "minibatch_not_dividing_batch",
+        ["algo.minibatch_size=3"],
+        ["algo.minibatch_size: got 3", "divisor of rollout.batch_size=8"],
+    ),
+    (
+        "samples_per_prompt_not_dividing_batch",
+        ["rollout.samples_per_prompt=3"],
+        ["rollout.samples_per_prompt: got 3", "divisor"],
+    ),
     ("resume_path_without_checkpoint", ["trainer.resume={tmp}/nothing"], ["trainer.resume:", "holds no checkpoint"]),
     # settings out of range, caught before anything loads (the bulk is in test_config_checks.py)
     ("zero_batch_size", ["rollout.batch_size=0"], ["rollout.batch_size: got 0", "positive integer"]),
@@ -142,10 +185,16 @@ CASES = [
     ("grpo_group_of_one", ["algo=grpo", "algo.group_size=1"], ["algo.group_size: got 1", ">= 2"]),
     ("sft_zero_lr", ["stage=sft", "sft.lr=0"], ["sft.lr: got 0.0", "> 0"]),
     ("eval_zero_prompts", ["stage=eval", "eval.num_prompts=0"], ["eval.num_prompts: got 0", "positive integer"]),
-    ("missing_ptx_data", ["algo=ppo_ptx", "algo.ptx_data={tmp}/missing_ptx.jsonl"],
-     ["algo.ptx_data: file", "missing_ptx.jsonl' does not exist"]),
-    ("learned_reward_without_score_head", ["reward=learned", "reward.model=${{oc.env:TEXTRL_ASSETS}}/tinystories-656k"],
-     ["reward.model:", "tinystories-656k' has no trained weights", "score.weight", "written by stage=rm"]),
+    (
+        "missing_ptx_data",
+        ["algo=ppo_ptx", "algo.ptx_data={tmp}/missing_ptx.jsonl"],
+        ["algo.ptx_data: file", "missing_ptx.jsonl' does not exist"],
+    ),
+    (
+        "learned_reward_without_score_head",
+        ["reward=learned", "reward.model=${{oc.env:TEXTRL_ASSETS}}/tinystories-656k"],
+        ["reward.model:", "tinystories-656k' has no trained weights", "score.weight", "written by stage=rm"],
+    ),
 ]
 
 
@@ -183,8 +232,15 @@ def test_bad_input_costs_one_line(assets, tmp_path, monkeypatch, capsys, overrid
 
 
 # One case per place an error is raised, run as the installed command (a subprocess).
-THROUGH_THE_COMMAND = ["typo_in_algo_key", "unknown_policy", "top_p_above_one", "corrupt_jsonl",
-                       "learned_reward_without_score_head", "reward_nan", "reward_raises"]
+THROUGH_THE_COMMAND = [
+    "typo_in_algo_key",
+    "unknown_policy",
+    "top_p_above_one",
+    "corrupt_jsonl",
+    "learned_reward_without_score_head",
+    "reward_nan",
+    "reward_raises",
+]
 
 
 @pytest.mark.parametrize("name", THROUGH_THE_COMMAND)
@@ -219,8 +275,16 @@ def test_tokenizer_without_eos_cannot_stop_on_eos(tokenizer):
 
     tokenizer.eos_token = None
     with pytest.raises(TextRLError, match="env.stop_on_eos: got true, but tokenizer .* has no EOS token") as e:
-        TokenGenVectorEnv(tokenizer, ["a dog"], lambda p, r: torch.zeros(len(r)), num_envs=2, max_new_tokens=3,
-                          max_prompt_tokens=4)
+        TokenGenVectorEnv(
+            tokenizer, ["a dog"], lambda p, r: torch.zeros(len(r)), num_envs=2, max_new_tokens=3, max_prompt_tokens=4
+        )
     assert "\n" not in str(e.value)
-    TokenGenVectorEnv(tokenizer, ["a dog"], lambda p, r: torch.zeros(len(r)), num_envs=2, max_new_tokens=3,
-                      max_prompt_tokens=4, stop_on_eos=False)  # fine without EOS stopping
+    TokenGenVectorEnv(
+        tokenizer,
+        ["a dog"],
+        lambda p, r: torch.zeros(len(r)),
+        num_envs=2,
+        max_new_tokens=3,
+        max_prompt_tokens=4,
+        stop_on_eos=False,
+    )  # fine without EOS stopping

@@ -42,8 +42,9 @@ def test_gpu_check_smoke(assets, tmp_path):
         pytest.skip("gpu_check.sh needs coreutils' timeout")
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "TEXTRL_ASSETS": str(assets)}
-    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--smoke"], capture_output=True, text=True,
-                            env=env, timeout=600)
+    result = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), "--smoke"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     stages = [line.split("\t") for line in (out / "stages.tsv").read_text().splitlines()[1:]]
     assert [s[0] for s in stages] == ["1_test_gpu", "2_rollout_table", "3_tinystories_bf16", "4_instructgpt_tiny_bf16"]

@@ -20,8 +20,16 @@ UPDATES = 12
 
 
 def run_args(out, *extra):
-    return fast(out, "seed=3", f"trainer.updates={UPDATES}", "trainer.checkpoint_every=3", "trainer.threads=1",
-                "logger=none", "trainer.save_policy=false", *extra)
+    return fast(
+        out,
+        "seed=3",
+        f"trainer.updates={UPDATES}",
+        "trainer.checkpoint_every=3",
+        "trainer.threads=1",
+        "logger=none",
+        "trainer.save_policy=false",
+        *extra,
+    )
 
 
 def comparable(records):
@@ -52,8 +60,16 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(assets, tmp_path):
 
 def test_checkpoints_are_pruned_and_hold_the_training_state(assets, tmp_path):
     out = tmp_path / "run"
-    result = textrl(*fast(out, "trainer.updates=5", "trainer.checkpoint_every=2", "trainer.keep_checkpoints=2",
-                          "logger=none", "trainer.save_policy=false"))
+    result = textrl(
+        *fast(
+            out,
+            "trainer.updates=5",
+            "trainer.checkpoint_every=2",
+            "trainer.keep_checkpoints=2",
+            "logger=none",
+            "trainer.save_policy=false",
+        )
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     names = [Path(p).name for p in list_checkpoints(str(out))]
     assert names == ["update_000004", "update_000005"]  # every 2 updates and at the end, newest 2 kept
@@ -116,8 +132,12 @@ def nan_plugin(tmp_path):
 
 def test_nan_reward_stops_naming_quantity_and_update_and_keeps_the_checkpoint(assets, tmp_path, nan_plugin):
     out = tmp_path / "run"
-    result = textrl(*fast(out, "reward=nan_later", "reward.after=16", "trainer.updates=5", "trainer.checkpoint_every=1",
-                          "logger=none"), env=nan_plugin)
+    result = textrl(
+        *fast(
+            out, "reward=nan_later", "reward.after=16", "trainer.updates=5", "trainer.checkpoint_every=1", "logger=none"
+        ),
+        env=nan_plugin,
+    )
     line = one_line_error(result)
     assert "update 3: reward is not finite" in line and "nan" in line and "update_000002" in line, line
     assert [r["update"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
@@ -129,8 +149,12 @@ def test_nan_reward_stops_naming_quantity_and_update_and_keeps_the_checkpoint(as
 
 def test_nan_reward_skipped_when_configured(assets, tmp_path, nan_plugin):
     out = tmp_path / "run"
-    result = textrl(*fast(out, "reward=nan_later", "reward.after=16", "trainer.updates=4",
-                          "trainer.on_nonfinite=skip", "logger=none"), env=nan_plugin)
+    result = textrl(
+        *fast(
+            out, "reward=nan_later", "reward.after=16", "trainer.updates=4", "trainer.on_nonfinite=skip", "logger=none"
+        ),
+        env=nan_plugin,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "update 3: " in result.stdout + result.stderr and "skipped" in result.stdout + result.stderr
     records = read_jsonl(out / "metrics.jsonl")
@@ -150,8 +174,11 @@ def test_fingerprint_ignores_run_length_but_not_the_experiment():
     from conftest import compose_config
 
     base = config_fingerprint(compose_config(["experiment=tinystories_sentiment"]))
-    longer = config_fingerprint(compose_config(["experiment=tinystories_sentiment", "trainer.updates=999",
-                                                "trainer.resume=auto", "logger=wandb"]))
+    longer = config_fingerprint(
+        compose_config(
+            ["experiment=tinystories_sentiment", "trainer.updates=999", "trainer.resume=auto", "logger=wandb"]
+        )
+    )
     other = config_fingerprint(compose_config(["experiment=tinystories_sentiment", "algo.lr=0.5"]))
     assert base == longer
     assert base != other and other["algo.lr"] == 0.5

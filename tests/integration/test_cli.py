@@ -9,8 +9,17 @@ import pytest
 
 from conftest import fast, read_jsonl, textrl
 
-REQUIRED_KEYS = ("update", "objective/rlhf_reward", "objective/score", "objective/kl", "kl/beta", "loss/policy",
-                 "loss/value", "policy/clipfrac", "perf/tokens_per_s")
+REQUIRED_KEYS = (
+    "update",
+    "objective/rlhf_reward",
+    "objective/score",
+    "objective/kl",
+    "kl/beta",
+    "loss/policy",
+    "loss/value",
+    "policy/clipfrac",
+    "perf/tokens_per_s",
+)
 
 
 def test_tinystories_experiment_three_updates(assets, tmp_path):
@@ -51,8 +60,15 @@ def test_too_long_prompt_is_cut_from_the_left_by_default(assets, tmp_path):
     """The warning reaches the user's terminal (a subprocess: the process's own log handlers)."""
     prompts = tmp_path / "long.txt"
     prompts.write_text("Once upon a time there was a little girl named Lily who loved to play outside\n")
-    result = textrl(*fast(tmp_path / "run", f"data.prompts={prompts}", "data.prefix_tokens=null",
-                          "env.max_prompt_tokens=4", "trainer.updates=1"))
+    result = textrl(
+        *fast(
+            tmp_path / "run",
+            f"data.prompts={prompts}",
+            "data.prefix_tokens=null",
+            "env.max_prompt_tokens=4",
+            "trainer.updates=1",
+        )
+    )
     assert result.returncode == 0 and "cut from the left" in result.stdout + result.stderr
 
 
@@ -64,9 +80,20 @@ def test_plugins_command_lists_builtins(cli):
 
 def test_multirun_runs_every_combination_in_its_own_directory(assets, tmp_path, cli):
     pytest.importorskip("textrl_grpo", reason="pip install -e plugins/textrl-grpo")
-    result = cli("-m", "algo=ppo,grpo", "seed=1,2", "experiment=tinystories_sentiment", "trainer.updates=1",
-                 "rollout.batch_size=4", "algo.minibatch_size=4", "env.max_new_tokens=4", "logger=none",
-                 "trainer.progress_bar=false", "trainer.save_policy=false", f"hydra.sweep.dir={tmp_path}")
+    result = cli(
+        "-m",
+        "algo=ppo,grpo",
+        "seed=1,2",
+        "experiment=tinystories_sentiment",
+        "trainer.updates=1",
+        "rollout.batch_size=4",
+        "algo.minibatch_size=4",
+        "env.max_new_tokens=4",
+        "logger=none",
+        "trainer.progress_bar=false",
+        "trainer.save_policy=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
@@ -97,5 +124,6 @@ def test_bf16_autocast_trains_on_cpu(assets, tmp_path, cli):
     result = cli(*fast(out, "device=cpu", "trainer.precision=bf16", "trainer.updates=2", "logger=none"))
     assert result.returncode == 0, result.stderr[-2000:]
     records = read_jsonl(out / "metrics.jsonl")
-    assert len(records) == 2 and all(math.isfinite(r["loss/policy"]) and math.isfinite(r["objective/kl"])
-                                      for r in records)
+    assert len(records) == 2 and all(
+        math.isfinite(r["loss/policy"]) and math.isfinite(r["objective/kl"]) for r in records
+    )

@@ -21,20 +21,51 @@ def accelerate_launch(*args, processes=2, timeout=600):
     ``--multi_gpu`` selects accelerate's torchrun launcher (its ``--cpu`` multi-process path needs
     mpirun); ``device=cpu`` in the args makes each process use gloo on the CPU.
     """
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           "-m", "textrl", *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "CUDA_VISIBLE_DEVICES": "",
-           "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        "-m",
+        "textrl",
+        *args,
+    ]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("algo", [["algo=ppo", "algo.micro_batch_size=2"], ["algo=reinforce"]],
-                         ids=["ppo-micro-batches", "reinforce"])
+@pytest.mark.parametrize(
+    "algo", [["algo=ppo", "algo.micro_batch_size=2"], ["algo=reinforce"]], ids=["ppo-micro-batches", "reinforce"]
+)
 def test_two_processes_keep_identical_policies(assets, tmp_path, algo):
     out = tmp_path / "run"
-    result = accelerate_launch(*fast(out, "device=cpu", "trainer.threads=1", "trainer.updates=3", "algo.lr=1e-3",
-                                     "trainer.samples_per_update=3", *algo))
+    result = accelerate_launch(
+        *fast(
+            out,
+            "device=cpu",
+            "trainer.threads=1",
+            "trainer.updates=3",
+            "algo.lr=1e-3",
+            "trainer.samples_per_update=3",
+            *algo,
+        )
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2
@@ -47,11 +78,17 @@ def test_two_processes_keep_identical_policies(assets, tmp_path, algo):
     assert len(read_jsonl(out / "samples.jsonl")) == 3 * 3
 
 
-@pytest.mark.parametrize("override, message", [
-    ("rollout.batch_size=7", "rollout.batch_size: got 7; expected a multiple of the 2 processes"),
-    ("algo.minibatch_size=8", "algo.minibatch_size: got 8; expected a divisor of the per-process batch "
-                              "rollout.batch_size / processes = 4"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("rollout.batch_size=7", "rollout.batch_size: got 7; expected a multiple of the 2 processes"),
+        (
+            "algo.minibatch_size=8",
+            "algo.minibatch_size: got 8; expected a divisor of the per-process batch "
+            "rollout.batch_size / processes = 4",
+        ),
+    ],
+)
 def test_batch_must_split_evenly_across_processes(assets, tmp_path, override, message):
     result = accelerate_launch(*fast(tmp_path / "run", "device=cpu", "trainer.threads=1", override))
     assert result.returncode != 0

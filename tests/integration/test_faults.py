@@ -29,8 +29,15 @@ UPDATES = 4
 
 
 def run_args(out, *extra):
-    return fast(out, "seed=3", f"trainer.updates={UPDATES}", "trainer.threads=1", "logger=none",
-                "trainer.save_policy=false", *extra)
+    return fast(
+        out,
+        "seed=3",
+        f"trainer.updates={UPDATES}",
+        "trainer.threads=1",
+        "logger=none",
+        "trainer.save_policy=false",
+        *extra,
+    )
 
 
 def comparable(records):
@@ -57,16 +64,17 @@ def whole(assets, tmp_path_factory) -> list[dict]:
     return comparable(read_jsonl(out / "metrics.jsonl"))
 
 
-def test_sigterm_checkpoints_at_the_update_and_resume_equals_an_uninterrupted_run(whole, tmp_path, monkeypatch,
-                                                                                  capsys):
+def test_sigterm_checkpoints_at_the_update_and_resume_equals_an_uninterrupted_run(whole, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     stopped = textrl(*run_args(out), env={TEST_SIGNAL_AT_UPDATE: "2"})  # SIGTERM once update 2 is logged
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     assert "Traceback" not in stopped.stderr
     line = stopped.stderr.splitlines()[-1]
-    assert line == (f"textrl: stopped by SIGTERM after update 2 of {UPDATES}, checkpoint written to "
-                    f"'{out / 'checkpoints' / 'update_000002'}'; continue with trainer.resume=auto "
-                    f"hydra.run.dir={out}"), line
+    assert line == (
+        f"textrl: stopped by SIGTERM after update 2 of {UPDATES}, checkpoint written to "
+        f"'{out / 'checkpoints' / 'update_000002'}'; continue with trainer.resume=auto "
+        f"hydra.run.dir={out}"
+    ), line
     # the default trainer.checkpoint_every=0 writes none before the end: this one is the signal's
     assert [Path(p).name for p in list_checkpoints(str(out))] == ["update_000002"]
     assert [r["update"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
@@ -81,8 +89,7 @@ def test_sigint_stops_with_one_line_and_status_130(assets, tmp_path, monkeypatch
     out = tmp_path / "run"
     before = signal.getsignal(signal.SIGINT)
     monkeypatch.setenv(TEST_SIGNAL_AT_UPDATE, "1:INT")  # Ctrl-C once update 1 is logged
-    result = run_main(fast(out, "trainer.updates=3", "logger=none", "trainer.save_policy=false"),
-                               monkeypatch, capsys)
+    result = run_main(fast(out, "trainer.updates=3", "logger=none", "trainer.save_policy=false"), monkeypatch, capsys)
     assert result.returncode == 128 + signal.SIGINT
     assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr, result.stderr[-3000:]
     stopped = [line for line in result.stderr.splitlines() if line.startswith("textrl: stopped")]
@@ -91,14 +98,25 @@ def test_sigint_stops_with_one_line_and_status_130(assets, tmp_path, monkeypatch
     assert signal.getsignal(signal.SIGINT) is before  # the stage's handler is gone
 
 
-SFT = ("stage=sft", "policy=tinystories", "sft.max_examples=40", "sft.batch_size=8", "sft.max_length=64",
-       "sft.eval_fraction=0.1", "logger=none", "trainer.progress_bar=false", "trainer.threads=1")
+SFT = (
+    "stage=sft",
+    "policy=tinystories",
+    "sft.max_examples=40",
+    "sft.batch_size=8",
+    "sft.max_length=64",
+    "sft.eval_fraction=0.1",
+    "logger=none",
+    "trainer.progress_bar=false",
+    "trainer.threads=1",
+)
 
 
 def sft_metrics(path: Path) -> list[dict]:
     """An SFT run's metrics without the Trainer's timings."""
-    return [{k: v for k, v in r.items() if not any(t in k for t in ("runtime", "per_second", "preparation_time"))}
-            for r in read_jsonl(path)]
+    return [
+        {k: v for k, v in r.items() if not any(t in k for t in ("runtime", "per_second", "preparation_time"))}
+        for r in read_jsonl(path)
+    ]
 
 
 def test_sft_stops_through_the_trainers_checkpoint_and_resumes_exactly(assets, tmp_path, monkeypatch, capsys):
@@ -110,9 +128,11 @@ def test_sft_stops_through_the_trainers_checkpoint_and_resumes_exactly(assets, t
         m.setenv(TEST_SIGNAL_AT_UPDATE, "2")  # SIGTERM after optimizer step 2 of 5
         stopped = run_main([*SFT, f"hydra.run.dir={out}"], monkeypatch, capsys)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
-    assert stopped.stderr.splitlines()[-1] == (f"textrl: stopped by SIGTERM after step 2 of 5, checkpoint written to "
-                                               f"'{out / 'checkpoints' / 'checkpoint-2'}'; continue with "
-                                               f"trainer.resume=auto hydra.run.dir={out}")
+    assert stopped.stderr.splitlines()[-1] == (
+        f"textrl: stopped by SIGTERM after step 2 of 5, checkpoint written to "
+        f"'{out / 'checkpoints' / 'checkpoint-2'}'; continue with "
+        f"trainer.resume=auto hydra.run.dir={out}"
+    )
     assert not (out / "model").exists()
 
     resumed = run_main([*SFT, f"hydra.run.dir={out}", "trainer.resume=auto"], monkeypatch, capsys)
@@ -136,8 +156,9 @@ def test_sft_checkpoint_on_a_full_disk_is_one_line(assets, tmp_path, monkeypatch
     monkeypatch.setattr(torch, "save", full_disk)
     monkeypatch.setenv(TEST_SIGNAL_AT_UPDATE, "2")
     line = error_line(run_main([*SFT, f"hydra.run.dir={out}"], monkeypatch, capsys))
-    assert line.startswith(f"textrl: error: {out / 'checkpoints' / 'checkpoint-2'}: cannot write "
-                           f"(No space left on device)"), line
+    assert line.startswith(
+        f"textrl: error: {out / 'checkpoints' / 'checkpoint-2'}: cannot write (No space left on device)"
+    ), line
     assert not (out / "checkpoints" / "checkpoint-2").exists()  # the partial checkpoint is removed
 
 
@@ -149,12 +170,25 @@ def test_rm_stops_after_the_step_with_one_line(tmp_path):
     make_policy(tokenizer).lm.save_pretrained(tmp_path / "sft")
     tokenizer.save_pretrained(tmp_path / "sft")
     data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"the dog {i}", "chosen": "happy day", "rejected": "sad day"}) + "\n"
-                            for i in range(20)))
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"the dog {i}", "chosen": "happy day", "rejected": "sad day"}) + "\n"
+            for i in range(20)
+        )
+    )
     out = tmp_path / "rm"
-    result = textrl("stage=rm", f"rm.model={tmp_path / 'sft'}", "rm.gguf_file=null", f"rm.data={data}",
-                    "rm.batch_size=4", "rm.max_length=16", "logger=none", "trainer.progress_bar=false",
-                    f"hydra.run.dir={out}", env={TEST_SIGNAL_AT_UPDATE: "1:INT"})  # Ctrl-C after step 1
+    result = textrl(
+        "stage=rm",
+        f"rm.model={tmp_path / 'sft'}",
+        "rm.gguf_file=null",
+        f"rm.data={data}",
+        "rm.batch_size=4",
+        "rm.max_length=16",
+        "logger=none",
+        "trainer.progress_bar=false",
+        f"hydra.run.dir={out}",
+        env={TEST_SIGNAL_AT_UPDATE: "1:INT"},
+    )  # Ctrl-C after step 1
     assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith("textrl: stopped by SIGINT after step 1 of ")
@@ -190,8 +224,9 @@ def test_disk_full_while_checkpointing_is_one_line_and_resumes_exactly(whole, tm
     monkeypatch.setattr(torch, "save", full_disk)
     line = error_line(run_main(run_args(out, "trainer.checkpoint_every=2"), monkeypatch, capsys))
     monkeypatch.setattr(torch, "save", real_save)
-    assert line.startswith(f"textrl: error: {out / 'checkpoints' / 'update_000004' / STATE_FILE}: cannot write "
-                           f"(No space left on device)"), line
+    assert line.startswith(
+        f"textrl: error: {out / 'checkpoints' / 'update_000004' / STATE_FILE}: cannot write (No space left on device)"
+    ), line
     assert f"the last checkpoint is '{out / 'checkpoints' / 'update_000002'}'" in line, line
     assert f"continue with trainer.resume=auto hydra.run.dir={out}" in line, line
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["update_000002"]  # no .tmp-* left behind
@@ -287,7 +322,7 @@ def test_failed_append_leaves_whole_lines_only(tmp_path, monkeypatch):
     real_write = os.write
 
     def half_then_full(fd, data):
-        real_write(fd, data[:len(data) // 2])
+        real_write(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(io.os, "write", half_then_full)

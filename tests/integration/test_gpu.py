@@ -35,9 +35,17 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 def gpu_rollout(tokenizer, steps=6, batch=8, engine="eager", policy=None, stop_on_eos=False):
     policy = policy if policy is not None else make_policy(tokenizer).to("cuda")
-    env = TokenGenVectorEnv(tokenizer, ["the movie was", "a dog ran", "happy"], length_reward, num_envs=batch,
-                            max_new_tokens=steps, max_prompt_tokens=6, device="cuda", stop_on_eos=stop_on_eos,
-                            autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        ["the movie was", "a dog ran", "happy"],
+        length_reward,
+        num_envs=batch,
+        max_new_tokens=steps,
+        max_prompt_tokens=6,
+        device="cuda",
+        stop_on_eos=stop_on_eos,
+        autoreset_mode="disabled",
+    )
     return RolloutCollector(env, policy, make_reference(policy), SamplingConfig(), seed=0, engine=engine)
 
 
@@ -47,8 +55,16 @@ def test_auto_device_is_cuda():
 
 def test_rollout_tensors_stay_on_the_gpu(tokenizer):
     batch = gpu_rollout(tokenizer).collect()
-    for name in ("input_ids", "attention_mask", "response_mask", "logprobs", "ref_logprobs", "values", "rewards",
-                 "scores"):
+    for name in (
+        "input_ids",
+        "attention_mask",
+        "response_mask",
+        "logprobs",
+        "ref_logprobs",
+        "values",
+        "rewards",
+        "scores",
+    ):
         assert getattr(batch, name).device.type == "cuda", name
 
 

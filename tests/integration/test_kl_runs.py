@@ -77,9 +77,20 @@ def test_adaptive_controller_steers_beta_toward_the_target_on_tinystories(assets
     2.5, 4.2, 3.4, 8.0, 4.8 with β 0.050, 0.040, 0.032, 0.026, 0.031, 0.037, 0.044, 0.053."""
     out = tmp_path / "run"
     target, horizon = 2.0, 1.0
-    result = cli(*fast(out, "trainer.updates=8", "algo.minibatch_size=8", "algo.epochs=2", "env.max_new_tokens=16",
-                          "algo.lr=3e-3", "algo.kl.init=0.05", f"algo.kl.target={target}",
-                          f"algo.kl.horizon={horizon}", "trainer.save_policy=false"))
+    result = cli(
+        *fast(
+            out,
+            "trainer.updates=8",
+            "algo.minibatch_size=8",
+            "algo.epochs=2",
+            "env.max_new_tokens=16",
+            "algo.lr=3e-3",
+            "algo.kl.init=0.05",
+            f"algo.kl.target={target}",
+            f"algo.kl.horizon={horizon}",
+            "trainer.save_policy=false",
+        )
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     records = read_jsonl(out / "metrics.jsonl")
     kls = [r["objective/kl"] for r in records]

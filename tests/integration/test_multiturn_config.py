@@ -28,8 +28,17 @@ def test_no_interaction_by_default_and_the_env_is_single_turn(registry, tokenize
 
 
 def test_interaction_option_builds_a_multiturn_env(registry, tokenizer, policy):
-    cfg = compose_config(["interaction=calculator", "interaction.call_reward=0.5", "env.max_turns=3",
-                          "env.max_new_tokens=5", "env.max_prompt_tokens=8", "rollout.engine=auto"], registry)
+    cfg = compose_config(
+        [
+            "interaction=calculator",
+            "interaction.call_reward=0.5",
+            "env.max_turns=3",
+            "env.max_new_tokens=5",
+            "env.max_prompt_tokens=8",
+            "rollout.engine=auto",
+        ],
+        registry,
+    )
     check_config(cfg, registry)
     interaction = build_interaction(cfg, registry)
     assert isinstance(interaction, Calculator) and interaction.call_reward == 0.5
@@ -54,9 +63,19 @@ def test_rl_run_with_the_dialogue_interaction(assets, tmp_path, cli):
     import json
 
     out = tmp_path / "run"
-    result = cli("experiment=tinystories_sentiment", "interaction=dialogue", "interaction.max_conversations=16",
-                 "env.max_turns=2", "env.max_new_tokens=8", "env.max_prompt_tokens=48", "rollout.batch_size=8",
-                 "algo.minibatch_size=4", "trainer.updates=2", "trainer.progress_bar=false", f"hydra.run.dir={out}")
+    result = cli(
+        "experiment=tinystories_sentiment",
+        "interaction=dialogue",
+        "interaction.max_conversations=16",
+        "env.max_turns=2",
+        "env.max_new_tokens=8",
+        "env.max_prompt_tokens=48",
+        "rollout.batch_size=8",
+        "algo.minibatch_size=4",
+        "trainer.updates=2",
+        "trainer.progress_bar=false",
+        f"hydra.run.dir={out}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2

@@ -16,12 +16,29 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_wheel_finds_configs_and_data_without_the_source_tree(tmp_path):
     wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheel_dir), str(REPO)], capture_output=True, text=True)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next(wheel_dir.glob("textrl-*.whl"))
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-                              str(wheel)], capture_output=True, text=True)
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     probe = (
         "import textrl, hydra\n"
@@ -89,12 +106,24 @@ def test_a_run_raises_no_deprecation_or_future_warning(assets, tmp_path):
     from textrl.run import run
 
     registry = load_plugins(autoload=False)
-    cfg = compose_config(["experiment=tinystories_sentiment", "trainer.updates=1", "rollout.batch_size=4",
-                          "algo.minibatch_size=4", "env.max_new_tokens=4", "logger=none",
-                          "trainer.progress_bar=false"], registry)
+    cfg = compose_config(
+        [
+            "experiment=tinystories_sentiment",
+            "trainer.updates=1",
+            "rollout.batch_size=4",
+            "algo.minibatch_size=4",
+            "env.max_new_tokens=4",
+            "logger=none",
+            "trainer.progress_bar=false",
+        ],
+        registry,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run(cfg, run_dir=str(tmp_path), registry=registry)
-    found = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught
-             if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    found = [
+        f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
+        for w in caught
+        if issubclass(w.category, (DeprecationWarning, FutureWarning))
+    ]
     assert not found, found

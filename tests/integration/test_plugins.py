@@ -55,8 +55,10 @@ def plugin_env(site: Path, tmp_path: Path, **extra) -> dict:
 def test_entry_point_plugin_is_selected_and_gets_its_kwargs(assets, site, tmp_path, cli):
     install_plugin(site, "throwaway_plugin", PLUGIN_SOURCE)
     out = tmp_path / "run"
-    result = cli(*fast(out, "trainer.updates=1", "reward=throwaway", "reward.bonus=2.5", "reward.word=cat"),
-                        env=plugin_env(site, tmp_path))
+    result = cli(
+        *fast(out, "trainer.updates=1", "reward=throwaway", "reward.bonus=2.5", "reward.word=cat"),
+        env=plugin_env(site, tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "kwargs.json").read_text()) == {"bonus": 2.5, "word": "cat", "repeat": 2}
     assert read_jsonl(out / "metrics.jsonl")[0]["objective/score"] == pytest.approx(2.5)
@@ -101,7 +103,7 @@ def test_pm_register_makes_a_plugin_visible_in_process():
     class Plugin:
         @textrl.hookimpl
         def textrl_reward_models(self):
-            return {"constant": lambda value=1.0: (lambda p, r: torch.full((len(r),), value))}
+            return {"constant": lambda value=1.0: lambda p, r: torch.full((len(r),), value)}
 
     registry.manager.register(Plugin(), name="in-process")
     collect_factories(registry)
@@ -118,8 +120,14 @@ def test_builtins_register_through_the_public_hooks():
     assert registry.providers[("algo", "ppo")] == "textrl.algorithms"
     assert isinstance(textrl.hookimpl, pluggy.HookimplMarker)
     hooks = {name for name in dir(registry.manager.hook) if name.startswith("textrl_")}
-    assert hooks == {"textrl_reward_models", "textrl_algorithms", "textrl_interactions", "textrl_on_stage_start",
-                     "textrl_on_metrics", "textrl_on_stage_end"}
+    assert hooks == {
+        "textrl_reward_models",
+        "textrl_algorithms",
+        "textrl_interactions",
+        "textrl_on_stage_start",
+        "textrl_on_metrics",
+        "textrl_on_stage_end",
+    }
 
 
 def test_signature_schema_types_defaults_and_required():
@@ -159,13 +167,22 @@ def test_lifecycle_hooks_are_called_in_order(assets, tmp_path):
 
     registry = load_plugins(autoload=False)
     registry.manager.register(Recorder())
-    cfg = compose_config(["experiment=tinystories_sentiment", "trainer.updates=2", "rollout.batch_size=4",
-                          "algo.minibatch_size=4", "env.max_new_tokens=4", "trainer.progress_bar=false",
-                          "trainer.save_policy=false", "logger=none"], registry)
+    cfg = compose_config(
+        [
+            "experiment=tinystories_sentiment",
+            "trainer.updates=2",
+            "rollout.batch_size=4",
+            "algo.minibatch_size=4",
+            "env.max_new_tokens=4",
+            "trainer.progress_bar=false",
+            "trainer.save_policy=false",
+            "logger=none",
+        ],
+        registry,
+    )
     run(cfg, run_dir=str(tmp_path), registry=registry)
     assert calls == [("start", str(tmp_path)), ("update", 1, True), ("update", 2, True), ("end", 2)]
     assert OmegaConf.is_config(cfg)
-
 
 
 def test_readme_plugin_example_works_as_written(assets, site, tmp_path, cli):
@@ -180,12 +197,16 @@ def test_readme_plugin_example_works_as_written(assets, site, tmp_path, cli):
     assert entry.groups() == ("shouting", "my_reward")
     install_plugin(site, "my_reward", source, entry_name="shouting")
     out = tmp_path / "run"
-    result = cli(*fast(out, "trainer.updates=1", "reward=shouting", "reward.weight=0.5", "reward.cap=5"),
-                        env={"PYTHONPATH": str(site)})
+    result = cli(
+        *fast(out, "trainer.updates=1", "reward=shouting", "reward.weight=0.5", "reward.cap=5"),
+        env={"PYTHONPATH": str(site)},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for sample in read_jsonl(out / "samples.jsonl"):
         assert sample["score"] == pytest.approx(0.5 * min(sample["response"].count("!"), 5))
     # its config_checks run at startup, as the README shows
     bad = cli(*fast(tmp_path / "bad", "reward=shouting", "reward.cap=0"), env={"PYTHONPATH": str(site)})
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
-    assert "textrl: error: reward.cap: got 0; expected a positive integer" in bad.stderr.splitlines(), bad.stderr[-2000:]
+    assert "textrl: error: reward.cap: got 0; expected a positive integer" in bad.stderr.splitlines(), bad.stderr[
+        -2000:
+    ]

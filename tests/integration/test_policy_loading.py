@@ -56,10 +56,13 @@ def test_dropout_is_set_from_config(tmp_path, tokenizer, policy):
     assert load_causal_lm(str(tmp_path), dropout=None).config.attention_dropout == 0.3
 
 
-@pytest.mark.parametrize("model, gguf, message", [
-    ("/no/such/dir", None, "does not exist"),
-    ("./missing-model", None, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "model, gguf, message",
+    [
+        ("/no/such/dir", None, "does not exist"),
+        ("./missing-model", None, "does not exist"),
+    ],
+)
 def test_missing_model_is_a_clear_error(model, gguf, message):
     with pytest.raises(TextRLError, match=message):
         load_tokenizer(model, gguf)

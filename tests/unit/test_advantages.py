@@ -136,5 +136,9 @@ def test_masked_whiten():
     assert var == pytest.approx(1.0, abs=1e-6)
     # shift_mean=False keeps the mean: (x - 3)/sqrt(2.5) + 3 on real tokens, padding still 0
     kept = masked_whiten(x, mask, shift_mean=False)
-    assert_close(kept, t64([[e + 3.0 if m else 0.0 for e, m in zip(er, mr)]
-                            for er, mr in zip(expected, XMASK)]), rtol=0, atol=1e-6)
+    assert_close(
+        kept,
+        t64([[e + 3.0 if m else 0.0 for e, m in zip(er, mr)] for er, mr in zip(expected, XMASK)]),
+        rtol=0,
+        atol=1e-6,
+    )

@@ -21,10 +21,18 @@ from conftest import length_reward, make_policy
 
 
 def rollout(tokenizer, policy, n=8, k=1):
-    env = TokenGenVectorEnv(tokenizer, ["the dog", "a girl saw", "the movie was", "it"], length_reward, num_envs=n,
-                            max_new_tokens=6, max_prompt_tokens=8, autoreset_mode="disabled")
-    return RolloutCollector(env, policy, copy.deepcopy(policy.lm), SamplingConfig(), seed=0,
-                            samples_per_prompt=k).collect()
+    env = TokenGenVectorEnv(
+        tokenizer,
+        ["the dog", "a girl saw", "the movie was", "it"],
+        length_reward,
+        num_envs=n,
+        max_new_tokens=6,
+        max_prompt_tokens=8,
+        autoreset_mode="disabled",
+    )
+    return RolloutCollector(
+        env, policy, copy.deepcopy(policy.lm), SamplingConfig(), seed=0, samples_per_prompt=k
+    ).collect()
 
 
 def count_passes(algo):
@@ -43,10 +51,14 @@ def max_weight_diff(a, b) -> float:
     return max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(a.parameters(), b.parameters()))
 
 
-@pytest.mark.parametrize("make", [
-    lambda micro: PPO(lr=1e-2, epochs=1, minibatch_size=8, micro_batch_size=micro),
-    lambda micro: Reinforce(lr=1e-2, epochs=1, minibatch_size=8, baseline="none", micro_batch_size=micro),
-], ids=["ppo", "reinforce"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda micro: PPO(lr=1e-2, epochs=1, minibatch_size=8, micro_batch_size=micro),
+        lambda micro: Reinforce(lr=1e-2, epochs=1, minibatch_size=8, baseline="none", micro_batch_size=micro),
+    ],
+    ids=["ppo", "reinforce"],
+)
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_micro_batches_give_the_same_update_as_the_whole_minibatch(tokenizer, make, optimizer):
     policy = make_policy(tokenizer)
@@ -74,8 +86,15 @@ def test_ppo_ptx_draws_its_pretraining_batch_once_per_optimizer_step(tokenizer, 
     (tmp_path / "ptx.txt").write_text("the dog ran in the park\na girl saw the cat\n")
     policy = make_policy(tokenizer)
     batch = rollout(tokenizer, policy)
-    algo = PPOPtx(ptx_coef=0.5, ptx_data=str(tmp_path / "ptx.txt"), ptx_batch_size=2, lr=1e-2, epochs=2,
-                  minibatch_size=4, micro_batch_size=2)
+    algo = PPOPtx(
+        ptx_coef=0.5,
+        ptx_data=str(tmp_path / "ptx.txt"),
+        ptx_batch_size=2,
+        lr=1e-2,
+        epochs=2,
+        minibatch_size=4,
+        micro_batch_size=2,
+    )
     algo.setup(policy, None, SetupContext(tokenizer=tokenizer))
     draws, ptx_loss = [], algo.ptx_loss
     algo.ptx_loss = lambda: draws.append(1) or ptx_loss()
@@ -98,7 +117,7 @@ def test_minibatches_follow_the_seeded_shuffle_and_cover_the_batch(tokenizer):
     expected = torch.Generator().manual_seed(3)
     for epoch in range(2):
         order = torch.randperm(8, generator=expected)
-        rows = torch.cat(seen[2 * epoch:2 * epoch + 2])
+        rows = torch.cat(seen[2 * epoch : 2 * epoch + 2])
         assert torch.equal(rows, batch.input_ids[order])
 
 
@@ -150,8 +169,14 @@ def test_a_non_finite_loss_stops_before_the_optimizer_step(tokenizer):
     assert max_weight_diff(before, policy) == 0.0
 
 
-@pytest.mark.parametrize("kwargs, key", [({"micro_batch_size": 0}, "algo.micro_batch_size"),
-                                         ({"minibatch_size": 0}, "algo.minibatch_size"), ({"lr": 0}, "algo.lr")])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"micro_batch_size": 0}, "algo.micro_batch_size"),
+        ({"minibatch_size": 0}, "algo.minibatch_size"),
+        ({"lr": 0}, "algo.lr"),
+    ],
+)
 def test_loop_settings_are_checked_once(kwargs, key):
     for factory in (PPO, Reinforce):
         with pytest.raises(TextRLError, match=f"{key}: got 0"):
@@ -170,12 +195,20 @@ def test_minibatch_that_does_not_divide_the_batch_is_a_clear_error(tokenizer):
 def test_reference_pass_in_chunks_gives_the_same_logprobs(tokenizer):
     policy = make_policy(tokenizer)
     whole = rollout(tokenizer, policy)
-    env = TokenGenVectorEnv(tokenizer, ["the dog", "a girl saw", "the movie was", "it"], length_reward, num_envs=8,
-                            max_new_tokens=6, max_prompt_tokens=8, autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        ["the dog", "a girl saw", "the movie was", "it"],
+        length_reward,
+        num_envs=8,
+        max_new_tokens=6,
+        max_prompt_tokens=8,
+        autoreset_mode="disabled",
+    )
     reference = copy.deepcopy(policy.lm)
     calls = []
     reference.base_model.register_forward_hook(  # the trunk: the head runs apart, in float32
-        lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+        lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     chunked = RolloutCollector(env, policy, reference, SamplingConfig(), seed=0, chunk_size=3).collect()
     assert calls == [3, 3, 2]
     assert torch.equal(chunked.input_ids, whole.input_ids)

@@ -27,10 +27,18 @@ PROMPTS = ["happy", "the dog ran", "a girl saw the cat in the park and"]
 
 
 def make_collector(tokenizer, policy, engine, backend, *, num_envs=6, steps=8):
-    env = TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, num_envs=num_envs, max_new_tokens=steps,
-                            max_prompt_tokens=12, autoreset_mode="disabled")
-    return RolloutCollector(env, policy, frozen_reference(policy), SamplingConfig(), seed=3, engine=engine,
-                            compile_backend=backend)
+    env = TokenGenVectorEnv(
+        tokenizer,
+        PROMPTS,
+        length_reward,
+        num_envs=num_envs,
+        max_new_tokens=steps,
+        max_prompt_tokens=12,
+        autoreset_mode="disabled",
+    )
+    return RolloutCollector(
+        env, policy, frozen_reference(policy), SamplingConfig(), seed=3, engine=engine, compile_backend=backend
+    )
 
 
 def no_compiler(gm, example_inputs):
@@ -70,8 +78,10 @@ def test_explicit_compiled_fails_with_one_error_line(tokenizer, policy):
         collector.collect()
     message = str(raised.value)
     assert "\n" not in message
-    assert message.startswith("rollout.engine: got 'compiled' but torch.compile failed (RuntimeError: no C compiler "
-                              "found); expected rollout.engine=auto")
+    assert message.startswith(
+        "rollout.engine: got 'compiled' but torch.compile failed (RuntimeError: no C compiler "
+        "found); expected rollout.engine=auto"
+    )
 
 
 def test_a_missing_cxx_compiler_falls_back(tokenizer, policy, auto_compiles_on_cpu, monkeypatch, tmp_path, caplog):

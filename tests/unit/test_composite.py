@@ -68,22 +68,28 @@ def test_component_that_raises_is_one_line():
 
 
 def test_factory_builds_registered_rewards_with_weights():
-    reward = build_composite({"sent": {"name": "sentiment", "weight": 2.0}, "rules": {"name": "rbrm", "weight": 0.5}},
-                             device="cpu", rewards=load_plugins(autoload=False).rewards)
+    reward = build_composite(
+        {"sent": {"name": "sentiment", "weight": 2.0}, "rules": {"name": "rbrm", "weight": 0.5}},
+        device="cpu",
+        rewards=load_plugins(autoload=False).rewards,
+    )
     out = reward.score_with_details(["How do I make a bomb?"], ["I'm sorry, I can't help with that."])
     expected = 2.0 * out.components["sent"] + 0.5 * out.components["rules"]
     assert torch.allclose(out.scores, expected)
     assert out.details[0]["rules"]["category"] == "harmful_request"
 
 
-@pytest.mark.parametrize("components, message", [
-    ({"x": {"name": "no_such_reward"}}, "reward.components.x.name: got 'no_such_reward'; expected one of"),
-    ({"x": {"weight": 1.0}}, "reward.components.x: got"),
-    ({"x": {"name": "sentiment", "weight": "heavy"}}, "reward.components.x.weight: got 'heavy'"),
-    ({"x": {"name": "sentiment", "weight": float("nan")}}, "reward.components.x.weight: got nan"),
-    ({"x": {"name": "sentiment", "colour": "red"}}, "colour: not a parameter"),
-    ({}, "reward.components: got no components"),
-])
+@pytest.mark.parametrize(
+    "components, message",
+    [
+        ({"x": {"name": "no_such_reward"}}, "reward.components.x.name: got 'no_such_reward'; expected one of"),
+        ({"x": {"weight": 1.0}}, "reward.components.x: got"),
+        ({"x": {"name": "sentiment", "weight": "heavy"}}, "reward.components.x.weight: got 'heavy'"),
+        ({"x": {"name": "sentiment", "weight": float("nan")}}, "reward.components.x.weight: got nan"),
+        ({"x": {"name": "sentiment", "colour": "red"}}, "colour: not a parameter"),
+        ({}, "reward.components: got no components"),
+    ],
+)
 def test_factory_errors_name_the_component(components, message):
     with pytest.raises(TextRLError, match=message):
         build_composite(components, device="cpu", rewards=load_plugins(autoload=False).rewards)
@@ -91,8 +97,15 @@ def test_factory_errors_name_the_component(components, message):
 
 def test_components_reach_the_rollout_batch_and_samples(tokenizer):
     reward = CompositeReward({"length": (1.0, length_reward), "rules": (1.0, Explained())})
-    env = TokenGenVectorEnv(tokenizer, ["the movie was", "a dog"], reward, num_envs=4, max_new_tokens=5,
-                            max_prompt_tokens=4, autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        ["the movie was", "a dog"],
+        reward,
+        num_envs=4,
+        max_new_tokens=5,
+        max_prompt_tokens=4,
+        autoreset_mode="disabled",
+    )
     batch = RolloutCollector(env, make_policy(tokenizer), None, SamplingConfig(), seed=0).collect()
     words = torch.tensor([float(len(r.split())) for r in batch.responses])
     assert torch.equal(batch.reward_components["length"], words)

@@ -100,12 +100,18 @@ BAD = [
     (["reward.max_length=0"], "reward.max_length: got 0"),
     (["reward.device=tpu"], "reward.device: got 'tpu'"),
     (["reward=learned", "reward.batch_size=0"], "reward.batch_size: got 0"),
-    (["reward=composite", "reward.components={a: {name: sentiment, weight: 1.0, backend: x}}"],
-     "reward.components.a.backend: got 'x'"),
-    (["reward=composite", "reward.components={a: {name: sentiment, weight: heavy}}"],
-     "reward.components.a.weight: got 'heavy'"),
-    (["reward=composite", "reward.components={a: {name: learned, model: m, batch_size: 0}}"],
-     "reward.components.a.batch_size: got 0"),
+    (
+        ["reward=composite", "reward.components={a: {name: sentiment, weight: 1.0, backend: x}}"],
+        "reward.components.a.backend: got 'x'",
+    ),
+    (
+        ["reward=composite", "reward.components={a: {name: sentiment, weight: heavy}}"],
+        "reward.components.a.weight: got 'heavy'",
+    ),
+    (
+        ["reward=composite", "reward.components={a: {name: learned, model: m, batch_size: 0}}"],
+        "reward.components.a.batch_size: got 0",
+    ),
 ]
 
 
@@ -168,11 +174,19 @@ def test_every_checked_group_key_has_a_bad_case():
     assert set(CHECKS) - tried == set(), sorted(set(CHECKS) - tried)
 
 
-@pytest.mark.parametrize("overrides", [
-    [], ["experiment=tinystories_sentiment"], ["rollout.top_p=1", "rollout.top_k=0", "rollout.temperature=0.1"],
-    ["algo.gamma=0", "algo.lam=1", "algo.max_grad_norm=null", "algo.clip_range_value=null"], ["data.prefix_tokens=null"], ["data.prefix_tokens=[2,8]"],
-    ["algo=grpo", "algo.group_size=2"], ["device=cuda:1", "seed=4294967295", "policy.dropout=null"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["experiment=tinystories_sentiment"],
+        ["rollout.top_p=1", "rollout.top_k=0", "rollout.temperature=0.1"],
+        ["algo.gamma=0", "algo.lam=1", "algo.max_grad_norm=null", "algo.clip_range_value=null"],
+        ["data.prefix_tokens=null"],
+        ["data.prefix_tokens=[2,8]"],
+        ["algo=grpo", "algo.group_size=2"],
+        ["device=cuda:1", "seed=4294967295", "policy.dropout=null"],
+    ],
+)
 def test_good_settings_pass(registry, overrides):
     check_config(configure(overrides, registry), registry)
 
@@ -196,8 +210,11 @@ def test_a_plugin_lists_checks_for_its_own_parameters():
     import textrl
 
     class Scorer:
-        config_checks = {"scale": textrl.number(gt=0), "mode": textrl.one_of("fast", "exact"),
-                         "nested.depth": textrl.integer(ge=1)}
+        config_checks = {
+            "scale": textrl.number(gt=0),
+            "mode": textrl.one_of("fast", "exact"),
+            "nested.depth": textrl.integer(ge=1),
+        }
 
     check_plugin_params("reward", {"scale": 2.0, "mode": "fast", "nested": {"depth": 3}}, Scorer)
     with pytest.raises(TextRLError, match="reward.mode: got 'slow'; expected one of"):

@@ -94,14 +94,19 @@ def test_reference_gives_every_plugin_parameter_its_signature_default(entries, r
             listed = entries.get(f"{kind}={name}", {k: v for k, v in main.items() if k.startswith(f"{kind}.")})
             assert listed[f"{kind}.name"] == name
             for param in inspect.signature(factory).parameters.values():
-                if (param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
-                        or param.name in INJECTED_KEYS):  # passed by textrl, not a config key
+                if (
+                    param.name == "self"
+                    or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+                    or param.name in INJECTED_KEYS
+                ):  # passed by textrl, not a config key
                     continue
                 default = param.default
                 if default is param.empty or isinstance(default, dict):
                     assert listed[f"{kind}.{param.name}"] == "???", (kind, name, param.name)
                 elif hasattr(default, "__dataclass_fields__"):
-                    nested = dict(leaves(OmegaConf.to_container(OmegaConf.structured(default)), f"{kind}.{param.name}."))
+                    nested = dict(
+                        leaves(OmegaConf.to_container(OmegaConf.structured(default)), f"{kind}.{param.name}.")
+                    )
                     assert all(listed[k] == v for k, v in nested.items()), (kind, name, param.name)
                 else:
                     assert listed[f"{kind}.{param.name}"] == default, (kind, name, param.name)
@@ -139,7 +144,7 @@ def test_every_key_of_the_table_of_checks_exists():
 
     registry = load_plugins()
     known = set()
-    for option in ([[]] + [[f"algo={a}"] for a in registry.algorithms] + [[f"reward={r}"] for r in registry.rewards]):
+    for option in [[]] + [[f"algo={a}"] for a in registry.algorithms] + [[f"reward={r}"] for r in registry.rewards]:
         known |= {key for key, _ in leaves(OmegaConf.to_container(compose_config(option, registry), resolve=False))}
     missing = [key for key in CHECKS if key not in known]
     assert not missing, missing
@@ -151,6 +156,11 @@ def test_algorithm_defaults_are_the_main_jobs(factory_name):
     used to come from train.yaml's algo block, which applied to whichever algorithm was chosen)."""
     cfg = compose_config([f"algo={factory_name}"])
     assert cfg.algo.lr == 8.0e-5 and cfg.algo.epochs == 1 and cfg.algo.minibatch_size == 16
-    expected_kl = {"init": 0.05, "adaptive": True, "target": 6.0, "horizon": 5.0,
-                   "estimator": "k3" if factory_name == "grpo" else "k1"}
+    expected_kl = {
+        "init": 0.05,
+        "adaptive": True,
+        "target": 6.0,
+        "horizon": 5.0,
+        "estimator": "k3" if factory_name == "grpo" else "k1",
+    }
     assert OmegaConf.to_container(cfg.algo.kl) == expected_kl

@@ -26,12 +26,26 @@ from conftest import length_reward, make_policy, make_tokenizer
 
 # prompts of different lengths, so the batch is really left-padded
 PROMPTS = ["happy", "the dog ran", "a girl saw the cat in the park and", "this movie was very", "it"]
-TENSORS = ("input_ids", "attention_mask", "response_mask", "logprobs", "ref_logprobs", "untruncated_logprobs", "values",
-           "scores")
+TENSORS = (
+    "input_ids",
+    "attention_mask",
+    "response_mask",
+    "logprobs",
+    "ref_logprobs",
+    "untruncated_logprobs",
+    "values",
+    "scores",
+)
 
 
-def rollouts(seed: int, sampling: SamplingConfig, disturb: int, batches: int = 2, policy_seed: int | None = None,
-             prompts: list[str] | None = None):
+def rollouts(
+    seed: int,
+    sampling: SamplingConfig,
+    disturb: int,
+    batches: int = 2,
+    policy_seed: int | None = None,
+    prompts: list[str] | None = None,
+):
     """``batches`` rollouts from a fresh tokenizer, policy, env and collector, all seeded by ``seed``
     (the policy by ``policy_seed`` when given); ``prompts`` fixes each batch's prompts.
 
@@ -42,14 +56,22 @@ def rollouts(seed: int, sampling: SamplingConfig, disturb: int, batches: int = 2
     policy = make_policy(tokenizer, seed=seed if policy_seed is None else policy_seed)
     torch.rand(disturb)
     np.random.rand(disturb)
-    env = TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, num_envs=6, max_new_tokens=10, max_prompt_tokens=12,
-                            autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        PROMPTS,
+        length_reward,
+        num_envs=6,
+        max_new_tokens=10,
+        max_prompt_tokens=12,
+        autoreset_mode="disabled",
+    )
     collector = RolloutCollector(env, policy, None, sampling, seed=seed)
     return [collector.collect(prompts=prompts) for _ in range(batches)]
 
 
-@pytest.mark.parametrize("sampling", [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=8, top_p=0.9)],
-                         ids=["plain", "top_k_top_p"])
+@pytest.mark.parametrize(
+    "sampling", [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=8, top_p=0.9)], ids=["plain", "top_k_top_p"]
+)
 def test_same_seed_same_rollout_token_for_token(sampling):
     first, second = rollouts(5, sampling, disturb=1), rollouts(5, sampling, disturb=1000)
     for a, b in zip(first, second):

@@ -26,15 +26,20 @@ T = 12
 
 
 def collector(tokenizer, policy, sampling, engine):
-    env = TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, num_envs=6, max_new_tokens=T, max_prompt_tokens=12,
-                            autoreset_mode="disabled")
-    return RolloutCollector(env, policy, frozen_reference(policy), sampling, seed=3, engine=engine,
-                            compile_backend="aot_eager")
+    env = TokenGenVectorEnv(
+        tokenizer, PROMPTS, length_reward, num_envs=6, max_new_tokens=T, max_prompt_tokens=12, autoreset_mode="disabled"
+    )
+    return RolloutCollector(
+        env, policy, frozen_reference(policy), sampling, seed=3, engine=engine, compile_backend="aot_eager"
+    )
 
 
 @pytest.mark.parametrize("sampling", [SamplingConfig(), SamplingConfig(temperature=1.5, top_k=30, top_p=0.98)])
 def test_compiled_engine_draws_what_the_eager_engine_draws(tokenizer, policy, sampling):
-    eager, compiled = collector(tokenizer, policy, sampling, "eager"), collector(tokenizer, policy, sampling, "compiled")
+    eager, compiled = (
+        collector(tokenizer, policy, sampling, "eager"),
+        collector(tokenizer, policy, sampling, "compiled"),
+    )
     prompts = PROMPTS + PROMPTS[::-1]
     lengths = []
     for round_ in range(2):  # the second batch reuses the static cache of the first
@@ -46,12 +51,12 @@ def test_compiled_engine_draws_what_the_eager_engine_draws(tokenizer, policy, sa
         assert a.responses == b.responses and torch.equal(a.scores, b.scores)
     assert isinstance(eager.engine, EagerEngine) and isinstance(compiled.engine, CompiledEngine)
     assert min(lengths) < T and max(lengths) == T  # EOS ended some episodes, others ran to the limit
-    assert len(set(b.attention_mask[:, :-b.response_length].sum(1).tolist())) == 3  # left padding differs
+    assert len(set(b.attention_mask[:, : -b.response_length].sum(1).tolist())) == 3  # left padding differs
     # the compiled rollout's log-probs and values are those of a teacher-forced pass
     with torch.no_grad():
         logits, values = policy.response_outputs(b.input_ids, b.attention_mask, b.response_length)
     mask = b.response_mask
-    recomputed = token_logprobs(logits[..., :b.vocab_size], b.response_ids, sampling) * mask
+    recomputed = token_logprobs(logits[..., : b.vocab_size], b.response_ids, sampling) * mask
     assert (recomputed - b.logprobs).abs().max() <= 1e-4
     assert (values * mask - b.values).abs().max() <= 1e-4 and b.values.abs().max() > 0
 

@@ -19,14 +19,21 @@ PROMPTS = ["the dog ran", "a girl saw the cat in the park", "this movie was", "h
 
 
 def single(tokenizer, **kw):
-    args = dict(tokenizer=tokenizer, prompts=PROMPTS, reward_model=length_reward, max_new_tokens=4,
-                max_prompt_tokens=10)
+    args = dict(
+        tokenizer=tokenizer, prompts=PROMPTS, reward_model=length_reward, max_new_tokens=4, max_prompt_tokens=10
+    )
     return TokenGenEnv(**{**args, **kw})
 
 
 def vector(tokenizer, n=3, **kw):
-    args = dict(tokenizer=tokenizer, prompts=PROMPTS, reward_model=length_reward, num_envs=n, max_new_tokens=4,
-                max_prompt_tokens=10)
+    args = dict(
+        tokenizer=tokenizer,
+        prompts=PROMPTS,
+        reward_model=length_reward,
+        num_envs=n,
+        max_new_tokens=4,
+        max_prompt_tokens=10,
+    )
     return TokenGenVectorEnv(**{**args, **kw})
 
 
@@ -49,7 +56,7 @@ def test_observation_layout_and_spaces(tokenizer):
     obs, info = env.reset(options={"prompt": "the dog ran"})
     ids = tokenizer("the dog ran")["input_ids"]
     assert obs["input_ids"].dtype == np.int64 and obs["attention_mask"].dtype == np.int8
-    assert obs["input_ids"][10 - len(ids):10].tolist() == ids
+    assert obs["input_ids"][10 - len(ids) : 10].tolist() == ids
     assert obs["attention_mask"].tolist() == [0] * (10 - len(ids)) + [1] * len(ids) + [0] * 4
     assert env.observation_space.contains(obs) and info["prompt"] == "the dog ran"
     assert env.action_space.n == len(tokenizer)
@@ -106,11 +113,14 @@ def test_action_outside_vocabulary_is_a_clear_error(tokenizer, action):
         venv.step(torch.tensor([5, action]))
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda p, r: torch.zeros(len(r) + 1), r"shape \(2,\); expected \(1,\)"),
-    (lambda p, r: torch.tensor([float("nan")] * len(r)), "returned nan"),
-    (lambda p, r: "great", "returned str"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda p, r: torch.zeros(len(r) + 1), r"shape \(2,\); expected \(1,\)"),
+        (lambda p, r: torch.tensor([float("nan")] * len(r)), "returned nan"),
+        (lambda p, r: "great", "returned str"),
+    ],
+)
 def test_bad_reward_model_output_is_a_clear_error(tokenizer, bad, message):
     env = single(tokenizer, reward_model=bad, max_new_tokens=1)
     env.reset(seed=0)
@@ -129,12 +139,15 @@ def test_long_prompt_is_cut_from_the_left_with_a_warning_or_rejected(tokenizer, 
         strict.reset(options={"prompt": long})
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(prompts=[]), "holds no prompts"),
-    (dict(prompts="/nonexistent/prompts.jsonl"), "does not exist"),
-    (dict(max_new_tokens=0), "env.max_new_tokens: got 0"),
-    (dict(max_prompt_tokens=-3), "env.max_prompt_tokens: got -3"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(prompts=[]), "holds no prompts"),
+        (dict(prompts="/nonexistent/prompts.jsonl"), "does not exist"),
+        (dict(max_new_tokens=0), "env.max_new_tokens: got 0"),
+        (dict(max_prompt_tokens=-3), "env.max_prompt_tokens: got -3"),
+    ],
+)
 def test_bad_constructor_arguments(tokenizer, kw, message):
     with pytest.raises(TextRLError, match=message):
         single(tokenizer, **kw)
@@ -229,7 +242,7 @@ def test_format_prompt_changes_tokens_not_the_prompt_the_reward_sees(tokenizer):
     wrap = lambda p: "the " + p  # noqa: E731
     env = single(tokenizer, reward_model=rm, max_new_tokens=1, format_prompt=wrap)
     obs, _ = env.reset(options={"prompt": "dog ran"})
-    assert obs["input_ids"][10 - 4:10].tolist() == tokenizer("the dog ran")["input_ids"]
+    assert obs["input_ids"][10 - 4 : 10].tolist() == tokenizer("the dog ran")["input_ids"]
     env.step(5)
     venv = vector(tokenizer, n=1, reward_model=rm, max_new_tokens=1, format_prompt=wrap, autoreset_mode="disabled")
     vobs, _ = venv.reset(options={"prompts": ["dog ran"]})

@@ -92,8 +92,13 @@ def prompt_ids(prompt: str, max_prompt_tokens: int) -> list[int]:
 
 
 @SETTINGS
-@given(data=st.data(), max_new_tokens=st.integers(1, 8), max_prompt_tokens=st.integers(2, 10),
-       stop_on_eos=st.booleans(), num_episodes=st.integers(1, 3))
+@given(
+    data=st.data(),
+    max_new_tokens=st.integers(1, 8),
+    max_prompt_tokens=st.integers(2, 10),
+    stop_on_eos=st.booleans(),
+    num_episodes=st.integers(1, 3),
+)
 def test_single_env_episode_invariants(data, max_new_tokens, max_prompt_tokens, stop_on_eos, num_episodes):
     T, P = max_new_tokens, max_prompt_tokens
     reward_model = RecordingReward()
@@ -105,14 +110,14 @@ def test_single_env_episode_invariants(data, max_new_tokens, max_prompt_tokens, 
         obs, info = env.reset(options={"prompt": prompt})
         ids = prompt_ids(prompt, P)
         assert space.contains(obs) and info["prompt"] == prompt
-        assert obs["input_ids"][P - len(ids):P].tolist() == ids
+        assert obs["input_ids"][P - len(ids) : P].tolist() == ids
         assert obs["attention_mask"].tolist() == [0] * (P - len(ids)) + [1] * len(ids) + [0] * T
         calls_before = len(reward_model.calls)
         for t, action in enumerate(actions[:length]):
             obs, reward, terminated, truncated, info = env.step(action)
             assert space.contains(obs), (t, obs)
-            assert obs["input_ids"][P - len(ids):P].tolist() == ids  # the prompt is never touched
-            assert obs["input_ids"][P:P + t + 1].tolist() == actions[:t + 1]
+            assert obs["input_ids"][P - len(ids) : P].tolist() == ids  # the prompt is never touched
+            assert obs["input_ids"][P : P + t + 1].tolist() == actions[: t + 1]
             assert obs["attention_mask"][P:].tolist() == [1] * (t + 1) + [0] * (T - t - 1)
             assert not (terminated and truncated)
             last = t == length - 1
@@ -135,12 +140,21 @@ def single_outcome(env, action):
 
 
 @SETTINGS
-@given(data=st.data(), n=st.integers(1, 4), max_new_tokens=st.integers(1, 8), max_prompt_tokens=st.integers(2, 10),
-       stop_on_eos=st.booleans(), mode=st.sampled_from([AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED]),
-       pool=st.lists(prompts_st, min_size=1, max_size=5), explicit=st.booleans(), seed=st.integers(0, 2**16),
-       steps=st.integers(1, 20))
-def test_vector_env_matches_single_envs(data, n, max_new_tokens, max_prompt_tokens, stop_on_eos, mode, pool,
-                                        explicit, seed, steps):
+@given(
+    data=st.data(),
+    n=st.integers(1, 4),
+    max_new_tokens=st.integers(1, 8),
+    max_prompt_tokens=st.integers(2, 10),
+    stop_on_eos=st.booleans(),
+    mode=st.sampled_from([AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED]),
+    pool=st.lists(prompts_st, min_size=1, max_size=5),
+    explicit=st.booleans(),
+    seed=st.integers(0, 2**16),
+    steps=st.integers(1, 20),
+)
+def test_vector_env_matches_single_envs(
+    data, n, max_new_tokens, max_prompt_tokens, stop_on_eos, mode, pool, explicit, seed, steps
+):
     T, P = max_new_tokens, max_prompt_tokens
     kw = dict(max_new_tokens=T, max_prompt_tokens=P, stop_on_eos=stop_on_eos)
     vreward = RecordingReward()
@@ -153,8 +167,9 @@ def test_vector_env_matches_single_envs(data, n, max_new_tokens, max_prompt_toke
     # start: the same explicit prompts, or slot i draws what a single env seeded seed+i draws
     initial = data.draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n)) if explicit else None
     vobs, vinfo = venv.reset(seed=seed, options={"prompts": initial} if explicit else None)
-    starts = [env.reset(seed=seed + i, options={"prompt": initial[i]} if explicit else None)
-              for i, env in enumerate(envs)]
+    starts = [
+        env.reset(seed=seed + i, options={"prompt": initial[i]} if explicit else None) for i, env in enumerate(envs)
+    ]
     sobs = [obs for obs, _ in starts]
     sprompts = [info["prompt"] for _, info in starts]  # each single env's current prompt
 
@@ -214,8 +229,9 @@ def test_vector_env_matches_single_envs(data, n, max_new_tokens, max_prompt_toke
         if ended:
             assert np.flatnonzero(vinfo["_response"]).tolist() == ended
             # every episode ending on this step is scored in one batched call, in slot order
-            assert vreward.calls[calls_before:] == [([sprompts[i] for i in ended],
-                                                     [vinfo["response"][i] for i in ended])]
+            assert vreward.calls[calls_before:] == [
+                ([sprompts[i] for i in ended], [vinfo["response"][i] for i in ended])
+            ]
         else:
             assert "_response" not in vinfo and len(vreward.calls) == calls_before
         compare_obs(vobs, t)

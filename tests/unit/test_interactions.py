@@ -16,22 +16,49 @@ from textrl.plugins import describe, load_plugins
 from conftest import make_tokenizer
 
 
-@pytest.mark.parametrize("expr, value", [("12*(3+4)", 84), ("2**10", 1024), ("-3 + +4", 1), ("7 // 2", 3),
-                                         ("7 % 4", 3), ("1/4", 0.25), ("((((1+2))))*3", 9), ("2.5*2", 5.0),
-                                         ("2**-1", 0.5)])
+@pytest.mark.parametrize(
+    "expr, value",
+    [
+        ("12*(3+4)", 84),
+        ("2**10", 1024),
+        ("-3 + +4", 1),
+        ("7 // 2", 3),
+        ("7 % 4", 3),
+        ("1/4", 0.25),
+        ("((((1+2))))*3", 9),
+        ("2.5*2", 5.0),
+        ("2**-1", 0.5),
+    ],
+)
 def test_safe_eval_computes_arithmetic(expr, value):
     result = safe_eval(expr)
     assert result == value and type(result) is type(value)
 
 
-@pytest.mark.parametrize("expr, why", [
-    ("__import__('os').system('true')", "unsupported"), ("x + 1", "unsupported"), ("'a' * 3", "unsupported"),
-    ("True + 1", "unsupported"), ("1 < 2", "unsupported"), ("(1).real", "unsupported"), ("1 +", "cannot parse"),
-    ("1/0", "division by zero"), ("5 % 0", "division by zero"), ("0 ** -1", "zero to a negative"),
-    ("9**9**9", "exponent"), ("2**64 * 2**64", "larger"), ("10.0**40", "larger"), ("1e308 * 10", "larger"),
-    ("1" * 300, "characters"), ("+".join(["1"] * 40), "parts"), ("(" * 150 + "1" + ")" * 150, "characters"), ("-" * 150 + "1", "parts"),
-    ("(-8) ** 0.5", "complex"),
-])
+@pytest.mark.parametrize(
+    "expr, why",
+    [
+        ("__import__('os').system('true')", "unsupported"),
+        ("x + 1", "unsupported"),
+        ("'a' * 3", "unsupported"),
+        ("True + 1", "unsupported"),
+        ("1 < 2", "unsupported"),
+        ("(1).real", "unsupported"),
+        ("1 +", "cannot parse"),
+        ("1/0", "division by zero"),
+        ("5 % 0", "division by zero"),
+        ("0 ** -1", "zero to a negative"),
+        ("9**9**9", "exponent"),
+        ("2**64 * 2**64", "larger"),
+        ("10.0**40", "larger"),
+        ("1e308 * 10", "larger"),
+        ("1" * 300, "characters"),
+        ("+".join(["1"] * 40), "parts"),
+        ("(" * 150 + "1" + ")" * 150, "characters"),
+        ("-" * 150 + "1", "parts"),
+        ("(-8) ** 0.5", "complex"),
+    ],
+)
 def test_safe_eval_refuses_bad_huge_and_nested_expressions(expr, why):
     with pytest.raises(CalcError, match=why):
         safe_eval(expr)
@@ -72,8 +99,10 @@ def test_message_ids_without_a_chat_template_use_the_hh_layout():
 def test_message_ids_take_the_chat_templates_delimiters():
     tok = make_tokenizer()
     # user turns open with "the", assistant turns with "a"; every turn closes with <eos> (the end-of-turn)
-    tok.chat_template = ("{% for m in messages %}{% if m.role == 'user' %}the {% else %}a {% endif %}"
-                         "{{ m.content }}<eos>{% endfor %}{% if add_generation_prompt %}a {% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{% if m.role == 'user' %}the {% else %}a {% endif %}"
+        "{{ m.content }}<eos>{% endfor %}{% if add_generation_prompt %}a {% endif %}"
+    )
     # the policy emitted its own <eos>: then the user header, the message, its end, the next assistant header
     tokens = tok.convert_ids_to_tokens(textrl.message_ids(tok, "dog", role="user"))
     assert tokens == ["the", "dog", "<eos>", "a"]
@@ -87,8 +116,14 @@ def write_hh(path, transcripts):
 
 def test_dialogue_replays_the_next_human_turn_then_ends(tmp_path):
     path = tmp_path / "hh.jsonl.gz"
-    write_hh(path, ["\n\nHuman: the dog\n\nAssistant: a cat\n\nHuman: the park\n\nAssistant: fun\n\nHuman: sad"
-                    "\n\nAssistant: ok", "\n\nHuman: only one\n\nAssistant: x"])
+    write_hh(
+        path,
+        [
+            "\n\nHuman: the dog\n\nAssistant: a cat\n\nHuman: the park\n\nAssistant: fun\n\nHuman: sad"
+            "\n\nAssistant: ok",
+            "\n\nHuman: only one\n\nAssistant: x",
+        ],
+    )
     tok = make_tokenizer()
     dialogue = Dialogue(path=str(path))
     dialogue.setup(tok)
@@ -98,14 +133,14 @@ def test_dialogue_replays_the_next_human_turn_then_ends(tmp_path):
     assert list(first.ids) == textrl.message_ids(tok, "the park", role="user")
     second = dialogue.respond(episode(p, ("policy", "x"), ("env", "the park"), ("policy", "y")))
     assert list(second.ids) == textrl.message_ids(tok, "sad", role="user")
-    assert dialogue.respond(episode(p, ("policy", "x"), ("env", ""), ("policy", "y"), ("env", ""),
-                                    ("policy", "z"))).done
+    assert dialogue.respond(
+        episode(p, ("policy", "x"), ("env", ""), ("policy", "y"), ("env", ""), ("policy", "z"))
+    ).done
     assert dialogue.respond(episode("unknown prompt", ("policy", "x"))).done
 
 
 def test_dialogue_reads_the_hh_rlhf_assets(assets):
-    dialogue = Dialogue(path=str(assets / "hh-rlhf-harmless-test" / "harmless-base-test.jsonl.gz"),
-                        max_conversations=5)
+    dialogue = Dialogue(path=str(assets / "hh-rlhf-harmless-test" / "harmless-base-test.jsonl.gz"), max_conversations=5)
     assert len(dialogue.prompts) == 5
     assert all(p.startswith("\n\nHuman: ") and p.endswith("\n\nAssistant:") for p in dialogue.prompts)
     assert all(len(v) >= 1 for v in dialogue.followups.values())
@@ -191,7 +226,8 @@ def test_message_ids_follow_a_chatml_template_with_a_default_system_prompt(asset
     tok.chat_template = (
         "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are helpful.<|im_end|>\n{% endif %}"
         "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     ids = textrl.message_ids(tok, "Hello there", role="user")
     assert tok.decode(ids) == "\n<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n"

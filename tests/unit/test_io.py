@@ -11,16 +11,25 @@ import stat
 import pytest
 
 from textrl.errors import TextRLError, first_line
-from textrl.io import (append_jsonl, atomic_save_dir, atomic_write_json, atomic_write_text, parse_jsonl,
-                       read_jsonl, write_jsonl)
+from textrl.io import (
+    append_jsonl,
+    atomic_save_dir,
+    atomic_write_json,
+    atomic_write_text,
+    parse_jsonl,
+    read_jsonl,
+    write_jsonl,
+)
 
 
 def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-@pytest.fixture(params=[(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)],
-                ids=["umask022", "umask077", "umask002"])
+@pytest.fixture(
+    params=[(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)],
+    ids=["umask022", "umask077", "umask002"],
+)
 def umask(request):
     """Run the test under a umask; yields (umask, expected file mode, expected directory mode)."""
     mask, file_mode, dir_mode = request.param
@@ -104,8 +113,11 @@ def test_jsonl_written_and_appended_round_trips_with_nan_as_null(tmp_path):
     path = str(tmp_path / "metrics.jsonl")
     write_jsonl(path, [{"update": 1, "x": float("nan")}])
     append_jsonl(path, {"update": 2, "x": 0.5})
-    assert read_jsonl(path) == parse_jsonl(open(path).read(), strict=True) == [{"update": 1, "x": None},
-                                                                             {"update": 2, "x": 0.5}]
+    assert (
+        read_jsonl(path)
+        == parse_jsonl(open(path).read(), strict=True)
+        == [{"update": 1, "x": None}, {"update": 2, "x": 0.5}]
+    )
     with open(path, "a") as f:
         f.write('{"oops"\n{"update": 3}\n')
     with pytest.raises(TextRLError, match=r"^trainer.resume: '.*metrics.jsonl' line 3 is not JSON \(.*\); expected"):

@@ -14,8 +14,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from textrl.algorithms.kl import (AdaptiveKLController, FixedKLController, KLConfig, episode_kl, kl_penalty,
-                                 kl_shaped_rewards, make_kl_controller)
+from textrl.algorithms.kl import (
+    AdaptiveKLController,
+    FixedKLController,
+    KLConfig,
+    episode_kl,
+    kl_penalty,
+    kl_shaped_rewards,
+    make_kl_controller,
+)
 from textrl.errors import TextRLError
 
 from conftest import F64, t64
@@ -99,12 +106,15 @@ def test_fixed_kl_controller_is_constant():
         FixedKLController(-0.1)
 
 
-@pytest.mark.parametrize("current_kl, expected", [
-    (12.0, 0.1 * (1 + 0.2 / 5)),   # 12/6 - 1 = 1.0 -> clipped to +0.2; horizon 5 updates -> 0.104
-    (3.0, 0.1 * (1 - 0.2 / 5)),    # 3/6 - 1 = -0.5 -> clipped to -0.2 -> 0.096
-    (6.6, 0.1 * (1 + 0.1 / 5)),    # 6.6/6 - 1 = 0.1 (inside) -> 0.102
-    (6.0, 0.1),                    # on target: error 0
-])
+@pytest.mark.parametrize(
+    "current_kl, expected",
+    [
+        (12.0, 0.1 * (1 + 0.2 / 5)),  # 12/6 - 1 = 1.0 -> clipped to +0.2; horizon 5 updates -> 0.104
+        (3.0, 0.1 * (1 - 0.2 / 5)),  # 3/6 - 1 = -0.5 -> clipped to -0.2 -> 0.096
+        (6.6, 0.1 * (1 + 0.1 / 5)),  # 6.6/6 - 1 = 0.1 (inside) -> 0.102
+        (6.0, 0.1),  # on target: error 0
+    ],
+)
 def test_adaptive_kl_controller_step(current_kl, expected):
     ctl = AdaptiveKLController(0.1, 6.0, 5)
     ctl.update(current_kl)
@@ -158,15 +168,18 @@ def test_adaptive_kl_controller_rejects_non_positive(target, horizon):
         AdaptiveKLController(0.1, target, horizon)
 
 
-@pytest.mark.parametrize("kl, message", [
-    ({"estimator": "k4"}, "algo.kl.estimator: got 'k4'; expected one of k1, k2, k3"),
-    ({"horizon": 0}, "algo.kl.horizon: got 0; expected a finite positive number of updates"),
-    ({"horizon": float("inf")}, "algo.kl.horizon: got inf"),
-    ({"target": float("nan")}, "algo.kl.target: got nan"),
-    ({"init": -1.0}, "algo.kl.init: got -1.0; expected a finite β >= 0"),
-    ({"init": float("inf"), "adaptive": False}, "algo.kl.init: got inf"),
-    ({"init": 0.1, "adaptive": False, "estimator": "kl"}, "algo.kl.estimator: got 'kl'"),
-])
+@pytest.mark.parametrize(
+    "kl, message",
+    [
+        ({"estimator": "k4"}, "algo.kl.estimator: got 'k4'; expected one of k1, k2, k3"),
+        ({"horizon": 0}, "algo.kl.horizon: got 0; expected a finite positive number of updates"),
+        ({"horizon": float("inf")}, "algo.kl.horizon: got inf"),
+        ({"target": float("nan")}, "algo.kl.target: got nan"),
+        ({"init": -1.0}, "algo.kl.init: got -1.0; expected a finite β >= 0"),
+        ({"init": float("inf"), "adaptive": False}, "algo.kl.init: got inf"),
+        ({"init": 0.1, "adaptive": False, "estimator": "kl"}, "algo.kl.estimator: got 'kl'"),
+    ],
+)
 def test_make_kl_controller_names_the_bad_key(kl, message):
     with pytest.raises(TextRLError, match=re.escape(message)):
         make_kl_controller(kl)

@@ -61,7 +61,7 @@ def test_module_level_imports_have_no_cycle():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(nxt):] + [node, nxt]))
+                raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(nxt) :] + [node, nxt]))
             if nxt not in state:
                 visit(nxt, trail + [node])
         state[node] = 2

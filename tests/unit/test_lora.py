@@ -71,8 +71,15 @@ def test_only_adapters_and_value_head_train(tokenizer):
 
 def test_rollout_kl_is_zero_before_training_and_positive_after(tokenizer):
     policy, _ = lora_policy(tokenizer)
-    env = TokenGenVectorEnv(tokenizer, ["the movie was", "a dog"], length_reward, num_envs=4, max_new_tokens=5,
-                            max_prompt_tokens=6, autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        ["the movie was", "a dog"],
+        length_reward,
+        num_envs=4,
+        max_new_tokens=5,
+        max_prompt_tokens=6,
+        autoreset_mode="disabled",
+    )
     sampling = SamplingConfig()
     batch = RolloutCollector(env, policy, make_reference(policy), sampling, seed=0).collect()
     torch.testing.assert_close(batch.ref_logprobs, batch.logprobs, rtol=0, atol=1e-5)
@@ -109,12 +116,15 @@ def test_adapters_save_and_load_back(tokenizer, tmp_path):
     assert loaded.base[0] == str(tmp_path / "policy")  # its own adapters would save on top of the merged one
 
 
-@pytest.mark.parametrize("settings, message", [
-    (LoraSettings(r=-1), "policy.lora.r: got -1"),
-    (LoraSettings(r=4, alpha=0), "policy.lora.alpha: got 0"),
-    (LoraSettings(r=4, dropout=1.5), "policy.lora.dropout: got 1.5"),
-    (LoraSettings(r=4, target_modules=["attn_q"]), r"policy.lora.target_modules: got \['attn_q'\]; expected names"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (LoraSettings(r=-1), "policy.lora.r: got -1"),
+        (LoraSettings(r=4, alpha=0), "policy.lora.alpha: got 0"),
+        (LoraSettings(r=4, dropout=1.5), "policy.lora.dropout: got 1.5"),
+        (LoraSettings(r=4, target_modules=["attn_q"]), r"policy.lora.target_modules: got \['attn_q'\]; expected names"),
+    ],
+)
 def test_bad_lora_settings_are_one_line_errors(tokenizer, settings, message):
     with pytest.raises(TextRLError, match=message) as e:
         add_lora(make_policy(tokenizer).lm, settings)
@@ -135,8 +145,15 @@ def test_reference_equals_the_real_base_model_after_a_ppo_update(tinystories):
     tokenizer = load_tokenizer(tinystories)
     policy = PolicyWithValueHead.from_pretrained(tinystories, tokenizer=tokenizer, lora=LoraSettings(r=4))
     reference = make_reference(policy)
-    env = TokenGenVectorEnv(tokenizer, ["Once upon a time", "The little dog"], length_reward, num_envs=8,
-                            max_new_tokens=12, max_prompt_tokens=8, autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        ["Once upon a time", "The little dog"],
+        length_reward,
+        num_envs=8,
+        max_new_tokens=12,
+        max_prompt_tokens=8,
+        autoreset_mode="disabled",
+    )
     collector = RolloutCollector(env, policy, reference, SamplingConfig(), seed=0)
     algo = PPO(lr=1e-2, epochs=2, minibatch_size=4)
     algo.setup(policy, reference)

@@ -39,8 +39,11 @@ def test_ppo_policy_loss_hand_computed():
     #  rho=1.5, A=-1: max( 1.5,  1.2) =  1.5  (not clipped)
     expected_loss = (-1.1 - 2.4 - 0.5 + 0.8 + 1.5) / 5  # = -0.34
     expected_clipfrac = 2 / 5
-    expected_approxkl = 0.5 * (math.log(1.1) ** 2 + math.log(1.5) ** 2 + math.log(0.5) ** 2
-                               + math.log(0.5) ** 2 + math.log(1.5) ** 2) / 5
+    expected_approxkl = (
+        0.5
+        * (math.log(1.1) ** 2 + math.log(1.5) ** 2 + math.log(0.5) ** 2 + math.log(0.5) ** 2 + math.log(1.5) ** 2)
+        / 5
+    )
 
     out = ppo_policy_loss(logp, old, t64(advs), t64(mask), eps)
     assert out.loss.item() == pytest.approx(expected_loss, abs=1e-9)
@@ -116,8 +119,9 @@ def test_ppo_policy_loss_finite_with_cut_off_tokens_and_padding():
     # token (0, 1) was cut off by top-k since the rollout (log π ≈ finfo.min); (1, 1) is padding
     logp = torch.tensor([[-1.0, floor], [-0.5, floor]], requires_grad=True)
     old = torch.tensor([[-1.0, -2.0], [-0.5, 0.0]])
-    out = ppo_policy_loss(logp, old, torch.tensor([[1.0, 1.0], [-1.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]]),
-                          0.2)
+    out = ppo_policy_loss(
+        logp, old, torch.tensor([[1.0, 1.0], [-1.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]]), 0.2
+    )
     # ρ = 1, 0, 1 on the real tokens: max(−1, −1) + max(0·(−1), −0.8) + max(1, 1) = −1 + 0 + 1
     assert out.loss.item() == pytest.approx(0.0, abs=1e-7)
     # approxkl: ½·(0 + 20² + 0)/3, the cut-off token's log ρ capped at 20 nats

@@ -33,8 +33,15 @@ def test_the_contract_and_the_console_name_metrics_of_the_table():
 
 @pytest.mark.parametrize("make", [lambda: PPO(lr=1e-3, minibatch_size=4), lambda: Reinforce(lr=1e-3, minibatch_size=4)])
 def test_every_metric_an_update_reports_is_in_the_table(tokenizer, policy, make):
-    env = TokenGenVectorEnv(tokenizer, ["the dog", "a girl saw"], length_reward, num_envs=4, max_new_tokens=4,
-                            max_prompt_tokens=8, autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        ["the dog", "a girl saw"],
+        length_reward,
+        num_envs=4,
+        max_new_tokens=4,
+        max_prompt_tokens=8,
+        autoreset_mode="disabled",
+    )
     batch = RolloutCollector(env, policy, copy.deepcopy(policy.lm), SamplingConfig(), seed=0).collect()
     algo = make()
     algo.setup(policy, None)

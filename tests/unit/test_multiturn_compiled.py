@@ -37,15 +37,25 @@ class Replies(textrl.Interaction):
         k = episode.policy_turns
         if k >= 3:
             return textrl.Reply.end(reward=0.5)
-        words = ["fun", "day", "the", "ball"][:(len(episode.prompt) + k) % 4 + 1]
-        return textrl.Reply.append(self.tokenizer(" ".join(words), add_special_tokens=False)["input_ids"],
-                                   reward=0.25 * k)
+        words = ["fun", "day", "the", "ball"][: (len(episode.prompt) + k) % 4 + 1]
+        return textrl.Reply.append(
+            self.tokenizer(" ".join(words), add_special_tokens=False)["input_ids"], reward=0.25 * k
+        )
 
 
 def make_collector(tokenizer, policy, sampling, engine, *, seed=3):
-    env = TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, num_envs=8, max_new_tokens=6, max_prompt_tokens=10,
-                            autoreset_mode=AutoresetMode.DISABLED, interaction=Replies(), max_turns=4,
-                            max_episode_tokens=40)
+    env = TokenGenVectorEnv(
+        tokenizer,
+        PROMPTS,
+        length_reward,
+        num_envs=8,
+        max_new_tokens=6,
+        max_prompt_tokens=10,
+        autoreset_mode=AutoresetMode.DISABLED,
+        interaction=Replies(),
+        max_turns=4,
+        max_episode_tokens=40,
+    )
     infos = []
     step = env.step
 
@@ -55,8 +65,9 @@ def make_collector(tokenizer, policy, sampling, engine, *, seed=3):
         return out
 
     env.step = recorded
-    collector = RolloutCollector(env, policy, frozen_reference(policy), sampling, seed=seed, engine=engine,
-                                 compile_backend="aot_eager")
+    collector = RolloutCollector(
+        env, policy, frozen_reference(policy), sampling, seed=seed, engine=engine, compile_backend="aot_eager"
+    )
     return collector, infos
 
 
@@ -76,8 +87,8 @@ def test_compiled_multiturn_rollouts_equal_eager_ones(tokenizer, policy, samplin
     assert compiled.engine.failure is None  # the compiled step ran, not its uncompiled fallback
     # not vacuous: left padding differs, env tokens inside rows, insertions of different lengths on
     # one step, episodes ending after different numbers of turns
-    assert len(set(b.attention_mask[:, :-b.response_length].sum(1).tolist())) >= 3
-    assert ((b.attention_mask[:, -b.response_length:] > 0) & (b.action_mask == 0)).any()
+    assert len(set(b.attention_mask[:, : -b.response_length].sum(1).tolist())) >= 3
+    assert ((b.attention_mask[:, -b.response_length :] > 0) & (b.action_mask == 0)).any()
     sizes = [{len(e) for e in i["env_tokens"] if e is not None} for i in infos if "env_tokens" in i]
     assert any(len(s) >= 2 for s in sizes)
     turns = np.concatenate([i["turns"][i["_turns"]] for i in infos if "_turns" in i])
@@ -90,10 +101,10 @@ def test_compiled_multiturn_rollout_equals_teacher_forced_recompute(tokenizer, p
     with torch.no_grad():
         logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
     mask = batch.response_mask
-    recomputed = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, batch.sampling) * mask
+    recomputed = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, batch.sampling) * mask
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4 and batch.values.abs().max() > 0
-    assert ((batch.attention_mask[:, -batch.response_length:] > 0) & (mask == 0)).any()  # env tokens inside
+    assert ((batch.attention_mask[:, -batch.response_length :] > 0) & (mask == 0)).any()  # env tokens inside
     assert torch.equal(batch.action_mask, batch.response_mask)
 
 
@@ -105,14 +116,25 @@ def test_compiled_extend_compacts_a_full_cache_and_still_draws_what_eager_draws(
     width = compact_left(ids, mask)[0].shape[1]
     n, vocab = ids.shape[0], len(tokenizer)
     # per step: None = a plain token step, else the env tokens each slot receives (slot 3 ends at step 4)
-    script = [None, [[5, 6, 7], [], [8], []], None, [[], [9, 10], [], [11, 12, 13, 14]], None, None,
-              [[15], [16, 17, 18, 19, 20], [], []], None]
+    script = [
+        None,
+        [[5, 6, 7], [], [8], []],
+        None,
+        [[], [9, 10], [], [11, 12, 13, 14]],
+        None,
+        None,
+        [[15], [16, 17, 18, 19, 20], [], []],
+        None,
+    ]
     real = width + len(script) + max(sum(len(s[i]) for s in script if s) for i in range(n))  # most a row holds
     columns = width + sum(1 + (max(len(e) for e in s) if s else 0) for s in script)  # without compacting
     assert columns > real + 2  # the cache below overflows without compaction
-    engines = [EagerEngine(policy, SamplingConfig(), vocab, torch.Generator().manual_seed(0)),
-               CompiledEngine(policy, SamplingConfig(), vocab, torch.Generator().manual_seed(0), n, real + 2,
-                              backend="aot_eager")]
+    engines = [
+        EagerEngine(policy, SamplingConfig(), vocab, torch.Generator().manual_seed(0)),
+        CompiledEngine(
+            policy, SamplingConfig(), vocab, torch.Generator().manual_seed(0), n, real + 2, backend="aot_eager"
+        ),
+    ]
     compiled = engines[1]
     compactions = []
     compact = compiled.compact
@@ -131,8 +153,8 @@ def test_compiled_extend_compacts_a_full_cache_and_still_draws_what_eager_draws(
                 block_mask = torch.zeros(n, 1 + k, dtype=torch.long)
                 block[:, :1], block_mask[:, :1] = draws[0].tokens, active.long()
                 for i, e in enumerate(inserts):
-                    block[i, 1:1 + len(e)] = torch.tensor(e, dtype=torch.long)
-                    block_mask[i, 1:1 + len(e)] = int(active[i])
+                    block[i, 1 : 1 + len(e)] = torch.tensor(e, dtype=torch.long)
+                    block_mask[i, 1 : 1 + len(e)] = int(active[i])
                 new = [engine.extend(block, block_mask) for engine in engines]
             draws = new
             a, b = draws
@@ -150,9 +172,19 @@ def test_compiled_multiturn_on_cuda_with_inductor_and_cuda_graphs_equals_eager(t
     policy = make_policy(tokenizer).to("cuda")
     collectors = []
     for engine in ("eager", "compiled"):
-        env = TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, num_envs=8, max_new_tokens=6,
-                                max_prompt_tokens=10, autoreset_mode=AutoresetMode.DISABLED, interaction=Replies(),
-                                max_turns=4, max_episode_tokens=40, device="cuda")
+        env = TokenGenVectorEnv(
+            tokenizer,
+            PROMPTS,
+            length_reward,
+            num_envs=8,
+            max_new_tokens=6,
+            max_prompt_tokens=10,
+            autoreset_mode=AutoresetMode.DISABLED,
+            interaction=Replies(),
+            max_turns=4,
+            max_episode_tokens=40,
+            device="cuda",
+        )
         collectors.append(RolloutCollector(env, policy, None, SamplingConfig(), seed=3, engine=engine))
     for _ in range(2):
         a, b = (c.collect(prompts=PROMPTS + PROMPTS[::-1]) for c in collectors)

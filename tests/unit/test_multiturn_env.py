@@ -28,14 +28,22 @@ class Scripted(textrl.Interaction):
         k = episode.policy_turns
         if k > len(self.replies):
             return textrl.Reply.end(reward=10.0)
-        return textrl.Reply.append(self.tokenizer(self.replies[k - 1], add_special_tokens=False)["input_ids"],
-                                   reward=float(k))
+        return textrl.Reply.append(
+            self.tokenizer(self.replies[k - 1], add_special_tokens=False)["input_ids"], reward=float(k)
+        )
 
 
 def single(tokenizer, interaction=None, **kw):
-    args = dict(tokenizer=tokenizer, prompts=PROMPTS, reward_model=length_reward, max_new_tokens=4,
-                max_prompt_tokens=8, interaction=interaction if interaction is not None else Scripted(),
-                max_turns=4, max_episode_tokens=24)
+    args = dict(
+        tokenizer=tokenizer,
+        prompts=PROMPTS,
+        reward_model=length_reward,
+        max_new_tokens=4,
+        max_prompt_tokens=8,
+        interaction=interaction if interaction is not None else Scripted(),
+        max_turns=4,
+        max_episode_tokens=24,
+    )
     return TokenGenEnv(**{**args, **kw})
 
 
@@ -53,14 +61,14 @@ def test_env_tokens_enter_the_state_unmarked_and_rewards_arrive_per_turn(tokeniz
     obs, r, term, trunc, info = env.step(eos)  # turn 1 ends: "the park" appended, reward 1
     assert (r, term, trunc) == (1.0, False, False) and info["env_tokens"] == ids(tokenizer, "the park")
     P = 8
-    assert obs["input_ids"][P:P + 4].tolist() == [dog, eos, *ids(tokenizer, "the park")]
-    assert obs["action_mask"][P:P + 5].tolist() == [1, 1, 0, 0, 0] and obs["action_mask"][:P].sum() == 0
-    assert obs["attention_mask"][P:P + 5].tolist() == [1, 1, 1, 1, 0]
+    assert obs["input_ids"][P : P + 4].tolist() == [dog, eos, *ids(tokenizer, "the park")]
+    assert obs["action_mask"][P : P + 5].tolist() == [1, 1, 0, 0, 0] and obs["action_mask"][:P].sum() == 0
+    assert obs["attention_mask"][P : P + 5].tolist() == [1, 1, 1, 1, 0]
     env.step(cat)
     obs, r, *_ = env.step(eos)  # turn 2: "a ball played", reward 2
-    assert r == 2.0 and obs["action_mask"][P + 4:P + 9].tolist() == [1, 1, 0, 0, 0]
+    assert r == 2.0 and obs["action_mask"][P + 4 : P + 9].tolist() == [1, 1, 0, 0, 0]
     obs, r, term, trunc, info = env.step(eos)  # turn 3 ends the episode: reward 10 + the RM's score
-    response = tokenizer.decode(obs["input_ids"][P:P + 10].tolist(), skip_special_tokens=True)
+    response = tokenizer.decode(obs["input_ids"][P : P + 10].tolist(), skip_special_tokens=True)
     assert term and not trunc and info["response"] == response
     assert info["reward/model"] == len(response.split()) and info["reward/interaction"] == 13.0
     assert r == 10.0 + info["reward/model"] and info["score"] == 13.0 + info["reward/model"] and info["turns"] == 3
@@ -71,8 +79,16 @@ def test_check_env_passes_with_an_interaction(tokenizer):
 
 
 def test_make_and_make_vec_take_an_interaction(tokenizer):
-    kw = dict(tokenizer=tokenizer, prompts=PROMPTS, reward_model=length_reward, max_new_tokens=3,
-              max_prompt_tokens=8, interaction=Scripted(), max_turns=2, max_episode_tokens=12)
+    kw = dict(
+        tokenizer=tokenizer,
+        prompts=PROMPTS,
+        reward_model=length_reward,
+        max_new_tokens=3,
+        max_prompt_tokens=8,
+        interaction=Scripted(),
+        max_turns=2,
+        max_episode_tokens=12,
+    )
     env = gym.make(ENV_ID, **kw)
     assert isinstance(env.unwrapped, TokenGenEnv) and "action_mask" in env.observation_space.spaces
     venv = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", **kw)
@@ -89,11 +105,14 @@ def test_a_stop_string_ending_inside_a_token_ends_the_turn_at_that_token(tokeniz
     assert r == 1.0 and info["env_tokens"] == ids(tokenizer, "the park")
 
 
-@pytest.mark.parametrize("kw, actions, turns_done", [
-    ({"max_new_tokens": 2}, ["dog", "cat"], 1),  # a policy turn at its limit without an end
-    ({"max_turns": 1}, ["dog", "<eos>"], 1),  # the interaction continues after the last allowed turn
-    ({"max_episode_tokens": 4}, ["dog", "<eos>"], 1),  # 2 + 2 env tokens leave no room for a policy token
-])
+@pytest.mark.parametrize(
+    "kw, actions, turns_done",
+    [
+        ({"max_new_tokens": 2}, ["dog", "cat"], 1),  # a policy turn at its limit without an end
+        ({"max_turns": 1}, ["dog", "<eos>"], 1),  # the interaction continues after the last allowed turn
+        ({"max_episode_tokens": 4}, ["dog", "<eos>"], 1),  # 2 + 2 env tokens leave no room for a policy token
+    ],
+)
 def test_budgets_truncate_and_the_episode_is_still_scored(tokenizer, kw, actions, turns_done):
     env = single(tokenizer, **kw)
     env.reset(options={"prompt": "happy"})
@@ -117,14 +136,19 @@ class Faulty(textrl.Interaction):
         if self.mode == "string":
             return "not a reply"
         if self.mode == "vocab":
-            return textrl.Reply.append([10 ** 6])
+            return textrl.Reply.append([10**6])
         return textrl.Reply.append([1], reward=float("nan"))
 
 
-@pytest.mark.parametrize("mode, why", [("raise", "RuntimeError: tool down"),
-                                       ("string", "respond() returned str; expected a textrl.Reply"),
-                                       ("vocab", "ids outside the vocabulary [0, 40)"),
-                                       ("nan", "reward nan is not a finite number")])
+@pytest.mark.parametrize(
+    "mode, why",
+    [
+        ("raise", "RuntimeError: tool down"),
+        ("string", "respond() returned str; expected a textrl.Reply"),
+        ("vocab", "ids outside the vocabulary [0, 40)"),
+        ("nan", "reward nan is not a finite number"),
+    ],
+)
 def test_a_faulty_interaction_gives_the_policy_an_error_message(tokenizer, mode, why, caplog):
     env = single(tokenizer, Faulty(mode))
     env.reset(options={"prompt": "happy"})
@@ -175,11 +199,24 @@ def test_vector_env_steps_each_slot_as_the_single_env(tokenizer):
     eos = tokenizer.eos_token_id
     w = {t: tokenizer.convert_tokens_to_ids(t) for t in ("dog", "cat", "the", "sad")}
     # slots end turns on different steps, so insertions of different lengths land on the same step
-    scripts = [[w["dog"], eos, eos, w["cat"], eos], [eos, w["dog"], w["the"], eos, eos],
-               [w["sad"], w["sad"], w["sad"], w["sad"], w["sad"]], [eos, eos, eos, eos, eos]]
-    venv = TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, num_envs=4, max_new_tokens=4, max_prompt_tokens=8,
-                             autoreset_mode=AutoresetMode.DISABLED, interaction=Scripted(), max_turns=4,
-                             max_episode_tokens=24)
+    scripts = [
+        [w["dog"], eos, eos, w["cat"], eos],
+        [eos, w["dog"], w["the"], eos, eos],
+        [w["sad"], w["sad"], w["sad"], w["sad"], w["sad"]],
+        [eos, eos, eos, eos, eos],
+    ]
+    venv = TokenGenVectorEnv(
+        tokenizer,
+        PROMPTS,
+        length_reward,
+        num_envs=4,
+        max_new_tokens=4,
+        max_prompt_tokens=8,
+        autoreset_mode=AutoresetMode.DISABLED,
+        interaction=Scripted(),
+        max_turns=4,
+        max_episode_tokens=24,
+    )
     obs, _ = venv.reset(options={"prompts": PROMPTS})
     rewards, infos = [], []
     for t in range(5):
@@ -191,7 +228,7 @@ def test_vector_env_steps_each_slot_as_the_single_env(tokenizer):
         s_obs, s_rewards, s_info = run_single(tokenizer, prompt, script)
         for key in ("input_ids", "attention_mask", "action_mask"):
             assert obs[key][i].tolist() == s_obs[key].tolist(), (i, key)
-        assert [float(r[i]) for r in rewards][:len(s_rewards)] == pytest.approx(s_rewards)
+        assert [float(r[i]) for r in rewards][: len(s_rewards)] == pytest.approx(s_rewards)
         end = next(k for k, info in enumerate(infos) if "_score" in info and info["_score"][i])
         for key in ("score", "reward/model", "reward/interaction", "turns"):
             assert infos[end][key][i] == pytest.approx(s_info[key])
@@ -200,8 +237,17 @@ def test_vector_env_steps_each_slot_as_the_single_env(tokenizer):
 
 
 def test_vector_env_autoresets_next_step_with_an_interaction(tokenizer):
-    venv = TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, num_envs=2, max_new_tokens=4, max_prompt_tokens=8,
-                             interaction=Endless(), max_turns=1, max_episode_tokens=8)
+    venv = TokenGenVectorEnv(
+        tokenizer,
+        PROMPTS,
+        length_reward,
+        num_envs=2,
+        max_new_tokens=4,
+        max_prompt_tokens=8,
+        interaction=Endless(),
+        max_turns=1,
+        max_episode_tokens=8,
+    )
     obs, _ = venv.reset(seed=0)
     eos = tokenizer.eos_token_id
     _, _, _, trunc, info = venv.step(torch.tensor([eos, 5]))

@@ -33,14 +33,22 @@ class Chatty(textrl.Interaction):
         k = episode.policy_turns
         if k >= 3:
             return textrl.Reply.end(reward=0.5)
-        words = ["fun", "day", "park"][:(len(episode.prompt) + k) % 3 + 1]
-        return textrl.Reply.append(self.tokenizer(" ".join(words), add_special_tokens=False)["input_ids"],
-                                   reward=0.25 * k)
+        words = ["fun", "day", "park"][: (len(episode.prompt) + k) % 3 + 1]
+        return textrl.Reply.append(
+            self.tokenizer(" ".join(words), add_special_tokens=False)["input_ids"], reward=0.25 * k
+        )
 
 
 def make_env(tokenizer, n=8, **kw):
-    args = dict(num_envs=n, max_new_tokens=6, max_prompt_tokens=10, autoreset_mode=AutoresetMode.DISABLED,
-                interaction=Chatty(), max_turns=4, max_episode_tokens=40)
+    args = dict(
+        num_envs=n,
+        max_new_tokens=6,
+        max_prompt_tokens=10,
+        autoreset_mode=AutoresetMode.DISABLED,
+        interaction=Chatty(),
+        max_turns=4,
+        max_episode_tokens=40,
+    )
     return TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, **{**args, **kw})
 
 
@@ -81,15 +89,15 @@ def test_rollout_logprobs_and_values_equal_teacher_forced_recompute(rollout, pol
     with torch.no_grad():
         logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
     mask = batch.response_mask
-    recomputed = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, batch.sampling) * mask
+    recomputed = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, batch.sampling) * mask
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4
-    assert ((batch.attention_mask[:, -batch.response_length:] > 0) & (mask == 0)).any()  # env tokens inside
+    assert ((batch.attention_mask[:, -batch.response_length :] > 0) & (mask == 0)).any()  # env tokens inside
     assert (batch.ref_logprobs - batch.untruncated_logprobs).abs().max() <= 1e-4  # π_ref = π: its own pass agrees
     # not vacuous: left-padded prompts, env tokens in the middle of rows, insertions of different
     # lengths on one step, and episodes ending after different numbers of turns
     assert (batch.attention_mask[:, 0] == 0).any() and batch.values.abs().max() > 0
-    env_in_middle = (batch.attention_mask[:, -batch.response_length:] > 0) & (mask == 0)
+    env_in_middle = (batch.attention_mask[:, -batch.response_length :] > 0) & (mask == 0)
     assert env_in_middle.any()
     lengths = [{len(e) for e in i["env_tokens"] if e is not None} for i in rec.infos if "env_tokens" in i]
     assert any(len(s) >= 2 for s in lengths)
@@ -120,8 +128,7 @@ def test_rewards_sit_on_each_turns_last_action_token_and_sum_to_the_score(rollou
     torch.testing.assert_close(batch.rewards.sum(1), batch.scores)
     assert ((batch.rewards != 0) <= (batch.action_mask > 0)).all()
     assert batch.reward_components["interaction"].abs().sum() > 0
-    torch.testing.assert_close(batch.reward_components["model"] + batch.reward_components["interaction"],
-                               batch.scores)
+    torch.testing.assert_close(batch.reward_components["model"] + batch.reward_components["interaction"], batch.scores)
 
 
 def test_gae_over_actions_skips_env_token_gaps():
@@ -129,8 +136,9 @@ def test_gae_over_actions_skips_env_token_gaps():
     values = torch.tensor([[0.5, 9.0, 9.0, 0.25, 0.75, 1.5]])
     mask = torch.tensor([[1.0, 0.0, 0.0, 1.0, 1.0, 0.0]])  # actions at 0, 3, 4; env tokens at 1, 2
     adv, ret = gae_over_actions(rewards, values, mask, gamma=0.9, lam=0.8)
-    dense_adv, dense_ret = gae(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[0.5, 0.25, 0.75]]),
-                               torch.ones(1, 3), 0.9, 0.8)
+    dense_adv, dense_ret = gae(
+        torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[0.5, 0.25, 0.75]]), torch.ones(1, 3), 0.9, 0.8
+    )
     torch.testing.assert_close(adv[0, [0, 3, 4]], dense_adv[0])
     torch.testing.assert_close(ret[0, [0, 3, 4]], dense_ret[0])
     assert (adv[0, [1, 2, 5]] == 0).all() and (ret[0, [1, 2, 5]] == 0).all()
@@ -194,17 +202,26 @@ def test_tinystories_multiturn_rollout_is_exact(assets):
                 return textrl.Reply.end()
             return textrl.Reply.append(self.message_ids("Then", role="user")[: 2 + episode.policy_turns])
 
-    env = TokenGenVectorEnv(tok, ["Once upon a time", "Tom had a dog", "The sun"], length_reward, num_envs=3,
-                            max_new_tokens=12, max_prompt_tokens=8, autoreset_mode="disabled",
-                            interaction=Story(), max_turns=3, max_episode_tokens=48)
+    env = TokenGenVectorEnv(
+        tok,
+        ["Once upon a time", "Tom had a dog", "The sun"],
+        length_reward,
+        num_envs=3,
+        max_new_tokens=12,
+        max_prompt_tokens=8,
+        autoreset_mode="disabled",
+        interaction=Story(),
+        max_turns=3,
+        max_episode_tokens=48,
+    )
     batch = RolloutCollector(env, policy, None, SamplingConfig(), seed=0).collect()
     with torch.no_grad():
         logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
     mask = batch.response_mask
-    recomputed = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, batch.sampling) * mask
+    recomputed = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, batch.sampling) * mask
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4
-    assert ((batch.attention_mask[:, -batch.response_length:] > 0) & (mask == 0)).any()  # env tokens inside
+    assert ((batch.attention_mask[:, -batch.response_length :] > 0) & (mask == 0)).any()  # env tokens inside
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -218,7 +235,7 @@ def test_multiturn_rollout_on_cuda_is_exact_and_stays_on_the_device(tokenizer):
     with torch.no_grad():
         logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
     mask = batch.response_mask
-    recomputed = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, batch.sampling) * mask
+    recomputed = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, batch.sampling) * mask
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4
-    assert ((batch.attention_mask[:, -batch.response_length:] > 0) & (mask == 0)).any()
+    assert ((batch.attention_mask[:, -batch.response_length :] > 0) & (mask == 0)).any()

@@ -48,7 +48,7 @@ def test_a_subclass_has_the_loops_parameters_and_its_own():
 
 def test_the_loop_parameters_are_keyword_only_and_checked():
     with pytest.raises(TypeError):
-        Plain(1e-3)  # noqa: the loop's parameters are keyword-only
+        Plain(1e-3)  # the loop's parameters are keyword-only
     with pytest.raises(TextRLError, match="^algo.minibatch_size: got 0; expected a positive integer$"):
         Plain(minibatch_size=0)
     with pytest.raises(TextRLError, match="^algo.spoon: not a parameter of algo=plain"):
@@ -74,6 +74,5 @@ def test_the_reward_table_reaches_the_composite_but_is_no_config_key():
         return lambda prompts, responses: None
 
     table = {**registry.rewards, "probe": component}
-    reward = build_plugin("reward", {"name": "composite", "components": {"p": {"name": "probe", "weight": 2.0}}},
-                          table)
+    reward = build_plugin("reward", {"name": "composite", "components": {"p": {"name": "probe", "weight": 2.0}}}, table)
     assert reward.components["p"][0] == 2.0 and seen == {}

@@ -25,8 +25,15 @@ def ptx_file(tmp_path):
 
 
 def rollout(tokenizer, policy):
-    env = TokenGenVectorEnv(tokenizer, ["the dog", "a girl saw"], length_reward, num_envs=4, max_new_tokens=5,
-                            max_prompt_tokens=8, autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        ["the dog", "a girl saw"],
+        length_reward,
+        num_envs=4,
+        max_new_tokens=5,
+        max_prompt_tokens=8,
+        autoreset_mode="disabled",
+    )
     return RolloutCollector(env, policy, copy.deepcopy(policy.lm), SamplingConfig(), seed=0).collect()
 
 
@@ -56,7 +63,8 @@ def test_positive_ptx_coef_changes_the_update(tokenizer, policy, ptx_file):
     metrics = mixed.update(batch)
     assert any(not torch.equal(p, q) for p, q in zip(a.lm.parameters(), b.lm.parameters()))
     assert metrics["loss/total"] == pytest.approx(
-        metrics["loss/policy"] + 0.1 * metrics["loss/value"] + 5.0 * metrics["loss/ptx"], rel=1e-5)
+        metrics["loss/policy"] + 0.1 * metrics["loss/value"] + 5.0 * metrics["loss/ptx"], rel=1e-5
+    )
 
 
 def test_ptx_needs_data_and_a_non_negative_coef(ptx_file):

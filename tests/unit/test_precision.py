@@ -84,10 +84,20 @@ def probe_batch(tokenizer):
 
     ids = torch.tensor([[2, 5, 6, 7], [2, 8, 9, 10]])
     zeros = torch.zeros(2, 2)
-    return RolloutBatch(input_ids=ids, attention_mask=torch.ones_like(ids), response_mask=torch.ones(2, 2),
-                        logprobs=zeros, ref_logprobs=zeros, untruncated_logprobs=zeros, values=zeros,
-                        scores=torch.zeros(2), prompts=["a", "b"], responses=["c", "d"], sampling=SamplingConfig(),
-                        vocab_size=len(tokenizer))
+    return RolloutBatch(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        response_mask=torch.ones(2, 2),
+        logprobs=zeros,
+        ref_logprobs=zeros,
+        untruncated_logprobs=zeros,
+        values=zeros,
+        scores=torch.zeros(2),
+        prompts=["a", "b"],
+        responses=["c", "d"],
+        sampling=SamplingConfig(),
+        vocab_size=len(tokenizer),
+    )
 
 
 def probe_update(policy, tokenizer, outer_region: bool) -> list[float]:
@@ -126,11 +136,13 @@ def test_the_trainer_runs_the_update_outside_autocast(monkeypatch, tokenizer):
 
     def update(batch):
         states["update"] = torch.is_autocast_enabled("cpu")
-        return {k: 0.0 for k in ("objective/kl", "objective/score", "objective/rlhf_reward", "kl/beta",
-                                 "episode/length")}
+        return {
+            k: 0.0 for k in ("objective/kl", "objective/score", "objective/rlhf_reward", "kl/beta", "episode/length")
+        }
 
-    run = SimpleNamespace(device=torch.device("cpu"), collector=SimpleNamespace(collect=collect),
-                          algorithm=SimpleNamespace(update=update))
+    run = SimpleNamespace(
+        device=torch.device("cpu"), collector=SimpleNamespace(collect=collect), algorithm=SimpleNamespace(update=update)
+    )
     cfg = SimpleNamespace(trainer=SimpleNamespace(precision="bf16"), algo=SimpleNamespace(name="probe"))
     rl.run_update(cfg, run, 1, "unused")
     assert states == {"collect": True, "update": False}

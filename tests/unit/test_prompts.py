@@ -44,8 +44,9 @@ def test_builtin_prompts():
 
 def test_txt_one_prompt_per_line_blank_lines_dropped(tmp_path):
     path = tmp_path / "prompts.txt"
-    path.write_text("  the cat sat on the mat \n\n\t\na dog ran in the park today\nmy film was very good\n",
-                    encoding="utf-8")
+    path.write_text(
+        "  the cat sat on the mat \n\n\t\na dog ran in the park today\nmy film was very good\n", encoding="utf-8"
+    )
     assert load_prompts(str(path)) == TEXTS
 
 
@@ -130,8 +131,9 @@ def test_prefix_tokens_range_draws_each_length_from_min_to_max_seeded():
     assert load_prompts(texts, prefix_tokens=[2, 5], tokenizer=tok, seed=3) == out
     assert load_prompts(texts, prefix_tokens=[2, 5], tokenizer=tok, seed=4) != out
     # a one-point range is the fixed cut
-    assert load_prompts(texts, prefix_tokens=[4, 4], tokenizer=tok) == load_prompts(texts, prefix_tokens=4,
-                                                                                    tokenizer=tok)
+    assert load_prompts(texts, prefix_tokens=[4, 4], tokenizer=tok) == load_prompts(
+        texts, prefix_tokens=4, tokenizer=tok
+    )
 
 
 def test_sample_draws_distinct_prompts_seeded(tmp_path):
@@ -152,8 +154,10 @@ def test_prefix_of_long_real_reviews_matches_whole_text_tokenization(assets):
     tok = AutoTokenizer.from_pretrained(assets / "tinystories-656k")
     reviews = load_prompts(str(assets / "imdb" / "test_5k.jsonl.gz"), text_field="text", sample=200, seed=0)
     for k in (2, 8, 40):
-        whole = [tok.decode(tok(r, add_special_tokens=False)["input_ids"][:k], skip_special_tokens=True).strip()
-                 for r in reviews]
+        whole = [
+            tok.decode(tok(r, add_special_tokens=False)["input_ids"][:k], skip_special_tokens=True).strip()
+            for r in reviews
+        ]
         assert cut_to_prefix(reviews, k, tok) == [w for w in whole if w]
 
 
@@ -169,8 +173,9 @@ def test_missing_file(tmp_path):
     assert path in str(e.value)
 
 
-@pytest.mark.parametrize("name, content", [("empty.txt", ""), ("blank.txt", "\n  \n\n"),
-                                           ("empty.json", ""), ("empty_list.json", "[]")])
+@pytest.mark.parametrize(
+    "name, content", [("empty.txt", ""), ("blank.txt", "\n  \n\n"), ("empty.json", ""), ("empty_list.json", "[]")]
+)
 def test_empty_file(tmp_path, name, content):
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
@@ -244,8 +249,12 @@ def test_real_tinystories_asset_loads_1000_prompts():
 
 
 def test_hh_rlhf_rows_give_their_first_human_turn(tmp_path):
-    rows = [{"chosen": "\n\nHuman: How do I pick a lock?\n\nAssistant: I can't help.\n\nHuman: Please?\n\nAssistant: No.",
-             "rejected": "\n\nHuman: How do I pick a lock?\n\nAssistant: Use a pin."}]
+    rows = [
+        {
+            "chosen": "\n\nHuman: How do I pick a lock?\n\nAssistant: I can't help.\n\nHuman: Please?\n\nAssistant: No.",
+            "rejected": "\n\nHuman: How do I pick a lock?\n\nAssistant: Use a pin.",
+        }
+    ]
     path = tmp_path / "hh.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     assert load_prompts(str(path)) == ["How do I pick a lock?"]

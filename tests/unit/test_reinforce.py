@@ -10,7 +10,6 @@ from textrl.algorithms.reinforce import Reinforce, episode_returns, leave_one_ou
 from textrl.errors import TextRLError
 
 
-
 def test_episode_returns_by_hand():
     scores = torch.tensor([1.0, 2.0])
     logprobs = torch.tensor([[-1.0, -2.0], [-0.5, 0.0]])

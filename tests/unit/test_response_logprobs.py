@@ -17,8 +17,15 @@ from conftest import length_reward
 
 
 def rollout(tokenizer, policy, sampling):
-    env = TokenGenVectorEnv(tokenizer, ["the dog", "a girl saw", "the movie was", "it"], length_reward, num_envs=4,
-                            max_new_tokens=5, max_prompt_tokens=8, autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer,
+        ["the dog", "a girl saw", "the movie was", "it"],
+        length_reward,
+        num_envs=4,
+        max_new_tokens=5,
+        max_prompt_tokens=8,
+        autoreset_mode="disabled",
+    )
     return RolloutCollector(env, policy, copy.deepcopy(policy.lm), sampling, seed=0).collect()
 
 

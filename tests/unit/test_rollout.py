@@ -19,21 +19,23 @@ PROMPTS = ["happy", "the dog ran", "a girl saw the cat in the park and"]
 
 
 def collector(tokenizer, policy, sampling=SamplingConfig(), n=6, seed=0, T=12, reference=None):
-    env = TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, num_envs=n, max_new_tokens=T, max_prompt_tokens=12,
-                            autoreset_mode="disabled")
+    env = TokenGenVectorEnv(
+        tokenizer, PROMPTS, length_reward, num_envs=n, max_new_tokens=T, max_prompt_tokens=12, autoreset_mode="disabled"
+    )
     return RolloutCollector(env, policy, reference, sampling, seed=seed)
 
 
 @pytest.mark.parametrize("sampling", [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=8, top_p=0.9)])
 def test_rollout_logprobs_and_values_equal_teacher_forced_recompute(tokenizer, policy, sampling):
     batch = collector(tokenizer, policy, sampling, reference=frozen_reference(policy)).collect(
-        prompts=PROMPTS + PROMPTS[::-1])
-    lengths = batch.attention_mask[:, :-batch.response_length].sum(1)
+        prompts=PROMPTS + PROMPTS[::-1]
+    )
+    lengths = batch.attention_mask[:, : -batch.response_length].sum(1)
     assert len(set(lengths.tolist())) == 3  # really left-padded prompts of different lengths
     with torch.no_grad():
         logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
     mask = batch.response_mask
-    recomputed = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, sampling) * mask
+    recomputed = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, sampling) * mask
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4
     assert mask.sum() > 0 and batch.values.abs().max() > 0  # the check is not vacuous
@@ -45,10 +47,12 @@ def test_untruncated_logprobs_are_untruncated_and_match_the_reference_before_tra
     mask = batch.response_mask
     with torch.no_grad():
         logits, _ = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
-    untruncated = token_logprobs(logits[..., :batch.vocab_size], batch.response_ids, sampling.untruncated()) * mask
+    untruncated = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, sampling.untruncated()) * mask
     assert (untruncated - batch.untruncated_logprobs).abs().max() <= 1e-4
     assert (batch.ref_logprobs - batch.untruncated_logprobs).abs().max() <= 1e-4  # KL = 0 when policy = reference
-    assert (batch.logprobs - batch.untruncated_logprobs).abs().max() > 1e-2  # truncation really changed the sampled log-probs
+    assert (
+        batch.logprobs - batch.untruncated_logprobs
+    ).abs().max() > 1e-2  # truncation really changed the sampled log-probs
 
 
 def test_reference_logprobs_equal_policy_logprobs_before_training(tokenizer, policy):

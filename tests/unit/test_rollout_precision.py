@@ -34,10 +34,19 @@ LOGP_TOL, VALUE_TOL = 4e-3, 2 * 2**-7
 
 
 def make_collector(tokenizer, policy, engine, *, steps=12, num_envs=6, backend="aot_eager", stop_on_eos=True):
-    env = TokenGenVectorEnv(tokenizer, PROMPTS, length_reward, num_envs=num_envs, max_new_tokens=steps,
-                            max_prompt_tokens=12, stop_on_eos=stop_on_eos, autoreset_mode="disabled")
-    return RolloutCollector(env, policy, frozen_reference(policy), SamplingConfig(), seed=3, engine=engine,
-                            compile_backend=backend)
+    env = TokenGenVectorEnv(
+        tokenizer,
+        PROMPTS,
+        length_reward,
+        num_envs=num_envs,
+        max_new_tokens=steps,
+        max_prompt_tokens=12,
+        stop_on_eos=stop_on_eos,
+        autoreset_mode="disabled",
+    )
+    return RolloutCollector(
+        env, policy, frozen_reference(policy), SamplingConfig(), seed=3, engine=engine, compile_backend=backend
+    )
 
 
 def collect(collector, precision):
@@ -151,13 +160,16 @@ def test_compiled_bf16_step_casts_no_weight(tokenizer, policy):
     by the mixed-precision policy and not counted here."""
     trunk_shapes = {tuple(p.shape) for p in policy.lm.model.layers.parameters() if p.dim() == 2}
     assert trunk_shapes.isdisjoint({(len(tokenizer), 32), (1, 32)})  # the heads' shapes
+
     def casts_in_graph(engine_policy):
         found = collections.Counter()
 
         def forward_compiler(gm, example_inputs):
             for node in gm.graph.nodes:
-                if node.op == "call_function" and node.target in (torch.ops.aten._to_copy.default,
-                                                                  torch.ops.prims.convert_element_type.default):
+                if node.op == "call_function" and node.target in (
+                    torch.ops.aten._to_copy.default,
+                    torch.ops.prims.convert_element_type.default,
+                ):
                     source = node.args[0]
                     dtype = node.kwargs.get("dtype", node.args[1] if len(node.args) > 1 else None)
                     val = source.meta.get("val") if source.op == "placeholder" else None
@@ -166,8 +178,9 @@ def test_compiled_bf16_step_casts_no_weight(tokenizer, policy):
                         found[tuple(val.shape)] += 1
             return gm.forward
 
-        collector = make_collector(tokenizer, engine_policy, "compiled",
-                                   backend=aot_autograd(fw_compiler=forward_compiler), steps=4)
+        collector = make_collector(
+            tokenizer, engine_policy, "compiled", backend=aot_autograd(fw_compiler=forward_compiler), steps=4
+        )
         collect(collector, "bf16")
         return collector, found
 
@@ -176,6 +189,7 @@ def test_compiled_bf16_step_casts_no_weight(tokenizer, policy):
     assert sum(found.values()) == 0, found
     # control: without the copy (weights patched out) the graph casts the 7 matmul weights of each layer
     import textrl.rollout.engines as engines
+
     original = engines.needs_rollout_weights
     engines.needs_rollout_weights = lambda *args: False
     try:

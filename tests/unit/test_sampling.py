@@ -14,8 +14,7 @@ import torch
 from torch.testing import assert_close
 
 from textrl.errors import TextRLError
-from textrl.policies.sampling import (SamplingConfig, entropy_from_logits, sample_tokens, token_logprobs,
-                                      warp_logits)
+from textrl.policies.sampling import SamplingConfig, entropy_from_logits, sample_tokens, token_logprobs, warp_logits
 
 # ---------------------------------------------------------------------------------------------
 # sampling: temperature, top-k, top-p
@@ -49,12 +48,15 @@ def test_top_k_keeps_the_two_largest():
     assert_close(out, torch.tensor([[FLOOR, 3.0, 2.0, FLOOR], [FLOOR, FLOOR, 5.0, 4.0]]))
 
 
-@pytest.mark.parametrize("top_p, expected_kept", [
-    (0.7, [1, 3]),      # sorted 0.5, 0.3, ...: mass before 3rd = 0.8 >= 0.7 -> keep 2 tokens
-    (0.4, [1]),         # the top token alone (0.5) already reaches 0.4
-    (0.85, [0, 1, 3]),  # mass before 3rd = 0.8 < 0.85, before 4th = 0.95 >= 0.85 -> keep 3
-    (1.0, [0, 1, 2, 3]),
-])
+@pytest.mark.parametrize(
+    "top_p, expected_kept",
+    [
+        (0.7, [1, 3]),  # sorted 0.5, 0.3, ...: mass before 3rd = 0.8 >= 0.7 -> keep 2 tokens
+        (0.4, [1]),  # the top token alone (0.5) already reaches 0.4
+        (0.85, [0, 1, 3]),  # mass before 3rd = 0.8 < 0.85, before 4th = 0.95 >= 0.85 -> keep 3
+        (1.0, [0, 1, 2, 3]),
+    ],
+)
 def test_top_p_keeps_smallest_prefix_reaching_mass(top_p, expected_kept):
     out = warp_logits(prob_logits(), SamplingConfig(top_p=top_p))
     assert kept(out) == expected_kept
@@ -135,9 +137,16 @@ def test_entropy_from_logits():
     assert ent2.item() == pytest.approx(1.5 * math.log(2), abs=1e-6)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"temperature": 0}, {"temperature": -1.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"temperature": 0},
+        {"temperature": -1.0},
+        {"top_k": -1},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+    ],
+)
 def test_sampling_config_rejects_bad_values(kwargs):
     with pytest.raises(TextRLError):
         SamplingConfig(**kwargs)

@@ -26,9 +26,11 @@ def classifier_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   cls_token="[CLS]", sep_token="[SEP]")
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+    )
 
 
 def build_classifier(directory, seed: int = 0):
@@ -36,10 +38,18 @@ def build_classifier(directory, seed: int = 0):
     from transformers import BertConfig, BertForSequenceClassification
 
     tok = classifier_tokenizer()
-    config = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, num_labels=2, id2label={0: "negative", 1: "positive"},
-                        label2id={"negative": 0, "positive": 1}, pad_token_id=0,
-                        initializer_range=0.5)  # large init: logits that depend on the input
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+        pad_token_id=0,
+        initializer_range=0.5,
+    )  # large init: logits that depend on the input
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config).eval()
     model.save_pretrained(str(directory))
@@ -166,15 +176,19 @@ def test_classifier_without_model():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scores", [
-    torch.zeros(3),            # wrong length
-    torch.zeros(2, 1),         # wrong rank
-    torch.tensor(1.0),         # scalar
-    torch.tensor([0.5, math.nan]),
-    torch.tensor([math.inf, 0.0]),
-    "ab",
-    torch.tensor([True, False]),
-], ids=["len3", "2x1", "scalar", "nan", "inf", "string", "bool"])
+@pytest.mark.parametrize(
+    "scores",
+    [
+        torch.zeros(3),  # wrong length
+        torch.zeros(2, 1),  # wrong rank
+        torch.tensor(1.0),  # scalar
+        torch.tensor([0.5, math.nan]),
+        torch.tensor([math.inf, 0.0]),
+        "ab",
+        torch.tensor([True, False]),
+    ],
+    ids=["len3", "2x1", "scalar", "nan", "inf", "string", "bool"],
+)
 def test_check_scores_rejects(scores):
     with pytest.raises(TextRLError) as e:
         check_scores(scores, 2, name="my_rm")

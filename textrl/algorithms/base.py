@@ -71,7 +71,9 @@ def check_finite(value: torch.Tensor, name: str) -> None:
     floating point) has a NaN or inf."""
     if not torch.isfinite(value).all():
         shown = value.item() if value.numel() == 1 else "non-finite"
-        raise NonFiniteError(name, f"{name} is {shown}; expected a finite value (lower algo.lr or check the reward model)")
+        raise NonFiniteError(
+            name, f"{name} is {shown}; expected a finite value (lower algo.lr or check the reward model)"
+        )
 
 
 def check_metrics(metrics: dict, algorithm: str = "algorithm") -> dict[str, float]:
@@ -82,15 +84,17 @@ def check_metrics(metrics: dict, algorithm: str = "algorithm") -> dict[str, floa
             missing (naming the algorithm and the key).
     """
     if not isinstance(metrics, dict):
-        raise TextRLError(f"algo={algorithm}: update() returned {type(metrics).__name__}; expected a dict of "
-                          f"metric name -> float")
+        raise TextRLError(
+            f"algo={algorithm}: update() returned {type(metrics).__name__}; expected a dict of metric name -> float"
+        )
     for key, value in metrics.items():
         if not isinstance(key, str) or not isinstance(value, (int, float)) or isinstance(value, bool):
             raise TextRLError(f"algo={algorithm}: update() metric {key!r}: got {value!r}; expected a float")
     missing = [k for k in EPISODE_METRICS if k not in metrics]
     if missing:
-        raise TextRLError(f"algo={algorithm}: update() metrics lack {missing[0]!r}; expected every one of "
-                          f"{list(EPISODE_METRICS)}")
+        raise TextRLError(
+            f"algo={algorithm}: update() metrics lack {missing[0]!r}; expected every one of {list(EPISODE_METRICS)}"
+        )
     return metrics
 
 
@@ -187,11 +191,25 @@ class Algorithm(ABC):
     accelerator = None
     precision: str = "fp32"
 
-    def __init__(self, *, lr: float = LOOP.lr, kl: KLConfig | dict = LOOP.kl, epochs: int = LOOP.epochs,
-                 minibatch_size: int = LOOP.minibatch_size, micro_batch_size: int | None = LOOP.micro_batch_size,
-                 max_grad_norm: float | None = LOOP.max_grad_norm, weight_decay: float = LOOP.weight_decay):
-        settings = {"lr": lr, "epochs": epochs, "minibatch_size": minibatch_size, "micro_batch_size": micro_batch_size,
-                    "max_grad_norm": max_grad_norm, "weight_decay": weight_decay}
+    def __init__(
+        self,
+        *,
+        lr: float = LOOP.lr,
+        kl: KLConfig | dict = LOOP.kl,
+        epochs: int = LOOP.epochs,
+        minibatch_size: int = LOOP.minibatch_size,
+        micro_batch_size: int | None = LOOP.micro_batch_size,
+        max_grad_norm: float | None = LOOP.max_grad_norm,
+        weight_decay: float = LOOP.weight_decay,
+    ):
+        settings = {
+            "lr": lr,
+            "epochs": epochs,
+            "minibatch_size": minibatch_size,
+            "micro_batch_size": micro_batch_size,
+            "max_grad_norm": max_grad_norm,
+            "weight_decay": weight_decay,
+        }
         for key, check in field_checks(LoopConfig):
             if key in settings:  # kl.* are checked by the β controller (make_kl_controller)
                 check(f"algo.{key}", settings[key])
@@ -270,7 +288,7 @@ class Algorithm(ABC):
             a :class:`ResponseLogprobs` (``.sampled``, ``.untruncated``, ``.logits``, ``.values``).
         """
         logits, values = response_outputs(self.model, batch.input_ids, batch.attention_mask, batch.response_length)
-        return ResponseLogprobs(logits[..., :batch.vocab_size], values, batch)
+        return ResponseLogprobs(logits[..., : batch.vocab_size], values, batch)
 
     # ---- the loop -----------------------------------------------------------------------------
 
@@ -284,8 +302,9 @@ class Algorithm(ABC):
         """
         step, chunk = self.step_sizes(batch.batch_size)
         if batch.batch_size % step:
-            raise TextRLError(f"algo.minibatch_size: got {step}; expected a divisor of "
-                              f"rollout.batch_size={batch.batch_size}")
+            raise TextRLError(
+                f"algo.minibatch_size: got {step}; expected a divisor of rollout.batch_size={batch.batch_size}"
+            )
         beta = self.kl_coef
         with torch.no_grad():
             prepared = self.prepare(batch)
@@ -296,20 +315,22 @@ class Algorithm(ABC):
         for _ in range(self.epochs):
             order = self.minibatch_order(batch.batch_size, batch.input_ids.device)
             for start in range(0, batch.batch_size, step):
-                terms = self.minibatch_step(batch, prepared, order[start:start + step], chunk)
+                terms = self.minibatch_step(batch, prepared, order[start : start + step], chunk)
                 for k, v in terms.items():
                     sums[k] = sums[k] + v if k in sums else v
                 steps += 1
         mask = batch.response_mask
         penalty = kl_penalty(batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_estimator).sum(1)
         metrics = {k: v / steps for k, v in sums.items()}
-        metrics.update({
-            # k1, whatever the penalty's estimator
-            "objective/kl": episode_kl(batch.untruncated_logprobs, batch.ref_logprobs, mask).mean(),
-            "objective/score": batch.scores.mean(),
-            "objective/rlhf_reward": (batch.scores - beta * penalty).mean(),
-            "episode/length": mask.sum(1).mean(),
-        })
+        metrics.update(
+            {
+                # k1, whatever the penalty's estimator
+                "objective/kl": episode_kl(batch.untruncated_logprobs, batch.ref_logprobs, mask).mean(),
+                "objective/score": batch.scores.mean(),
+                "objective/rlhf_reward": (batch.scores - beta * penalty).mean(),
+                "episode/length": mask.sum(1).mean(),
+            }
+        )
         metrics.update(self.batch_metrics(batch, prepared))
         metrics = read_back(metrics)
         metrics["kl/beta"] = beta
@@ -323,12 +344,13 @@ class Algorithm(ABC):
             return torch.randperm(n, generator=self.generator).to(device)
         return torch.arange(n, device=device)
 
-    def minibatch_step(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor], index: torch.Tensor,
-                       chunk: int) -> dict[str, torch.Tensor]:
+    def minibatch_step(
+        self, batch: RolloutBatch, prepared: dict[str, torch.Tensor], index: torch.Tensor, chunk: int
+    ) -> dict[str, torch.Tensor]:
         """One optimizer step on episodes ``index``, back-propagated in chunks of ``chunk``
         episodes; returns the step's terms as float64 scalars on the device."""
         self.optimizer.zero_grad(set_to_none=True)
-        pieces = [index[i:i + chunk] for i in range(0, len(index), chunk)]
+        pieces = [index[i : i + chunk] for i in range(0, len(index), chunk)]
         tokens = batch.response_mask[index].sum() if len(pieces) > 1 and self.loss_average == "tokens" else None
         terms: dict[str, torch.Tensor] = {}
         for i, piece in enumerate(pieces):
@@ -398,8 +420,10 @@ class Algorithm(ABC):
 
     def state_dict(self) -> dict:
         """Optimizer, KL controller and (with :attr:`shuffle`) the shuffling RNG state."""
-        state = {"optimizer": self.optimizer.state_dict() if self.optimizer else None,
-                 "kl_controller": self.kl_controller.state_dict()}
+        state = {
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "kl_controller": self.kl_controller.state_dict(),
+        }
         if self.generator is not None:
             state["generator"] = self.generator.get_state()
         return state

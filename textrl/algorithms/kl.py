@@ -26,8 +26,9 @@ def check_estimator(estimator: str) -> None:
         raise TextRLError(f"algo.kl.estimator: got {estimator!r}; expected one of k1, k2, k3")
 
 
-def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-               estimator: str = "k1") -> torch.Tensor:
+def kl_penalty(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, estimator: str = "k1"
+) -> torch.Tensor:
     """Per-token estimate of KL(π ‖ π_ref) from tokens sampled from π (Schulman, "Approximating
     KL divergence", 2020).
 
@@ -58,14 +59,20 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.T
     if estimator == "k1":
         kl = log_ratio
     elif estimator == "k2":
-        kl = 0.5 * log_ratio ** 2
+        kl = 0.5 * log_ratio**2
     else:  # k3 with log r = −log_ratio: (r − 1) − log r
         kl = torch.expm1(-log_ratio) + log_ratio
     return torch.where(real, kl, torch.zeros_like(kl))
 
 
-def kl_shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                      mask: torch.Tensor, beta: float, estimator: str = "k1"):
+def kl_shaped_rewards(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    estimator: str = "k1",
+):
     """Per-token rewards with the KL penalty, the score paid on each episode's last token.
 
     Args:

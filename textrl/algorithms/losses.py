@@ -31,8 +31,9 @@ class ValueLoss(NamedTuple):
     clipfrac: torch.Tensor
 
 
-def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                    mask: torch.Tensor, clip_range: float) -> PolicyLoss:
+def ppo_policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_range: float
+) -> PolicyLoss:
     """PPO clipped surrogate (Schulman et al. 2017, eq. 7), negated to be minimised.
 
     ``ρ = exp(logπ − logπ_old)``;  ``loss = mean(max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)))``.
@@ -60,12 +61,17 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     clipfrac = masked_mean((clipped > unclipped).float(), mask)
     capped = log_ratio.detach().clamp(-APPROXKL_LOG_RATIO_CAP, APPROXKL_LOG_RATIO_CAP)
-    approxkl = 0.5 * masked_mean(capped ** 2, mask)
+    approxkl = 0.5 * masked_mean(capped**2, mask)
     return PolicyLoss(loss, clipfrac.detach(), approxkl)
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip_range_value: float | None) -> ValueLoss:
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range_value: float | None,
+) -> ValueLoss:
     """Clipped value loss (as in OpenAI baselines' PPO2 and TRL).
 
     ``V_clip = V_old + clip(V − V_old, −ε_v, ε_v)``;

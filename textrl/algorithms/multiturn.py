@@ -18,8 +18,14 @@ from textrl.algorithms.advantages import gae
 from textrl.algorithms.kl import kl_penalty
 
 
-def turn_shaped_rewards(rewards: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                        mask: torch.Tensor, beta: float, estimator: str = "k1"):
+def turn_shaped_rewards(
+    rewards: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    estimator: str = "k1",
+):
     """Per-token rewards of a multi-turn batch: the env's rewards (each turn's reward on its last
     action token, the reward model's score on the episode's last) minus β × the KL penalty.
 

@@ -50,13 +50,29 @@ class PPO(Algorithm):
             loss or gradient norm (raised before the optimizer step that would use it).
     """
 
-    config_checks = {"gamma": number(ge=0, le=1), "lam": number(ge=0, le=1), "clip_range": number(gt=0),
-                     "clip_range_value": number(gt=0, optional=True), "vf_coef": number(ge=0),
-                     "ent_coef": number(ge=0), "value_init": one_of(*VALUE_INITS)}
+    config_checks = {
+        "gamma": number(ge=0, le=1),
+        "lam": number(ge=0, le=1),
+        "clip_range": number(gt=0),
+        "clip_range_value": number(gt=0, optional=True),
+        "vf_coef": number(ge=0),
+        "ent_coef": number(ge=0),
+        "value_init": one_of(*VALUE_INITS),
+    }
 
-    def __init__(self, *, gamma: float = 1.0, lam: float = 0.95, clip_range: float = 0.2,
-                 clip_range_value: float | None = 0.2, vf_coef: float = 0.1, ent_coef: float = 0.0,
-                 whiten_advantages: bool = True, value_init: str = "zeros", **loop):
+    def __init__(
+        self,
+        *,
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        clip_range: float = 0.2,
+        clip_range_value: float | None = 0.2,
+        vf_coef: float = 0.1,
+        ent_coef: float = 0.0,
+        whiten_advantages: bool = True,
+        value_init: str = "zeros",
+        **loop,
+    ):
         super().__init__(**loop)
         self.gamma, self.lam = gamma, lam
         self.clip_range, self.clip_range_value = clip_range, clip_range_value
@@ -76,14 +92,17 @@ class PPO(Algorithm):
         if self.value_init == "reward_model":
             head = getattr(context.reward_model, "score_head", None)
             if head is None:
-                raise TextRLError("algo.value_init=reward_model needs reward=learned; got a reward model without "
-                                  "a score head")
+                raise TextRLError(
+                    "algo.value_init=reward_model needs reward=learned; got a reward model without a score head"
+                )
             weight, bias = head()
             target = policy.value_head.summary
             if weight.shape != target.weight.shape:
-                raise TextRLError(f"algo.value_init=reward_model: reward model hidden size {weight.shape[1]} != "
-                                  f"policy hidden size {target.weight.shape[1]}; expected an RM initialised "
-                                  f"from the policy (InstructGPT)")
+                raise TextRLError(
+                    f"algo.value_init=reward_model: reward model hidden size {weight.shape[1]} != "
+                    f"policy hidden size {target.weight.shape[1]}; expected an RM initialised "
+                    f"from the policy (InstructGPT)"
+                )
             with torch.no_grad():
                 target.weight.copy_(weight)
                 target.bias.copy_(bias)
@@ -97,12 +116,14 @@ class PPO(Algorithm):
         (:mod:`textrl.algorithms.multiturn`)."""
         mask = batch.response_mask
         if getattr(batch, "action_mask", None) is not None:  # multi-turn: see textrl.algorithms.multiturn
-            rewards, _ = turn_shaped_rewards(batch.rewards, batch.untruncated_logprobs, batch.ref_logprobs, mask,
-                                             self.kl_coef, self.kl_estimator)
+            rewards, _ = turn_shaped_rewards(
+                batch.rewards, batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_coef, self.kl_estimator
+            )
             advantages, returns = gae_over_actions(rewards, batch.values, mask, self.gamma, self.lam)
         else:
-            rewards, _ = kl_shaped_rewards(batch.scores, batch.untruncated_logprobs, batch.ref_logprobs, mask,
-                                           self.kl_coef, self.kl_estimator)
+            rewards, _ = kl_shaped_rewards(
+                batch.scores, batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_coef, self.kl_estimator
+            )
             advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
         if self.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
@@ -117,15 +138,25 @@ class PPO(Algorithm):
         logits, values = out.logits, out.values
         pg = ppo_policy_loss(out.sampled, batch.logprobs, prepared["advantages"], mask, self.clip_range)
         vf = value_loss(values, batch.values, prepared["returns"], mask, self.clip_range_value)
-        entropy = masked_mean(entropy_from_logits(warp_logits(logits.detach() if self.ent_coef == 0 else logits,
-                                                              batch.sampling)), mask)
+        entropy = masked_mean(
+            entropy_from_logits(warp_logits(logits.detach() if self.ent_coef == 0 else logits, batch.sampling)), mask
+        )
         total = pg.loss + self.vf_coef * vf.loss - self.ent_coef * entropy
-        return {"loss/total": total, "loss/policy": pg.loss, "loss/value": vf.loss, "policy/clipfrac": pg.clipfrac,
-                "policy/approxkl": pg.approxkl, "policy/entropy": entropy.detach(), "val/clipfrac": vf.clipfrac}
+        return {
+            "loss/total": total,
+            "loss/policy": pg.loss,
+            "loss/value": vf.loss,
+            "policy/clipfrac": pg.clipfrac,
+            "policy/approxkl": pg.approxkl,
+            "policy/entropy": entropy.detach(),
+            "val/clipfrac": vf.clipfrac,
+        }
 
     def batch_metrics(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The rollout's entropy estimate and the critic's fit to the GAE returns."""
         mask = batch.response_mask
-        return {"objective/entropy": -torch.where(mask.bool(), batch.logprobs, 0.0).sum(1).mean(),
-                "val/explained_variance": explained_variance(batch.values, prepared["returns"], mask),
-                "val/mean": masked_mean(batch.values, mask)}
+        return {
+            "objective/entropy": -torch.where(mask.bool(), batch.logprobs, 0.0).sum(1).mean(),
+            "val/explained_variance": explained_variance(batch.values, prepared["returns"], mask),
+            "val/mean": masked_mean(batch.values, mask),
+        }

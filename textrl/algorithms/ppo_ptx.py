@@ -33,11 +33,16 @@ class PPOPtx(PPO):
             the sizes are checked at startup through :attr:`config_checks`).
     """
 
-    config_checks = {**PPO.config_checks, "ptx_coef": number(ge=0, expected="γ_ptx >= 0"),
-                     "ptx_batch_size": integer(ge=1), "ptx_max_length": integer(ge=2)}
+    config_checks = {
+        **PPO.config_checks,
+        "ptx_coef": number(ge=0, expected="γ_ptx >= 0"),
+        "ptx_batch_size": integer(ge=1),
+        "ptx_max_length": integer(ge=2),
+    }
 
-    def __init__(self, *, ptx_coef: float = 1.0, ptx_data: str = "???", ptx_batch_size: int = 8,
-                 ptx_max_length: int = 128, **ppo):
+    def __init__(
+        self, *, ptx_coef: float = 1.0, ptx_data: str = "???", ptx_batch_size: int = 8, ptx_max_length: int = 128, **ppo
+    ):
         super().__init__(**ppo)
         if not ptx_data or ptx_data == "???":
             raise TextRLError("algo.ptx_data: not set; expected a text/json/jsonl path or a datasets id")
@@ -59,8 +64,11 @@ class PPOPtx(PPO):
             texts = load_prompts(self.ptx_data)
         except TextRLError as e:  # the loader names data.prompts; the user typed algo.ptx_data
             raise TextRLError(str(e).replace("data.prompts", "algo.ptx_data", 1)) from None
-        self.ptx_ids = [ids for ids in context.tokenizer(texts, truncation=True,
-                                                         max_length=self.ptx_max_length)["input_ids"] if len(ids) > 1]
+        self.ptx_ids = [
+            ids
+            for ids in context.tokenizer(texts, truncation=True, max_length=self.ptx_max_length)["input_ids"]
+            if len(ids) > 1
+        ]
         self.pad_id = context.tokenizer.pad_token_id
 
     def ptx_loss(self) -> torch.Tensor:
@@ -73,8 +81,9 @@ class PPOPtx(PPO):
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
         logits = lm_forward(self.policy.lm, {"input_ids": ids, "attention_mask": mask}).logits  # float32 head
         targets = torch.nn.functional.pad(ids.masked_fill(mask == 0, -100), (0, 1), value=-100)[:, 1:]
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                 ignore_index=-100)
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+        )
 
     def step_losses(self):
         """``{"loss/ptx": (γ_ptx, CE)}``, once per optimizer step (not split into micro-batches)."""

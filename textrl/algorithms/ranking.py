@@ -49,15 +49,19 @@ def ranking_pairs(rankings: Sequence[Sequence[int]], device=None) -> RankingPair
     for g, ranks in enumerate(rankings):
         pairs = [(offset + i, offset + j) for i in range(len(ranks)) for j in range(len(ranks)) if ranks[i] < ranks[j]]
         if len(ranks) < 2 or not pairs:
-            raise TextRLError(f"ranking {list(ranks)} of prompt {g}: expected at least 2 responses with different "
-                              f"ranks (0 = best)")
+            raise TextRLError(
+                f"ranking {list(ranks)} of prompt {g}: expected at least 2 responses with different ranks (0 = best)"
+            )
         winner += [w for w, _ in pairs]
         loser += [lo for _, lo in pairs]
         weight += [1.0 / (len(pairs) * groups)] * len(pairs)
         offset += len(ranks)
     as_long = dict(dtype=torch.long, device=device)
-    return RankingPairs(torch.tensor(winner, **as_long), torch.tensor(loser, **as_long),
-                        torch.tensor(weight, dtype=torch.float32, device=device))
+    return RankingPairs(
+        torch.tensor(winner, **as_long),
+        torch.tensor(loser, **as_long),
+        torch.tensor(weight, dtype=torch.float32, device=device),
+    )
 
 
 def ranking_loss(scores: torch.Tensor, pairs: RankingPairs) -> tuple[torch.Tensor, torch.Tensor]:

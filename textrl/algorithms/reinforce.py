@@ -30,8 +30,14 @@ from textrl.rollout.buffer import RolloutBatch
 BASELINES = REINFORCE_BASELINES
 
 
-def episode_returns(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-                    beta: float, estimator: str = "k1") -> torch.Tensor:
+def episode_returns(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    estimator: str = "k1",
+) -> torch.Tensor:
     """``(B,)`` KL-shaped returns ``score − β·Σ_t KL_t`` over real tokens, ``KL_t`` from
     :func:`~textrl.algorithms.kl.kl_penalty` (``logprobs`` untruncated, ``(B, T)`` like the rest)."""
     return scores - beta * kl_penalty(logprobs, ref_logprobs, mask, estimator).sum(1)
@@ -44,8 +50,10 @@ def leave_one_out_baseline(returns: torch.Tensor, k: int) -> torch.Tensor:
         TextRLError: k < 2 or k does not divide B.
     """
     if k < 2 or returns.numel() % k:
-        raise TextRLError(f"rollout.samples_per_prompt: got {k}; expected k >= 2 dividing the batch "
-                          f"({returns.numel()}) for algo.baseline=leave_one_out")
+        raise TextRLError(
+            f"rollout.samples_per_prompt: got {k}; expected k >= 2 dividing the batch "
+            f"({returns.numel()}) for algo.baseline=leave_one_out"
+        )
     groups = returns.view(-1, k)
     return ((groups.sum(1, keepdim=True) - groups) / (k - 1)).view(-1)
 
@@ -104,14 +112,23 @@ class Reinforce(Algorithm):
             return torch.zeros_like(returns)
         b = torch.full_like(returns, self.running_return if self.running_return is not None else 0.0)
         mean = self.mean_across_processes(float(returns.mean()))  # one baseline on every process
-        self.running_return = mean if self.running_return is None else (
-            self.baseline_decay * self.running_return + (1 - self.baseline_decay) * mean)
+        self.running_return = (
+            mean
+            if self.running_return is None
+            else (self.baseline_decay * self.running_return + (1 - self.baseline_decay) * mean)
+        )
         return b
 
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
         """``{"advantages"}``: ``(B,)`` KL-shaped return minus the baseline."""
-        returns = episode_returns(batch.scores, batch.untruncated_logprobs, batch.ref_logprobs, batch.response_mask,
-                                  self.kl_coef, self.kl_estimator)
+        returns = episode_returns(
+            batch.scores,
+            batch.untruncated_logprobs,
+            batch.ref_logprobs,
+            batch.response_mask,
+            self.kl_coef,
+            self.kl_estimator,
+        )
         return {"advantages": returns - self.baseline_values(returns, batch.samples_per_prompt)}
 
     def loss(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -45,8 +45,9 @@ def _bounds_text(gt, ge, lt, le, integer: bool) -> str:
     return kind
 
 
-def number(gt=None, ge=None, lt=None, le=None, integer: bool = False, optional: bool = False,
-           expected: Optional[str] = None) -> Check:
+def number(
+    gt=None, ge=None, lt=None, le=None, integer: bool = False, optional: bool = False, expected: Optional[str] = None
+) -> Check:
     """A finite number (an int when ``integer``) within the given bounds; ``optional`` also
     accepts ``null``. ``expected`` replaces the generated description."""
 
@@ -55,8 +56,13 @@ def number(gt=None, ge=None, lt=None, le=None, integer: bool = False, optional: 
             return optional
         if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
             return False
-        return (math.isfinite(v) and (gt is None or v > gt) and (ge is None or v >= ge)
-                and (lt is None or v < lt) and (le is None or v <= le))
+        return (
+            math.isfinite(v)
+            and (gt is None or v > gt)
+            and (ge is None or v >= ge)
+            and (lt is None or v < lt)
+            and (le is None or v <= le)
+        )
 
     text = expected or _bounds_text(gt, ge, lt, le, integer) + (" or null" if optional else "")
     return Check(accepts, text)

@@ -87,9 +87,18 @@ def factory_parameters(factory) -> FactoryParameters:
         except (TypeError, ValueError):
             takes_any = True
             break
-        declared.append(([p for p in signature.parameters.values()
-                          if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"
-                          and p.name not in INJECTED_KEYS], _hints(function)))
+        declared.append(
+            (
+                [
+                    p
+                    for p in signature.parameters.values()
+                    if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                    and p.name != "self"
+                    and p.name not in INJECTED_KEYS
+                ],
+                _hints(function),
+            )
+        )
         injected.update(name for name in signature.parameters if name in INJECTED_KEYS)
         takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
         if not takes_any:
@@ -157,8 +166,11 @@ def register_plugin_configs(registry) -> None:
     """Store one ConfigStore option per reward model (group ``reward``) and algorithm (group
     ``algo``) the plugins provide, so ``reward=<name>`` needs no YAML file."""
     cs = ConfigStore.instance()
-    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms),
-                        ("interaction", registry.interactions)):
+    for kind, table in (
+        ("reward", registry.rewards),
+        ("algo", registry.algorithms),
+        ("interaction", registry.interactions),
+    ):
         for name, factory in table.items():
             cs.store(group=kind, name=name, node=signature_schema(kind, name, factory))
 
@@ -187,8 +199,11 @@ def check_plugin_overrides(overrides: list[str], registry, defaults: dict[str, s
     Raises:
         TextRLError: naming the key, the selected plugin and the accepted keys.
     """
-    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms),
-                        ("interaction", registry.interactions)):
+    for kind, table in (
+        ("reward", registry.rewards),
+        ("algo", registry.algorithms),
+        ("interaction", registry.interactions),
+    ):
         names = [defaults.get(kind)]
         for arg in overrides:
             if arg.startswith(f"{kind}="):
@@ -203,8 +218,10 @@ def check_plugin_overrides(overrides: list[str], registry, defaults: dict[str, s
                     continue  # a YAML preset or an unknown name: Hydra reports it
                 accepted = factory_parameters(table[name])
                 if key not in accepted.names and key not in RESERVED_KEYS and not accepted.takes_any:
-                    raise TextRLError(f"{kind}.{key}: not a parameter of {kind}={name}; expected one of "
-                                      f"{list(RESERVED_KEYS) + accepted.names}")
+                    raise TextRLError(
+                        f"{kind}.{key}: not a parameter of {kind}={name}; expected one of "
+                        f"{list(RESERVED_KEYS) + accepted.names}"
+                    )
 
 
 def build_plugin(kind: str, node, table: dict):
@@ -225,8 +242,9 @@ def build_plugin(kind: str, node, table: dict):
         raise TextRLError(f"{kind}.{unknown[0]}: not a parameter of {kind}={name}; expected one of {accepted.names}")
     missing = [p.name for p in accepted.parameters if p.default is p.empty and p.name not in kwargs]
     if missing:
-        raise TextRLError(f"{kind}.{missing[0]}: required by {kind}={name} but not set; expected "
-                          f"{kind}.{missing[0]}=<value>")
+        raise TextRLError(
+            f"{kind}.{missing[0]}: required by {kind}={name} but not set; expected {kind}.{missing[0]}=<value>"
+        )
     if "rewards" in accepted.injected and kind.split(".")[0] == "reward":
         kwargs["rewards"] = table
     return factory(**kwargs)

@@ -288,7 +288,21 @@ def field_checks(schema: type, prefix: str = "") -> Iterator[tuple[str, Check]]:
             yield from field_checks(nested, f"{prefix}{f.name}.")
 
 
-_NESTED = {cls.__name__: cls for cls in (LoraSettings, PolicyConfig, EnvConfig, DataConfig, RolloutConfig,
-                                         TrainerConfig, LoggerConfig, SFTConfig, RMConfig, EvalConfig, KLConfig,
-                                         LoopConfig)}
+_NESTED = {
+    cls.__name__: cls
+    for cls in (
+        LoraSettings,
+        PolicyConfig,
+        EnvConfig,
+        DataConfig,
+        RolloutConfig,
+        TrainerConfig,
+        LoggerConfig,
+        SFTConfig,
+        RMConfig,
+        EvalConfig,
+        KLConfig,
+        LoopConfig,
+    )
+}
 """Field types by name: with ``from __future__ import annotations`` a field's type is its name."""

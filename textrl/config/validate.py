@@ -87,8 +87,11 @@ def check_config(cfg, registry=None) -> None:
             check(key, value)
     if registry is None:
         return
-    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms),
-                        ("interaction", registry.interactions)):
+    for kind, table in (
+        ("reward", registry.rewards),
+        ("algo", registry.algorithms),
+        ("interaction", registry.interactions),
+    ):
         name = _value(cfg, f"{kind}.name")
         if name in table:
             check_plugin_params(kind, cfg[kind], table[name], registry)

@@ -97,8 +97,17 @@ class TurnRules:
             integer.
     """
 
-    def __init__(self, *, interaction: Interaction, tokenizer, max_new_tokens: int, max_turns: int,
-                 max_episode_tokens: int, eos_id: int | None, vocab_size: int):
+    def __init__(
+        self,
+        *,
+        interaction: Interaction,
+        tokenizer,
+        max_new_tokens: int,
+        max_turns: int,
+        max_episode_tokens: int,
+        eos_id: int | None,
+        vocab_size: int,
+    ):
         if not isinstance(interaction, Interaction):
             raise TextRLError(f"interaction: got {type(interaction).__name__}; expected a textrl.Interaction")
         check_multiturn(max_turns=max_turns, max_episode_tokens=max_episode_tokens)
@@ -180,6 +189,7 @@ class TurnRules:
 
 # -- the envs' multi-turn paths (called by TokenGenEnv / TokenGenVectorEnv when an interaction is set)
 
+
 def default_episode_tokens(*, max_new_tokens: int, max_turns: int) -> int:
     """``env.max_episode_tokens`` when not given: ``2 · max_turns · max_new_tokens`` (room for every
     policy turn at its limit and as many env tokens)."""
@@ -199,9 +209,15 @@ def setup_env(env, *, interaction, max_turns: int, max_episode_tokens: int | Non
 
     if max_episode_tokens is None and isinstance(max_turns, int) and not isinstance(max_turns, bool):
         max_episode_tokens = default_episode_tokens(max_new_tokens=env.max_new_tokens, max_turns=max_turns)
-    env.turn_rules = TurnRules(interaction=interaction, tokenizer=env.tokenizer, max_new_tokens=env.max_new_tokens,
-                               max_turns=max_turns, max_episode_tokens=max_episode_tokens,
-                               eos_id=env.eos_token_id, vocab_size=vocab)
+    env.turn_rules = TurnRules(
+        interaction=interaction,
+        tokenizer=env.tokenizer,
+        max_new_tokens=env.max_new_tokens,
+        max_turns=max_turns,
+        max_episode_tokens=max_episode_tokens,
+        eos_id=env.eos_token_id,
+        vocab_size=vocab,
+    )
     env.max_turns, env.max_episode_tokens = max_turns, max_episode_tokens
     env.width = env.max_prompt_tokens + max_episode_tokens
     single = observation_space(vocab, env.width)
@@ -324,14 +340,23 @@ def single_step(env, token: int):
         info["env_tokens"] = list(out.appended)
     if out.ended:
         env._done = True
-        response = decode_response(env.tokenizer, env._ids[env.max_prompt_tokens:env.max_prompt_tokens + episode.used])
+        response = decode_response(
+            env.tokenizer, env._ids[env.max_prompt_tokens : env.max_prompt_tokens + episode.used]
+        )
         scored = score_responses(env.reward_model, [env._prompt], [response])
         model = float(scored.scores[0])
         reward += model
-        info.update({"prompt": env._prompt, "response": response, "score": model + episode.turn_reward,
-                     "reward/model": model, "reward/interaction": episode.turn_reward,
-                     "turns": episode.policy_turns,
-                     **{f"reward/{k}": float(v[0]) for k, v in scored.components.items()}})
+        info.update(
+            {
+                "prompt": env._prompt,
+                "response": response,
+                "score": model + episode.turn_reward,
+                "reward/model": model,
+                "reward/interaction": episode.turn_reward,
+                "turns": episode.policy_turns,
+                **{f"reward/{k}": float(v[0]) for k, v in scored.components.items()},
+            }
+        )
         if scored.details is not None:
             info["reward_details"] = scored.details[0]
     return env._obs(), float(reward), out.terminated, out.truncated, info

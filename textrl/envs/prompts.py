@@ -105,12 +105,18 @@ def prefix_range(prefix_tokens) -> tuple[int, int]:
         TextRLError: not a positive integer nor a two-element ``[lo, hi]`` with 1 ≤ lo ≤ hi.
     """
     expected = "expected a positive integer k, a range [min, max] with 1 <= min <= max, or null"
-    given = list(prefix_tokens) if isinstance(prefix_tokens, Sequence) and not isinstance(prefix_tokens, str) \
+    given = (
+        list(prefix_tokens)
+        if isinstance(prefix_tokens, Sequence) and not isinstance(prefix_tokens, str)
         else prefix_tokens
+    )
     value = [given, given] if isinstance(given, int) and not isinstance(given, bool) else given
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-            or not 1 <= value[0] <= value[1]):
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or not 1 <= value[0] <= value[1]
+    ):
         raise TextRLError(f"data.prefix_tokens: got {given!r}; {expected}")
     return value[0], value[1]
 
@@ -161,7 +167,7 @@ def _head(text: str, tokens: int) -> str:
     if len(text) <= window:
         return text
     ends = [m.end() for m in _WORD_END.finditer(text, 0, window)]
-    return text[:ends[-1]] if ends else text
+    return text[: ends[-1]] if ends else text
 
 
 def _read_source(source: str, text_field: str | None, split: str) -> list[str]:
@@ -172,8 +178,10 @@ def _read_source(source: str, text_field: str | None, split: str) -> list[str]:
     if os.path.isfile(path):
         return _read_file(path, base, text_field)
     if base.endswith(_SUFFIXES) or not _looks_like_hub_id(source):
-        raise TextRLError(f"data.prompts: file {source!r} does not exist; expected 'builtin', a "
-                          f".txt/.json/.jsonl/.csv path or a datasets id")
+        raise TextRLError(
+            f"data.prompts: file {source!r} does not exist; expected 'builtin', a "
+            f".txt/.json/.jsonl/.csv path or a datasets id"
+        )
     return _read_dataset(source, text_field, split)
 
 
@@ -196,8 +204,10 @@ def _read_file(path: str, base: str, text_field: str | None) -> list[str]:
         else:
             return raw.splitlines()
     except json.JSONDecodeError as e:
-        raise TextRLError(f"data.prompts: {path!r} is not valid JSON ({e.msg} at line {e.lineno}); "
-                          f"expected {'one JSON object per line' if base.endswith('.jsonl') else 'a JSON list'}") from None
+        raise TextRLError(
+            f"data.prompts: {path!r} is not valid JSON ({e.msg} at line {e.lineno}); "
+            f"expected {'one JSON object per line' if base.endswith('.jsonl') else 'a JSON list'}"
+        ) from None
     return [_row_text(row, text_field, path) for row in rows]
 
 
@@ -205,7 +215,9 @@ def _row_text(row, text_field: str | None, where: str) -> str:
     if isinstance(row, str):
         return row
     if not isinstance(row, dict):
-        raise TextRLError(f"data.prompts: row {row!r} in {where!r} is a {type(row).__name__}; expected a string or an object")
+        raise TextRLError(
+            f"data.prompts: row {row!r} in {where!r} is a {type(row).__name__}; expected a string or an object"
+        )
     if text_field is None and isinstance(row.get("chosen"), str) and "Human:" in row["chosen"]:
         return first_human_turn(row["chosen"])  # hh-rlhf: the conversation's opening request
     if text_field is None and "instruction" in row:  # Alpaca: the instruction and its input, as SFT sees them
@@ -214,16 +226,19 @@ def _row_text(row, text_field: str | None, where: str) -> str:
     for key in fields:
         if key in row:
             return row[key]
-    raise TextRLError(f"data.text_field: rows in {where!r} have keys {sorted(row)}; expected one of {list(fields)} "
-                      f"(set data.text_field)")
+    raise TextRLError(
+        f"data.text_field: rows in {where!r} have keys {sorted(row)}; expected one of {list(fields)} "
+        f"(set data.text_field)"
+    )
 
 
 def _read_dataset(name: str, text_field: str | None, split: str) -> list[str]:
     try:
         import datasets
     except ImportError:
-        raise TextRLError(f"data.prompts: {name!r} is not a file, and reading a datasets id needs "
-                          f"`pip install datasets`") from None
+        raise TextRLError(
+            f"data.prompts: {name!r} is not a file, and reading a datasets id needs `pip install datasets`"
+        ) from None
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as e:  # datasets raises many types; report one line

@@ -45,8 +45,9 @@ def resolve_tokenizer(tokenizer):
     try:
         return AutoTokenizer.from_pretrained(tokenizer)
     except (OSError, ValueError) as e:
-        raise TextRLError(f"tokenizer: cannot load {tokenizer!r} ({first_line(e)}); "
-                          f"expected a hub id or a local directory") from None
+        raise TextRLError(
+            f"tokenizer: cannot load {tokenizer!r} ({first_line(e)}); expected a hub id or a local directory"
+        ) from None
 
 
 def eos_id_of(tokenizer, stop_on_eos: bool) -> int | None:
@@ -59,8 +60,10 @@ def eos_id_of(tokenizer, stop_on_eos: bool) -> int | None:
     if not stop_on_eos:
         return None
     if tokenizer.eos_token_id is None:
-        raise TextRLError(f"env.stop_on_eos: got true, but tokenizer {type(tokenizer).__name__} has no EOS token; "
-                          f"expected a tokenizer with eos_token set, or env.stop_on_eos=false")
+        raise TextRLError(
+            f"env.stop_on_eos: got true, but tokenizer {type(tokenizer).__name__} has no EOS token; "
+            f"expected a tokenizer with eos_token set, or env.stop_on_eos=false"
+        )
     return int(tokenizer.eos_token_id)
 
 
@@ -97,8 +100,10 @@ def encode_prompt(tokenizer, text: str, max_prompt_tokens: int, truncation: str 
         raise TextRLError(f"prompt {text!r} encodes to no tokens; expected a non-empty prompt")
     if len(ids) > max_prompt_tokens:
         if truncation == "error":
-            raise TextRLError(f"prompt {text[:40]!r}... has {len(ids)} tokens; expected at most "
-                              f"env.max_prompt_tokens={max_prompt_tokens} (or env.prompt_truncation=left)")
+            raise TextRLError(
+                f"prompt {text[:40]!r}... has {len(ids)} tokens; expected at most "
+                f"env.max_prompt_tokens={max_prompt_tokens} (or env.prompt_truncation=left)"
+            )
         log.warning("prompt with %d tokens cut from the left to env.max_prompt_tokens=%d", len(ids), max_prompt_tokens)
         ids = ids[-max_prompt_tokens:]
     return ids
@@ -111,10 +116,12 @@ def decode_response(tokenizer, ids: Sequence[int]) -> str:
 
 def observation_space(vocab_size: int, width: int) -> spaces.Dict:
     """``Dict(input_ids=Box(int64, (width,)), attention_mask=Box(int8, (width,)))``."""
-    return spaces.Dict({
-        "input_ids": spaces.Box(0, vocab_size - 1, shape=(width,), dtype=np.int64),
-        "attention_mask": spaces.Box(0, 1, shape=(width,), dtype=np.int8),
-    })
+    return spaces.Dict(
+        {
+            "input_ids": spaces.Box(0, vocab_size - 1, shape=(width,), dtype=np.int64),
+            "attention_mask": spaces.Box(0, 1, shape=(width,), dtype=np.int8),
+        }
+    )
 
 
 def vocab_size_of(tokenizer, vocab_size: int | None) -> int:
@@ -208,8 +215,13 @@ class TokenGenEnv(gym.Env):
         if interaction is not None:  # multi-turn episodes: see textrl.envs.multiturn
             from textrl.envs import multiturn
 
-            multiturn.setup_env(self, interaction=interaction, max_turns=max_turns,
-                                max_episode_tokens=max_episode_tokens, vocab=int(self.action_space.n))
+            multiturn.setup_env(
+                self,
+                interaction=interaction,
+                max_turns=max_turns,
+                max_episode_tokens=max_episode_tokens,
+                vocab=int(self.action_space.n),
+            )
             self._amask = np.zeros(self.width, dtype=np.int8)
         self._ids = np.full(self.width, self.pad_token_id, dtype=np.int64)
         self._mask = np.zeros(self.width, dtype=np.int8)
@@ -231,8 +243,8 @@ class TokenGenEnv(gym.Env):
         ids = encode_prompt(self.tokenizer, text, self.max_prompt_tokens, self.prompt_truncation)
         self._ids[:] = self.pad_token_id
         self._mask[:] = 0
-        self._ids[self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = ids
-        self._mask[self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = 1
+        self._ids[self.max_prompt_tokens - len(ids) : self.max_prompt_tokens] = ids
+        self._mask[self.max_prompt_tokens - len(ids) : self.max_prompt_tokens] = 1
         self._prompt, self._t, self._done = prompt, 0, False
         if self.interaction is not None:
             from textrl.envs.multiturn import EpisodeTurns
@@ -258,11 +270,15 @@ class TokenGenEnv(gym.Env):
         reward, info = 0.0, {}
         if terminated or truncated:
             self._done = True
-            response = decode_response(self.tokenizer, self._ids[self.max_prompt_tokens:col + 1])
+            response = decode_response(self.tokenizer, self._ids[self.max_prompt_tokens : col + 1])
             out = score_responses(self.reward_model, [self._prompt], [response])
             reward = float(out.scores[0])
-            info = {"prompt": self._prompt, "response": response, "score": reward,
-                    **{f"reward/{k}": float(v[0]) for k, v in out.components.items()}}
+            info = {
+                "prompt": self._prompt,
+                "response": response,
+                "score": reward,
+                **{f"reward/{k}": float(v[0]) for k, v in out.components.items()},
+            }
             if out.details is not None:
                 info["reward_details"] = out.details[0]
         return self._obs(), reward, terminated, truncated, info
@@ -270,13 +286,19 @@ class TokenGenEnv(gym.Env):
     def render(self):
         """``"ansi"`` mode: the prompt and the response so far as text."""
         if self.render_mode == "ansi":
-            response = decode_response(self.tokenizer, self._ids[self.max_prompt_tokens:self.max_prompt_tokens + self._t])
+            response = decode_response(
+                self.tokenizer, self._ids[self.max_prompt_tokens : self.max_prompt_tokens + self._t]
+            )
             return f"{self._prompt}|{response}"
         return None
 
     def _obs(self) -> dict[str, np.ndarray]:
         if self.interaction is not None:
-            return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy(), "action_mask": self._amask.copy()}
+            return {
+                "input_ids": self._ids.copy(),
+                "attention_mask": self._mask.copy(),
+                "action_mask": self._amask.copy(),
+            }
         return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
 
 

@@ -141,8 +141,9 @@ class TokenGenVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.interaction = interaction
         if interaction is not None:  # multi-turn episodes: see textrl.envs.multiturn
-            multiturn.setup_env(self, interaction=interaction, max_turns=max_turns,
-                                max_episode_tokens=max_episode_tokens, vocab=vocab)
+            multiturn.setup_env(
+                self, interaction=interaction, max_turns=max_turns, max_episode_tokens=max_episode_tokens, vocab=vocab
+            )
             self._amask = torch.zeros((num_envs, self.width + 1), dtype=torch.int8, device=self.device)
             self._episodes = [None] * num_envs
 
@@ -150,7 +151,7 @@ class TokenGenVectorEnv(VectorEnv):
         # one scratch column past the observation width (see ``step``)
         self._ids = torch.full((n, self.width + 1), self.pad_token_id, dtype=torch.long, device=dev)
         self._mask = torch.zeros((n, self.width + 1), dtype=torch.int8, device=dev)
-        self.input_ids, self.attention_mask = self._ids[:, :self.width], self._mask[:, :self.width]
+        self.input_ids, self.attention_mask = self._ids[:, : self.width], self._mask[:, : self.width]
         # per-slot state: episode running, and the observation column its next token goes to (P + length)
         self._active = torch.zeros(n, dtype=torch.bool, device=dev)
         self._next_col = torch.full((n,), self.max_prompt_tokens, dtype=torch.long, device=dev)
@@ -233,8 +234,10 @@ class TokenGenVectorEnv(VectorEnv):
             status, any_was_done = int(torch.where(bad, self._two, ended).amax()), False
         if status == 2:
             i = int(bad.nonzero()[0])
-            raise TextRLError(f"action {int(flat[i])} in env {i} is outside the vocabulary; expected an "
-                              f"integer in [0, {self.single_action_space.n})")
+            raise TextRLError(
+                f"action {int(flat[i])} in env {i} is outside the vocabulary; expected an "
+                f"integer in [0, {self.single_action_space.n})"
+            )
         # Write each active slot's token at its next response column; a finished slot writes into
         # the scratch column W, outside the observation.
         col = torch.where(active, self._next_col, self._scratch)
@@ -253,8 +256,10 @@ class TokenGenVectorEnv(VectorEnv):
 
     def state_dict(self) -> dict:
         """The per-slot prompt RNG states (for checkpoints; episodes in flight are not saved)."""
-        return {"rngs": [rng.bit_generator.state for rng in self._rngs],
-                "group_rng": self._group_rng.bit_generator.state}
+        return {
+            "rngs": [rng.bit_generator.state for rng in self._rngs],
+            "group_rng": self._group_rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`.
@@ -263,8 +268,10 @@ class TokenGenVectorEnv(VectorEnv):
             TextRLError: a state saved with a different number of envs.
         """
         if len(state["rngs"]) != self.num_envs:
-            raise TextRLError(f"env state has {len(state['rngs'])} slots; expected {self.num_envs} "
-                              f"(the same rollout.batch_size and number of processes)")
+            raise TextRLError(
+                f"env state has {len(state['rngs'])} slots; expected {self.num_envs} "
+                f"(the same rollout.batch_size and number of processes)"
+            )
         for rng, rng_state in zip(self._rngs, state["rngs"]):
             rng.bit_generator.state = rng_state
         if "group_rng" in state:
@@ -272,16 +279,20 @@ class TokenGenVectorEnv(VectorEnv):
 
     def _group_prompts(self, k: int, slots: int) -> list[str]:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or slots % k:
-            raise TextRLError(f"rollout.samples_per_prompt: got {k!r}; expected a divisor of the {slots} slots "
-                              f"being reset (rollout.batch_size per process)")
+            raise TextRLError(
+                f"rollout.samples_per_prompt: got {k!r}; expected a divisor of the {slots} slots "
+                f"being reset (rollout.batch_size per process)"
+            )
         picks = self._group_rng.choice(len(self.prompts), size=slots // k, replace=len(self.prompts) < slots // k)
         return [self.prompts[i] for i in picks for _ in range(k)]
 
     # -- internals -----------------------------------------------------------------------------
     def _start(self, slots: list[int], prompts: Sequence[str] | None) -> None:
         if prompts is not None and len(prompts) not in (len(slots), self.num_envs):
-            raise TextRLError(f"reset(options={{'prompts': ...}}): got {len(prompts)} prompts; expected "
-                              f"{len(slots)} (one per slot being reset)")
+            raise TextRLError(
+                f"reset(options={{'prompts': ...}}): got {len(prompts)} prompts; expected "
+                f"{len(slots)} (one per slot being reset)"
+            )
         if prompts is not None and len(prompts) == self.num_envs and len(slots) != self.num_envs:
             prompts = [prompts[i] for i in slots]
         for k, i in enumerate(slots):
@@ -289,8 +300,10 @@ class TokenGenVectorEnv(VectorEnv):
             ids = self._encode(prompt)
             self._ids[i] = self.pad_token_id
             self._mask[i] = 0
-            self.input_ids[i, self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = torch.tensor(ids, device=self.device)
-            self.attention_mask[i, self.max_prompt_tokens - len(ids):self.max_prompt_tokens] = 1
+            self.input_ids[i, self.max_prompt_tokens - len(ids) : self.max_prompt_tokens] = torch.tensor(
+                ids, device=self.device
+            )
+            self.attention_mask[i, self.max_prompt_tokens - len(ids) : self.max_prompt_tokens] = 1
             self.episode_prompts[i] = prompt
             self.episode_responses[i] = ""
             self.episode_details[i] = None
@@ -312,7 +325,7 @@ class TokenGenVectorEnv(VectorEnv):
     def response_texts(self, slots: Sequence[int]) -> list[str]:
         """Decoded response text of each slot in ``slots`` (special tokens dropped)."""
         idx = torch.as_tensor(list(slots), dtype=torch.long, device=self.device)
-        ids = self.input_ids[idx, self.max_prompt_tokens:].tolist()
+        ids = self.input_ids[idx, self.max_prompt_tokens :].tolist()
         lengths = self.lengths[idx].tolist()
         return [decode_response(self.tokenizer, row[:n]) for row, n in zip(ids, lengths)]
 
@@ -342,8 +355,11 @@ class TokenGenVectorEnv(VectorEnv):
 
     def _obs(self) -> dict[str, torch.Tensor]:
         if self.interaction is not None:
-            obs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-                   "action_mask": self._amask[:, :self.width]}
+            obs = {
+                "input_ids": self.input_ids,
+                "attention_mask": self.attention_mask,
+                "action_mask": self._amask[:, : self.width],
+            }
             return obs if not self.copy else {k: v.clone() for k, v in obs.items()}
         if not self.copy:
             return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}

@@ -16,5 +16,15 @@ def textrl_interactions():
     return {"calculator": Calculator, "dialogue": Dialogue}
 
 
-__all__ = ["CalcError", "Calculator", "Dialogue", "EpisodeView", "Interaction", "Reply", "Turn", "end_of_turn_id",
-           "message_ids", "safe_eval"]
+__all__ = [
+    "CalcError",
+    "Calculator",
+    "Dialogue",
+    "EpisodeView",
+    "Interaction",
+    "Reply",
+    "Turn",
+    "end_of_turn_id",
+    "message_ids",
+    "safe_eval",
+]

@@ -157,8 +157,9 @@ def _template_delimiters(tokenizer, role: str) -> tuple[str, str]:
     if key not in _DELIMITERS:
         base = [{"role": "user", "content": "u"}, {"role": "assistant", "content": _ANSWER}]
         before = tokenizer.apply_chat_template(base, tokenize=False)
-        after = tokenizer.apply_chat_template(base + [{"role": role, "content": _SENTINEL}], tokenize=False,
-                                              add_generation_prompt=True)
+        after = tokenizer.apply_chat_template(
+            base + [{"role": role, "content": _SENTINEL}], tokenize=False, add_generation_prompt=True
+        )
         end = before.index(_ANSWER) + len(_ANSWER)
         if not after.startswith(before[:end]):
             raise ValueError("chat template renders earlier turns differently when a message follows")
@@ -166,7 +167,7 @@ def _template_delimiters(tokenizer, role: str) -> tuple[str, str]:
         eot = end_of_turn_id(tokenizer)
         eot_text = tokenizer.convert_ids_to_tokens(eot) if eot is not None else tokenizer.eos_token
         if eot_text and tail.startswith(eot_text):
-            tail = tail[len(eot_text):]  # the policy emits the end-of-turn token itself
+            tail = tail[len(eot_text) :]  # the policy emits the end-of-turn token itself
         prefix, suffix = tail.split(_SENTINEL)
         _DELIMITERS[key] = (prefix, suffix)
     return _DELIMITERS[key]

@@ -21,10 +21,17 @@ CALL = re.compile(r"<calc>(.*?)</calc>", re.S)
 MAX_CHARS = 200
 MAX_NODES = 64
 MAX_EXPONENT = 64
-MAX_ABS = 10.0 ** 30
+MAX_ABS = 10.0**30
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
@@ -32,8 +39,14 @@ class CalcError(ValueError):
     """An expression :func:`safe_eval` refuses or cannot evaluate (the message says why)."""
 
 
-def safe_eval(expression: str, *, max_chars: int = MAX_CHARS, max_nodes: int = MAX_NODES,
-              max_exponent: int = MAX_EXPONENT, max_abs: float = MAX_ABS) -> int | float:
+def safe_eval(
+    expression: str,
+    *,
+    max_chars: int = MAX_CHARS,
+    max_nodes: int = MAX_NODES,
+    max_exponent: int = MAX_EXPONENT,
+    max_abs: float = MAX_ABS,
+) -> int | float:
     """Evaluate an arithmetic expression without ``eval``.
 
     Args:

@@ -19,8 +19,9 @@ from textrl.config import integer, one_of
 from textrl.errors import TextRLError
 from textrl.interactions.base import EpisodeView, Interaction, Reply
 
-DEFAULT_DATA = os.path.join(os.environ.get("TEXTRL_ASSETS", "../shared/assets"), "hh-rlhf-harmless-test",
-                            "harmless-base-test.jsonl.gz")
+DEFAULT_DATA = os.path.join(
+    os.environ.get("TEXTRL_ASSETS", "../shared/assets"), "hh-rlhf-harmless-test", "harmless-base-test.jsonl.gz"
+)
 _SPEAKER = re.compile(r"\n\n(Human|Assistant): ")
 
 
@@ -53,18 +54,24 @@ class Dialogue(Interaction):
         TextRLError: the file cannot be read, or no conversation is kept.
     """
 
-    config_checks = {"field": one_of("chosen", "rejected"), "min_turns": integer(ge=1),
-                     "max_conversations": integer(ge=1, optional=True)}
+    config_checks = {
+        "field": one_of("chosen", "rejected"),
+        "min_turns": integer(ge=1),
+        "max_conversations": integer(ge=1, optional=True),
+    }
 
-    def __init__(self, path: str = DEFAULT_DATA, field: str = "chosen", min_turns: int = 2,
-                 max_conversations: int | None = None):
+    def __init__(
+        self, path: str = DEFAULT_DATA, field: str = "chosen", min_turns: int = 2, max_conversations: int | None = None
+    ):
         opener = gzip.open if str(path).endswith(".gz") else open
         try:
             with opener(path, "rt", encoding="utf-8") as f:
                 rows = [json.loads(line) for line in f if line.strip()]
         except (OSError, ValueError) as e:
-            raise TextRLError(f"interaction.path: cannot read {path!r} ({str(e).splitlines()[0]}); expected an "
-                              f"hh-rlhf .jsonl or .jsonl.gz file") from None
+            raise TextRLError(
+                f"interaction.path: cannot read {path!r} ({str(e).splitlines()[0]}); expected an "
+                f"hh-rlhf .jsonl or .jsonl.gz file"
+            ) from None
         self.followups: dict[str, list[str]] = {}
         for row in rows:
             turns = human_turns(row.get(field, "")) if isinstance(row, dict) else []
@@ -73,8 +80,10 @@ class Dialogue(Interaction):
             if max_conversations is not None and len(self.followups) >= max_conversations:
                 break
         if not self.followups:
-            raise TextRLError(f"interaction.path: no conversation in {path!r} has {min_turns} human turns in "
-                              f"{field!r}; expected hh-rlhf transcripts")
+            raise TextRLError(
+                f"interaction.path: no conversation in {path!r} has {min_turns} human turns in "
+                f"{field!r}; expected hh-rlhf transcripts"
+            )
         self.prompts = list(self.followups)
 
     def respond(self, episode: EpisodeView) -> Reply:

@@ -8,10 +8,21 @@ from tqdm import tqdm
 
 from textrl.hookspecs import hookimpl
 
-HEADLINE = ("objective/score", "objective/rlhf_reward", "objective/kl", "kl/beta", "loss/policy", "loss/value",
-            "perf/tokens_per_s",  # rl
-            "train/loss", "train/accuracy", "train/learning_rate", "eval/loss", "eval/accuracy",
-            "eval/pairwise_accuracy")  # sft, rm (eval prints its table at the end instead)
+HEADLINE = (
+    "objective/score",
+    "objective/rlhf_reward",
+    "objective/kl",
+    "kl/beta",
+    "loss/policy",
+    "loss/value",
+    "perf/tokens_per_s",  # rl
+    "train/loss",
+    "train/accuracy",
+    "train/learning_rate",
+    "eval/loss",
+    "eval/accuracy",
+    "eval/pairwise_accuracy",
+)  # sft, rm (eval prints its table at the end instead)
 """The metrics (names in :data:`textrl.metrics.METRICS`) a console line shows when present."""
 MODEL_KEY = {"rm": "rm.model"}  # the model a stage starts from; policy.model for the others
 
@@ -20,15 +31,17 @@ def format_table(result: dict) -> str:
     """The eval result (``eval.json``'s dict: ``policy``/``reference`` means, medians and lengths,
     ``win_rate``, ``kl`` in nats) as a small Markdown table."""
     p, r = result["policy"], result["reference"]
-    return "\n".join([
-        f"| {result['prompts']} held-out prompts | policy | reference |",
-        "| --- | --- | --- |",
-        f"| mean reward | {p['mean_reward']:.3f} | {r['mean_reward']:.3f} |",
-        f"| median reward | {p['median_reward']:.3f} | {r['median_reward']:.3f} |",
-        f"| mean length (tokens) | {p['mean_length']:.1f} | {r['mean_length']:.1f} |",
-        f"| win rate vs reference | {result['win_rate']:.3f} | — |",
-        f"| KL(policy ‖ reference), nats | {result['kl']:.3f} | 0 |",
-    ])
+    return "\n".join(
+        [
+            f"| {result['prompts']} held-out prompts | policy | reference |",
+            "| --- | --- | --- |",
+            f"| mean reward | {p['mean_reward']:.3f} | {r['mean_reward']:.3f} |",
+            f"| median reward | {p['median_reward']:.3f} | {r['median_reward']:.3f} |",
+            f"| mean length (tokens) | {p['mean_length']:.1f} | {r['mean_length']:.1f} |",
+            f"| win rate vs reference | {result['win_rate']:.3f} | — |",
+            f"| KL(policy ‖ reference), nats | {result['kl']:.3f} | 0 |",
+        ]
+    )
 
 
 def summary_text(stage: str, summary: dict) -> str:
@@ -36,8 +49,10 @@ def summary_text(stage: str, summary: dict) -> str:
     if stage == "rl":
         return "textrl: mean score {first_score:.3f} -> {last_score:.3f} in {wall_time_s:.0f}s".format(**summary)
     if stage == "sft":
-        return (f"textrl sft: eval loss {summary['eval_loss_before']:.3f} -> {summary['eval_loss_after']:.3f} "
-                f"over {summary['steps']} steps; model in {summary['model_dir']}")
+        return (
+            f"textrl sft: eval loss {summary['eval_loss_before']:.3f} -> {summary['eval_loss_after']:.3f} "
+            f"over {summary['steps']} steps; model in {summary['model_dir']}"
+        )
     if stage == "eval":
         return format_table(summary)
     return f"textrl {stage}: " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list)))
@@ -57,8 +72,11 @@ class ConsoleLogger:
 
     @hookimpl
     def textrl_on_metrics(self, update, metrics):
-        parts = [f"{'eval_' if k.startswith('eval/') else ''}{k.split('/')[-1]} {metrics[k]:.4g}"
-                 for k in HEADLINE if metrics.get(k) is not None]
+        parts = [
+            f"{'eval_' if k.startswith('eval/') else ''}{k.split('/')[-1]} {metrics[k]:.4g}"
+            for k in HEADLINE
+            if metrics.get(k) is not None
+        ]
         if parts:
             label = "update" if self.stage == "rl" else f"{self.stage} step"
             tqdm.write(f"{label} {update:>4} | " + " | ".join(parts))

@@ -36,10 +36,18 @@ class WandbLogger:
 
         self.wandb = wandb
         self.run_dir = run_dir
-        self.run = wandb.init(project=self.cfg.project, entity=self.cfg.entity, mode=self.cfg.mode,
-                              name=self.cfg.run_name, group=self.cfg.group, job_type=cfg.stage,
-                              tags=list(self.cfg.tags), dir=run_dir,
-                              config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
+        self.run = wandb.init(
+            project=self.cfg.project,
+            entity=self.cfg.entity,
+            mode=self.cfg.mode,
+            name=self.cfg.run_name,
+            group=self.cfg.group,
+            job_type=cfg.stage,
+            tags=list(self.cfg.tags),
+            dir=run_dir,
+            config=OmegaConf.to_container(cfg, resolve=True),
+            reinit="finish_previous",
+        )
 
     @hookimpl
     def textrl_on_metrics(self, update, metrics, samples):
@@ -52,8 +60,9 @@ class WandbLogger:
     @hookimpl
     def textrl_on_stage_end(self, summary):
         if self.rows:
-            self.run.log({"samples": self.wandb.Table(columns=["update", "prompt", "response", "score"],
-                                                      data=self.rows)})
+            self.run.log(
+                {"samples": self.wandb.Table(columns=["update", "prompt", "response", "score"], data=self.rows)}
+            )
         for name, figure in (("report", RL_FIGURE), ("eval/reward_histogram", EVAL_FIGURE)):
             path = os.path.join(self.run_dir, figure)
             if os.path.isfile(path):  # drawn by the rl (eval) stage just before this hook

@@ -7,6 +7,13 @@ from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.reference import frozen_reference, make_reference
 from textrl.policies.sampling import SamplingConfig
 
-__all__ = ["KVCacheDecoder", "LoraSettings", "PolicyWithValueHead", "SamplingConfig", "frozen_reference",
-           "make_reference", "load_causal_lm",
-           "load_tokenizer"]
+__all__ = [
+    "KVCacheDecoder",
+    "LoraSettings",
+    "PolicyWithValueHead",
+    "SamplingConfig",
+    "frozen_reference",
+    "make_reference",
+    "load_causal_lm",
+    "load_tokenizer",
+]

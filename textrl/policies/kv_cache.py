@@ -76,8 +76,9 @@ class KVCacheDecoder:
         tokens = tokens if tokens.dim() == 2 else tokens[:, None]
         active = active if active.dim() == 2 else active[:, None]
         self.mask = torch.cat([self.mask, active], dim=1)  # bool promotes to the mask's long
-        out = self.policy(tokens, self.mask, self.next_position, past_key_values=self.cache, use_cache=True,
-                          logits_to_keep=1)
+        out = self.policy(
+            tokens, self.mask, self.next_position, past_key_values=self.cache, use_cache=True, logits_to_keep=1
+        )
         self.cache = out.past_key_values
         self.next_position = self.next_position + active
         return out.logits[:, -1], out.values

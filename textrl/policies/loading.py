@@ -19,8 +19,10 @@ from textrl.policies.lora import base_model_of, is_adapter_dir, load_adapters
 
 log = logging.getLogger(__name__)
 
-DTYPES = {name: getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(name, name))
-          for name in POLICY_DTYPES}
+DTYPES = {
+    name: getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(name, name))
+    for name in POLICY_DTYPES
+}
 """``policy.dtype`` name → torch dtype."""
 PAD_TOKEN = "<|pad|>"
 
@@ -41,15 +43,19 @@ def check_model_location(model: str, gguf_file: str | None) -> None:
     """
     looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.path.exists(model)
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
-        raise TextRLError(f"policy.model: directory {model!r} does not exist; expected a hub id, a local "
-                          f"model directory or a .gguf file")
+        raise TextRLError(
+            f"policy.model: directory {model!r} does not exist; expected a hub id, a local "
+            f"model directory or a .gguf file"
+        )
     if gguf_file and looks_local:
         path = os.path.join(os.path.expanduser(model), gguf_file)
         if not os.path.isfile(path):
             raise TextRLError(f"policy.gguf_file: {path!r} does not exist; expected a .gguf file")
         with open(path, "rb") as f:
             if f.read(4) != b"GGUF":
-                raise TextRLError(f"policy.gguf_file: {path!r} is not a GGUF file (no GGUF magic bytes); expected a .gguf model file")
+                raise TextRLError(
+                    f"policy.gguf_file: {path!r} is not a GGUF file (no GGUF magic bytes); expected a .gguf model file"
+                )
 
 
 def one_line(e: Exception) -> str:
@@ -84,8 +90,14 @@ def load_tokenizer(model: str, gguf_file: str | None = None):
     return tok
 
 
-def load_causal_lm(model: str, gguf_file: str | None = None, dtype: str = "float32",
-                   tokenizer=None, dropout: float | None = 0.0, device: str | torch.device = "cpu"):
+def load_causal_lm(
+    model: str,
+    gguf_file: str | None = None,
+    dtype: str = "float32",
+    tokenizer=None,
+    dropout: float | None = 0.0,
+    device: str | torch.device = "cpu",
+):
     """Load ``AutoModelForCausalLM`` from a hub id, a directory or a GGUF file.
 
     Args:

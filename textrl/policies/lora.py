@@ -39,15 +39,21 @@ def add_lora(lm: nn.Module, settings: LoraSettings):
         raise TextRLError(f"policy.lora.alpha: got {settings.alpha}; expected a positive number")
     if not 0 <= settings.dropout < 1:
         raise TextRLError(f"policy.lora.dropout: got {settings.dropout}; expected a value in [0, 1)")
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=list(settings.target_modules) if settings.target_modules else None,
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules) if settings.target_modules else None,
+        task_type="CAUSAL_LM",
+    )
     try:
         return get_peft_model(lm, config)
     except ValueError as e:
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in lm.named_modules() if isinstance(m, nn.Linear)})
-        raise TextRLError(f"policy.lora.target_modules: got {settings.target_modules}; expected names of the "
-                          f"model's linear layers, e.g. {linear} ({first_line(e)})") from None
+        raise TextRLError(
+            f"policy.lora.target_modules: got {settings.target_modules}; expected names of the "
+            f"model's linear layers, e.g. {linear} ({first_line(e)})"
+        ) from None
 
 
 def is_adapter_dir(path: str) -> bool:
@@ -72,8 +78,10 @@ def base_model_of(path: str) -> tuple[str, str | None]:
     with open(os.path.join(path, ADAPTER_CONFIG)) as f:
         base = json.load(f).get("base_model_name_or_path")
     if not base:
-        raise TextRLError(f"policy.model: adapter directory {path!r} names no base model; expected textrl.json "
-                          f"or adapter_config.json to hold it")
+        raise TextRLError(
+            f"policy.model: adapter directory {path!r} names no base model; expected textrl.json "
+            f"or adapter_config.json to hold it"
+        )
     return base, None
 
 

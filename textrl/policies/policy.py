@@ -30,8 +30,6 @@ class PolicyOutput(NamedTuple):
     past_key_values: object
 
 
-
-
 class PolicyWithValueHead(nn.Module):
     """A causal LM (``self.lm``) and a :class:`ValueHead` sharing one forward pass.
 
@@ -72,14 +70,19 @@ class PolicyWithValueHead(nn.Module):
             TextRLError: the model does not support gradient checkpointing.
         """
         if not getattr(self.lm, "supports_gradient_checkpointing", False):
-            raise TextRLError(f"policy.gradient_checkpointing: got true; expected a model that supports it "
-                              f"({type(self.lm).__name__} does not)")
+            raise TextRLError(
+                f"policy.gradient_checkpointing: got true; expected a model that supports it "
+                f"({type(self.lm).__name__} does not)"
+            )
         enable = getattr(self.lm, "activation_checkpointing_enable", None) or self.lm.gradient_checkpointing_enable
         enable({"use_reentrant": False})
         from transformers import PreTrainedModel
 
-        self.checkpointed_layers = [m for m in self.lm.modules() if getattr(m, "gradient_checkpointing", None) is True
-                                    and not isinstance(m, PreTrainedModel)]  # the decoder layers, not the trunk
+        self.checkpointed_layers = [
+            m
+            for m in self.lm.modules()
+            if getattr(m, "gradient_checkpointing", None) is True and not isinstance(m, PreTrainedModel)
+        ]  # the decoder layers, not the trunk
 
     @property
     def config(self):
@@ -92,9 +95,17 @@ class PolicyWithValueHead(nn.Module):
         return next(self.lm.parameters()).device
 
     @classmethod
-    def from_pretrained(cls, model: str, gguf_file: str | None = None, dtype: str = "float32",
-                        tokenizer=None, dropout: float | None = 0.0, device: str | torch.device = "cpu",
-                        lora: LoraSettings | None = None, gradient_checkpointing: bool = False):
+    def from_pretrained(
+        cls,
+        model: str,
+        gguf_file: str | None = None,
+        dtype: str = "float32",
+        tokenizer=None,
+        dropout: float | None = 0.0,
+        device: str | torch.device = "cpu",
+        lora: LoraSettings | None = None,
+        gradient_checkpointing: bool = False,
+    ):
         """Load the LM with :func:`load_causal_lm`; a ``value_head.safetensors`` saved by
         :meth:`save_pretrained` next to it is loaded too (else the head starts at zero).
         ``gradient_checkpointing`` calls :meth:`enable_gradient_checkpointing`.
@@ -123,8 +134,15 @@ class PolicyWithValueHead(nn.Module):
             policy.enable_gradient_checkpointing()
         return policy.to(device).eval()  # RL runs without dropout: rollout and training log-probs agree
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None,
-                past_key_values=None, use_cache: bool = False, logits_to_keep: int = 0) -> PolicyOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        past_key_values=None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+    ) -> PolicyOutput:
         """One pass through the LM and the value head.
 
         Args:
@@ -141,9 +159,14 @@ class PolicyWithValueHead(nn.Module):
         """
         attention_mask = attention_mask.long()
         if position_ids is None:
-            position_ids = positions_of(attention_mask)[:, -input_ids.shape[1]:]
-        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      cache=past_key_values, use_cache=use_cache)
+            position_ids = positions_of(attention_mask)[:, -input_ids.shape[1] :]
+        inputs = dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=past_key_values,
+            use_cache=use_cache,
+        )
         checkpointed = self.checkpointed_layers if torch.is_grad_enabled() and not use_cache else []
         modes = [layer.training for layer in checkpointed]
         for layer in checkpointed:  # see enable_gradient_checkpointing
@@ -173,20 +196,24 @@ class PolicyWithValueHead(nn.Module):
         meta = {"value_head": VALUE_HEAD_FILE}
         if self.adapters is not None:  # the adapters only; the base model is named in textrl.json
             self.adapters.save_pretrained(directory)
-            meta.update(base_model=self.base[0] if self.base else None, base_gguf_file=self.base[1] if self.base else None)
+            meta.update(
+                base_model=self.base[0] if self.base else None, base_gguf_file=self.base[1] if self.base else None
+            )
         else:
             self.lm.save_pretrained(directory)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
-                  os.path.join(directory, VALUE_HEAD_FILE))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
+            os.path.join(directory, VALUE_HEAD_FILE),
+        )
         with open(os.path.join(directory, "textrl.json"), "w") as f:
             json.dump(meta, f)
 
 
-
-def response_outputs(policy: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     response_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def response_outputs(
+    policy: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forced logits and values for the last ``response_length`` tokens, in one forward
     pass of ``policy`` (a :class:`PolicyWithValueHead`, or the DDP/DeepSpeed wrapper around one:
     calling the wrapper is what all-reduces its gradients).

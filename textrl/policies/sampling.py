@@ -106,8 +106,12 @@ def sampling_logprobs(logits: torch.Tensor, sampling: SamplingConfig):
     return logp, torch.log_softmax(warp_logits(logits, sampling.untruncated()), dim=-1)
 
 
-def draw_tokens(logp: torch.Tensor, untruncated_logp: torch.Tensor | None, generator: torch.Generator | None = None,
-                keepdim: bool = False):
+def draw_tokens(
+    logp: torch.Tensor,
+    untruncated_logp: torch.Tensor | None,
+    generator: torch.Generator | None = None,
+    keepdim: bool = False,
+):
     """The random half of :func:`sample_tokens`: one ``torch.multinomial`` draw per row from
     ``exp(logp)`` (``(B, V)`` float32), and the log-probs of the drawn tokens under ``logp`` and
     ``untruncated_logp`` (``None``: the same tensor). Returns ``(tokens, logprobs, untruncated_logprobs)`` as

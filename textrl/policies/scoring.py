@@ -11,9 +11,15 @@ from textrl.policies.positions import position_ids
 from textrl.policies.sampling import token_logprobs
 
 
-def teacher_forced_logprobs(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                            response_length: int, vocab_size: int, sampling=None,
-                            chunk_size: int | None = None) -> torch.Tensor:
+def teacher_forced_logprobs(
+    lm: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_length: int,
+    vocab_size: int,
+    sampling=None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
     """``(B, T)`` float32 log-probabilities of the last ``response_length`` tokens under a plain
     causal LM (π_ref), teacher-forced in chunks of ``chunk_size`` rows (``None`` = one pass), so
     at most ``chunk_size × T × V`` logits exist at once.
@@ -31,7 +37,7 @@ def teacher_forced_logprobs(lm: nn.Module, input_ids: torch.Tensor, attention_ma
     step = chunk_size or input_ids.shape[0]
     parts = []
     for start in range(0, input_ids.shape[0], step):
-        ids, mask = input_ids[start:start + step], attention_mask[start:start + step]
+        ids, mask = input_ids[start : start + step], attention_mask[start : start + step]
         logits = response_logits(lm, ids, mask, response_length)[..., :vocab_size]
         parts.append(token_logprobs(logits, ids[:, -response_length:], sampling))
     return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -11,8 +11,20 @@ from textrl.rewards.sentiment import SentimentReward
 @hookimpl
 def textrl_reward_models():
     """textrl's built-in reward models."""
-    return {"sentiment": SentimentReward, "learned": LearnedReward, "rbrm": RuleBasedReward,
-            "composite": build_composite}
+    return {
+        "sentiment": SentimentReward,
+        "learned": LearnedReward,
+        "rbrm": RuleBasedReward,
+        "composite": build_composite,
+    }
 
 
-__all__ = ["CompositeReward", "LearnedReward", "RuleBasedReward", "build_composite", "RewardModel", "SentimentReward", "check_scores"]
+__all__ = [
+    "CompositeReward",
+    "LearnedReward",
+    "RuleBasedReward",
+    "build_composite",
+    "RewardModel",
+    "SentimentReward",
+    "check_scores",
+]

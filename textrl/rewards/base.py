@@ -44,8 +44,9 @@ class RewardOutput:
     details: list[dict[str, Any]] | None = None
 
 
-def score_responses(reward_model, prompts: Sequence[str], responses: Sequence[str],
-                    name: str = "reward model") -> RewardOutput:
+def score_responses(
+    reward_model, prompts: Sequence[str], responses: Sequence[str], name: str = "reward model"
+) -> RewardOutput:
     """Score B (prompt, response) pairs with any reward model, checked.
 
     Calls ``reward_model.score_with_details`` when it exists, else ``reward_model(prompts,
@@ -68,8 +69,9 @@ def score_responses(reward_model, prompts: Sequence[str], responses: Sequence[st
     except TextRLError:
         raise
     except Exception as e:  # a user's reward model: one line, not its traceback
-        raise TextRLError(f"{name} raised {type(e).__name__}: {first_line(e)}; "
-                          f"expected a float tensor of shape ({n},)") from None
+        raise TextRLError(
+            f"{name} raised {type(e).__name__}: {first_line(e)}; expected a float tensor of shape ({n},)"
+        ) from None
     if not isinstance(out, RewardOutput):
         raise TextRLError(f"{name}.score_with_details returned {type(out).__name__}; expected a RewardOutput")
     components = {k: check_scores(v, n, f"{name} component {k!r}") for k, v in out.components.items()}
@@ -91,7 +93,9 @@ def check_scores(scores, batch_size: int, name: str = "reward model") -> torch.T
     try:
         t = torch.as_tensor(scores)
     except (TypeError, ValueError, RuntimeError):
-        raise TextRLError(f"{name} returned {type(scores).__name__}; expected a float tensor of shape ({batch_size},)") from None
+        raise TextRLError(
+            f"{name} returned {type(scores).__name__}; expected a float tensor of shape ({batch_size},)"
+        ) from None
     if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
         raise TextRLError(f"{name} returned dtype {t.dtype}; expected a float tensor of shape ({batch_size},)")
     if tuple(t.shape) != (batch_size,):

@@ -47,7 +47,9 @@ class CompositeReward:
 
     def __init__(self, components: dict[str, tuple[float, Any]]):
         if not components:
-            raise TextRLError("reward.components: got no components; expected {label: {name: <reward>, weight: w}, ...}")
+            raise TextRLError(
+                "reward.components: got no components; expected {label: {name: <reward>, weight: w}, ...}"
+            )
         for label, (weight, _) in components.items():
             if not torch.isfinite(torch.tensor(float(weight))):
                 raise TextRLError(f"reward.components.{label}.weight: got {weight}; expected a finite number")
@@ -69,8 +71,9 @@ class CompositeReward:
         return RewardOutput(total, parts, details if any(details) else None)
 
 
-def build_composite(components: dict[str, dict] | None = None, device: str = "auto", *,
-                    rewards: Mapping[str, Callable[..., Any]]) -> CompositeReward:
+def build_composite(
+    components: dict[str, dict] | None = None, device: str = "auto", *, rewards: Mapping[str, Callable[..., Any]]
+) -> CompositeReward:
     """The ``reward=composite`` factory: build each component from the reward-model table.
 
     Args:
@@ -89,8 +92,10 @@ def build_composite(components: dict[str, dict] | None = None, device: str = "au
     built = {}
     for label, node in (DEFAULT_COMPONENTS if components is None else components).items():
         if not isinstance(node, dict) or "name" not in node:
-            raise TextRLError(f"reward.components.{label}: got {node!r}; expected a mapping with a reward "
-                              f"'name' and a 'weight', e.g. {{name: sentiment, weight: 1.0}}")
+            raise TextRLError(
+                f"reward.components.{label}: got {node!r}; expected a mapping with a reward "
+                f"'name' and a 'weight', e.g. {{name: sentiment, weight: 1.0}}"
+            )
         node = dict(node)
         weight = node.pop("weight", 1.0)
         if not isinstance(weight, (int, float)) or isinstance(weight, bool):
@@ -101,4 +106,3 @@ def build_composite(components: dict[str, dict] | None = None, device: str = "au
             node["device"] = device
         built[label] = (float(weight), build_plugin(f"reward.components.{label}", node, table))
     return CompositeReward(built)
-

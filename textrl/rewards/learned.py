@@ -16,16 +16,27 @@ import torch
 
 from textrl.devices import resolve_device
 from textrl.errors import TextRLError
-from textrl.policies.loading import check_model_location, clear_gguf_quantizer, load_tokenizer, one_line, \
-    split_model_path
+from textrl.policies.loading import (
+    check_model_location,
+    clear_gguf_quantizer,
+    load_tokenizer,
+    one_line,
+    split_model_path,
+)
 from textrl.training_examples import format_prompt
 
 NORMALIZATION_FILE = "textrl_reward.json"
 
 
-def load_sequence_classifier(model: str, gguf_file: str | None = None, num_labels: int = 1,
-                             device: str | torch.device = "cpu", id2label: dict | None = None,
-                             key: str = "rm.model", trained: bool = False):
+def load_sequence_classifier(
+    model: str,
+    gguf_file: str | None = None,
+    num_labels: int = 1,
+    device: str | torch.device = "cpu",
+    id2label: dict | None = None,
+    key: str = "rm.model",
+    trained: bool = False,
+):
     """``(AutoModelForSequenceClassification, tokenizer)`` from a hub id, a directory (an SFT
     causal-LM directory gets a fresh score head) or a GGUF file.
 
@@ -52,15 +63,18 @@ def load_sequence_classifier(model: str, gguf_file: str | None = None, num_label
         hf_logging.set_verbosity_error()  # a missing head is reported below, in one line
     try:
         clf, info = AutoModelForSequenceClassification.from_pretrained(
-            os.path.expanduser(model), num_labels=num_labels, dtype=torch.float32, output_loading_info=True, **kwargs)
+            os.path.expanduser(model), num_labels=num_labels, dtype=torch.float32, output_loading_info=True, **kwargs
+        )
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise TextRLError(f"{key}: cannot load a sequence classifier from {model!r} ({one_line(e)})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = sorted(info.get("missing_keys") or [])
     if trained and missing:
-        raise TextRLError(f"{key}: {model!r} has no trained weights for {missing[:3]} (they would be randomly "
-                          f"initialised, a random reward); expected a reward model directory written by stage=rm")
+        raise TextRLError(
+            f"{key}: {model!r} has no trained weights for {missing[:3]} (they would be randomly "
+            f"initialised, a random reward); expected a reward model directory written by stage=rm"
+        )
     if gguf_file:
         clear_gguf_quantizer(clf)
     if len(tokenizer) > clf.get_input_embeddings().weight.shape[0]:
@@ -81,17 +95,28 @@ class RewardScorer:
             :func:`textrl.training_examples.format_prompt`).
     """
 
-    def __init__(self, model, tokenizer, max_length: int = 256, prompt_format: str = "plain",
-                 head_tokens: int | None = None, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_length: int = 256,
+        prompt_format: str = "plain",
+        head_tokens: int | None = None,
+        device: str | torch.device = "cpu",
+    ):
         self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
         self.prompt_format, self.head_tokens, self.device = prompt_format, head_tokens, torch.device(device)
         self.specials = tokenizer("", add_special_tokens=True)["input_ids"]
         budget = max_length - len(self.specials)
         if budget < 1:
-            raise TextRLError(f"max_length: got {max_length}; expected more than the {len(self.specials)} special tokens")
+            raise TextRLError(
+                f"max_length: got {max_length}; expected more than the {len(self.specials)} special tokens"
+            )
         if head_tokens is not None and not 0 < head_tokens < budget:
-            raise TextRLError(f"rm.head_tokens: got {head_tokens}; expected 0 < head_tokens < {budget} "
-                              f"(max_length minus special tokens)")
+            raise TextRLError(
+                f"rm.head_tokens: got {head_tokens}; expected 0 < head_tokens < {budget} "
+                f"(max_length minus special tokens)"
+            )
 
     def _encode(self, texts: Sequence[str], keep: str):
         budget = self.max_length - len(self.specials)
@@ -101,7 +126,7 @@ class RewardScorer:
                 if keep == "end":
                     ids = ids[-budget:]
                 elif self.head_tokens:
-                    ids = ids[:self.head_tokens] + ids[-(budget - self.head_tokens):]
+                    ids = ids[: self.head_tokens] + ids[-(budget - self.head_tokens) :]
                 else:
                     ids = ids[:budget]
             rows.append(self.specials[:1] + ids + self.specials[1:])
@@ -118,7 +143,9 @@ class RewardScorer:
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         """``(N,)`` scalar rewards r(x, y) of (prompt, response) pairs (raw, unnormalised)."""
-        texts = [format_prompt(self.tokenizer, p, self.prompt_format) + " " + r.strip() for p, r in zip(prompts, responses)]
+        texts = [
+            format_prompt(self.tokenizer, p, self.prompt_format) + " " + r.strip() for p, r in zip(prompts, responses)
+        ]
         return self.logits(texts, keep="end")[:, 0]
 
 
@@ -149,18 +176,27 @@ class LearnedReward:
         device = resolve_device(device)
         clf, tokenizer = load_sequence_classifier(model, device=device, key="reward.model", trained=True)
         if clf.config.num_labels != 1:
-            raise TextRLError(f"reward.model: {model!r} has {clf.config.num_labels} outputs; expected a one-output "
-                              f"reward model (use reward=sentiment backend=classifier for a classifier)")
-        self.scorer = RewardScorer(clf.eval(), tokenizer, settings.get("max_length", 256),
-                                   settings.get("prompt_format", "plain"), device=device)
+            raise TextRLError(
+                f"reward.model: {model!r} has {clf.config.num_labels} outputs; expected a one-output "
+                f"reward model (use reward=sentiment backend=classifier for a classifier)"
+            )
+        self.scorer = RewardScorer(
+            clf.eval(),
+            tokenizer,
+            settings.get("max_length", 256),
+            settings.get("prompt_format", "plain"),
+            device=device,
+        )
         norm = settings.get("normalization", {}) if normalize else {}
         self.bias, self.gain = float(norm.get("bias", 0.0)), float(norm.get("gain", 1.0))
         self.batch_size = batch_size
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        out = [self.scorer.score(prompts[i:i + self.batch_size], responses[i:i + self.batch_size]).cpu()
-               for i in range(0, len(prompts), self.batch_size)]
+        out = [
+            self.scorer.score(prompts[i : i + self.batch_size], responses[i : i + self.batch_size]).cpu()
+            for i in range(0, len(prompts), self.batch_size)
+        ]
         raw = torch.cat(out) if out else torch.zeros(0)
         return self.gain * (raw + self.bias)
 
@@ -168,8 +204,10 @@ class LearnedReward:
         """``(weight (1, H), bias (1,))`` of the normalised score head, to initialise a value head."""
         head = getattr(self.scorer.model, "score", None)
         if not isinstance(head, torch.nn.Linear):
-            raise TextRLError(f"algo.value_init=reward_model: the reward model ({type(self.scorer.model).__name__}) "
-                              f"has no linear `score` head; expected a causal-LM-based reward model")
+            raise TextRLError(
+                f"algo.value_init=reward_model: the reward model ({type(self.scorer.model).__name__}) "
+                f"has no linear `score` head; expected a causal-LM-based reward model"
+            )
         weight = head.weight.detach() * self.gain
         bias = (head.bias.detach() if head.bias is not None else torch.zeros(1)) + self.bias
         return weight.float(), (bias * self.gain).float()

@@ -101,16 +101,21 @@ class RuleBasedReward:
             labels file, a label that is not a category, a labelled row without prompt text.
     """
 
-    def __init__(self, rubric: str = "harmlessness", labels: Optional[str] = None,
-                 label_field: str = "label", text_field: Optional[str] = None):
+    def __init__(
+        self,
+        rubric: str = "harmlessness",
+        labels: Optional[str] = None,
+        label_field: str = "label",
+        text_field: Optional[str] = None,
+    ):
         spec, self.rubric_path = load_rubric(rubric)
         self.categories = parse_rules(spec["prompt_categories"], "prompt_categories", self.rubric_path)
         self.classes = parse_rules(spec["response_classes"], "response_classes", self.rubric_path)
-        self.rewards = parse_rewards(spec["rewards"], [r.name for r in self.categories],
-                                     [r.name for r in self.classes], self.rubric_path)
+        self.rewards = parse_rewards(
+            spec["rewards"], [r.name for r in self.categories], [r.name for r in self.classes], self.rubric_path
+        )
         self.label_rule = f"label:{label_field}"
-        self.labels = (load_labels(labels, label_field, text_field, [r.name for r in self.categories])
-                       if labels else {})
+        self.labels = load_labels(labels, label_field, text_field, [r.name for r in self.categories]) if labels else {}
 
     def classify_prompt(self, prompt: str) -> tuple[str, str]:
         """``(category, rule)``: a label from the labels file, else the first matching category.
@@ -135,14 +140,23 @@ class RuleBasedReward:
             TextRLError: ``prompts`` and ``responses`` differ in length.
         """
         if len(prompts) != len(responses):
-            raise TextRLError(f"rbrm reward: got {len(prompts)} prompts and {len(responses)} responses; "
-                              f"expected one response per prompt")
+            raise TextRLError(
+                f"rbrm reward: got {len(prompts)} prompts and {len(responses)} responses; "
+                f"expected one response per prompt"
+            )
         details = []
         for prompt, response in zip(prompts, responses):
             category, category_rule = self.classify_prompt(prompt)
             cls, class_rule = self.classify_response(response)
-            details.append({"category": category, "category_rule": category_rule, "class": cls,
-                            "class_rule": class_rule, "reward": self.rewards[category][cls]})
+            details.append(
+                {
+                    "category": category,
+                    "category_rule": category_rule,
+                    "class": cls,
+                    "class_rule": class_rule,
+                    "reward": self.rewards[category][cls],
+                }
+            )
         scores = torch.tensor([d["reward"] for d in details], dtype=torch.float32)
         return RewardOutput(scores, {}, details)
 
@@ -161,10 +175,13 @@ def load_rubric(rubric: str) -> tuple[dict, str]:
     path = Path(os.path.expanduser(rubric)) if is_path else builtin_rubric_dir() / f"{rubric}.yaml"
     if not path.is_file():
         if is_path:
-            raise TextRLError(f"reward.rubric: file {rubric!r} does not exist; expected a YAML rubric path "
-                              f"or a built-in name {builtin_rubrics()}")
-        raise TextRLError(f"reward.rubric: got {rubric!r}; expected a built-in rubric {builtin_rubrics()} "
-                          f"or a path to a .yaml file")
+            raise TextRLError(
+                f"reward.rubric: file {rubric!r} does not exist; expected a YAML rubric path "
+                f"or a built-in name {builtin_rubrics()}"
+            )
+        raise TextRLError(
+            f"reward.rubric: got {rubric!r}; expected a built-in rubric {builtin_rubrics()} or a path to a .yaml file"
+        )
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -173,8 +190,9 @@ def load_rubric(rubric: str) -> tuple[dict, str]:
         problem = getattr(e, "problem", None) or "parse error"
         raise TextRLError(f"reward.rubric: {str(path)!r} is not valid YAML ({problem}{at})") from None
     if not isinstance(spec, dict):
-        raise TextRLError(f"reward.rubric: {str(path)!r} holds a {type(spec).__name__}; expected a mapping "
-                          f"with keys {list(TOP_KEYS)}")
+        raise TextRLError(
+            f"reward.rubric: {str(path)!r} holds a {type(spec).__name__}; expected a mapping with keys {list(TOP_KEYS)}"
+        )
     unknown = sorted(set(map(str, spec)) - set(TOP_KEYS))
     missing = [k for k in TOP_KEYS if k not in spec]
     if unknown or missing:
@@ -201,8 +219,9 @@ def parse_rules(entries, section: str, path: str) -> list[Rule]:
         name = entry["name"]
         unknown = sorted(set(map(str, entry)) - set(ENTRY_KEYS))
         if unknown:
-            raise TextRLError(f"{where}: entry {name!r} has unknown key(s) {unknown}; "
-                              f"expected some of {list(ENTRY_KEYS)}")
+            raise TextRLError(
+                f"{where}: entry {name!r} has unknown key(s) {unknown}; expected some of {list(ENTRY_KEYS)}"
+            )
         if name in (r.name for r in rules):
             raise TextRLError(f"{where}: name {name!r} appears twice; expected unique names")
         matchers = []
@@ -215,8 +234,10 @@ def parse_rules(entries, section: str, path: str) -> list[Rule]:
                 try:
                     matchers.append((f"{kind[:-1]}:{item}", re.compile(regex, re.IGNORECASE)))
                 except re.error as e:
-                    raise TextRLError(f"{where}: entry {name!r} has invalid pattern {item!r} ({e}); "
-                                      f"expected a Python regular expression") from None
+                    raise TextRLError(
+                        f"{where}: entry {name!r} has invalid pattern {item!r} ({e}); "
+                        f"expected a Python regular expression"
+                    ) from None
         default = entry.get("default", False)
         if not isinstance(default, bool):
             raise TextRLError(f"{where}: entry {name!r} has default {default!r}; expected true or false")
@@ -244,20 +265,23 @@ def parse_rewards(table, categories: list[str], classes: list[str], path: str) -
     for category in categories:
         row = table.get(category)
         if not isinstance(row, dict):
-            raise TextRLError(f"{where}: category {category!r} has {row!r}; "
-                              f"expected a mapping class -> reward for {classes}")
+            raise TextRLError(
+                f"{where}: category {category!r} has {row!r}; expected a mapping class -> reward for {classes}"
+            )
         unknown = sorted(set(map(str, row)) - set(classes))
         if unknown:
-            raise TextRLError(f"{where}: category {category!r} has unknown class(es) {unknown}; "
-                              f"expected some of {classes}")
+            raise TextRLError(
+                f"{where}: category {category!r} has unknown class(es) {unknown}; expected some of {classes}"
+            )
         out[category] = {}
         for cls in classes:
             if cls not in row:
                 raise TextRLError(f"{where}: no reward for category {category!r}, class {cls!r}; expected a number")
             value = row[cls]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TextRLError(f"{where}: category {category!r}, class {cls!r} has reward {value!r}; "
-                                  f"expected a finite number")
+                raise TextRLError(
+                    f"{where}: category {category!r}, class {cls!r} has reward {value!r}; expected a finite number"
+                )
             out[category][cls] = float(value)
     return out
 
@@ -270,8 +294,9 @@ def load_labels(path: str, label_field: str, text_field: Optional[str], categori
             without prompt text, a label that is not a category.
     """
     if not os.path.isfile(os.path.expanduser(path)):
-        raise TextRLError(f"reward.labels: file {path!r} does not exist; expected a .jsonl/.json file of "
-                          f"labelled prompts")
+        raise TextRLError(
+            f"reward.labels: file {path!r} does not exist; expected a .jsonl/.json file of labelled prompts"
+        )
     try:
         rows = read_rows(path)
     except TextRLError as e:
@@ -283,14 +308,20 @@ def load_labels(path: str, label_field: str, text_field: Optional[str], categori
             continue
         label = row[label_field]
         if label not in categories:
-            raise TextRLError(f"reward.labels: row {i} of {path!r} has {label_field}={label!r}; "
-                              f"expected one of the rubric's categories {categories}")
+            raise TextRLError(
+                f"reward.labels: row {i} of {path!r} has {label_field}={label!r}; "
+                f"expected one of the rubric's categories {categories}"
+            )
         text = next((row[f] for f in fields if isinstance(row.get(f), str)), None)
         if text is None:
-            raise TextRLError(f"reward.labels: row {i} of {path!r} has keys {sorted(row)}; expected the prompt "
-                              f"text in one of {list(fields)} (reward.text_field)")
+            raise TextRLError(
+                f"reward.labels: row {i} of {path!r} has keys {sorted(row)}; expected the prompt "
+                f"text in one of {list(fields)} (reward.text_field)"
+            )
         labels[text.strip()] = label
     if not labels:
-        raise TextRLError(f"reward.labels: no row of {path!r} has the field {label_field!r}; expected "
-                          f"rows with a category label (reward.label_field)")
+        raise TextRLError(
+            f"reward.labels: no row of {path!r} has the field {label_field!r}; expected "
+            f"rows with a category label (reward.label_field)"
+        )
     return labels

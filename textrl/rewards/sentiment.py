@@ -54,23 +54,34 @@ class ClassifierSentiment:
         TextRLError: the model cannot be loaded, or the positive label is not among its labels.
     """
 
-    def __init__(self, model: str, positive_label: str | int = "positive", batch_size: int = 32,
-                 max_length: int = 256, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: str,
+        positive_label: str | int = "positive",
+        batch_size: int = 32,
+        max_length: int = 256,
+        device: str | torch.device = "cpu",
+    ):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if not model:
-            raise TextRLError("reward.model: got an empty value; expected a classifier hub id or directory "
-                              "(reward.backend=classifier); train an IMDB sentiment classifier with `textrl "
-                              "experiment=imdb_classifier hydra.run.dir=runs/imdb_classifier`, then pass "
-                              "reward.model=runs/imdb_classifier/model")
+            raise TextRLError(
+                "reward.model: got an empty value; expected a classifier hub id or directory "
+                "(reward.backend=classifier); train an IMDB sentiment classifier with `textrl "
+                "experiment=imdb_classifier hydra.run.dir=runs/imdb_classifier`, then pass "
+                "reward.model=runs/imdb_classifier/model"
+            )
         if model.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(model)):
-            raise TextRLError(f"reward.model: directory {model!r} does not exist; expected a sequence-classifier directory")
+            raise TextRLError(
+                f"reward.model: directory {model!r} does not exist; expected a sequence-classifier directory"
+            )
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(model))
             self.model = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(model)).to(device).eval()
         except (OSError, ValueError) as e:
-            raise TextRLError(f"reward.model: cannot load a sequence classifier from {model!r} "
-                              f"({first_line(e)})") from None
+            raise TextRLError(
+                f"reward.model: cannot load a sequence classifier from {model!r} ({first_line(e)})"
+            ) from None
         self.index = self._label_index(positive_label)
         settings_path = os.path.join(os.path.expanduser(model), NORMALIZATION_FILE)
         settings = {}
@@ -78,8 +89,13 @@ class ClassifierSentiment:
             with open(settings_path) as f:
                 settings = json.load(f)
         # a classifier trained by stage=rm is read the way it was trained (length, head+tail)
-        self.scorer = RewardScorer(self.model, self.tokenizer, settings.get("max_length", max_length),
-                                   head_tokens=settings.get("head_tokens"), device=device)
+        self.scorer = RewardScorer(
+            self.model,
+            self.tokenizer,
+            settings.get("max_length", max_length),
+            head_tokens=settings.get("head_tokens"),
+            device=device,
+        )
         self.batch_size, self.device = batch_size, device
 
     def _label_index(self, label: str | int) -> int:
@@ -92,13 +108,17 @@ class ClassifierSentiment:
             for index, name in id2label.items():
                 if name.lower() == str(label).lower():
                     return index
-        raise TextRLError(f"reward.positive_label: got {label!r}; expected one of the classifier's labels "
-                          f"{sorted(id2label.values())} or an index in 0..{len(id2label) - 1}")
+        raise TextRLError(
+            f"reward.positive_label: got {label!r}; expected one of the classifier's labels "
+            f"{sorted(id2label.values())} or an index in 0..{len(id2label) - 1}"
+        )
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        out = [self.scorer.logits(texts[i:i + self.batch_size])[:, self.index].cpu()
-               for i in range(0, len(texts), self.batch_size)]
+        out = [
+            self.scorer.logits(texts[i : i + self.batch_size])[:, self.index].cpu()
+            for i in range(0, len(texts), self.batch_size)
+        ]
         return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -122,17 +142,25 @@ class SentimentReward:
 
     config_checks = {"backend": one_of(*BACKENDS), "max_length": integer(ge=2)}
 
-    def __init__(self, backend: str = "vader", model: str | None = None, positive_label: str = "positive",
-                 include_prompt: bool = False, batch_size: int = 32, max_length: int = 256,
-                 device: str = "auto"):
+    def __init__(
+        self,
+        backend: str = "vader",
+        model: str | None = None,
+        positive_label: str = "positive",
+        include_prompt: bool = False,
+        batch_size: int = 32,
+        max_length: int = 256,
+        device: str = "auto",
+    ):
         self.include_prompt = include_prompt
         if backend not in BACKENDS:  # the command checks it at startup; a direct call lands here
             raise TextRLError(f"reward.backend: got {backend!r}; expected one of {list(BACKENDS)}")
         if backend == "vader":
             self.scorer = VaderSentiment()
         else:
-            self.scorer = ClassifierSentiment(model or "", positive_label, batch_size, max_length,
-                                              resolve_device(device))
+            self.scorer = ClassifierSentiment(
+                model or "", positive_label, batch_size, max_length, resolve_device(device)
+            )
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         texts = [p + r for p, r in zip(prompts, responses)] if self.include_prompt else list(responses)

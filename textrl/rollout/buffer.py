@@ -73,7 +73,7 @@ class RolloutBatch:
     @property
     def response_ids(self) -> torch.Tensor:
         """``LongTensor[B, T]``, the generated tokens (padding where ``response_mask`` is 0)."""
-        return self.input_ids[:, -self.response_length:]
+        return self.input_ids[:, -self.response_length :]
 
     def select(self, index: torch.Tensor) -> "RolloutBatch":
         """The sub-batch of episodes ``index`` (``LongTensor[b]``); texts and components follow."""

@@ -58,14 +58,27 @@ class RolloutCollector:
             not divide ``num_envs``, or an unknown engine.
     """
 
-    def __init__(self, env: TokenGenVectorEnv, policy: PolicyWithValueHead, reference, sampling: SamplingConfig,
-                 seed: int = 0, samples_per_prompt: int = 1, engine: str = "eager",
-                 compile_backend: str | None = None, chunk_size: int | None = None):
+    def __init__(
+        self,
+        env: TokenGenVectorEnv,
+        policy: PolicyWithValueHead,
+        reference,
+        sampling: SamplingConfig,
+        seed: int = 0,
+        samples_per_prompt: int = 1,
+        engine: str = "eager",
+        compile_backend: str | None = None,
+        chunk_size: int | None = None,
+    ):
         if env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
-            raise TextRLError(f"RolloutCollector needs autoreset_mode=DISABLED; got {env.metadata.get('autoreset_mode')}")
+            raise TextRLError(
+                f"RolloutCollector needs autoreset_mode=DISABLED; got {env.metadata.get('autoreset_mode')}"
+            )
         if samples_per_prompt < 1 or env.num_envs % samples_per_prompt:
-            raise TextRLError(f"rollout.samples_per_prompt: got {samples_per_prompt}; expected a divisor of "
-                              f"rollout.batch_size={env.num_envs}")
+            raise TextRLError(
+                f"rollout.samples_per_prompt: got {samples_per_prompt}; expected a divisor of "
+                f"rollout.batch_size={env.num_envs}"
+            )
         self.env, self.policy, self.reference, self.sampling = env, policy, reference, sampling
         self.seed, self.samples_per_prompt, self.chunk_size = seed, samples_per_prompt, chunk_size
         self.engine_name = resolve_engine(engine, env.device)
@@ -79,8 +92,12 @@ class RolloutCollector:
     def state_dict(self) -> dict:
         """RNG states of token sampling and prompt draws (the env's), for checkpoints: restoring
         them makes the next batch the one an uninterrupted run would get."""
-        return {"generator": self.generator.get_state(), "reset_seed": self._reset_seed,
-                "env": self.env.state_dict(), "device": self.env.device.type}
+        return {
+            "generator": self.generator.get_state(),
+            "reset_seed": self._reset_seed,
+            "env": self.env.state_dict(),
+            "device": self.env.device.type,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`.
@@ -90,8 +107,10 @@ class RolloutCollector:
                 fit a CPU generator).
         """
         if state.get("device", self.env.device.type) != self.env.device.type:
-            raise TextRLError(f"trainer.resume: checkpoint was written on {state['device']}; expected a run on the "
-                              f"same kind of device (this one is {self.env.device.type}; set device=...)")
+            raise TextRLError(
+                f"trainer.resume: checkpoint was written on {state['device']}; expected a run on the "
+                f"same kind of device (this one is {self.env.device.type}; set device=...)"
+            )
         self.generator.set_state(state["generator"])
         self._reset_seed = state["reset_seed"]
         env_state = dict(state["env"])
@@ -135,20 +154,45 @@ class RolloutCollector:
             self._engines.clear()
         precision = autocast_dtype(self.env.device)
         if precision not in self._engines:
-            self._engines[precision] = make_engine(self.engine_name, self.policy, self.sampling, vocab, self.generator,
-                                                   n, max_len, self.compile_backend, fallback=self.fallback)
+            self._engines[precision] = make_engine(
+                self.engine_name,
+                self.policy,
+                self.sampling,
+                vocab,
+                self.generator,
+                n,
+                max_len,
+                self.compile_backend,
+                fallback=self.fallback,
+            )
         return self._engines[precision]
 
-    def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                           untruncated_logprobs: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor:
+    def reference_logprobs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        untruncated_logprobs: torch.Tensor,
+        mask: torch.Tensor,
+        vocab: int,
+    ) -> torch.Tensor:
         """``(B, T)`` float32 log π_ref of the last T tokens of ``input_ids`` (``(B, P+T)``) under the
         temperature-scaled untruncated distribution, teacher-forced in chunks of ``chunk_size``
         rows and zeroed where ``mask`` (``(B, T)``) is 0; without a reference model, a copy of the
         policy's ``untruncated_logprobs`` (so the KL is 0)."""
         if self.reference is None:
             return untruncated_logprobs.clone()
-        return teacher_forced_logprobs(self.reference, input_ids, attention_mask, mask.shape[1], vocab,
-                                       self.sampling.untruncated(), self.chunk_size) * mask
+        return (
+            teacher_forced_logprobs(
+                self.reference,
+                input_ids,
+                attention_mask,
+                mask.shape[1],
+                vocab,
+                self.sampling.untruncated(),
+                self.chunk_size,
+            )
+            * mask
+        )
 
     def _batch(self, obs, draws: list, episodes: "Episodes", vocab: int) -> RolloutBatch:
         env, P = self.env, self.env.max_prompt_tokens
@@ -159,15 +203,26 @@ class RolloutCollector:
         input_ids = obs["input_ids"][:, cols].clone()  # the env reuses its buffers at the next reset
         attention_mask = obs["attention_mask"][:, cols].long()
         response_mask = (torch.arange(T, device=env.device)[None, :] < lengths[:, None]).float()
-        logprobs, untruncated_logprobs, values = (torch.cat([getattr(d, name) for d in draws[:T]], 1) * response_mask
-                                                  for name in ("logprobs", "untruncated_logprobs", "values"))
+        logprobs, untruncated_logprobs, values = (
+            torch.cat([getattr(d, name) for d in draws[:T]], 1) * response_mask
+            for name in ("logprobs", "untruncated_logprobs", "values")
+        )
         scores = torch.as_tensor(episodes.scores, device=env.device)
         ref_logprobs = self.reference_logprobs(input_ids, attention_mask, untruncated_logprobs, response_mask, vocab)
         return RolloutBatch(
-            input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
-            logprobs=logprobs, ref_logprobs=ref_logprobs, untruncated_logprobs=untruncated_logprobs, values=values,
-            scores=scores, prompts=episodes.prompts, responses=episodes.responses,
-            sampling=self.sampling, vocab_size=vocab, samples_per_prompt=self.samples_per_prompt,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            response_mask=response_mask,
+            logprobs=logprobs,
+            ref_logprobs=ref_logprobs,
+            untruncated_logprobs=untruncated_logprobs,
+            values=values,
+            scores=scores,
+            prompts=episodes.prompts,
+            responses=episodes.responses,
+            sampling=self.sampling,
+            vocab_size=vocab,
+            samples_per_prompt=self.samples_per_prompt,
             reward_components={k: torch.as_tensor(v, device=env.device) for k, v in episodes.components.items()},
             reward_details=episodes.details if any(d is not None for d in episodes.details) else None,
         )
@@ -202,7 +257,8 @@ class Episodes:
                 self.details[i] = info["reward_details"][i]
         for key, values in info.items():
             if key.startswith("reward/"):
-                self.components.setdefault(key[len("reward/"):], np.zeros(len(self.prompts), np.float32))[ended] = \
+                self.components.setdefault(key[len("reward/") :], np.zeros(len(self.prompts), np.float32))[ended] = (
                     values[ended]
+                )
         self.remaining -= int(ended.sum())
         return self.remaining == 0

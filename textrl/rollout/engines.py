@@ -107,8 +107,18 @@ def resolve_engine(name: str, device: torch.device) -> str:
     return name
 
 
-def make_engine(name: str, policy: PolicyWithValueHead, sampling: SamplingConfig, vocab_size: int,
-                generator: torch.Generator, num_envs: int, max_len: int, backend=None, *, fallback: bool = False):
+def make_engine(
+    name: str,
+    policy: PolicyWithValueHead,
+    sampling: SamplingConfig,
+    vocab_size: int,
+    generator: torch.Generator,
+    num_envs: int,
+    max_len: int,
+    backend=None,
+    *,
+    fallback: bool = False,
+):
     """The engine ``name`` (``eager`` or ``compiled``, as :func:`resolve_engine` returns) for
     ``num_envs`` slots of at most ``max_len`` tokens (prompt + response), made for the current
     autocast state. ``backend`` overrides the compile backend and ``fallback`` (true for
@@ -138,8 +148,9 @@ class EagerEngine:
     every step).
     """
 
-    def __init__(self, policy: PolicyWithValueHead, sampling: SamplingConfig, vocab_size: int,
-                 generator: torch.Generator):
+    def __init__(
+        self, policy: PolicyWithValueHead, sampling: SamplingConfig, vocab_size: int, generator: torch.Generator
+    ):
         self.sampling, self.vocab_size, self.generator = sampling, vocab_size, generator
         self.precision = autocast_dtype(policy.device)
         self.weights = RolloutWeights(policy, self.precision) if needs_rollout_weights(policy, self.precision) else None
@@ -166,7 +177,7 @@ class EagerEngine:
 
     def _draw(self, logits: torch.Tensor, values: torch.Tensor) -> Draw:
         if logits.shape[-1] != self.vocab_size:
-            logits = logits[:, :self.vocab_size]
+            logits = logits[:, : self.vocab_size]
         return Draw(*draw_tokens(*sampling_logprobs(logits, self.sampling), self.generator, keepdim=True), values)
 
 
@@ -200,8 +211,17 @@ class CompiledEngine:
     cache dtype, allocated at the first prefill and kept for the engine's lifetime.
     """
 
-    def __init__(self, policy: PolicyWithValueHead, sampling: SamplingConfig, vocab_size: int,
-                 generator: torch.Generator, num_envs: int, max_len: int, backend=None, fallback: bool = False):
+    def __init__(
+        self,
+        policy: PolicyWithValueHead,
+        sampling: SamplingConfig,
+        vocab_size: int,
+        generator: torch.Generator,
+        num_envs: int,
+        max_len: int,
+        backend=None,
+        fallback: bool = False,
+    ):
         from transformers import StaticCache
 
         self.sampling, self.vocab_size, self.generator = sampling, vocab_size, generator
@@ -223,8 +243,9 @@ class CompiledEngine:
         self.fallback = fallback
         self.failure: str | None = None  # the compile failure this engine fell back from
         mode = "reduce-overhead" if self.cuda and self.backend == "inductor" else None
-        self._step = torch.compile(own_code(self._token_step), backend=self.backend, mode=mode, fullgraph=True,
-                                   dynamic=False)
+        self._step = torch.compile(
+            own_code(self._token_step), backend=self.backend, mode=mode, fullgraph=True, dynamic=False
+        )
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Draw:
         """Refresh the rollout weights, prefill (eager) into the static cache and draw the first
@@ -236,8 +257,10 @@ class CompiledEngine:
         ids, mask = compact_left(input_ids, attention_mask)
         width = ids.shape[1]
         if width >= self.mask.shape[1]:
-            raise TextRLError(f"env.max_prompt_tokens: prompt width {width} leaves no room in the static cache of "
-                              f"{self.mask.shape[1]} tokens; expected fewer")
+            raise TextRLError(
+                f"env.max_prompt_tokens: prompt width {width} leaves no room in the static cache of "
+                f"{self.mask.shape[1]} tokens; expected fewer"
+            )
         if self.weights is not None:
             self.weights.refresh()
         self.cache.reset()
@@ -248,7 +271,7 @@ class CompiledEngine:
         self.position.copy_(positions[:, -1:] + 1)
         self.column.fill_(width)
         self.filled = width
-        logp, untruncated_logp = sampling_logprobs(out.logits[:, -1, :self.vocab_size], self.sampling)
+        logp, untruncated_logp = sampling_logprobs(out.logits[:, -1, : self.vocab_size], self.sampling)
         return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), out.values)
 
     def advance(self, tokens: torch.Tensor, active: torch.Tensor) -> Draw:
@@ -299,11 +322,13 @@ class CompiledEngine:
         if self.filled + width > length:
             self.compact()
             if self.filled + width > length:
-                raise TextRLError(f"env.max_episode_tokens: a block of {width} new tokens does not fit the static "
-                                  f"cache of {length} tokens ({self.filled} held); expected an engine made with "
-                                  f"max_len = max_prompt_tokens + 2 * max_episode_tokens")
+                raise TextRLError(
+                    f"env.max_episode_tokens: a block of {width} new tokens does not fit the static "
+                    f"cache of {length} tokens ({self.filled} held); expected an engine made with "
+                    f"max_len = max_prompt_tokens + 2 * max_episode_tokens"
+                )
         start = self.filled
-        self.mask[:, start:start + width] = new_mask
+        self.mask[:, start : start + width] = new_mask
         positions = self.position + (new_mask.cumsum(1) - 1).clamp(min=0)
         out = self.policy(tokens, self.mask, positions, past_key_values=self.cache, use_cache=True)
         counts = new_mask.sum(1, keepdim=True)
@@ -312,7 +337,7 @@ class CompiledEngine:
         self.filled += width
         last = (counts - 1).clamp(min=0)
         logits = out.logits.gather(1, last[:, :, None].expand(-1, -1, out.logits.shape[-1]))[:, 0]
-        logp, untruncated_logp = sampling_logprobs(logits[:, :self.vocab_size], self.sampling)
+        logp, untruncated_logp = sampling_logprobs(logits[:, : self.vocab_size], self.sampling)
         return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), out.values.gather(1, last))
 
     @torch.no_grad()
@@ -323,8 +348,10 @@ class CompiledEngine:
         Exact: a masked column has no attention weight and every key keeps its rotary position.
         Costs one host sync (the new column)."""
         if any(getattr(layer, "is_sliding", False) for layer in self.cache.layers):
-            raise TextRLError("rollout.engine: got 'compiled' on a sliding-window model whose multi-turn cache needs "
-                              "compacting; expected rollout.engine=eager")
+            raise TextRLError(
+                "rollout.engine: got 'compiled' on a sliding-window model whose multi-turn cache needs "
+                "compacting; expected rollout.engine=eager"
+            )
         used = self.filled
         mask = self.mask[:, :used]
         order = torch.argsort(1 - mask, dim=1, stable=True)  # real columns first, order kept
@@ -337,7 +364,7 @@ class CompiledEngine:
                 index = order[:, None, :, None].expand(-1, store.shape[1], -1, store.shape[3])
                 store[:, :, :used] = store[:, :, :used].gather(2, index)
         self.filled = int(self.mask.sum(1).max())
-        self.mask[:, self.filled:] = 0
+        self.mask[:, self.filled :] = 0
         self.column.fill_(self.filled)
         for layer in self.cache.layers:
             layer.cumulative_length.fill_(self.filled)
@@ -345,18 +372,21 @@ class CompiledEngine:
     def _compile_failed(self, error: Exception) -> None:
         self.failure = compile_failure(error)
         if not self.fallback:
-            raise TextRLError(f"rollout.engine: got 'compiled' but torch.compile failed ({self.failure}); expected "
-                              f"rollout.engine=auto (falls back to eager) or rollout.engine=eager") from None
+            raise TextRLError(
+                f"rollout.engine: got 'compiled' but torch.compile failed ({self.failure}); expected "
+                f"rollout.engine=auto (falls back to eager) or rollout.engine=eager"
+            ) from None
         log.warning("rollout.engine=auto: torch.compile failed (%s); rollouts run eagerly", self.failure)
         self._step = self._token_step
 
     def _token_step(self, tokens: torch.Tensor, active: torch.Tensor):
         self.mask.index_copy_(1, self.column, active.long())
-        out = self.policy(tokens, self.mask, self.position, past_key_values=self.cache, use_cache=True,
-                          logits_to_keep=1)
+        out = self.policy(
+            tokens, self.mask, self.position, past_key_values=self.cache, use_cache=True, logits_to_keep=1
+        )
         self.position.add_(active)
         self.column.add_(1)
-        logp, untruncated_logp = sampling_logprobs(out.logits[:, -1, :self.vocab_size], self.sampling)
+        logp, untruncated_logp = sampling_logprobs(out.logits[:, -1, : self.vocab_size], self.sampling)
         return logp, untruncated_logp, out.values
 
 

@@ -41,7 +41,9 @@ def collect_multiturn(collector, prompts: list[str] | None = None) -> RolloutBat
     collector.engine = collector._engine(vocab, n, P + 2 * T)
     engine, dev = collector.engine, env.device
     draw = engine.start(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
-    buffers = {name: torch.zeros(n, T, device=dev) for name in ("logprobs", "untruncated_logprobs", "values", "rewards")}
+    buffers = {
+        name: torch.zeros(n, T, device=dev) for name in ("logprobs", "untruncated_logprobs", "values", "rewards")
+    }
     rows = torch.arange(n, device=dev)
     active = torch.ones(n, 1, dtype=torch.bool, device=dev)
     for _ in range(T):
@@ -81,8 +83,8 @@ def ragged_block(tokens: torch.Tensor, active: torch.Tensor, env_tokens) -> tupl
     extra_mask = torch.zeros(n, width - 1, dtype=torch.long)
     for i, e in enumerate(env_tokens):
         if e is not None:
-            extra[i, :len(e)] = torch.tensor(e, dtype=torch.long)
-            extra_mask[i, :len(e)] = 1
+            extra[i, : len(e)] = torch.tensor(e, dtype=torch.long)
+            extra_mask[i, : len(e)] = 1
     ids = torch.cat([tokens, extra.to(dev)], 1)
     mask = torch.cat([active.long(), extra_mask.to(dev) * active.long()], 1)
     return ids, mask
@@ -98,16 +100,25 @@ def multiturn_batch(collector, obs, buffers: dict, episodes, vocab: int) -> Roll
     cols = slice(P - prompt_width, P + T)
     input_ids = obs["input_ids"][:, cols].clone()
     attention_mask = obs["attention_mask"][:, cols].long()
-    action_mask = obs["action_mask"][:, P:P + T].float()
-    logprobs, untruncated_logprobs, values, rewards = (buffers[k][:, :T] * action_mask
-                                                       for k in ("logprobs", "untruncated_logprobs", "values", "rewards"))
+    action_mask = obs["action_mask"][:, P : P + T].float()
+    logprobs, untruncated_logprobs, values, rewards = (
+        buffers[k][:, :T] * action_mask for k in ("logprobs", "untruncated_logprobs", "values", "rewards")
+    )
     ref_logprobs = collector.reference_logprobs(input_ids, attention_mask, untruncated_logprobs, action_mask, vocab)
     return RolloutBatch(
-        input_ids=input_ids, attention_mask=attention_mask, response_mask=action_mask,
-        logprobs=logprobs, ref_logprobs=ref_logprobs, untruncated_logprobs=untruncated_logprobs, values=values,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        response_mask=action_mask,
+        logprobs=logprobs,
+        ref_logprobs=ref_logprobs,
+        untruncated_logprobs=untruncated_logprobs,
+        values=values,
         rewards=rewards,
-        scores=torch.as_tensor(episodes.scores, device=env.device), prompts=episodes.prompts,
-        responses=episodes.responses, sampling=collector.sampling, vocab_size=vocab,
+        scores=torch.as_tensor(episodes.scores, device=env.device),
+        prompts=episodes.prompts,
+        responses=episodes.responses,
+        sampling=collector.sampling,
+        vocab_size=vocab,
         samples_per_prompt=collector.samples_per_prompt,
         reward_components={k: torch.as_tensor(v, device=env.device) for k, v in episodes.components.items()},
         reward_details=episodes.details if any(d is not None for d in episodes.details) else None,

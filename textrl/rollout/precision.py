@@ -50,8 +50,12 @@ def _matmul_modules(policy: nn.Module) -> list[nn.Module]:
     without the LM head (output embeddings) and the value head."""
     lm = policy.lm
     head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-    excluded = {id(p) for m in (head, getattr(policy, "value_head", None), lm.get_input_embeddings())
-                if m is not None for p in m.parameters()}
+    excluded = {
+        id(p)
+        for m in (head, getattr(policy, "value_head", None), lm.get_input_embeddings())
+        if m is not None
+        for p in m.parameters()
+    }
     found = []
     for module in lm.modules():
         if module is head:
@@ -66,8 +70,9 @@ def needs_rollout_weights(policy: nn.Module, dtype: torch.dtype | None) -> bool:
     """True when autocast to ``dtype`` would cast some trunk matmul weight of ``policy`` (a float32 weight)."""
     if dtype is None:
         return False
-    return any(p.is_floating_point() and p.dtype != dtype
-               for m in _matmul_modules(policy) for p in m.parameters(recurse=False))
+    return any(
+        p.is_floating_point() and p.dtype != dtype for m in _matmul_modules(policy) for p in m.parameters(recurse=False)
+    )
 
 
 class RolloutWeights:

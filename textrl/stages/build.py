@@ -38,8 +38,15 @@ def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
         TextRLError: holding out every prompt.
     """
     d = cfg.data
-    prompts = load_prompts(d.prompts, text_field=d.text_field, split=d.split, max_prompts=d.max_prompts,
-                           prefix_tokens=d.prefix_tokens, tokenizer=tokenizer, seed=cfg.seed)
+    prompts = load_prompts(
+        d.prompts,
+        text_field=d.text_field,
+        split=d.split,
+        max_prompts=d.max_prompts,
+        prefix_tokens=d.prefix_tokens,
+        tokenizer=tokenizer,
+        seed=cfg.seed,
+    )
     k = d.eval_prompts or 0
     if k >= len(prompts):
         raise TextRLError(f"data.eval_prompts: got {k}; expected fewer than the {len(prompts)} prompts")
@@ -52,10 +59,17 @@ def eval_prompts(cfg, tokenizer) -> list[str]:
     held out from RL, or the first of ``data.prompts``."""
     d = cfg.data
     if cfg.eval.prompts:
-        return load_prompts(cfg.eval.prompts, text_field=d.text_field, split=d.split, sample=cfg.eval.num_prompts,
-                            prefix_tokens=d.prefix_tokens, tokenizer=tokenizer, seed=cfg.seed)
+        return load_prompts(
+            cfg.eval.prompts,
+            text_field=d.text_field,
+            split=d.split,
+            sample=cfg.eval.num_prompts,
+            prefix_tokens=d.prefix_tokens,
+            tokenizer=tokenizer,
+            seed=cfg.seed,
+        )
     train_prompts, held_out = load_prompt_split(cfg, tokenizer)
-    return (held_out or train_prompts)[:cfg.eval.num_prompts]
+    return (held_out or train_prompts)[: cfg.eval.num_prompts]
 
 
 def prompt_formatter(cfg, tokenizer):
@@ -79,19 +93,33 @@ def sampling_config(cfg) -> SamplingConfig:
     return SamplingConfig(cfg.rollout.temperature, cfg.rollout.top_k, cfg.rollout.top_p)
 
 
-def make_env(cfg, tokenizer, prompts: list[str], reward_model, num_envs: int, device,
-             interaction=None) -> TokenGenVectorEnv:
+def make_env(
+    cfg, tokenizer, prompts: list[str], reward_model, num_envs: int, device, interaction=None
+) -> TokenGenVectorEnv:
     """The vector env of ``env.*`` over ``prompts``, in the ``DISABLED`` autoreset mode a collector
     needs, returning views of its buffers (the collector copies once per batch); with an
     ``interaction`` (:func:`build_interaction`) its episodes are multi-turn (``env.max_turns``,
     ``env.max_episode_tokens``)."""
-    multiturn = {} if interaction is None else dict(interaction=interaction, max_turns=cfg.env.max_turns,
-                                                    max_episode_tokens=cfg.env.max_episode_tokens)
-    return TokenGenVectorEnv(tokenizer, prompts, reward_model, num_envs=num_envs,
-                             max_new_tokens=cfg.env.max_new_tokens, max_prompt_tokens=cfg.env.max_prompt_tokens,
-                             prompt_truncation=cfg.env.prompt_truncation, stop_on_eos=cfg.env.stop_on_eos,
-                             device=device, autoreset_mode="disabled", format_prompt=prompt_formatter(cfg, tokenizer),
-                             copy=False, **multiturn)
+    multiturn = (
+        {}
+        if interaction is None
+        else dict(interaction=interaction, max_turns=cfg.env.max_turns, max_episode_tokens=cfg.env.max_episode_tokens)
+    )
+    return TokenGenVectorEnv(
+        tokenizer,
+        prompts,
+        reward_model,
+        num_envs=num_envs,
+        max_new_tokens=cfg.env.max_new_tokens,
+        max_prompt_tokens=cfg.env.max_prompt_tokens,
+        prompt_truncation=cfg.env.prompt_truncation,
+        stop_on_eos=cfg.env.stop_on_eos,
+        device=device,
+        autoreset_mode="disabled",
+        format_prompt=prompt_formatter(cfg, tokenizer),
+        copy=False,
+        **multiturn,
+    )
 
 
 def build_interaction(cfg, registry):
@@ -106,15 +134,30 @@ def build_interaction(cfg, registry):
     return build_plugin("interaction", OmegaConf.to_container(node, resolve=True), registry.interactions)
 
 
-def make_collector(cfg, env: TokenGenVectorEnv, policy, reference, seed: int,
-                   samples_per_prompt: int = 1, chunk_size: int | None = None) -> RolloutCollector:
+def make_collector(
+    cfg,
+    env: TokenGenVectorEnv,
+    policy,
+    reference,
+    seed: int,
+    samples_per_prompt: int = 1,
+    chunk_size: int | None = None,
+) -> RolloutCollector:
     """A collector with ``rollout.*``'s sampling distribution and decode engine; ``chunk_size``
     rows per π_ref pass (``algo.micro_batch_size``)."""
     engine = cfg.rollout.engine
     if getattr(env, "interaction", None) is not None and engine == "auto":
         engine = "eager"  # multi-turn rollouts extend the KV cache with the eager engine
-    return RolloutCollector(env, policy, reference, sampling_config(cfg), seed=seed,
-                            samples_per_prompt=samples_per_prompt, engine=engine, chunk_size=chunk_size)
+    return RolloutCollector(
+        env,
+        policy,
+        reference,
+        sampling_config(cfg),
+        seed=seed,
+        samples_per_prompt=samples_per_prompt,
+        engine=engine,
+        chunk_size=chunk_size,
+    )
 
 
 @dataclass
@@ -149,20 +192,31 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
     """
     tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
     if stage == "rl":
-        policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
-                                                     tokenizer=tokenizer, dropout=cfg.policy.dropout, device=device,
-                                                     lora=LoraSettings(**cfg.policy.lora),
-                                                     gradient_checkpointing=cfg.policy.gradient_checkpointing)
+        policy = PolicyWithValueHead.from_pretrained(
+            cfg.policy.model,
+            cfg.policy.gguf_file,
+            cfg.policy.dtype,
+            tokenizer=tokenizer,
+            dropout=cfg.policy.dropout,
+            device=device,
+            lora=LoraSettings(**cfg.policy.lora),
+            gradient_checkpointing=cfg.policy.gradient_checkpointing,
+        )
         reference = make_reference(policy)  # a frozen copy, or the LoRA policy with its adapters off
         if cfg.policy.lora.r and cfg.policy.lora.dropout:
-            log.warning("policy.lora.dropout=%s has no effect in RL: the policy runs in eval mode so rollout and "
-                        "training log-probs agree", cfg.policy.lora.dropout)
+            log.warning(
+                "policy.lora.dropout=%s has no effect in RL: the policy runs in eval mode so rollout and "
+                "training log-probs agree",
+                cfg.policy.lora.dropout,
+            )
         prompts, _ = load_prompt_split(cfg, tokenizer)
     else:
-        policy = PolicyWithValueHead.from_pretrained(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype,
-                                                     tokenizer=tokenizer, device=device).eval()
-        reference = load_causal_lm(cfg.eval.reference, cfg.eval.reference_gguf_file, cfg.policy.dtype,
-                                   tokenizer=tokenizer, device=device).eval()
+        policy = PolicyWithValueHead.from_pretrained(
+            cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer, device=device
+        ).eval()
+        reference = load_causal_lm(
+            cfg.eval.reference, cfg.eval.reference_gguf_file, cfg.policy.dtype, tokenizer=tokenizer, device=device
+        ).eval()
         prompts = eval_prompts(cfg, tokenizer)
         num_envs = len(prompts)
     reward_model = build_reward(cfg, registry, device)

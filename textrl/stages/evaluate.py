@@ -46,22 +46,41 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     wins = (ours.scores > theirs.scores).float() + 0.5 * (ours.scores == theirs.scores).float()
     result = {
         "prompts": len(prompts),
-        "policy": {"mean_reward": float(ours.scores.mean()), "median_reward": median(ours.scores),
-                   "mean_length": float(ours.response_mask.sum(1).mean())},
-        "reference": {"mean_reward": float(theirs.scores.mean()), "median_reward": median(theirs.scores),
-                      "mean_length": float(theirs.response_mask.sum(1).mean())},
+        "policy": {
+            "mean_reward": float(ours.scores.mean()),
+            "median_reward": median(ours.scores),
+            "mean_length": float(ours.response_mask.sum(1).mean()),
+        },
+        "reference": {
+            "mean_reward": float(theirs.scores.mean()),
+            "median_reward": median(theirs.scores),
+            "mean_length": float(theirs.response_mask.sum(1).mean()),
+        },
         "win_rate": float(wins.mean()),
         "kl": float(episode_kl(ours.untruncated_logprobs, ours.ref_logprobs, ours.response_mask).mean()),
-        "policy_model": cfg.policy.model, "reference_model": cfg.eval.reference,
+        "policy_model": cfg.policy.model,
+        "reference_model": cfg.eval.reference,
     }
     atomic_write_json(os.path.join(run_dir, "eval.json"), result)
     samples_path = os.path.join(run_dir, "eval_samples.jsonl")
     for i in range(min(cfg.eval.samples, len(prompts))):
-        append_jsonl(samples_path, {"prompt": prompts[i], "policy": ours.responses[i], "policy_reward": float(ours.scores[i]),
-                                    "reference": theirs.responses[i], "reference_reward": float(theirs.scores[i])})
-    atomic_write_text(os.path.join(run_dir, EVAL_REWARDS), "".join(
-        jsonl_line({"prompt": p, "policy_reward": float(a), "reference_reward": float(b)})
-        for p, a, b in zip(prompts, ours.scores.tolist(), theirs.scores.tolist())))
+        append_jsonl(
+            samples_path,
+            {
+                "prompt": prompts[i],
+                "policy": ours.responses[i],
+                "policy_reward": float(ours.scores[i]),
+                "reference": theirs.responses[i],
+                "reference_reward": float(theirs.scores[i]),
+            },
+        )
+    atomic_write_text(
+        os.path.join(run_dir, EVAL_REWARDS),
+        "".join(
+            jsonl_line({"prompt": p, "policy_reward": float(a), "reference_reward": float(b)})
+            for p, a, b in zip(prompts, ours.scores.tolist(), theirs.scores.tolist())
+        ),
+    )
     write_eval_report(run_dir)  # before the loggers' end: wandb logs it
     hook.textrl_on_metrics(update=0, metrics=eval_metrics(result), samples=[])
     hook.textrl_on_stage_end(summary=result)

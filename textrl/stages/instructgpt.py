@@ -47,15 +47,23 @@ def run_pipeline(cfg, registry, run_dir: str, device) -> dict:
 
     def stage(name: str, **updates):  # one wandb group; run names <run_name>-<stage> when named
         named = {"logger.run_name": f"{cfg.logger.run_name}-{name}"} if cfg.logger.run_name else {}
-        return run_logged(STEPS[name], _stage(cfg, name, **{"logger.group": group, **named, **updates}), registry,
-                          dirs[name], device)
+        return run_logged(
+            STEPS[name], _stage(cfg, name, **{"logger.group": group, **named, **updates}), registry, dirs[name], device
+        )
 
     out = {"sft": stage("sft")}
     sft_dir = out["sft"]["model_dir"]
     out["rm"] = stage("rm", **{"rm.model": sft_dir, "rm.gguf_file": None})
     policy = {"policy.model": sft_dir, "policy.gguf_file": None, "reward.model": out["rm"]["model_dir"]}
     out["rl"] = stage("rl", **policy, **{"trainer.save_policy": True})
-    out["eval"] = stage("eval", **{**policy, "policy.model": os.path.join(dirs["rl"], "policy"),
-                                   "eval.reference": sft_dir, "eval.reference_gguf_file": None})
+    out["eval"] = stage(
+        "eval",
+        **{
+            **policy,
+            "policy.model": os.path.join(dirs["rl"], "policy"),
+            "eval.reference": sft_dir,
+            "eval.reference_gguf_file": None,
+        },
+    )
     atomic_write_json(os.path.join(run_dir, "summary.json"), out)
     return out

@@ -40,13 +40,13 @@ from textrl.stages.sft import split_rows
 from textrl.training_examples import read_rows, to_labelled, to_ranking
 
 
-
 def _optimizer_and_schedule(model, lr: float, steps: int, warmup_ratio: float, weight_decay: float = 0.0):
     from transformers import get_scheduler
 
     optimizer = make_adamw([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    schedule = get_scheduler("cosine", optimizer, num_warmup_steps=math.ceil(warmup_ratio * steps),
-                             num_training_steps=steps)
+    schedule = get_scheduler(
+        "cosine", optimizer, num_warmup_steps=math.ceil(warmup_ratio * steps), num_training_steps=steps
+    )
     return optimizer, schedule
 
 
@@ -63,8 +63,9 @@ def _batches(items: list, batch_size: int, epochs: float, seed: int):
         step += 1
 
 
-def fit(model, items: list, r, seed: int, step, log, progress_bar: bool = False,
-        stop: StopSignals | None = None) -> int:
+def fit(
+    model, items: list, r, seed: int, step, log, progress_bar: bool = False, stop: StopSignals | None = None
+) -> int:
     """Train ``model`` on shuffled minibatches of ``items`` for ``r.epochs``: AdamW, cosine LR with
     ``r.warmup_ratio`` warmup, gradient-norm clip 1; ``step(batch) -> (loss, accuracy)``. Leaves
     the model in eval mode and returns the number of optimizer steps.
@@ -94,16 +95,25 @@ def fit(model, items: list, r, seed: int, step, log, progress_bar: bool = False,
         loss_sum, accuracy_sum, since = loss_sum + loss.detach(), accuracy_sum + accuracy, since + 1
         bar.update(1)
         if (i + 1) % max(1, total // 20) == 0 or i == total - 1:
-            log(i + 1, {"train/loss": float(loss_sum) / since, "train/accuracy": float(accuracy_sum) / since,
-                        "train/learning_rate": schedule.get_last_lr()[0],
-                        "train/epoch": (i + 1) * r.batch_size / len(items)})
+            log(
+                i + 1,
+                {
+                    "train/loss": float(loss_sum) / since,
+                    "train/accuracy": float(accuracy_sum) / since,
+                    "train/learning_rate": schedule.get_last_lr()[0],
+                    "train/epoch": (i + 1) * r.batch_size / len(items),
+                },
+            )
             loss_sum = accuracy_sum = 0.0
             since = 0
         send_test_signal(i + 1)
         if stop is not None and stop.signum and i < total - 1:
             bar.close()
-            raise Interrupted(stop.signum, f"stopped by {signal_name(stop.signum)} after step {i + 1} of {total}; "
-                                           f"stage=rm writes no checkpoint: run it again")
+            raise Interrupted(
+                stop.signum,
+                f"stopped by {signal_name(stop.signum)} after step {i + 1} of {total}; "
+                f"stage=rm writes no checkpoint: run it again",
+            )
     bar.close()
     model.eval()
     return total
@@ -122,9 +132,10 @@ def evaluate_ranking(scorer: RewardScorer, rankings, batch_size: int) -> dict:
     losses, correct, pairs_seen = [], 0.0, 0
     with torch.no_grad():
         for i in range(0, len(rankings), batch_size):
-            chunk = rankings[i:i + batch_size]
-            scores = scorer.score([r.prompt for r in chunk for _ in r.responses],
-                                  [y for r in chunk for y in r.responses])
+            chunk = rankings[i : i + batch_size]
+            scores = scorer.score(
+                [r.prompt for r in chunk for _ in r.responses], [y for r in chunk for y in r.responses]
+            )
             pairs = ranking_pairs([r.ranks for r in chunk], device=scores.device)
             loss, acc = ranking_loss(scores, pairs)
             losses.append(float(loss) * len(chunk))
@@ -138,20 +149,28 @@ def train_ranking(cfg, run_dir: str, device: torch.device, log, stop: StopSignal
     interrupt (see :func:`fit`)."""
     r = cfg.rm
     rankings = [to_ranking(row) for row in read_rows(r.data, r.split)]
-    rankings = [x for x in rankings if len(set(x.ranks)) > 1][:r.max_examples]
+    rankings = [x for x in rankings if len(set(x.ranks)) > 1][: r.max_examples]
     if r.eval_data:
         train_set, eval_set = rankings, [to_ranking(row) for row in read_rows(r.eval_data, r.split)]
     else:
         train_set, eval_set = split_rows(rankings, r.eval_fraction, cfg.seed)
-    eval_set = eval_set[:r.max_eval_examples]
+    eval_set = eval_set[: r.max_eval_examples]
     model, tokenizer = load_sequence_classifier(r.model, r.gguf_file, num_labels=1, device=device)
     scorer = RewardScorer(model, tokenizer, max_length=r.max_length, prompt_format=r.prompt_format, device=device)
     before = evaluate_ranking(scorer, eval_set, r.batch_size) if eval_set else {}
     if before:
         log(0, {f"eval/{k}": v for k, v in before.items()})
     start = time.perf_counter()
-    steps = fit(model, train_set, r, cfg.seed, lambda batch: ranking_step(scorer, batch), log, cfg.trainer.progress_bar,
-                stop=stop)
+    steps = fit(
+        model,
+        train_set,
+        r,
+        cfg.seed,
+        lambda batch: ranking_step(scorer, batch),
+        log,
+        cfg.trainer.progress_bar,
+        stop=stop,
+    )
     after = evaluate_ranking(scorer, eval_set, r.batch_size) if eval_set else {}
     if after:
         log(steps, {f"eval/{k}": v for k, v in after.items()})
@@ -159,16 +178,40 @@ def train_ranking(cfg, run_dir: str, device: torch.device, log, stop: StopSignal
     if r.normalize:
         with torch.no_grad():
             best = [(x.prompt, x.responses[x.ranks.index(min(x.ranks))]) for x in train_set[:512]]
-            ref = torch.cat([scorer.score([p for p, _ in best[i:i + 32]], [y for _, y in best[i:i + 32]])
-                             for i in range(0, len(best), 32)])
+            ref = torch.cat(
+                [
+                    scorer.score([p for p, _ in best[i : i + 32]], [y for _, y in best[i : i + 32]])
+                    for i in range(0, len(best), 32)
+                ]
+            )
         gain = 1.0 / float(ref.std().clamp(min=1e-6)) if r.unit_std and len(ref) > 1 else 1.0
-        normalization = {"bias": -float(ref.mean()), "gain": gain,
-                         "reference": "best-ranked training responses", "reference_size": len(best)}
-    return _save(run_dir, model, tokenizer, {"objective": "ranking", "normalization": normalization,
-                                               "prompt_format": r.prompt_format, "max_length": r.max_length},
-                 {"stage": "rm", "objective": "ranking", "train_examples": len(train_set),
-                  "eval_examples": len(eval_set), "eval_before": before, "eval_after": after,
-                  "train_time_s": time.perf_counter() - start, "normalization": normalization})
+        normalization = {
+            "bias": -float(ref.mean()),
+            "gain": gain,
+            "reference": "best-ranked training responses",
+            "reference_size": len(best),
+        }
+    return _save(
+        run_dir,
+        model,
+        tokenizer,
+        {
+            "objective": "ranking",
+            "normalization": normalization,
+            "prompt_format": r.prompt_format,
+            "max_length": r.max_length,
+        },
+        {
+            "stage": "rm",
+            "objective": "ranking",
+            "train_examples": len(train_set),
+            "eval_examples": len(eval_set),
+            "eval_before": before,
+            "eval_after": after,
+            "train_time_s": time.perf_counter() - start,
+            "normalization": normalization,
+        },
+    )
 
 
 def train_classification(cfg, run_dir: str, device: torch.device, log, stop: StopSignals | None = None) -> dict:
@@ -176,18 +219,19 @@ def train_classification(cfg, run_dir: str, device: torch.device, log, stop: Sto
     reports, ``stop`` can interrupt (see :func:`fit`)."""
     r = cfg.rm
     texts, labels = to_labelled(read_rows(r.data, r.split), r.text_field, r.label_field)
-    rows = list(zip(texts, labels))[:r.max_examples] if r.max_examples else list(zip(texts, labels))
+    rows = list(zip(texts, labels))[: r.max_examples] if r.max_examples else list(zip(texts, labels))
     if r.eval_data:
         eval_rows = list(zip(*to_labelled(read_rows(r.eval_data, r.split), r.text_field, r.label_field)))
         train_rows = rows
     else:
         train_rows, eval_rows = split_rows(rows, r.eval_fraction, cfg.seed)
-    eval_rows = eval_rows[:r.max_eval_examples]
+    eval_rows = eval_rows[: r.max_eval_examples]
     names = list(r.labels)
     if max(labels) >= len(names):
         raise TextRLError(f"rm.labels: got {names}; expected a name for every label up to {max(labels)}")
-    model, tokenizer = load_sequence_classifier(r.model, r.gguf_file, num_labels=len(names), device=device,
-                                                id2label=dict(enumerate(names)))
+    model, tokenizer = load_sequence_classifier(
+        r.model, r.gguf_file, num_labels=len(names), device=device, id2label=dict(enumerate(names))
+    )
     scorer = RewardScorer(model, tokenizer, max_length=r.max_length, head_tokens=r.head_tokens, device=device)
     start = time.perf_counter()
 
@@ -200,10 +244,20 @@ def train_classification(cfg, run_dir: str, device: torch.device, log, stop: Sto
     train_time = time.perf_counter() - start
     accuracy = classification_accuracy(scorer, eval_rows, r.batch_size * 2)
     log(steps, {"eval/accuracy": accuracy})
-    return _save(run_dir, model, tokenizer, {"objective": "classification", "head_tokens": r.head_tokens,
-                                               "max_length": r.max_length},
-                 {"stage": "rm", "objective": "classification", "train_examples": len(train_rows),
-                  "eval_examples": len(eval_rows), "eval_accuracy": accuracy, "train_time_s": train_time})
+    return _save(
+        run_dir,
+        model,
+        tokenizer,
+        {"objective": "classification", "head_tokens": r.head_tokens, "max_length": r.max_length},
+        {
+            "stage": "rm",
+            "objective": "classification",
+            "train_examples": len(train_rows),
+            "eval_examples": len(eval_rows),
+            "eval_accuracy": accuracy,
+            "train_time_s": train_time,
+        },
+    )
 
 
 def classification_accuracy(scorer: RewardScorer, rows, batch_size: int) -> float:
@@ -211,7 +265,7 @@ def classification_accuracy(scorer: RewardScorer, rows, batch_size: int) -> floa
     correct = 0
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
+            chunk = rows[i : i + batch_size]
             predicted = scorer.logits([t for t, _ in chunk]).argmax(-1).cpu()
             correct += int((predicted == torch.tensor([y for _, y in chunk])).sum())
     return correct / max(1, len(rows))
@@ -246,7 +300,8 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
         hook.textrl_on_metrics(update=step, metrics=metrics, samples=[])
 
     with StopSignals("after the current step (stage=rm writes no checkpoint)") as stop:
-        summary = (train_ranking if cfg.rm.objective == "ranking" else train_classification)(cfg, run_dir, device, log,
-                                                                                               stop=stop)
+        summary = (train_ranking if cfg.rm.objective == "ranking" else train_classification)(
+            cfg, run_dir, device, log, stop=stop
+        )
     hook.textrl_on_stage_end(summary=summary)
     return summary

@@ -25,10 +25,25 @@ from tqdm import tqdm
 
 from textrl.algorithms.base import SetupContext, check_metrics
 from textrl.config import build_plugin
-from textrl.distributed import (broadcast_object, gather_states, make_accelerator, max_across_processes,
-                                mean_across_processes, rank_and_size, replica_max_abs_diff)
-from textrl.checkpoint import (checkpoint_dir, list_checkpoints, load_resume_checkpoint, remove_checkpoints_after,
-                               restore_checkpoint, rng_state, save_checkpoint, truncate_jsonl)
+from textrl.distributed import (
+    broadcast_object,
+    gather_states,
+    make_accelerator,
+    max_across_processes,
+    mean_across_processes,
+    rank_and_size,
+    replica_max_abs_diff,
+)
+from textrl.checkpoint import (
+    checkpoint_dir,
+    list_checkpoints,
+    load_resume_checkpoint,
+    remove_checkpoints_after,
+    restore_checkpoint,
+    rng_state,
+    save_checkpoint,
+    truncate_jsonl,
+)
 from textrl.errors import Interrupted, NonFiniteError, TextRLError, WriteError
 from textrl.io import atomic_save_dir, atomic_write_json
 from textrl.precision import autocast
@@ -112,8 +127,9 @@ def on_nonfinite(error: NonFiniteError, update: int, cfg, run_dir: str) -> dict:
         return {"skipped/nonfinite": 1.0}
     found = list_checkpoints(run_dir)
     last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
-    raise TextRLError(f"update {update}: {error.quantity} is not finite ({error}); stopped "
-                      f"(trainer.on_nonfinite=error; {last})")
+    raise TextRLError(
+        f"update {update}: {error.quantity} is not finite ({error}); stopped (trainer.on_nonfinite=error; {last})"
+    )
 
 
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
@@ -163,15 +179,21 @@ def check_run(cfg, device: torch.device, accelerator) -> None:
     resolve_engine(cfg.rollout.engine, device)
     _, processes = rank_and_size(accelerator)
     if cfg.rollout.batch_size % processes:
-        raise TextRLError(f"rollout.batch_size: got {cfg.rollout.batch_size}; expected a multiple of the "
-                          f"{processes} processes (each collects an equal share)")
+        raise TextRLError(
+            f"rollout.batch_size: got {cfg.rollout.batch_size}; expected a multiple of the "
+            f"{processes} processes (each collects an equal share)"
+        )
     if processes > 1 and cfg.trainer.on_nonfinite == "skip":
-        raise TextRLError("trainer.on_nonfinite: got 'skip' with several processes; expected 'error' (a batch "
-                          "skipped on one process would leave the others waiting in the gradient all-reduce)")
+        raise TextRLError(
+            "trainer.on_nonfinite: got 'skip' with several processes; expected 'error' (a batch "
+            "skipped on one process would leave the others waiting in the gradient all-reduce)"
+        )
     minibatch = cfg.algo.get("minibatch_size") if hasattr(cfg.algo, "get") else None
     if processes > 1 and isinstance(minibatch, int) and (cfg.rollout.batch_size // processes) % minibatch:
-        raise TextRLError(f"algo.minibatch_size: got {minibatch}; expected a divisor of the per-process batch "
-                          f"rollout.batch_size / processes = {cfg.rollout.batch_size // processes}")
+        raise TextRLError(
+            f"algo.minibatch_size: got {minibatch}; expected a divisor of the per-process batch "
+            f"rollout.batch_size / processes = {cfg.rollout.batch_size // processes}"
+        )
 
 
 @dataclass
@@ -196,12 +218,26 @@ def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
     rank, processes = rank_and_size(accelerator)
     parts = build_rollout_parts(cfg, registry, device, "rl", num_envs=cfg.rollout.batch_size // processes)
     algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
-    algorithm.setup(parts.policy, parts.reference, SetupContext(reward_model=parts.reward_model,
-                                                                tokenizer=parts.tokenizer, accelerator=accelerator,
-                                                                precision=cfg.trainer.precision))
+    algorithm.setup(
+        parts.policy,
+        parts.reference,
+        SetupContext(
+            reward_model=parts.reward_model,
+            tokenizer=parts.tokenizer,
+            accelerator=accelerator,
+            precision=cfg.trainer.precision,
+        ),
+    )
     samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
-    collector = make_collector(cfg, parts.env, parts.policy, parts.reference, seed=cfg.seed + rank * parts.env.num_envs,
-                               samples_per_prompt=samples_per_prompt, chunk_size=algorithm.micro_batch_size)
+    collector = make_collector(
+        cfg,
+        parts.env,
+        parts.policy,
+        parts.reference,
+        seed=cfg.seed + rank * parts.env.num_envs,
+        samples_per_prompt=samples_per_prompt,
+        chunk_size=algorithm.micro_batch_size,
+    )
     return RLRun(parts, algorithm, collector, device)
 
 
@@ -230,8 +266,16 @@ def stop_signal(stop: StopSignals | None, accelerator) -> int:
     return int(max_across_processes(float(stop.signum or 0) if stop is not None else 0.0, accelerator))
 
 
-def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: list[float], accelerator,
-         stop: StopSignals | None = None) -> list[float]:
+def loop(
+    cfg,
+    registry,
+    run_dir: str,
+    run: RLRun,
+    start_update: int,
+    scores: list[float],
+    accelerator,
+    stop: StopSignals | None = None,
+) -> list[float]:
     """Updates ``start_update..trainer.updates``: each :func:`run_update`, its metrics averaged over
     processes and sent to the ``textrl_on_metrics`` hooks, checkpoints on schedule. Returns the
     mean score of every update done so far.
@@ -249,12 +293,19 @@ def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: lis
     main, hook = rank == 0, registry.manager.hook
     signum = stop_signal(stop, accelerator)
     if signum and start_update <= cfg.trainer.updates:  # arrived while loading: nothing new to save
-        raise Interrupted(signum, f"stopped by {signal_name(signum)} before update {start_update}; "
-                                  f"{how_to_resume(run_dir)}")
+        raise Interrupted(
+            signum, f"stopped by {signal_name(signum)} before update {start_update}; {how_to_resume(run_dir)}"
+        )
     if main:
         hook.textrl_on_stage_start(cfg=cfg, run_dir=run_dir)
-    bar = tqdm(range(start_update, cfg.trainer.updates + 1), desc="updates", initial=start_update - 1,
-               total=cfg.trainer.updates, disable=not (cfg.trainer.progress_bar and main), dynamic_ncols=True)
+    bar = tqdm(
+        range(start_update, cfg.trainer.updates + 1),
+        desc="updates",
+        initial=start_update - 1,
+        total=cfg.trainer.updates,
+        disable=not (cfg.trainer.progress_bar and main),
+        dynamic_ncols=True,
+    )
     for update in bar:
         metrics, batch = run_update(cfg, run, update, run_dir)
         metrics = mean_across_processes(metrics, accelerator)
@@ -274,16 +325,22 @@ def loop(cfg, registry, run_dir: str, run: RLRun, start_update: int, scores: lis
             checkpoint(cfg, run_dir, update, run.policy, run.algorithm, run.collector, accelerator)
         if signum and update < cfg.trainer.updates:
             bar.close()
-            raise Interrupted(signum, f"stopped by {signal_name(signum)} after update {update} of "
-                                      f"{cfg.trainer.updates}, checkpoint written to "
-                                      f"{checkpoint_dir(run_dir, update)!r}; continue with trainer.resume=auto "
-                                      f"hydra.run.dir={run_dir}")
-        bar.set_postfix(score=f"{scores[-1] if scores else float('nan'):.3f}",
-                        kl=f"{metrics.get('objective/kl', 0.0):.2f}")
+            raise Interrupted(
+                signum,
+                f"stopped by {signal_name(signum)} after update {update} of "
+                f"{cfg.trainer.updates}, checkpoint written to "
+                f"{checkpoint_dir(run_dir, update)!r}; continue with trainer.resume=auto "
+                f"hydra.run.dir={run_dir}",
+            )
+        bar.set_postfix(
+            score=f"{scores[-1] if scores else float('nan'):.3f}", kl=f"{metrics.get('objective/kl', 0.0):.2f}"
+        )
     bar.close()
     if not scores:
-        raise TextRLError(f"trainer.updates: got {cfg.trainer.updates}; every update was skipped or already done "
-                          f"(resumed at update {start_update}); expected at least one update to run")
+        raise TextRLError(
+            f"trainer.updates: got {cfg.trainer.updates}; every update was skipped or already done "
+            f"(resumed at update {start_update}); expected at least one update to run"
+        )
     return scores
 
 
@@ -294,17 +351,23 @@ def finish(cfg, registry, run_dir: str, run: RLRun, scores: list[float], wall_ti
     replica_diff = replica_max_abs_diff(run.policy, accelerator)
     k = max(1, min(3, len(scores) // 3))
     summary = {
-        "first_score": scores[0], "last_score": scores[-1],
-        "first_score_mean3": sum(scores[:k]) / k, "last_score_mean3": sum(scores[-k:]) / k,
-        "updates": len(scores), "episodes": len(scores) * cfg.rollout.batch_size,
-        "wall_time_s": wall_time_s, "run_dir": run_dir, "processes": processes,
+        "first_score": scores[0],
+        "last_score": scores[-1],
+        "first_score_mean3": sum(scores[:k]) / k,
+        "last_score_mean3": sum(scores[-k:]) / k,
+        "updates": len(scores),
+        "episodes": len(scores) * cfg.rollout.batch_size,
+        "wall_time_s": wall_time_s,
+        "run_dir": run_dir,
+        "processes": processes,
     }
     if processes > 1:
         summary["replica_max_abs_diff"] = replica_diff  # 0.0: every process holds the same policy
     if rank == 0:
         if cfg.trainer.save_policy:
-            atomic_save_dir(os.path.join(run_dir, "policy"),
-                            lambda d: run.policy.save_pretrained(d, run.parts.tokenizer))
+            atomic_save_dir(
+                os.path.join(run_dir, "policy"), lambda d: run.policy.save_pretrained(d, run.parts.tokenizer)
+            )
         atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
         write_rl_report_quietly(run_dir, cfg)  # report.png, before the loggers' end (wandb logs it)
         registry.manager.hook.textrl_on_stage_end(summary=summary)

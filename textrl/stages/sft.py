@@ -46,8 +46,8 @@ def encode_demonstration(tokenizer, prompt: str, response: str, max_length: int,
     """
     prompt_ids = tokenizer(format_prompt(tokenizer, prompt, prompt_format), add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    response_ids = response_ids[:max_length - 1]
-    prompt_ids = prompt_ids[-(max_length - len(response_ids)):]
+    response_ids = response_ids[: max_length - 1]
+    prompt_ids = prompt_ids[-(max_length - len(response_ids)) :]
     return {"input_ids": prompt_ids + response_ids, "labels": [IGNORE] * len(prompt_ids) + response_ids}
 
 
@@ -88,8 +88,11 @@ def trainer_metrics(logs: dict) -> dict[str, float]:
     """One ``transformers.Trainer`` log as textrl metric names: ``eval_<x>`` → ``eval/<x>``,
     every other number ``<x>`` → ``train/<x>`` (``loss``, ``learning_rate``, ``grad_norm``,
     ``epoch``); ``total_flos`` and non-numbers are dropped."""
-    return {(f"eval/{k[5:]}" if k.startswith("eval_") else f"train/{k}"): float(v) for k, v in logs.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "total_flos"}
+    return {
+        (f"eval/{k[5:]}" if k.startswith("eval_") else f"train/{k}"): float(v)
+        for k, v in logs.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "total_flos"
+    }
 
 
 def hook_callback(hook):
@@ -162,8 +165,10 @@ def find_sft_checkpoint(resume: str | None, checkpoints: str) -> str | None:
         return get_last_checkpoint(checkpoints) if os.path.isdir(checkpoints) else None
     path = os.path.expanduser(resume)
     if not os.path.isfile(os.path.join(path, "trainer_state.json")):
-        raise TextRLError(f"trainer.resume: {resume!r} is not a complete sft checkpoint (no trainer_state.json); "
-                          f"expected 'auto' or a <run_dir>/checkpoints/checkpoint-<step> directory")
+        raise TextRLError(
+            f"trainer.resume: {resume!r} is not a complete sft checkpoint (no trainer_state.json); "
+            f"expected 'auto' or a <run_dir>/checkpoints/checkpoint-<step> directory"
+        )
     return path
 
 
@@ -226,26 +231,42 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     checkpoint = find_sft_checkpoint(cfg.trainer.resume, checkpoints)
     hook.textrl_on_stage_start(cfg=cfg, run_dir=run_dir)
     tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
-    model = load_causal_lm(cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer,
-                           dropout=s.dropout, device=device)
-    demos = [to_demonstration(r) for r in read_rows(s.data, s.split)][:s.max_examples]
+    model = load_causal_lm(
+        cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer, dropout=s.dropout, device=device
+    )
+    demos = [to_demonstration(r) for r in read_rows(s.data, s.split)][: s.max_examples]
     train_rows, eval_rows = split_rows(demos, s.eval_fraction, cfg.seed)
     encode = lambda d: encode_demonstration(tokenizer, d.prompt, d.response, s.max_length, s.prompt_format)  # noqa: E731
     train_set, eval_set = [encode(d) for d in train_rows], [encode(d) for d in eval_rows]
     steps = math.ceil(math.ceil(len(train_set) / s.batch_size) * s.epochs)
     done, before = resume_sft(checkpoint, run_dir)
     args = TrainingArguments(
-        output_dir=checkpoints, num_train_epochs=s.epochs, learning_rate=s.lr, lr_scheduler_type="cosine",
-        warmup_steps=math.ceil(s.warmup_ratio * steps), logging_steps=max(1, steps // 20),
+        output_dir=checkpoints,
+        num_train_epochs=s.epochs,
+        learning_rate=s.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=math.ceil(s.warmup_ratio * steps),
+        logging_steps=max(1, steps // 20),
         per_device_train_batch_size=s.batch_size,
-        per_device_eval_batch_size=s.batch_size, weight_decay=s.weight_decay, eval_strategy="no",
-        save_strategy="no", report_to=[], seed=cfg.seed, use_cpu=device.type == "cpu",
-        disable_tqdm=not cfg.trainer.progress_bar, remove_unused_columns=False)
+        per_device_eval_batch_size=s.batch_size,
+        weight_decay=s.weight_decay,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        seed=cfg.seed,
+        use_cpu=device.type == "cpu",
+        disable_tqdm=not cfg.trainer.progress_bar,
+        remove_unused_columns=False,
+    )
     with StopSignals("after the current step and writing a checkpoint there") as stop:
-        trainer = checkpoint_saving_trainer()(model=model, args=args, train_dataset=train_set,
-                                              eval_dataset=eval_set or None,
-                                              data_collator=_Collator(tokenizer.pad_token_id),
-                                              callbacks=[hook_callback(hook), stop_callback(stop)])
+        trainer = checkpoint_saving_trainer()(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            eval_dataset=eval_set or None,
+            data_collator=_Collator(tokenizer.pad_token_id),
+            callbacks=[hook_callback(hook), stop_callback(stop)],
+        )
         trainer.remove_callback(PrinterCallback)  # prints raw log dicts; the console logger prints them
         if trainer.pop_callback(ProgressCallback) is not None:
             trainer.add_callback(quiet_progress_bar())
@@ -254,10 +275,13 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
         result = trainer.train(resume_from_checkpoint=checkpoint)
         if stop.signum and trainer.state.global_step < trainer.state.max_steps:
             where = os.path.join(checkpoints, f"checkpoint-{trainer.state.global_step}")
-            raise Interrupted(stop.signum, f"stopped by {signal_name(stop.signum)} after step "
-                                           f"{trainer.state.global_step} of {trainer.state.max_steps}, checkpoint "
-                                           f"written to {where!r}; continue with trainer.resume=auto "
-                                           f"hydra.run.dir={run_dir}")
+            raise Interrupted(
+                stop.signum,
+                f"stopped by {signal_name(stop.signum)} after step "
+                f"{trainer.state.global_step} of {trainer.state.max_steps}, checkpoint "
+                f"written to {where!r}; continue with trainer.resume=auto "
+                f"hydra.run.dir={run_dir}",
+            )
         after = trainer.evaluate()["eval_loss"] if eval_set else float("nan")
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model_dir = os.path.join(run_dir, "model")
@@ -265,9 +289,17 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     shutil.rmtree(checkpoints, ignore_errors=True)  # the model is saved: nothing left to resume
     # a resumed Trainer's training_loss covers only the steps since the resume
     train_loss = mean_train_loss(trainer.state.log_history) if done else result.training_loss
-    summary = {"stage": "sft", "model_dir": model_dir, "train_examples": len(train_set), "eval_examples": len(eval_set),
-               "train_loss": train_loss, "train_loss_curve": losses, "eval_loss_before": before,
-               "eval_loss_after": after, "steps": result.global_step}
+    summary = {
+        "stage": "sft",
+        "model_dir": model_dir,
+        "train_examples": len(train_set),
+        "eval_examples": len(eval_set),
+        "train_loss": train_loss,
+        "train_loss_curve": losses,
+        "eval_loss_before": before,
+        "eval_loss_after": after,
+        "steps": result.global_step,
+    }
     if done:
         summary["resumed_at_step"] = done
     atomic_write_json(os.path.join(run_dir, "summary.json"), summary)

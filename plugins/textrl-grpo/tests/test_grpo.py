@@ -67,10 +67,26 @@ def test_plugin_is_found_through_its_entry_point():
 def test_algo_grpo_trains_through_the_cli(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TEXTRL_ASSETS": str(ASSETS)}
-    result = subprocess.run([sys.executable, "-m", "textrl", "algo=grpo", "experiment=tinystories_sentiment",
-                             "trainer.updates=2", "rollout.batch_size=8", "algo.group_size=4", "algo.minibatch_size=4",
-                             "env.max_new_tokens=8", "trainer.progress_bar=false", f"hydra.run.dir={out}"],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "textrl",
+            "algo=grpo",
+            "experiment=tinystories_sentiment",
+            "trainer.updates=2",
+            "rollout.batch_size=8",
+            "algo.group_size=4",
+            "algo.minibatch_size=4",
+            "env.max_new_tokens=8",
+            "trainer.progress_bar=false",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2
@@ -118,6 +134,7 @@ def test_grpo_kl_term_uses_the_untruncated_logprobs_and_the_chosen_estimator():
     k1 = grpo_loss(logprobs, old, ref, torch.tensor([1.0]), mask, 0.2, 0.1, untruncated, "k1")
     assert k1["kl"].item() == pytest.approx(-0.5, rel=1e-6)  # (0 − 1)/2
     assert all(torch.isfinite(v).all() for v in terms.values())
-    same = grpo_loss(untruncated[:, :2], untruncated[:, :2], untruncated[:, :2], torch.tensor([1.0]), mask[:, :2],
-                     0.2, 0.1)
+    same = grpo_loss(
+        untruncated[:, :2], untruncated[:, :2], untruncated[:, :2], torch.tensor([1.0]), mask[:, :2], 0.2, 0.1
+    )
     assert same["kl"].item() == 0.0  # π = π_ref: the k3 term is exactly 0

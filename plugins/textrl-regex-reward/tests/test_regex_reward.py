@@ -33,13 +33,16 @@ def test_any_mode_cap_case_and_length_penalty():
     assert RegexReward({"dog": 1.0}, include_prompt=True)(["dog "], ["dog"]).tolist() == [2.0]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(patterns={"(": 1.0}), r"'\(' is not a valid regex"),
-    (dict(mode="sometimes"), "reward.mode: got 'sometimes'"),
-    (dict(patterns={"a": "lots"}), "got weight 'lots'"),
-    (dict(length_penalty=0.1), "reward.target_length"),
-    (dict(patterns={}), "empty mapping"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(patterns={"(": 1.0}), r"'\(' is not a valid regex"),
+        (dict(mode="sometimes"), "reward.mode: got 'sometimes'"),
+        (dict(patterns={"a": "lots"}), "got weight 'lots'"),
+        (dict(length_penalty=0.1), "reward.target_length"),
+        (dict(patterns={}), "empty mapping"),
+    ],
+)
 def test_bad_settings_are_clear_errors(kwargs, message):
     with pytest.raises(textrl.TextRLError, match=message):
         RegexReward(**kwargs)
@@ -47,13 +50,30 @@ def test_bad_settings_are_clear_errors(kwargs, message):
 
 def run(*args, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TEXTRL_ASSETS": str(ASSETS)}
-    return subprocess.run([sys.executable, "-m", "textrl", "experiment=tinystories_sentiment", "trainer.updates=2",
-                           "rollout.batch_size=8", "algo.minibatch_size=4", "env.max_new_tokens=8",
-                           "trainer.progress_bar=false", f"hydra.run.dir={tmp_path / 'run'}", *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "textrl",
+            "experiment=tinystories_sentiment",
+            "trainer.updates=2",
+            "rollout.batch_size=8",
+            "algo.minibatch_size=4",
+            "env.max_new_tokens=8",
+            "trainer.progress_bar=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
-needs_assets = pytest.mark.skipif(not (ASSETS / "tinystories-656k").is_dir(), reason=f"real assets not found at {ASSETS}")
+needs_assets = pytest.mark.skipif(
+    not (ASSETS / "tinystories-656k").is_dir(), reason=f"real assets not found at {ASSETS}"
+)
 
 
 @needs_assets

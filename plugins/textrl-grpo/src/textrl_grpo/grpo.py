@@ -33,8 +33,9 @@ def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, 
         textrl.TextRLError: G < 2 or G does not divide B.
     """
     if group_size < 2 or scores.numel() % group_size:
-        raise textrl.TextRLError(f"algo.group_size: got {group_size}; expected an integer >= 2 dividing "
-                                 f"rollout.batch_size={scores.numel()}")
+        raise textrl.TextRLError(
+            f"algo.group_size: got {group_size}; expected an integer >= 2 dividing rollout.batch_size={scores.numel()}"
+        )
     groups = scores.float().view(-1, group_size)
     centred = groups - groups.mean(1, keepdim=True)
     if scale:
@@ -42,8 +43,17 @@ def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, 
     return centred.view(-1)
 
 
-def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, clip_range: float, beta: float,
-              untruncated_logprobs=None, estimator: str = "k3"):
+def grpo_loss(
+    logprobs,
+    old_logprobs,
+    ref_logprobs,
+    advantages,
+    mask,
+    clip_range: float,
+    beta: float,
+    untruncated_logprobs=None,
+    estimator: str = "k3",
+):
     """GRPO loss terms on token tensors ``(B, T)`` with per-episode ``advantages`` ``(B,)``.
 
     Args:
@@ -87,8 +97,15 @@ class GRPO(textrl.Algorithm):
     uses_value_head = False
     config_checks = {"group_size": textrl.integer(ge=2), "clip_range": textrl.number(gt=0)}
 
-    def __init__(self, *, kl: KLConfig = KLConfig(estimator="k3"), group_size: int = 4, clip_range: float = 0.2,
-                 scale_rewards: bool = True, **loop):
+    def __init__(
+        self,
+        *,
+        kl: KLConfig = KLConfig(estimator="k3"),
+        group_size: int = 4,
+        clip_range: float = 0.2,
+        scale_rewards: bool = True,
+        **loop,
+    ):
         super().__init__(kl=kl, **loop)
         self.group_size, self.clip_range, self.scale_rewards = group_size, clip_range, scale_rewards
         self.samples_per_prompt = group_size
@@ -101,10 +118,23 @@ class GRPO(textrl.Algorithm):
         """:func:`grpo_loss` on a minibatch (one teacher-forced forward pass of the policy,
         :meth:`textrl.Algorithm.response_logprobs`)."""
         out = self.response_logprobs(batch)
-        terms = grpo_loss(out.sampled, batch.logprobs, batch.ref_logprobs, prepared["advantages"], batch.response_mask,
-                          self.clip_range, self.kl_coef, out.untruncated, self.kl_estimator)
-        return {"loss/total": terms["loss"], "loss/policy": terms["policy"], "loss/kl": terms["kl"],
-                "policy/clipfrac": terms["clipfrac"]}
+        terms = grpo_loss(
+            out.sampled,
+            batch.logprobs,
+            batch.ref_logprobs,
+            prepared["advantages"],
+            batch.response_mask,
+            self.clip_range,
+            self.kl_coef,
+            out.untruncated,
+            self.kl_estimator,
+        )
+        return {
+            "loss/total": terms["loss"],
+            "loss/policy": terms["policy"],
+            "loss/kl": terms["kl"],
+            "policy/clipfrac": terms["clipfrac"],
+        }
 
     def batch_metrics(self, batch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``objective/rlhf_reward`` as score − β·(k1 KL per episode): GRPO's KL is in the loss, not

@@ -36,14 +36,22 @@ class RegexReward:
             a non-numeric weight, or a length penalty without a target.
     """
 
-    def __init__(self, patterns: dict = DEFAULT_PATTERNS, mode: str = "count", max_count: int | None = None,
-                 case_sensitive: bool = False, include_prompt: bool = False, length_penalty: float = 0.0,
-                 target_length: int | None = None):
+    def __init__(
+        self,
+        patterns: dict = DEFAULT_PATTERNS,
+        mode: str = "count",
+        max_count: int | None = None,
+        case_sensitive: bool = False,
+        include_prompt: bool = False,
+        length_penalty: float = 0.0,
+        target_length: int | None = None,
+    ):
         if mode not in MODES:
             raise textrl.TextRLError(f"reward.mode: got {mode!r}; expected one of {list(MODES)}")
         if length_penalty and target_length is None:
-            raise textrl.TextRLError("reward.target_length: got null with reward.length_penalty > 0; expected a "
-                                     "number of words")
+            raise textrl.TextRLError(
+                "reward.target_length: got null with reward.length_penalty > 0; expected a number of words"
+            )
         if not patterns:
             raise textrl.TextRLError("reward.patterns: got an empty mapping; expected {regex: weight, ...}")
         flags = 0 if case_sensitive else re.IGNORECASE
