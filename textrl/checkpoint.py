@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from textrl.errors import TextRLError
+from textrl.errors import TextRLError, first_line
 from textrl.io import atomic_save_dir, atomic_write_text, read_jsonl, save_torch, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ def read_state(path: str) -> dict:
     try:
         state = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for a damaged file
-        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+        reason = f"{type(e).__name__}: {first_line(e)[:120]}"
         raise UnreadableCheckpoint(
             f"trainer.resume: cannot read {file!r} ({reason}); expected a checkpoint written by textrl", reason
         ) from None

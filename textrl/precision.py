@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import torch
 
-PRECISIONS = ("fp32", "bf16")
-
 
 def autocast(device: torch.device | str, precision: str):
     """The autocast region for one forward pass (or one rollout) under ``trainer.precision``.

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 #: config groups whose options the reference lists (``experiment`` presets change many groups
 #: at once and are listed by name only)
-GROUPS = ("policy", "data", "env", "reward", "algo", "logger", "trainer")
+GROUPS = ("policy", "data", "env", "reward", "algo", "interaction", "logger", "trainer")
 REQUIRED = "(required)"
 
 

@@ -44,7 +44,7 @@ def test_interaction_option_builds_a_multiturn_env(registry, tokenizer, policy):
     assert isinstance(interaction, Calculator) and interaction.call_reward == 0.5
     env = make_env(cfg, tokenizer, ["the dog"], length_reward, 2, "cpu", interaction)
     assert env.max_turns == 3 and env.max_episode_tokens == 30 and env.width == 38
-    assert make_collector(cfg, env, policy, None, seed=0).engine_name == "eager"  # auto → eager for multi-turn
+    assert make_collector(cfg, env, policy, None, seed=0).engine_name == "eager"  # auto is eager on the CPU
 
 
 def test_unknown_interaction_parameter_lists_the_accepted_ones(registry):

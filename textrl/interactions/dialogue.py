@@ -16,7 +16,7 @@ import os
 import re
 
 from textrl.config import integer, one_of
-from textrl.errors import TextRLError
+from textrl.errors import TextRLError, first_line
 from textrl.interactions.base import EpisodeView, Interaction, Reply
 
 DEFAULT_DATA = os.path.join(
@@ -69,7 +69,7 @@ class Dialogue(Interaction):
                 rows = [json.loads(line) for line in f if line.strip()]
         except (OSError, ValueError) as e:
             raise TextRLError(
-                f"interaction.path: cannot read {path!r} ({str(e).splitlines()[0]}); expected an "
+                f"interaction.path: cannot read {path!r} ({first_line(e)}); expected an "
                 f"hh-rlhf .jsonl or .jsonl.gz file"
             ) from None
         self.followups: dict[str, list[str]] = {}

@@ -66,12 +66,14 @@ class ConsoleLogger:
 
     @hookimpl
     def textrl_on_stage_start(self, cfg, run_dir):
+        """Print the stage, its model and its run directory."""
         self.stage = cfg.stage
         model = OmegaConf.select(cfg, MODEL_KEY.get(cfg.stage, "policy.model"))
         tqdm.write(f"textrl: stage={cfg.stage} model={model} run_dir={run_dir}")
 
     @hookimpl
     def textrl_on_metrics(self, update, metrics):
+        """Print one line of the update's headline metrics."""
         parts = [
             f"{'eval_' if k.startswith('eval/') else ''}{k.split('/')[-1]} {metrics[k]:.4g}"
             for k in HEADLINE
@@ -83,4 +85,5 @@ class ConsoleLogger:
 
     @hookimpl
     def textrl_on_stage_end(self, summary):
+        """Print the stage's summary block."""
         tqdm.write(summary_text(self.stage, summary))

@@ -28,6 +28,7 @@ class JsonlLogger:
 
     @hookimpl
     def textrl_on_metrics(self, update, metrics, samples):
+        """Append the update's record to ``metrics.jsonl`` and its samples to ``samples.jsonl``."""
         append_jsonl(self.metrics_path, {"update": update, **metrics})
         for sample in samples:
             append_jsonl(self.samples_path, {"update": update, **sample})

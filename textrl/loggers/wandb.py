@@ -32,6 +32,7 @@ class WandbLogger:
 
     @hookimpl
     def textrl_on_stage_start(self, cfg, run_dir):
+        """Start the stage's wandb run (grouped with the pipeline's other stages)."""
         import wandb
 
         self.wandb = wandb
@@ -51,6 +52,7 @@ class WandbLogger:
 
     @hookimpl
     def textrl_on_metrics(self, update, metrics, samples):
+        """Log the update's metrics at step ``update`` and keep its samples for the table."""
         self.rows += [[update, s["prompt"], s["response"], s["score"]] for s in samples]
         record = dict(metrics)
         if self.rows and update % self.cfg.table_every == 0:
@@ -59,6 +61,7 @@ class WandbLogger:
 
     @hookimpl
     def textrl_on_stage_end(self, summary):
+        """Log the samples table, the report figures and the summary, then finish the run."""
         if self.rows:
             self.run.log(
                 {"samples": self.wandb.Table(columns=["update", "prompt", "response", "score"], data=self.rows)}

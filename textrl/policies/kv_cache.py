@@ -99,7 +99,7 @@ class KVCacheDecoder:
         """
         new_mask = new_mask.long()
         self.mask = torch.cat([self.mask, new_mask], dim=1)
-        positions = self.next_position + (new_mask.cumsum(1) - 1).clamp(min=0)
+        positions = self.next_position + position_ids(new_mask)
         out = self.policy(tokens, self.mask, positions, past_key_values=self.cache, use_cache=True)
         self.cache = out.past_key_values
         counts = new_mask.sum(1, keepdim=True)

@@ -106,5 +106,6 @@ class AdapterDisabledReference(nn.Module):
         self.__dict__["peft_model"] = peft_model  # not a submodule: its weights belong to the policy
 
     def forward(self, logits_to_keep: int = 0, **inputs) -> LMOutput:
+        """The base model's pass (adapters off) with the LM head in float32."""
         with self.peft_model.disable_adapter():
             return lm_forward(self.peft_model.base_model.model, inputs, logits_to_keep)

@@ -24,4 +24,5 @@ class ValueHead(nn.Module):
         nn.init.zeros_(self.summary.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(..., hidden_size)`` any float dtype → ``(...)`` float32 V(s)."""
         return float32_head(self.summary, hidden).squeeze(-1)

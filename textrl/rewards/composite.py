@@ -59,6 +59,7 @@ class CompositeReward:
         return self.score_with_details(prompts, responses).scores
 
     def score_with_details(self, prompts: Sequence[str], responses: Sequence[str]) -> RewardOutput:
+        """The weighted sum ``(B,)`` float32, each component's unweighted scores, and the components' details."""
         total = torch.zeros(len(responses), dtype=torch.float32)
         parts, details = {}, [{} for _ in responses]
         for label, (weight, model) in self.components.items():

@@ -249,6 +249,7 @@ class Episodes:
         self.remaining = n
 
     def record(self, info: dict) -> bool:
+        """Copy the rows of the episodes ``info`` flags as ended; ``True`` once every episode has."""
         ended = info["_score"]
         self.scores[ended] = info["score"][ended]
         for i in np.flatnonzero(ended):

@@ -329,7 +329,7 @@ class CompiledEngine:
                 )
         start = self.filled
         self.mask[:, start : start + width] = new_mask
-        positions = self.position + (new_mask.cumsum(1) - 1).clamp(min=0)
+        positions = self.position + position_ids(new_mask)
         out = self.policy(tokens, self.mask, positions, past_key_values=self.cache, use_cache=True)
         counts = new_mask.sum(1, keepdim=True)
         self.position.add_(counts)

@@ -146,8 +146,6 @@ def make_collector(
     """A collector with ``rollout.*``'s sampling distribution and decode engine; ``chunk_size``
     rows per π_ref pass (``algo.micro_batch_size``)."""
     engine = cfg.rollout.engine
-    if getattr(env, "interaction", None) is not None and engine == "auto":
-        engine = "eager"  # multi-turn rollouts extend the KV cache with the eager engine
     return RolloutCollector(
         env,
         policy,

@@ -208,6 +208,7 @@ class RLRun:
 
     @property
     def policy(self):
+        """The :class:`~textrl.policies.policy.PolicyWithValueHead` being trained."""
         return self.parts.policy
 
 
