@@ -75,7 +75,7 @@ class Probe(Algorithm):
     def loss(self, batch, prepared):
         logits, _ = self.model.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
         logp = torch.log_softmax(logits, -1)[..., 3].mean()
-        self.seen.append(float(logp))
+        self.seen.append(float(logp.detach()))
         return {"loss/total": -logp}
 
 

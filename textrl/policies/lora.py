@@ -12,8 +12,10 @@ A policy saved with adapters is a directory holding ``adapter_config.json`` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
 from torch import nn
 
 from textrl.config.schema import LoraSettings
@@ -21,6 +23,15 @@ from textrl.errors import TextRLError, first_line
 from textrl.policies.logits import LMOutput, lm_forward
 
 ADAPTER_CONFIG = "adapter_config.json"
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """Silence the FutureWarning peft 0.21 triggers by reading transformers 5's deprecated
+    ``is_gradient_checkpointing`` when it wraps a model: a library-to-library call the user cannot act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        yield
 
 
 def add_lora(lm: nn.Module, settings: LoraSettings):
@@ -47,7 +58,8 @@ def add_lora(lm: nn.Module, settings: LoraSettings):
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(lm, config)
+        with quiet_peft():
+            return get_peft_model(lm, config)
     except ValueError as e:
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in lm.named_modules() if isinstance(m, nn.Linear)})
         raise TextRLError(
@@ -89,7 +101,8 @@ def load_adapters(lm: nn.Module, path: str, trainable: bool):
     """``PeftModel`` of ``lm`` with the adapters saved in ``path`` (trainable or frozen)."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(lm, os.path.expanduser(path), is_trainable=trainable)
+    with quiet_peft():
+        return PeftModel.from_pretrained(lm, os.path.expanduser(path), is_trainable=trainable)
 
 
 class AdapterDisabledReference(nn.Module):
