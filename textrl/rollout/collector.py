@@ -194,20 +194,39 @@ class RolloutCollector:
             * mask
         )
 
-    def _batch(self, obs, draws: list, episodes: "Episodes", vocab: int) -> RolloutBatch:
-        env, P = self.env, self.env.max_prompt_tokens
+    def final_layout(self, obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask, lengths)`` of the final observation ``obs``, cut to
+        ``[left-padded prompt | responses]`` without the columns no episode used: ``(B, W+T)``
+        long copies (the env reuses its buffers at the next reset) and ``(B,)`` response lengths."""
+        P = self.env.max_prompt_tokens
         lengths = obs["attention_mask"][:, P:].sum(1)
-        T = int(lengths.max())  # trim columns no episode used
         prompt_width = int(obs["attention_mask"][:, :P].sum(1).max())
-        cols = slice(P - prompt_width, P + T)
-        input_ids = obs["input_ids"][:, cols].clone()  # the env reuses its buffers at the next reset
-        attention_mask = obs["attention_mask"][:, cols].long()
-        response_mask = (torch.arange(T, device=env.device)[None, :] < lengths[:, None]).float()
+        cols = slice(P - prompt_width, P + int(lengths.max()))
+        return obs["input_ids"][:, cols].clone(), obs["attention_mask"][:, cols].long(), lengths
+
+    def episode_fields(self, episodes: "Episodes", vocab: int) -> dict:
+        """The :class:`RolloutBatch` fields that come from the episodes' results and the collector's
+        settings (scores, texts, reward components and details, sampling, vocabulary, k)."""
+        device = self.env.device
+        return dict(
+            scores=torch.as_tensor(episodes.scores, device=device),
+            prompts=episodes.prompts,
+            responses=episodes.responses,
+            sampling=self.sampling,
+            vocab_size=vocab,
+            samples_per_prompt=self.samples_per_prompt,
+            reward_components={k: torch.as_tensor(v, device=device) for k, v in episodes.components.items()},
+            reward_details=episodes.details if any(d is not None for d in episodes.details) else None,
+        )
+
+    def _batch(self, obs, draws: list, episodes: "Episodes", vocab: int) -> RolloutBatch:
+        input_ids, attention_mask, lengths = self.final_layout(obs)
+        T = int(lengths.max())  # trim columns no episode used
+        response_mask = (torch.arange(T, device=self.env.device)[None, :] < lengths[:, None]).float()
         logprobs, untruncated_logprobs, values = (
             torch.cat([getattr(d, name) for d in draws[:T]], 1) * response_mask
             for name in ("logprobs", "untruncated_logprobs", "values")
         )
-        scores = torch.as_tensor(episodes.scores, device=env.device)
         ref_logprobs = self.reference_logprobs(input_ids, attention_mask, untruncated_logprobs, response_mask, vocab)
         return RolloutBatch(
             input_ids=input_ids,
@@ -217,14 +236,7 @@ class RolloutCollector:
             ref_logprobs=ref_logprobs,
             untruncated_logprobs=untruncated_logprobs,
             values=values,
-            scores=scores,
-            prompts=episodes.prompts,
-            responses=episodes.responses,
-            sampling=self.sampling,
-            vocab_size=vocab,
-            samples_per_prompt=self.samples_per_prompt,
-            reward_components={k: torch.as_tensor(v, device=env.device) for k, v in episodes.components.items()},
-            reward_details=episodes.details if any(d is not None for d in episodes.details) else None,
+            **self.episode_fields(episodes, vocab),
         )
 
 

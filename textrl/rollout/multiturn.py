@@ -93,13 +93,9 @@ def ragged_block(tokens: torch.Tensor, active: torch.Tensor, env_tokens) -> tupl
 def multiturn_batch(collector, obs, buffers: dict, episodes, vocab: int) -> RolloutBatch:
     """The :class:`RolloutBatch` of finished multi-turn episodes: ``[left-padded prompt | policy and
     env tokens, right-padded]`` with ``action_mask`` = ``response_mask`` from the observation."""
-    env, P = collector.env, collector.env.max_prompt_tokens
-    lengths = obs["attention_mask"][:, P:].sum(1)
+    P = collector.env.max_prompt_tokens
+    input_ids, attention_mask, lengths = collector.final_layout(obs)
     T = int(lengths.max())
-    prompt_width = int(obs["attention_mask"][:, :P].sum(1).max())
-    cols = slice(P - prompt_width, P + T)
-    input_ids = obs["input_ids"][:, cols].clone()
-    attention_mask = obs["attention_mask"][:, cols].long()
     action_mask = obs["action_mask"][:, P : P + T].float()
     logprobs, untruncated_logprobs, values, rewards = (
         buffers[k][:, :T] * action_mask for k in ("logprobs", "untruncated_logprobs", "values", "rewards")
@@ -114,13 +110,6 @@ def multiturn_batch(collector, obs, buffers: dict, episodes, vocab: int) -> Roll
         untruncated_logprobs=untruncated_logprobs,
         values=values,
         rewards=rewards,
-        scores=torch.as_tensor(episodes.scores, device=env.device),
-        prompts=episodes.prompts,
-        responses=episodes.responses,
-        sampling=collector.sampling,
-        vocab_size=vocab,
-        samples_per_prompt=collector.samples_per_prompt,
-        reward_components={k: torch.as_tensor(v, device=env.device) for k, v in episodes.components.items()},
-        reward_details=episodes.details if any(d is not None for d in episodes.details) else None,
+        **collector.episode_fields(episodes, vocab),
         action_mask=action_mask,
     )
