@@ -47,6 +47,17 @@ def textrl_interactions() -> dict[str, Callable[..., Any]]:
     """
 
 
+@hookspec
+def textrl_datasets() -> dict[str, Callable[..., Any]]:
+    """Return ``{name: rows}``: datasets generated in code, ``rows(split: str) -> list[dict]``.
+
+    A data source written ``"<name>:<split>"`` (``data.prompts``, ``eval.prompts``, ``sft.data``,
+    ``rm.data``) reads ``rows(split)`` instead of a file, with the rows of a ``.jsonl`` file's
+    format (e.g. ``{"prompt": ...}`` for prompts, ``{"messages": [...]}`` for SFT). ``rows`` raises
+    ``ValueError`` for an unknown split.
+    """
+
+
 # -- the lifecycle hooks: every stage (sft, rm, rl, eval) reports through these three ----------
 # One stage runs at a time (stage=instructgpt runs sft, rm, rl, eval one after the other, each
 # in its own sub-folder with its own start/end), so the calls between a start and its end belong

@@ -18,7 +18,7 @@ import pluggy
 from textrl import hookspecs
 from textrl.errors import TextRLError, first_line
 
-BUILTIN_MODULES = ("textrl.rewards", "textrl.algorithms", "textrl.interactions")
+BUILTIN_MODULES = ("textrl.rewards", "textrl.algorithms", "textrl.interactions", "textrl.tasks")
 DISABLE_ENV = "TEXTRL_DISABLE_PLUGIN_AUTOLOAD"
 
 
@@ -31,6 +31,7 @@ class PluginRegistry:
         rewards: reward-model name → factory.
         algorithms: algorithm name → factory.
         interactions: interaction name → factory (multi-turn episodes).
+        datasets: generated dataset name → ``rows(split)`` (data sources ``"<name>:<split>"``).
         providers: ``(kind, name)`` → plugin name that provides it.
         failures: entry-point name → one-line import error.
     """
@@ -39,6 +40,7 @@ class PluginRegistry:
     rewards: dict[str, Callable[..., Any]] = field(default_factory=dict)
     algorithms: dict[str, Callable[..., Any]] = field(default_factory=dict)
     interactions: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    datasets: dict[str, Callable[..., Any]] = field(default_factory=dict)
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
 
@@ -72,20 +74,49 @@ def load_plugins(autoload: bool | None = None) -> PluginRegistry:
             except Exception as e:  # a broken plugin must not break runs that don't use it
                 registry.failures[ep.name] = f"{type(e).__name__}: {first_line(e)}"
     collect_factories(registry)
+    _LOADED[:] = [registry]
     return registry
 
 
+_LOADED: list[PluginRegistry] = []  # the registry load_plugins built last (data sources read it)
+
+
+def generated_rows(source: str, key: str) -> list[dict] | None:
+    """The rows of a generated dataset when ``source`` is ``"<name>:<split>"`` and a plugin provides
+    ``<name>`` (``textrl_datasets``), else ``None`` (``source`` is a path or a datasets id). Uses the
+    registry :func:`load_plugins` built last (loading one if none was).
+
+    Raises:
+        TextRLError: ``<name>`` is a generated dataset but ``<split>`` is not one of its splits
+            (the message names ``key``, the setting the source came from).
+    """
+    name, sep, split = source.partition(":")
+    if not sep or not name.isidentifier() or not split.isidentifier():
+        return None
+    registry = _LOADED[0] if _LOADED else load_plugins()
+    rows = registry.datasets.get(name)
+    if rows is None:
+        return None
+    try:
+        return list(rows(split))
+    except ValueError as e:
+        raise TextRLError(f"{key}: got {source!r}; {first_line(e)}") from None
+
+
 def collect_factories(registry: PluginRegistry) -> None:
-    """(Re)read every plugin's ``textrl_reward_models`` / ``textrl_algorithms`` into ``registry``."""
+    """(Re)read every plugin's ``textrl_reward_models`` / ``textrl_algorithms`` /
+    ``textrl_interactions`` / ``textrl_datasets`` into ``registry``."""
     pm = registry.manager
     registry.rewards.clear()
     registry.algorithms.clear()
     registry.interactions.clear()
+    registry.datasets.clear()
     registry.providers.clear()
     for kind, hook, table in (
         ("reward", "textrl_reward_models", registry.rewards),
         ("algo", "textrl_algorithms", registry.algorithms),
         ("interaction", "textrl_interactions", registry.interactions),
+        ("dataset", "textrl_datasets", registry.datasets),
     ):
         caller = getattr(pm.hook, hook)
         for impl in caller.get_hookimpls():

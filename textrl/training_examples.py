@@ -6,8 +6,10 @@ Demonstrations (``stage=sft``) become :class:`Demonstration` (prompt, response):
 - ``{"prompt", "response"}`` (also ``completion``/``output``/``chosen`` as the response);
 - Alpaca ``{"instruction", "input", "output"}`` (the input, when present, follows the
   instruction after a blank line);
-- chat ``{"messages": [{"role", "content"}, ...]}``: everything before the last assistant turn
-  is the prompt, that turn the response.
+- chat ``{"messages": [{"role", "content"}, ...]}``: the ``system`` and ``user`` messages before
+  the first assistant turn are the prompt; from that turn on, the conversation is the response:
+  ``assistant`` turns are the policy's (trained on), later ``user`` and ``tool`` turns the
+  environment's (masked), as in a multi-turn episode (:mod:`textrl.interactions`).
 
 Rankings (``stage=rm``) become :class:`Ranking` (prompt, K responses, ranks with 0 = best):
 
@@ -39,13 +41,25 @@ HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
 
 
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
 @dataclass(frozen=True)
 class Demonstration:
-    """A prompt and the demonstrated response (``messages`` keeps chat turns for templates)."""
+    """A prompt and the demonstrated response.
+
+    Attributes:
+        prompt: the prompt text (a chat row's user messages before the first assistant turn).
+        response: the demonstrated response (a chat row's first assistant turn).
+        turns: a chat row's ``(role, content)`` pairs from the first assistant turn on, when there
+            is more than that one turn (a multi-turn demonstration); else empty.
+        system: a chat row's system message before the first assistant turn, or ``None``.
+    """
 
     prompt: str
     response: str
-    messages: tuple = ()
+    turns: tuple[tuple[str, str], ...] = ()
+    system: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,12 +71,13 @@ class Ranking:
     ranks: tuple[int, ...]
 
 
-def format_prompt(tokenizer, prompt: str, prompt_format: str = "auto") -> str:
+def format_prompt(tokenizer, prompt: str, prompt_format: str = "auto", system: str | None = None) -> str:
     """The text the model sees before its response.
 
     ``none``: the prompt as is (continuation tasks); ``chat``: the tokenizer's chat template
-    with one user turn and the assistant header; ``plain``: ``prompt + "\n"``; ``auto``: chat if
-    the tokenizer has a template, else plain.
+    with one user turn (after a ``system`` message when ``system`` is given) and the assistant
+    header; ``plain``: ``prompt + "\n"`` (after ``system + "\n\n"``); ``auto``: chat if the
+    tokenizer has a template, else plain. ``system`` is ignored with ``none``.
 
     Raises:
         TextRLError: unknown format, or ``chat`` with a tokenizer that has no chat template.
@@ -75,10 +90,11 @@ def format_prompt(tokenizer, prompt: str, prompt_format: str = "auto") -> str:
     if prompt_format == "chat" and not has_template:
         raise TextRLError("prompt_format: got 'chat' but the tokenizer has no chat template; expected auto or plain")
     if prompt_format in ("chat", "auto") and has_template:
+        messages = [{"role": "system", "content": system}] if system else []
         return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            messages + [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
-    return prompt + "\n"
+    return (f"{system}\n\n" if system else "") + prompt + "\n"
 
 
 def read_text(path: str, key: str = "data file") -> str:
@@ -100,13 +116,20 @@ def read_text(path: str, key: str = "data file") -> str:
         ) from None
 
 
-def read_rows(source: str, split: str = "train") -> list[dict]:
-    """Rows of a ``.jsonl``/``.json`` file (optionally gzipped) or of a ``datasets`` id.
+def read_rows(source: str, split: str = "train", key: str = "data file") -> list[dict]:
+    """Rows of a generated dataset (``"<name>:<split>"``, see
+    :func:`textrl.hookspecs.textrl_datasets`), a ``.jsonl``/``.json`` file (optionally gzipped) or
+    a ``datasets`` id.
 
     Raises:
-        TextRLError: a missing or unreadable file, invalid JSON, or a datasets id that cannot be
-            loaded.
+        TextRLError: a missing or unreadable file, invalid JSON, a datasets id that cannot be
+            loaded, or an unknown split of a generated dataset (named by ``key``).
     """
+    from textrl.plugins import generated_rows
+
+    generated = generated_rows(source, key)
+    if generated is not None:
+        return generated
     path = os.path.expanduser(source)
     base = path[:-3] if path.endswith(".gz") else path
     if os.path.isfile(path):
@@ -133,15 +156,21 @@ def to_demonstration(row: dict[str, Any]) -> Demonstration:
     """One demonstration from a prompt/response, Alpaca or chat-messages row.
 
     Raises:
-        TextRLError: a row in none of these formats (its keys are named).
+        TextRLError: a row in none of these formats (its keys are named), a chat row without an
+            assistant turn or with a role other than system/user/assistant/tool.
     """
     if "messages" in row:
-        messages = [dict(m) for m in row["messages"]]
-        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
-        if last is None:
-            raise TextRLError(f"chat row has no assistant turn; roles {[m.get('role') for m in messages]}")
-        prompt = "\n".join(m["content"] for m in messages[:last])
-        return Demonstration(prompt, messages[last]["content"], tuple(tuple(m.items()) for m in messages[: last + 1]))
+        messages = [(m.get("role"), m.get("content", "")) for m in row["messages"]]
+        roles = [role for role, _ in messages]
+        if any(role not in CHAT_ROLES for role in roles) or "assistant" not in roles:
+            raise TextRLError(
+                f"chat row has roles {roles}; expected {list(CHAT_ROLES)} with at least one assistant turn"
+            )
+        first = roles.index("assistant")
+        prompt = "\n".join(text for role, text in messages[:first] if role != "system")
+        system = "\n".join(text for role, text in messages[:first] if role == "system") or None
+        turns = tuple(messages[first:]) if len(messages) > first + 1 else ()
+        return Demonstration(prompt, messages[first][1], turns, system)
     if "instruction" in row:
         prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
         return Demonstration(prompt, row.get("output", ""))

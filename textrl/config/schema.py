@@ -81,8 +81,9 @@ class DataConfig:
     ``datasets`` id; ``prefix_tokens`` cuts each text to its first k tokens, ``k`` or a range
     ``[min, max]`` (k drawn per text, seeded; checked by :func:`textrl.envs.prompts.prefix_range`);
     ``prompt_format`` is none (raw text), auto, chat or plain (see
-    :func:`textrl.training_examples.format_prompt`); ``eval_prompts`` holds out the last k prompts for
-    stage=eval (not trained on)."""
+    :func:`textrl.training_examples.format_prompt`); ``system_prompt`` is the system message the
+    chat template puts before every prompt (sft, rl and eval; none: the template's default);
+    ``eval_prompts`` holds out the last k prompts for stage=eval (not trained on)."""
 
     prompts: str = "builtin"
     text_field: Optional[str] = None
@@ -90,6 +91,7 @@ class DataConfig:
     max_prompts: Optional[int] = setting(None, integer(ge=1, optional=True))
     prefix_tokens: Any = setting(None, PREFIX_TOKENS)  # k | [min, max] | null
     prompt_format: str = setting("none", one_of(*C.PROMPT_FORMATS))
+    system_prompt: Optional[str] = None
     eval_prompts: Optional[int] = setting(None, integer(ge=0, optional=True))
 
 
@@ -203,7 +205,7 @@ class EvalConfig:
     reviews; ``null`` uses ``data.*``."""
 
     reference: str = "${policy.model}"
-    reference_gguf_file: Optional[str] = None
+    reference_gguf_file: Optional[str] = "${policy.gguf_file}"
     prompts: Optional[str] = None
     num_prompts: int = setting(64, POSITIVE)
     samples: int = setting(8, POSITIVE)

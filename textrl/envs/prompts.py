@@ -3,6 +3,8 @@
 ``load_prompts`` turns one string into a list of prompt texts:
 
 - ``"builtin"``: the movie-review openings shipped with textrl (``textrl/data``);
+- ``"<name>:<split>"``: a dataset generated in code (``textrl_datasets`` hook, e.g.
+  ``arithmetic:train``);
 - a path to ``.txt`` (one prompt per line), ``.json`` (a list of strings or of objects),
   ``.jsonl`` (one object per line) or ``.csv``; any of these may be gzipped (``.gz``);
 - otherwise a Hugging Face ``datasets`` id (needs the ``datasets`` package and, for a hub id,
@@ -171,8 +173,13 @@ def _head(text: str, tokens: int) -> str:
 
 
 def _read_source(source: str, text_field: str | None, split: str) -> list[str]:
+    from textrl.plugins import generated_rows
+
     if source == BUILTIN:
         return builtin_prompts()
+    generated = generated_rows(source, "data.prompts")
+    if generated is not None:
+        return [_row_text(row, text_field, source) for row in generated]
     path = os.path.expanduser(source)
     base = path[:-3] if path.endswith(".gz") else path
     if os.path.isfile(path):

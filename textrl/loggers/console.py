@@ -38,10 +38,21 @@ def format_table(result: dict) -> str:
             f"| mean reward | {p['mean_reward']:.3f} | {r['mean_reward']:.3f} |",
             f"| median reward | {p['median_reward']:.3f} | {r['median_reward']:.3f} |",
             f"| mean length (tokens) | {p['mean_length']:.1f} | {r['mean_length']:.1f} |",
+            *(f"| {label} | {p[key]:{fmt}} | {r[key]:{fmt}} |" for key, label, fmt in EPISODE_ROWS if key in p),
             f"| win rate vs reference | {result['win_rate']:.3f} | — |",
             f"| KL(policy ‖ reference), nats | {result['kl']:.3f} | 0 |",
         ]
     )
+
+
+EPISODE_ROWS = (
+    ("accuracy", "accuracy (exact match)", ".3f"),
+    ("turns", "policy turns per episode", ".2f"),
+    ("episode_length", "episode length (tokens)", ".1f"),
+    ("tool_call_rate", "tool-call rate", ".3f"),
+    ("tool_calls", "tool calls per episode", ".2f"),
+)
+"""Rows of the eval table shown when ``eval.json``'s blocks have them (key, label, format)."""
 
 
 def summary_text(stage: str, summary: dict) -> str:

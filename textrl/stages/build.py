@@ -73,11 +73,13 @@ def eval_prompts(cfg, tokenizer) -> list[str]:
 
 
 def prompt_formatter(cfg, tokenizer):
-    """``str -> str`` writing a raw prompt in ``data.prompt_format`` (None when it is ``none``)."""
+    """``str -> str`` writing a raw prompt in ``data.prompt_format`` after ``data.system_prompt``
+    (None when the format is ``none``)."""
     if cfg.data.prompt_format == "none":
         return None
-    format_prompt(tokenizer, "check", cfg.data.prompt_format)  # fail early on a bad format
-    return lambda prompt: format_prompt(tokenizer, prompt, cfg.data.prompt_format)
+    fmt, system = cfg.data.prompt_format, cfg.data.system_prompt
+    format_prompt(tokenizer, "check", fmt, system)  # fail early on a bad format
+    return lambda prompt: format_prompt(tokenizer, prompt, fmt, system)
 
 
 def build_reward(cfg, registry, device):

@@ -6,7 +6,12 @@ or the first of ``data.prompts``), sampled with ``rollout.*``; the reward model 
 scores every response. Reported: mean and median reward of each, the policy's win rate under the
 reward model (ties count half), the mean KL of the policy to the reference on its own samples (k1,
 nats per response, from the temperature-scaled untruncated log-probs of both, whatever
-top-k/top-p sampled), and mean response lengths (tokens). Written to ``eval.json``,
+top-k/top-p sampled), and mean response lengths (tokens). With a reward model that reports an
+exact-match component ``correct`` (e.g. ``reward=arithmetic``), each block also has ``accuracy``;
+with an interaction (multi-turn episodes), each block has the policy turns per episode, the
+episode length (policy and env tokens) and, for a tool interaction (one with stop strings), the
+tool-call rate (episodes with at least one call) and calls per episode (see
+:func:`episode_stats`); ``eval_samples.jsonl`` then holds whole transcripts. Written to ``eval.json``,
 ``eval_samples.jsonl`` (``eval.samples`` examples), ``eval_rewards.jsonl`` (both rewards of every
 prompt) and drawn as before/after histograms in ``eval_report.png``; reported through the hooks as
 one ``eval/*`` metrics record (metrics.jsonl, wandb with the figure) and, by the console logger, as
@@ -44,18 +49,11 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         ours = make_collector(cfg, parts.env, parts.policy, reference_lm, seed=cfg.seed).collect(prompts=prompts)
         theirs = make_collector(cfg, parts.env, reference, None, seed=cfg.seed).collect(prompts=prompts)
     wins = (ours.scores > theirs.scores).float() + 0.5 * (ours.scores == theirs.scores).float()
+    stop_strings = tuple(getattr(getattr(parts.env, "interaction", None), "stop_strings", ()))
     result = {
         "prompts": len(prompts),
-        "policy": {
-            "mean_reward": float(ours.scores.mean()),
-            "median_reward": median(ours.scores),
-            "mean_length": float(ours.response_mask.sum(1).mean()),
-        },
-        "reference": {
-            "mean_reward": float(theirs.scores.mean()),
-            "median_reward": median(theirs.scores),
-            "mean_length": float(theirs.response_mask.sum(1).mean()),
-        },
+        "policy": episode_stats(ours, stop_strings),
+        "reference": episode_stats(theirs, stop_strings),
         "win_rate": float(wins.mean()),
         "kl": float(episode_kl(ours.untruncated_logprobs, ours.ref_logprobs, ours.response_mask).mean()),
         "policy_model": cfg.policy.model,
@@ -85,6 +83,37 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     hook.textrl_on_metrics(update=0, metrics=eval_metrics(result), samples=[])
     hook.textrl_on_stage_end(summary=result)
     return result
+
+
+def episode_stats(batch, stop_strings: tuple[str, ...] = ()) -> dict[str, float]:
+    """One model's block of ``eval.json`` from its :class:`~textrl.rollout.buffer.RolloutBatch`.
+
+    Always: ``mean_reward``, ``median_reward`` (reward-model units) and ``mean_length`` (tokens
+    the policy sampled per episode). ``accuracy``: the mean of the reward's ``correct`` component
+    (fraction in [0, 1]) when it has one. Multi-turn batches (``action_mask`` set) add ``turns``
+    (policy turns per episode: runs of action tokens) and ``episode_length`` (policy and env
+    tokens after the prompt); with ``stop_strings`` (a tool interaction's: each occurrence in a
+    transcript is one call) also ``tool_calls`` (calls per episode) and ``tool_call_rate``
+    (fraction of episodes with at least one call).
+    """
+    stats = {
+        "mean_reward": float(batch.scores.mean()),
+        "median_reward": median(batch.scores),
+        "mean_length": float(batch.response_mask.sum(1).mean()),
+    }
+    if "correct" in batch.reward_components:
+        stats["accuracy"] = float(batch.reward_components["correct"].float().mean())
+    if batch.action_mask is not None:
+        actions = batch.action_mask > 0
+        starts = actions[:, :1].sum(1) + (actions[:, 1:] & ~actions[:, :-1]).sum(1)
+        T = batch.response_length
+        stats["turns"] = float(starts.float().mean())
+        stats["episode_length"] = float(batch.attention_mask[:, -T:].sum(1).float().mean()) if T else 0.0
+        if stop_strings:
+            calls = torch.tensor([float(sum(r.count(s) for s in stop_strings)) for r in batch.responses])
+            stats["tool_calls"] = float(calls.mean())
+            stats["tool_call_rate"] = float((calls > 0).float().mean())
+    return stats
 
 
 def median(scores: torch.Tensor) -> float:

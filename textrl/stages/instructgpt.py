@@ -2,7 +2,9 @@
 
 Each step runs in its own folder under the run directory and feeds the next:
 ``sft/model`` is the RL policy, the RM's initialisation and the eval reference; ``rm/model`` is
-the RL reward (``reward=learned``); ``rl/policy`` is evaluated against ``sft/model``. Each stage
+the RL reward (``reward=learned``); ``rl/policy`` is evaluated against ``sft/model``. With any
+other reward (a verifier such as ``reward=arithmetic``, an RBRM) there is no reward model to
+train: the pipeline is SFT → RL → eval. Each stage
 runs through :func:`textrl.stages.runner.run_logged`, so each gets its own loggers (``metrics.jsonl`` in its
 folder; with ``logger=wandb`` its own wandb run, the four in one ``logger.group``).
 """
@@ -14,7 +16,6 @@ import time
 
 from omegaconf import OmegaConf
 
-from textrl.errors import TextRLError
 from textrl.io import atomic_write_json
 from textrl.stages import evaluate, reward_model, rl, sft
 from textrl.stages.runner import run_logged
@@ -36,11 +37,10 @@ def run_pipeline(cfg, registry, run_dir: str, device) -> dict:
     """Run the four stages; returns ``{stage: summary}`` (also ``summary.json``).
 
     Raises:
-        TextRLError: the RL reward is not ``learned`` (the pipeline trains it).
+        TextRLError: whatever a stage raises.
     """
-    if cfg.reward.name != "learned":
-        raise TextRLError(f"stage=instructgpt: got reward={cfg.reward.name}; expected reward=learned (trained by rm)")
-    dirs = {name: os.path.join(run_dir, name) for name in STEPS}
+    learned = cfg.reward.name == "learned"
+    dirs = {name: os.path.join(run_dir, name) for name in STEPS if learned or name != "rm"}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
     group = cfg.logger.group or f"instructgpt-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -53,8 +53,10 @@ def run_pipeline(cfg, registry, run_dir: str, device) -> dict:
 
     out = {"sft": stage("sft")}
     sft_dir = out["sft"]["model_dir"]
-    out["rm"] = stage("rm", **{"rm.model": sft_dir, "rm.gguf_file": None})
-    policy = {"policy.model": sft_dir, "policy.gguf_file": None, "reward.model": out["rm"]["model_dir"]}
+    policy = {"policy.model": sft_dir, "policy.gguf_file": None}
+    if learned:
+        out["rm"] = stage("rm", **{"rm.model": sft_dir, "rm.gguf_file": None})
+        policy["reward.model"] = out["rm"]["model_dir"]
     out["rl"] = stage("rl", **policy, **{"trainer.save_policy": True})
     out["eval"] = stage(
         "eval",

@@ -1,7 +1,11 @@
 """Stage ``sft``: supervised fine-tuning on demonstrations (InstructGPT step 1).
 
 The loss is the next-token cross-entropy on response tokens only (prompt labels are -100). The
-prompt is formatted with the tokenizer's chat template when it has one (``sft.prompt_format``).
+prompt is formatted with the tokenizer's chat template when it has one (``sft.prompt_format``),
+after ``data.system_prompt``. A multi-turn demonstration (chat ``messages`` with turns after the
+first assistant turn) is laid out token for token as the multi-turn env lays out an episode
+(:func:`encode_conversation`): the loss covers the assistant turns only, the user and tool turns
+are masked.
 Training runs on ``transformers.Trainer``: cosine LR with warmup, epochs, held-out eval loss.
 The result is a Hugging Face model directory (``<run_dir>/model``) that ``policy.model=`` and
 ``rm.model=`` accept. The Trainer's logs (train loss, learning rate, gradient norm, epoch every
@@ -28,15 +32,19 @@ import shutil
 import torch
 
 from textrl.errors import Interrupted, TextRLError
+from textrl.interactions.base import end_of_turn_id, message_ids
 from textrl.io import atomic_save_dir, atomic_write_json, write_error
 from textrl.policies.loading import load_causal_lm, load_tokenizer
+from textrl.stages.build import build_interaction
 from textrl.signals import StopSignals, send_test_signal, signal_name
 from textrl.training_examples import format_prompt, read_rows, to_demonstration
 
 IGNORE = -100
 
 
-def encode_demonstration(tokenizer, prompt: str, response: str, max_length: int, prompt_format: str = "auto"):
+def encode_demonstration(
+    tokenizer, prompt: str, response: str, max_length: int, prompt_format: str = "auto", system: str | None = None
+):
     """Token ids and labels of one demonstration.
 
     Returns:
@@ -44,11 +52,65 @@ def encode_demonstration(tokenizer, prompt: str, response: str, max_length: int,
         to the ids on the response, which ends with EOS; at most ``max_length`` tokens (the
         prompt is cut from the left first, so the response survives).
     """
-    prompt_ids = tokenizer(format_prompt(tokenizer, prompt, prompt_format), add_special_tokens=True)["input_ids"]
+    prompt_ids = tokenizer(format_prompt(tokenizer, prompt, prompt_format, system), add_special_tokens=True)[
+        "input_ids"
+    ]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     response_ids = response_ids[: max_length - 1]
     prompt_ids = prompt_ids[-(max_length - len(response_ids)) :]
     return {"input_ids": prompt_ids + response_ids, "labels": [IGNORE] * len(prompt_ids) + response_ids}
+
+
+def encode_conversation(
+    tokenizer,
+    demonstration,
+    *,
+    max_length: int,
+    prompt_format: str = "auto",
+    system: str | None = None,
+    stop_strings: tuple[str, ...] = (),
+):
+    """Token ids and labels of a multi-turn demonstration, laid out as the multi-turn env lays out
+    an episode in which the policy sampled exactly the assistant turns' tokens.
+
+    The prompt is :func:`~textrl.training_examples.format_prompt` of ``demonstration.prompt`` (after
+    its own system message, else ``system``), encoded as the env encodes prompts. Each assistant
+    turn is its text encoded without special tokens, followed by the end-of-turn token
+    (:func:`~textrl.interactions.base.end_of_turn_id`, else EOS) unless the text ends with one of
+    ``stop_strings`` (the interaction's: a tool call ends the turn there); each user or tool turn
+    is :func:`~textrl.interactions.base.message_ids`, exactly the ids an interaction appends.
+
+    Args:
+        demonstration: a :class:`~textrl.training_examples.Demonstration` with ``turns``.
+        max_length: the most tokens kept (the end of the conversation is cut).
+        prompt_format: see :func:`~textrl.training_examples.format_prompt`.
+        system: the system message when the demonstration has none (``data.system_prompt``).
+        stop_strings: strings that end a policy turn without an end-of-turn token.
+
+    Returns:
+        ``{"input_ids": list[int], "labels": list[int]}``: labels equal the ids on assistant turns
+        and are -100 on the prompt and on user and tool turns.
+
+    Raises:
+        TextRLError: a turn whose role is not assistant, user or tool.
+    """
+    text = format_prompt(tokenizer, demonstration.prompt, prompt_format, demonstration.system or system)
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    labels = [IGNORE] * len(ids)
+    eot = end_of_turn_id(tokenizer)
+    eot = tokenizer.eos_token_id if eot is None else eot
+    for role, content in demonstration.turns:
+        if role == "assistant":
+            turn = list(tokenizer(content, add_special_tokens=False)["input_ids"])
+            if not (stop_strings and content.endswith(tuple(stop_strings))):
+                turn.append(eot)
+            ids, labels = ids + turn, labels + turn
+        elif role in ("user", "tool"):
+            turn = message_ids(tokenizer, content, role)
+            ids, labels = ids + turn, labels + [IGNORE] * len(turn)
+        else:
+            raise TextRLError(f"chat row turn has role {role!r}; expected assistant, user or tool after the prompt")
+    return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
 
 
 def split_rows(rows: list, eval_fraction: float, seed: int) -> tuple[list, list]:
@@ -234,9 +296,24 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     model = load_causal_lm(
         cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer, dropout=s.dropout, device=device
     )
-    demos = [to_demonstration(r) for r in read_rows(s.data, s.split)][: s.max_examples]
+    demos = [to_demonstration(r) for r in read_rows(s.data, s.split, "sft.data")][: s.max_examples]
     train_rows, eval_rows = split_rows(demos, s.eval_fraction, cfg.seed)
-    encode = lambda d: encode_demonstration(tokenizer, d.prompt, d.response, s.max_length, s.prompt_format)  # noqa: E731
+    system = cfg.data.system_prompt
+    interaction = build_interaction(cfg, registry) if any(d.turns for d in demos) else None
+    stop_strings = tuple(getattr(interaction, "stop_strings", ()))
+
+    def encode(d):
+        if d.turns:
+            return encode_conversation(
+                tokenizer,
+                d,
+                max_length=s.max_length,
+                prompt_format=s.prompt_format,
+                system=system,
+                stop_strings=stop_strings,
+            )
+        return encode_demonstration(tokenizer, d.prompt, d.response, s.max_length, s.prompt_format, d.system or system)
+
     train_set, eval_set = [encode(d) for d in train_rows], [encode(d) for d in eval_rows]
     steps = math.ceil(math.ceil(len(train_set) / s.batch_size) * s.epochs)
     done, before = resume_sft(checkpoint, run_dir)
