@@ -36,7 +36,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 NO_TOOL_PROMPT = "Solve the problem. Reply with the final result as Answer: NUMBER"
-RLOO = ["algo=reinforce", "algo.baseline=leave_one_out", "rollout.samples_per_prompt=4", "algo.epochs=1", "algo.lr=2.0e-5"]
+RLOO = [
+    "algo=reinforce",
+    "algo.baseline=leave_one_out",
+    "rollout.samples_per_prompt=4",
+    "algo.epochs=1",
+    "algo.lr=2.0e-5",
+]
 
 
 def textrl(args: list[str], log_path: Path) -> float:

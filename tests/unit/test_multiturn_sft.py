@@ -119,4 +119,3 @@ def test_a_long_conversation_is_cut_at_the_end(chat_tokenizer):
     full = encode_conversation(chat_tokenizer, to_demonstration(ROW), max_length=512)
     cut = encode_conversation(chat_tokenizer, to_demonstration(ROW), max_length=40)
     assert cut["input_ids"] == full["input_ids"][:40] and cut["labels"] == full["labels"][:40]
-
