@@ -124,6 +124,7 @@ def test_builtins_register_through_the_public_hooks():
         "textrl_reward_models",
         "textrl_algorithms",
         "textrl_interactions",
+        "textrl_datasets",
         "textrl_on_stage_start",
         "textrl_on_metrics",
         "textrl_on_stage_end",

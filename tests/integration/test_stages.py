@@ -33,7 +33,8 @@ def test_demonstration_formats():
             ]
         }
     )
-    assert (chat.prompt, chat.response) == ("Q\nA\nQ2", "A2")
+    assert (chat.prompt, chat.response) == ("Q", "A")  # the prompt ends at the first assistant turn
+    assert chat.turns == (("assistant", "A"), ("user", "Q2"), ("assistant", "A2"))
     assert to_demonstration({"prompt": "p", "completion": "c"}).response == "c"
     with pytest.raises(TextRLError, match=r"keys \['question'\]"):
         to_demonstration({"question": "?"})
