@@ -135,6 +135,12 @@ def check_composition(argv: list[str], registry=None) -> None:
         raise TextRLError(missing_option_message(e)) from None
     except ConfigCompositionException as e:
         raise TextRLError(override_error_message(e, argv)) from None
+    except ValueError as e:  # Hydra: a group set to null on the command line (`interaction=null`)
+        if "Config group override" not in str(e):
+            raise
+        groups = [a.split("=", 1)[0] for a in argv if a.partition("=")[2].strip().lower() in ("null", "none")]
+        key = groups[0] if groups else "override"
+        raise TextRLError(f"{key}: got null; expected an option name (drop the group with ~{key})") from None
     if run_dir is not None:
         check_writable(run_dir)
 

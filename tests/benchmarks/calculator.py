@@ -107,7 +107,7 @@ def run_phases(root: Path, overrides: list[str]) -> dict[str, float]:
             [
                 [
                     "stage=eval",
-                    "interaction=null",
+                    "~interaction",
                     f"data.system_prompt='{NO_TOOL_PROMPT}'",
                     f"hydra.run.dir={root / 'no_tool'}",
                 ]

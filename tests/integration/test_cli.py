@@ -7,6 +7,8 @@ import math
 
 import pytest
 
+from textrl.errors import TextRLError
+
 from conftest import fast, read_jsonl, textrl
 
 REQUIRED_KEYS = (
@@ -117,6 +119,20 @@ def test_precheck_accepts_hydra_interpolations_and_multirun_mode():
     register_plugin_configs(load_plugins())
     check_composition(["hydra.run.dir=outputs/${hydra:job.name}", "+extra_key=1"])
     check_composition(["hydra.mode=MULTIRUN", "seed=1,2"])
+    check_composition(["experiment=calculator_tiny", "~interaction"])  # Hydra's way to drop a group
+
+
+def test_a_group_set_to_null_is_one_line_naming_it():
+    from textrl.cli import check_composition
+    from textrl.config import register_configs, register_plugin_configs
+    from textrl.plugins import load_plugins
+
+    register_configs()
+    register_plugin_configs(load_plugins())
+    with pytest.raises(
+        TextRLError, match=r"^interaction: got null; expected an option name \(drop the group with ~interaction\)$"
+    ):
+        check_composition(["experiment=calculator_tiny", "interaction=null"])
 
 
 def test_bf16_autocast_trains_on_cpu(assets, tmp_path, cli):
