@@ -1,0 +1,145 @@
+"""Benchmark pages for the docs site: each benchmark script that takes ``--write-docs`` writes
+``docs/benchmarks/<name>.md`` through :func:`write_page`, with the date, the commit, the command
+and the machine of the run, the tables it printed and its pictures (copied to
+``docs/benchmarks/img/``). A page is the record of one run: rerunning the script rewrites it.
+
+Not collected by pytest (a helper of the benchmark scripts, imported from their folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = ROOT / "docs" / "benchmarks"
+
+
+def add_docs_argument(parser) -> None:
+    """Add ``--write-docs`` (store_true) to an ``argparse`` parser."""
+    parser.add_argument(
+        "--write-docs", action="store_true", help="also write the run's page under docs/benchmarks/ (tables, pictures)"
+    )
+
+
+def commit() -> str:
+    """The short commit of the working tree, ``-dirty`` when it has uncommitted changes to tracked files."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD"], capture_output=True).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def machine() -> str:
+    """One line: CPU model and cores, memory, the GPU if torch sees one, Python and torch versions."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        memory = f", {kib / 2**20:.0f} GiB"
+    parts = [f"{os.cpu_count()} cores ({cpu}){memory}"]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            parts.append(torch.cuda.get_device_name(0))
+        else:
+            parts.append("no GPU")
+        parts.append(f"torch {torch.__version__}")
+    except ImportError:
+        pass
+    parts.append(f"Python {platform.python_version()}")
+    return ", ".join(parts)
+
+
+class record_output(contextlib.AbstractContextManager):
+    """Context manager: everything printed inside goes to the terminal as usual and is kept in
+    ``.text`` (a ``str``) for the page."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._buffer = io.StringIO()
+        self._stdout = None
+
+    def __enter__(self) -> record_output:
+        self._stdout = sys.stdout
+        outer, buffer = self._stdout, self._buffer
+
+        class Tee(io.TextIOBase):
+            def write(self, s: str) -> int:
+                buffer.write(s)
+                return outer.write(s)
+
+            def flush(self) -> None:
+                outer.flush()
+
+        sys.stdout = Tee()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.stdout = self._stdout
+        self.text = self._buffer.getvalue()
+
+
+def write_page(
+    name: str,
+    *,
+    title: str,
+    tables: list[str],
+    pictures: list[Path] | tuple = (),
+    notes: str = "",
+    command: str | None = None,
+) -> Path:
+    """Write ``docs/benchmarks/<name>.md``: the title, the date, commit, command and machine of
+    this run, ``notes`` (Markdown), the printed ``tables`` (Markdown, as the script printed them)
+    and each picture that exists, copied to ``docs/benchmarks/img/<name>-<file name>``.
+
+    ``command`` defaults to this process's command line. Returns the page's path.
+    """
+    PAGES.mkdir(parents=True, exist_ok=True)
+    images = PAGES / "img"
+    if command is None:
+        script = Path(sys.argv[0]).resolve()
+        shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+        command = "python " + " ".join(shlex.quote(a) for a in [str(shown), *sys.argv[1:]])
+    lines = [
+        f"# {title}",
+        "",
+        f"- **Date**: {datetime.date.today().isoformat()}",
+        f"- **Commit**: `{commit()}`",
+        f"- **Command**: `{command}`",
+        f"- **Machine**: {machine()}",
+        "",
+    ]
+    if notes:
+        lines += [notes.strip(), ""]
+    for table in tables:
+        lines += [table.strip(), ""]
+    for picture in map(Path, pictures):
+        if not picture.is_file():
+            continue
+        images.mkdir(parents=True, exist_ok=True)
+        target = images / f"{name}-{picture.name}"
+        shutil.copyfile(picture, target)
+        lines += [f"![{picture.stem}](img/{target.name})", ""]
+    page = PAGES / f"{name}.md"
+    page.write_text("\n".join(lines))
+    print(f"wrote {page.relative_to(ROOT)}")
+    return page
