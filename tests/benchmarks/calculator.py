@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from docs_page import add_docs_argument, record_output, write_page  # noqa: E402
+
 NO_TOOL_PROMPT = "Solve the problem. Reply with the final result as Answer: NUMBER"
 RLOO = [
     "algo=reinforce",
@@ -191,13 +194,18 @@ def report(root: Path, walls: dict[str, float]) -> list[Path]:
         print(f"SFT  ({r['reference_reward']:.0f}): {r['reference']!r}")
         print(f"PPO  ({r['policy_reward']:.0f}): {r['policy']!r}")
         print("```")
-    return [root / "pipeline" / "rl" / "report.png", root / "rloo" / "rl" / "report.png"]
+    return [
+        ("sft", root / "pipeline" / "sft" / "report.png"),
+        ("ppo", root / "pipeline" / "rl" / "report.png"),
+        ("rloo", root / "rloo" / "rl" / "report.png"),
+        ("eval", root / "pipeline" / "eval" / "eval_report.png"),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default=None, help="where the runs go (default: a temporary folder)")
-    parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks/calculator.md")
+    add_docs_argument(parser)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = parser.parse_args()
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="calculator-")).resolve()
@@ -206,9 +214,6 @@ def main() -> None:
     if not args.write_docs:
         report(root, walls)
         return
-    sys.path.insert(0, str(HERE))
-    from docs_page import record_output, write_page
-
     with record_output() as printed:
         pictures = report(root, walls)
     write_page(

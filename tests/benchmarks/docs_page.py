@@ -103,13 +103,14 @@ def write_page(
     *,
     title: str,
     tables: list[str],
-    pictures: list[Path] | tuple = (),
+    pictures: list = (),
     notes: str = "",
     command: str | None = None,
 ) -> Path:
     """Write ``docs/benchmarks/<name>.md``: the title, the date, commit, command and machine of
     this run, ``notes`` (Markdown), the printed ``tables`` (Markdown, as the script printed them)
-    and each picture that exists, copied to ``docs/benchmarks/img/<name>-<file name>``.
+    and each picture that exists, copied to ``docs/benchmarks/img/<name>-<label>.png``. A picture
+    is a path (its label: the file's stem) or a ``(label, path)`` pair (label: a short slug).
 
     ``command`` defaults to this process's command line. Returns the page's path.
     """
@@ -132,13 +133,15 @@ def write_page(
         lines += [notes.strip(), ""]
     for table in tables:
         lines += [table.strip(), ""]
-    for picture in map(Path, pictures):
+    for item in pictures:
+        label, picture = item if isinstance(item, tuple) else (Path(item).stem, item)
+        picture = Path(picture)
         if not picture.is_file():
             continue
         images.mkdir(parents=True, exist_ok=True)
-        target = images / f"{name}-{picture.name}"
+        target = images / f"{name}-{label}{picture.suffix}"
         shutil.copyfile(picture, target)
-        lines += [f"![{picture.stem}](img/{target.name})", ""]
+        lines += [f"![{label}](img/{target.name})", ""]
     page = PAGES / f"{name}.md"
     page.write_text("\n".join(lines))
     print(f"wrote {page.relative_to(ROOT)}")
