@@ -12,7 +12,9 @@ second call only reprints the table):
    exact-answer reward, eval of the PPO policy against the SFT model (``pipeline/{sft,rl,eval}``);
 2. ``rloo``: RL from the same SFT model with ``algo=reinforce algo.baseline=leave_one_out`` (RLOO,
    k = 4 samples per prompt), then its eval against the base model with the tool prompt;
-3. ``no_tool``: the base model without the tool (no calculator, a system prompt asking only for
+3. ``two_shot``: the base model with the tool and a two-shot tool prompt (the system prompt plus
+   two worked examples, one- and two-step);
+4. ``no_tool``: the base model without the tool (no calculator, a system prompt asking only for
    ``Answer: NUMBER``).
 
 Every eval scores the same ``eval.num_prompts`` held-out problems (``arithmetic:heldout``, drawn
@@ -39,6 +41,14 @@ sys.path.insert(0, str(HERE))
 from docs_page import add_docs_argument, record_output, write_page  # noqa: E402
 
 NO_TOOL_PROMPT = "Solve the problem. Reply with the final result as Answer: NUMBER"
+# the calculator experiment's system prompt plus two worked examples (not drawn from either split)
+TWO_SHOT_PROMPT = (
+    "Use the calculator: write <calc>EXPRESSION</calc> and the result comes back. Then reply Answer: NUMBER. "
+    "Example 1. User: A farmer plants 14 rows with 23 trees in each row. How many trees are there? "
+    "You: <calc>14*23</calc> Tool: 322 You: Answer: 322. "
+    "Example 2. User: A store has 12 boxes with 31 pencils in each box and 17 more pencils on the counter. "
+    "How many pencils are there? You: <calc>12*31+17</calc> Tool: 389 You: Answer: 389"
+)
 RLOO = [
     "algo=reinforce",
     "algo.baseline=leave_one_out",
@@ -105,6 +115,10 @@ def run_phases(root: Path, overrides: list[str]) -> dict[str, float]:
                 ],
             ],
         ),
+        "two_shot": (
+            root / "two_shot" / "eval.json",
+            [["stage=eval", f"data.system_prompt='{TWO_SHOT_PROMPT}'", f"hydra.run.dir={root / 'two_shot'}"]],
+        ),
         "no_tool": (
             root / "no_tool" / "eval.json",
             [
@@ -136,12 +150,14 @@ def curve(run: Path) -> list[float]:
 
 def report(root: Path, walls: dict[str, float]) -> list[Path]:
     """Print the tables from the runs in ``root``; returns the pictures worth showing."""
-    ppo, rloo, no_tool = (
-        read(root / p) for p in ("pipeline/eval/eval.json", "rloo/eval/eval.json", "no_tool/eval.json")
+    ppo, rloo, two_shot, no_tool = (
+        read(root / p)
+        for p in ("pipeline/eval/eval.json", "rloo/eval/eval.json", "two_shot/eval.json", "no_tool/eval.json")
     )
     rows = [
         ("base model, no tool", no_tool["policy"], "—"),
         ("base model, tool prompt", rloo["reference"], "—"),
+        ("base model, two-shot tool prompt", two_shot["policy"], "—"),
         ("after SFT", ppo["reference"], "—"),
         ("after RL: PPO", ppo["policy"], f"{ppo['kl']:.2f}"),
         ("after RL: RLOO", rloo["policy"], "—"),
@@ -169,6 +185,7 @@ def report(root: Path, walls: dict[str, float]) -> list[Path]:
         "pipeline": f"SFT ({sft['train_examples']} demonstrations, {sft['steps']} steps) → PPO "
         f"({len(curve(root / 'pipeline' / 'rl'))} updates) → eval vs SFT",
         "rloo": f"RLOO ({len(curve(root / 'rloo' / 'rl'))} updates) → eval vs the base model",
+        "two_shot": "eval of the base model with a two-shot tool prompt",
         "no_tool": "eval of the base model without the tool",
     }
     for name, text in what.items():
