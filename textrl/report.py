@@ -6,12 +6,17 @@
   its target (``algo.kl.target`` of an adaptive controller) and β ``kl/beta`` on a second axis;
   (3) ``loss/policy`` and ``loss/value``; (4) ``policy/clipfrac`` and ``perf/tokens_per_s`` on a
   second axis. Missing metrics (REINFORCE has no value loss) leave their line out.
+- An SFT or RM run (``metrics.jsonl`` with ``train/loss``) gets ``report.png`` too: two panels
+  against the optimizer step, (1) the train loss and the held-out ``eval/loss`` (nats per token
+  for SFT, pairwise/cross-entropy loss for the RM); (2) ``train/accuracy`` and
+  ``eval/accuracy`` / ``eval/pairwise_accuracy`` when the stage reports them (the RM), else the
+  learning rate.
 - An eval run (``eval_rewards.jsonl``, one row per held-out prompt) gets ``eval_report.png``: the
   reward histograms of the reference (before RL) and the policy (after), means and medians
   marked, as in TRL's gpt2-sentiment notebook.
 
-``textrl report <run_dir>`` redraws whichever of the two the folder's files allow, so a killed or
-resumed run can be plotted; the RL stage and ``stage=eval`` call the same functions at their end.
+``textrl report <run_dir>`` redraws whichever of these the folder's files allow, so a killed or
+resumed run can be plotted; every stage calls the same functions at its end.
 """
 
 from __future__ import annotations
@@ -135,6 +140,44 @@ def draw_rl_report(metrics: list[dict], target: float | None = None, title: str 
     return fig
 
 
+def draw_training_report(metrics: list[dict], title: str = ""):
+    """The two-panel SFT/RM figure (see the module docstring).
+
+    Args:
+        metrics: ``metrics.jsonl`` records of an SFT or RM run, each with ``update`` (the optimizer
+            step, int) and float ``train/*`` / ``eval/*`` metrics (losses in nats, accuracies in [0, 1]).
+        title: the figure's title.
+
+    Returns:
+        matplotlib.figure.Figure: the figure (not shown; save it with :func:`save_figure`).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    loss, right = fig.subplots(1, 2)
+    _plot(loss, metrics, "train/loss", "train loss", color="C0")
+    _plot(loss, metrics, "eval/loss", "held-out loss", color="C1")
+    loss.set_title("loss")
+    loss.set_ylabel("nats")
+    accuracy = _plot(right, metrics, "train/accuracy", "train accuracy", color="C0")
+    accuracy |= _plot(right, metrics, "eval/accuracy", "held-out accuracy", color="C1")
+    accuracy |= _plot(right, metrics, "eval/pairwise_accuracy", "held-out pairwise accuracy", color="C1")
+    if accuracy:
+        right.set_title("accuracy")
+        right.set_ylabel("fraction")
+    else:
+        _plot(right, metrics, "train/learning_rate", "learning rate", color="C2")
+        right.set_title("learning rate")
+    for ax in (loss, right):
+        _legend(ax)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title or f"{len(metrics)} records")
+    return fig
+
+
 def draw_eval_report(rows: list[dict], title: str = ""):
     """Before/after reward histograms from ``eval_rewards.jsonl`` rows.
 
@@ -210,6 +253,39 @@ def write_rl_report(run_dir: str, config: dict | None = None) -> str:
     return save_figure(fig, os.path.join(run_dir, RL_FIGURE))
 
 
+def write_training_report(run_dir: str, stage: str) -> str:
+    """Draw ``<run_dir>/report.png`` of an SFT or RM run from its ``metrics.jsonl``; returns its path.
+
+    Args:
+        run_dir: the stage's run directory.
+        stage: ``"sft"`` or ``"rm"``, for the title.
+
+    Raises:
+        TextRLError: no ``metrics.jsonl`` or no ``train/loss`` record in it.
+    """
+    path = os.path.join(run_dir, "metrics.jsonl")
+    metrics = read_jsonl(path, key="run_dir") if os.path.isfile(path) else []
+    if not any("train/loss" in r for r in metrics):
+        raise TextRLError(
+            f"run_dir: {run_dir!r} has no train/loss in metrics.jsonl; expected an SFT or RM run that logged a step"
+        )
+    steps = max(int(r.get("update", 0)) for r in metrics)
+    fig = draw_training_report(
+        metrics, title=f"stage={stage}, {os.path.basename(os.path.abspath(run_dir))}: {steps} optimizer steps"
+    )
+    return save_figure(fig, os.path.join(run_dir, RL_FIGURE))
+
+
+def write_training_report_quietly(run_dir: str, stage: str) -> str | None:
+    """:func:`write_training_report` at the end of an SFT or RM run: a figure that cannot be drawn
+    is a warning, never a failed run. Returns the path, or ``None`` when it failed."""
+    try:
+        return write_training_report(run_dir, stage)
+    except Exception as e:  # matplotlib, the file system, no logged step...
+        log.warning("report.png not written (%s: %s); redraw it with `textrl report %s`", type(e).__name__, e, run_dir)
+        return None
+
+
 def write_eval_report(run_dir: str) -> str:
     """Draw ``<run_dir>/eval_report.png`` from ``<run_dir>/eval_rewards.jsonl``; returns its path.
 
@@ -240,8 +316,8 @@ def write_rl_report_quietly(run_dir: str, cfg) -> str | None:
 
 
 def redraw(run_dir: str) -> list[str]:
-    """``textrl report <run_dir>``: redraw ``report.png`` (from an RL run's ``metrics.jsonl``) and/or
-    ``eval_report.png`` (from ``eval_rewards.jsonl``); returns the paths written.
+    """``textrl report <run_dir>``: redraw ``report.png`` (from an RL, SFT or RM run's
+    ``metrics.jsonl``) and/or ``eval_report.png`` (from ``eval_rewards.jsonl``); returns the paths written.
 
     Raises:
         TextRLError: ``run_dir`` is not a directory, or holds neither file.
@@ -252,16 +328,21 @@ def redraw(run_dir: str) -> list[str]:
         )
     metrics = os.path.join(run_dir, "metrics.jsonl")
     # every stage writes metrics.jsonl; an RL run's records carry objective/score
-    has_rl = os.path.isfile(metrics) and any("objective/score" in r for r in read_jsonl(metrics, key="run_dir"))
+    records = read_jsonl(metrics, key="run_dir") if os.path.isfile(metrics) else []
+    has_rl = any("objective/score" in r for r in records)
+    has_training = not has_rl and any("train/loss" in r for r in records)
     has_eval = os.path.isfile(os.path.join(run_dir, EVAL_REWARDS))
-    if not (has_rl or has_eval):
+    if not (has_rl or has_training or has_eval):
         raise TextRLError(
             f"run_dir: got {run_dir!r}; expected a textrl run directory holding metrics.jsonl "
-            f"(stage=rl) or {EVAL_REWARDS} (stage=eval)"
+            f"(stage=rl, sft or rm) or {EVAL_REWARDS} (stage=eval)"
         )
     written = []
     if has_rl:
         written.append(write_rl_report(run_dir))
+    if has_training:
+        stage = (saved_config(run_dir) or {}).get("stage")
+        written.append(write_training_report(run_dir, stage if stage in ("sft", "rm") else "training"))
     if has_eval:
         written.append(write_eval_report(run_dir))
     return written

@@ -42,6 +42,8 @@ def test_calculator_tiny_runs_sft_rl_and_eval(assets, tmp_path, cli):
     heldout = {p.question for p in A.problems("heldout")}
     assert samples and all(s["prompt"] in heldout for s in samples)
     assert "accuracy (exact match)" in result.stdout and "tool-call rate" in result.stdout
+    for picture in ("sft/report.png", "rl/report.png", "eval/eval_report.png"):  # one per stage
+        assert (out / picture).read_bytes()[:4] == b"\x89PNG", picture
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,16 @@ import pytest
 import torch
 
 from textrl.errors import TextRLError
-from textrl.report import draw_eval_report, kl_target, redraw, save_figure, write_eval_report, write_rl_report
+from textrl.report import (
+    draw_eval_report,
+    draw_training_report,
+    kl_target,
+    redraw,
+    save_figure,
+    write_eval_report,
+    write_rl_report,
+    write_training_report,
+)
 from textrl.stages.evaluate import median
 
 from conftest import one_line_error, read_jsonl, textrl
@@ -64,6 +73,27 @@ def test_rl_report_from_metrics_with_gaps_is_a_png_readable_under_the_umask(tmp_
     assert path == tmp_path / "report.png" and is_png(path)
     assert path.stat().st_mode & 0o777 == 0o644
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_training_report_of_an_rm_run_plots_losses_and_accuracies(tmp_path):
+    rows = [
+        {"update": 0, "eval/loss": 0.69, "eval/accuracy": 0.5},
+        {"update": 5, "train/loss": 0.6, "train/accuracy": 0.6, "train/learning_rate": 1e-5},
+        {"update": 10, "train/loss": 0.5, "train/accuracy": 0.7, "eval/loss": 0.55, "eval/accuracy": 0.65},
+    ]
+    fig = draw_training_report(rows)
+    loss, right = fig.axes
+    assert [line.get_label() for line in loss.lines] == ["train loss", "held-out loss"]
+    assert list(loss.lines[1].get_xdata()) == [0, 10]
+    assert right.get_title() == "accuracy" and len(right.lines) == 2
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert redraw(str(tmp_path)) == [str(tmp_path / "report.png")] and is_png(tmp_path / "report.png")
+
+
+def test_training_report_without_a_train_loss_is_an_error(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"update": 0, "eval/loss": 1.0}) + "\n")
+    with pytest.raises(TextRLError, match="has no train/loss"):
+        write_training_report(str(tmp_path), "sft")
 
 
 def test_eval_histogram_legend_gives_each_mean_and_median(tmp_path):

@@ -101,6 +101,7 @@ def test_sft_loss_falls_on_real_alpaca_rows(assets, tmp_path, cli):
     assert summary["eval_loss_after"] < summary["eval_loss_before"] - 0.1
     assert summary["train_loss_curve"][-1] < summary["train_loss_curve"][0]
     assert (out / "model" / "config.json").is_file()
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the loss curves
     follow = cli(
         "experiment=tinystories_sentiment",
         f"policy.model={out / 'model'}",
@@ -170,6 +171,7 @@ def test_rm_stage_normalises_reference_mean_to_zero(tiny_rm_dir, tmp_path, cli):
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["eval_after"]["pairwise_accuracy"] >= 0.75  # "happy" beats "sad"
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # loss and accuracy curves
     reward = LearnedReward(str(out / "model"), device="cpu")
     train_rows = read_rows(str(data))
     ranked = [to_ranking(r) for r in train_rows]

@@ -34,6 +34,7 @@ from textrl.algorithms.base import make_adamw
 from textrl.algorithms.ranking import ranking_loss, ranking_pairs
 from textrl.errors import Interrupted, TextRLError
 from textrl.io import atomic_save_dir, atomic_write_json
+from textrl.report import write_training_report_quietly
 from textrl.signals import StopSignals, send_test_signal, signal_name
 from textrl.rewards.learned import NORMALIZATION_FILE, RewardScorer, load_sequence_classifier
 from textrl.stages.sft import split_rows
@@ -303,5 +304,6 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
         summary = (train_ranking if cfg.rm.objective == "ranking" else train_classification)(
             cfg, run_dir, device, log, stop=stop
         )
+    write_training_report_quietly(run_dir, "rm")  # report.png, before the loggers' end
     hook.textrl_on_stage_end(summary=summary)
     return summary

@@ -34,6 +34,7 @@ import torch
 from textrl.errors import Interrupted, TextRLError
 from textrl.interactions.base import end_of_turn_id, message_ids
 from textrl.io import atomic_save_dir, atomic_write_json, write_error
+from textrl.report import write_training_report_quietly
 from textrl.policies.loading import load_causal_lm, load_tokenizer
 from textrl.stages.build import build_interaction
 from textrl.signals import StopSignals, send_test_signal, signal_name
@@ -380,5 +381,6 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     if done:
         summary["resumed_at_step"] = done
     atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+    write_training_report_quietly(run_dir, "sft")  # report.png, before the loggers' end
     hook.textrl_on_stage_end(summary=summary)
     return summary
