@@ -57,6 +57,18 @@ def saved_config(run_dir: str) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
+def saved_summary(run_dir: str) -> dict | None:
+    """The ``summary.json`` a stage wrote in ``run_dir`` (``None`` when absent or unreadable)."""
+    import json
+
+    try:
+        with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
 def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
     """``(updates, values)`` of one metric over the records that hold a finite number for it."""
     xs, ys = [], []
@@ -341,7 +353,7 @@ def redraw(run_dir: str) -> list[str]:
     if has_rl:
         written.append(write_rl_report(run_dir))
     if has_training:
-        stage = (saved_config(run_dir) or {}).get("stage")
+        stage = (saved_summary(run_dir) or saved_config(run_dir) or {}).get("stage")
         written.append(write_training_report(run_dir, stage if stage in ("sft", "rm") else "training"))
     if has_eval:
         written.append(write_eval_report(run_dir))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -75,7 +76,7 @@ def test_rl_report_from_metrics_with_gaps_is_a_png_readable_under_the_umask(tmp_
     assert not list(tmp_path.glob(".tmp-*"))
 
 
-def test_training_report_of_an_rm_run_plots_losses_and_accuracies(tmp_path):
+def test_training_report_of_an_rm_run_plots_losses_and_accuracies(tmp_path, monkeypatch):
     rows = [
         {"update": 0, "eval/loss": 0.69, "eval/accuracy": 0.5},
         {"update": 5, "train/loss": 0.6, "train/accuracy": 0.6, "train/learning_rate": 1e-5},
@@ -87,7 +88,13 @@ def test_training_report_of_an_rm_run_plots_losses_and_accuracies(tmp_path):
     assert list(loss.lines[1].get_xdata()) == [0, 10]
     assert right.get_title() == "accuracy" and len(right.lines) == 2
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "summary.json").write_text(json.dumps({"stage": "rm"}))  # a stage of experiment=instructgpt
+    titles = []
+    report_module = importlib.import_module("textrl.report")  # textrl.report is also a function's name
+    draw = report_module.draw_training_report
+    monkeypatch.setattr(report_module, "draw_training_report", lambda m, title: titles.append(title) or draw(m, title))
     assert redraw(str(tmp_path)) == [str(tmp_path / "report.png")] and is_png(tmp_path / "report.png")
+    assert titles and titles[0].startswith("stage=rm,") and titles[0].endswith(": 10 optimizer steps")
 
 
 def test_training_report_without_a_train_loss_is_an_error(tmp_path):
