@@ -82,7 +82,7 @@ def turn_keys(stats: dict) -> list[str]:
     return sorted(keys, key=lambda k: int(k.removeprefix("turn_reward_")))
 
 
-def transcript(prompt: str, text: str, turn_rewards: list[float]) -> str:
+def transcript(prompt: str, text: str, *, turn_rewards: list[float]) -> str:
     """A transcript with each turn's reward: the env's user turns decoded as ``user``/``assistant``
     lines (special tokens dropped), so the policy's replies are the assistant parts."""
     rewards = iter(turn_rewards)
@@ -155,9 +155,9 @@ def report(root: Path, walls: dict[str, float]) -> list:
     for s in [gains[0], samples[0] if samples[0] is not gains[0] else samples[-1]]:
         print("```text")
         print(f"--- before (episode reward {s['reference_reward']:+.2f})")
-        print(transcript(s["prompt"], s["reference"], s.get("reference_turn_rewards", [])))
+        print(transcript(s["prompt"], s["reference"], turn_rewards=s.get("reference_turn_rewards", [])))
         print(f"--- after PPO (episode reward {s['policy_reward']:+.2f})")
-        print(transcript(s["prompt"], s["policy"], s.get("policy_turn_rewards", [])))
+        print(transcript(s["prompt"], s["policy"], turn_rewards=s.get("policy_turn_rewards", [])))
         print("```")
     return [("ppo", run / "rl" / "report.png"), ("eval", run / "eval" / "eval_report.png")]
 

@@ -18,8 +18,8 @@ the reward model scores the whole episode (prompt, every token after it decoded)
 step. ``model``: the reward model scores each policy turn in context instead, the pair
 :meth:`~textrl.interactions.base.Interaction.reward_input` writes (the conversation so far, the
 turn's reply), and the score is paid on the step that ends the turn; nothing more is paid at the
-end, so an episode's rewards sum to its turn scores (plus the interaction's turn rewards). The vector
-env scores every turn that ends on a step in one batched reward call. The env is the one place
+end, so an episode's rewards sum to its turn scores (plus the interaction's turn rewards). The
+vector env scores every turn that ends on a step in one batched reward call. The env is the one place
 rewards are decided: the rollout collector only places each step's reward at the column of the
 token that step appended (:mod:`textrl.rollout.multiturn`), so PPO's GAE sees one reward per turn.
 
@@ -73,7 +73,7 @@ class EpisodeTurns:
     components: dict[str, float] = field(default_factory=dict)
     details: list = field(default_factory=list)
 
-    def add_turn_score(self, score: float, components: dict[str, float], details) -> None:
+    def add_turn_score(self, score: float, *, components: dict[str, float], details) -> None:
         """Record the reward model's ``score`` of the policy turn that just ended (with its
         composite ``components`` and ``details``)."""
         self.turn_scores.append(float(score))
@@ -293,9 +293,9 @@ def vector_step(env, actions):
     ``env_tokens`` (object array of id lists, the ids appended after that slot's action) with its
     ``_env_tokens`` mask; with ``turn_reward=model`` the turns that ended on the step are scored in
     one reward call and each slot's score added to its reward. Where episodes end: the single-turn
-    columns with ``score`` = reward-model score (with ``turn_reward=model`` the sum of the episode's
-    turn scores, not paid again) + the episode's interaction turn rewards, ``reward/model`` and ``reward/interaction`` (the two parts)
-    and ``turns`` (policy turns).
+    columns with ``score`` = reward-model score (with ``turn_reward=model`` the sum of the
+    episode's turn scores, not paid again) + the episode's interaction turn rewards,
+    ``reward/model`` and ``reward/interaction`` (the two parts) and ``turns`` (policy turns).
 
     Raises:
         TextRLError: a wrong number of actions, or an action outside the vocabulary.
@@ -334,10 +334,10 @@ def vector_step(env, actions):
     if pending:
         score_turns(
             env.reward_model,
-            [env._episodes[i] for i, _ in pending],
-            [p for _, p in pending],
-            rewards,
-            [i for i, _ in pending],
+            episodes=[env._episodes[i] for i, _ in pending],
+            pairs=[p for _, p in pending],
+            rewards=rewards,
+            slots=[i for i, _ in pending],
         )
     dev = env.device
     if rows:
@@ -353,7 +353,7 @@ def vector_step(env, actions):
     if ended:
         model = torch.zeros(n, dtype=torch.float32, device=dev)
         totals = turn_totals([env._episodes[i] for i in ended]) if env.turn_rules.score_turns else None
-        info = env._score(ended, model, totals)
+        info = env._score(ended, model, scored=totals)
         model_np = model.cpu().numpy()
         turn = np.zeros(n, dtype=np.float32)
         turns = np.zeros(n, dtype=np.float32)
@@ -378,7 +378,7 @@ def vector_step(env, actions):
     return env._obs(), as_tensor(rewards), as_tensor(terminated), as_tensor(truncated), info
 
 
-def score_turns(reward_model, episodes: list[EpisodeTurns], pairs: list[tuple[str, str]], rewards, slots) -> None:
+def score_turns(reward_model, *, episodes: list[EpisodeTurns], pairs: list[tuple[str, str]], rewards, slots) -> None:
     """Score ``pairs`` (each ``(context, reply)`` of a policy turn that just ended) with
     ``reward_model`` in one call, record each score in its episode and add it to ``rewards[slot]``
     (``rewards``: a float numpy array; ``slots``: where each pair's reward goes).
@@ -394,7 +394,7 @@ def score_turns(reward_model, episodes: list[EpisodeTurns], pairs: list[tuple[st
     components = {name: values.tolist() for name, values in out.components.items()}
     for k, (episode, slot) in enumerate(zip(episodes, slots)):
         details = out.details[k] if out.details is not None else None
-        episode.add_turn_score(scores[k], {name: v[k] for name, v in components.items()}, details)
+        episode.add_turn_score(scores[k], components={name: v[k] for name, v in components.items()}, details=details)
         rewards[slot] += scores[k]
 
 
@@ -443,7 +443,7 @@ def single_step(env, token: int):
     reward, info = out.reward, {}
     if out.scored is not None:  # turn_reward=model: the turn's score now
         rewards = np.zeros(1, dtype=np.float32)
-        score_turns(env.reward_model, [episode], [out.scored], rewards, [0])
+        score_turns(env.reward_model, episodes=[episode], pairs=[out.scored], rewards=rewards, slots=[0])
         reward += float(rewards[0])
     if out.appended:
         info["env_tokens"] = list(out.appended)

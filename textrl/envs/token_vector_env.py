@@ -335,7 +335,7 @@ class TokenGenVectorEnv(VectorEnv):
         lengths = self.lengths[idx].tolist()
         return [decode_response(self.tokenizer, row[:n]) for row, n in zip(ids, lengths)]
 
-    def _score(self, slots: list[int], rewards: torch.Tensor, scored=None) -> dict[str, Any]:
+    def _score(self, slots: list[int], rewards: torch.Tensor, *, scored=None) -> dict[str, Any]:
         """Score the ended ``slots`` (or take their ``scored`` RewardOutput: multi-turn episodes
         scored turn by turn), write the scores into ``rewards`` and return the step's info."""
         prompts = [self.episode_prompts[i] for i in slots]
