@@ -126,6 +126,17 @@ def report(root: Path, walls: dict[str, float]) -> list:
     print(f"| episode tokens (policy + human) | {r['episode_length']:.1f} | {p['episode_length']:.1f} | |")
     print(f"| win rate of PPO vs the starting model | — | **{100 * ev['win_rate']:.1f}%** | |")
     print(f"| KL(PPO ‖ starting model), nats per episode | 0 | {ev['kl']:.3f} | |")
+    import yaml
+
+    cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) if (run / ".hydra").is_dir() else {}
+    budget = cfg.get("env", {}).get("max_new_tokens", "env.max_new_tokens")
+    print(
+        f"\nEpisodes that reached the second human turn: {100 * (r['turns'] - 1):.0f}% (starting model), "
+        f"{100 * (p['turns'] - 1):.0f}% (PPO). A reply still going at {budget} tokens (the turn budget) "
+        "truncates the episode, so the win rate and the episode reward (a sum over turns) also count "
+        f"turns reached; the reward per turn compares replies. The RM's held-out accuracy is measured on "
+        f"{rm['eval_examples']} pairs (±{100 * (0.25 / max(rm['eval_examples'], 1)) ** 0.5 * 2:.0f} points, 95%)."
+    )
     metrics = rows(run / "rl" / "metrics.jsonl")
     print("\n### PPO, per update (train conversations)\n")
     print("| update | " + " | ".join(str(i + 1) for i in range(len(metrics))) + " |")
@@ -149,10 +160,15 @@ def report(root: Path, walls: dict[str, float]) -> list:
         print(f"| {stage} | {text} | {wall / 60:.1f} min |" if wall else f"| {stage} | {text} | (reused) |")
     if walls.get("total"):
         print(f"| total | one `textrl experiment=hh_dialogue` | {walls['total'] / 60:.1f} min |")
-    print("\n### Transcripts (held-out): starting model → after PPO, each reply's RM reward in brackets\n")
+    print(
+        "\n### Transcripts (held-out): starting model → after PPO, each reply's RM reward in brackets "
+        "(the conversation that got furthest, and the largest gain)\n"
+    )
     samples = rows(run / "eval" / "eval_samples.jsonl")
-    gains = sorted(samples, key=lambda s: s["reference_reward"] - s["policy_reward"])
-    for s in [gains[0], samples[0] if samples[0] is not gains[0] else samples[-1]]:
+    turns = lambda s: max(len(s.get("policy_turn_rewards", [])), len(s.get("reference_turn_rewards", [])))  # noqa: E731
+    longest = max(samples, key=turns)  # a conversation that reached its second human turn, if any did
+    gain = max((s for s in samples if s is not longest), key=lambda s: s["policy_reward"] - s["reference_reward"])
+    for s in (longest, gain):
         print("```text")
         print(f"--- before (episode reward {s['reference_reward']:+.2f})")
         print(transcript(s["prompt"], s["reference"], turn_rewards=s.get("reference_turn_rewards", [])))
