@@ -57,6 +57,10 @@ METRICS: dict[str, Metric] = {
     "perf/tokens_per_s": Metric("tokens/s", RL, "response tokens per second of rollout + update (all processes)"),
     "perf/rollout_s": Metric("s", RL, "wall time of the rollout"),
     "perf/update_s": Metric("s", RL, "wall time of the update"),
+    "turn/reward_mean": Metric(
+        "1", RL, "env.turn_reward=model: mean reward per policy turn (each turn scored in context)"
+    ),
+    "turn/reward_<k>": Metric("1", RL, "env.turn_reward=model: mean reward of the episodes' k-th policy turn"),
     "skipped/nonfinite": Metric("1", RL, "1 in the record of an update dropped by trainer.on_nonfinite=skip"),
     # sft and rm
     "train/loss": Metric("nats", SFT + RM, "training loss since the previous record (per token for sft)"),
@@ -76,6 +80,9 @@ METRICS: dict[str, Metric] = {
     "eval/<model>/mean_reward": Metric("1", EVAL, "mean reward of ``policy`` or ``reference``"),
     "eval/<model>/median_reward": Metric("1", EVAL, "median reward of ``policy`` or ``reference``"),
     "eval/<model>/mean_length": Metric("tokens", EVAL, "mean response length of ``policy`` or ``reference``"),
+    "eval/<model>/turn_reward_<k>": Metric(
+        "1", EVAL, "env.turn_reward=model: mean reward of the k-th policy turn (k = mean: of every turn)"
+    ),
 }
 """Every metric name textrl reports → its :class:`Metric`."""
 

@@ -27,6 +27,7 @@ BAD = [
     (["env.prompt_truncation=right"], "env.prompt_truncation: got 'right'"),
     (["env.max_turns=0"], "env.max_turns: got 0"),
     (["env.max_episode_tokens=0"], "env.max_episode_tokens: got 0"),
+    (["env.turn_reward=per_token"], "env.turn_reward: got 'per_token'"),
     (["interaction=calculator", "interaction.max_chars=0"], "interaction.max_chars: got 0"),
     (["interaction=dialogue", "interaction.field=other"], "interaction.field: got 'other'"),
     (["data.max_prompts=0"], "data.max_prompts: got 0"),

@@ -3,8 +3,9 @@ choice both import them from here."""
 
 from __future__ import annotations
 
-STAGES = ("sft", "rm", "rl", "eval", "instructgpt")
-"""``stage``: the four InstructGPT stages and the pipeline that runs them in turn."""
+STAGES = ("sft", "rm", "rl", "eval", "instructgpt", "rlhf")
+"""``stage``: the four InstructGPT stages, the pipeline that runs them in turn (``instructgpt``)
+and the same pipeline without SFT (``rlhf``: RM → RL → eval from ``policy.model``)."""
 
 POLICY_DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 """``policy.dtype``: the weights' dtype when loading (aliases pairwise)."""
@@ -20,6 +21,10 @@ SFT_PROMPT_FORMATS = ("auto", "chat", "plain")
 
 ROLLOUT_ENGINES = ("auto", "eager", "compiled")
 """``rollout.engine``: see :mod:`textrl.rollout.engines` (``auto``: compiled on CUDA)."""
+
+TURN_REWARDS = ("final", "model")
+"""``env.turn_reward``: multi-turn episodes scored once at the end (``final``) or turn by turn
+(``model``); see :mod:`textrl.envs.multiturn`."""
 
 PRECISIONS = ("fp32", "bf16")
 """``trainer.precision``."""

@@ -70,9 +70,12 @@ class EnvConfig:
     prompt_truncation: str = setting("left", one_of(*C.PROMPT_TRUNCATIONS))
     stop_on_eos: bool = True
     # multi-turn episodes (with interaction=<name>; see textrl.envs.multiturn): max_new_tokens is
-    # then per policy turn; max_episode_tokens (policy + env tokens) defaults to 2·max_turns·max_new_tokens
+    # then per policy turn; max_episode_tokens (policy + env tokens) defaults to 2·max_turns·max_new_tokens;
+    # turn_reward: final (the reward model scores the whole episode once, at its end) or model (it
+    # scores each policy turn in context, paid on the turn's last token: per-turn rewards for GAE)
     max_turns: int = setting(1, POSITIVE)
     max_episode_tokens: Optional[int] = setting(None, integer(ge=1, optional=True))
+    turn_reward: str = setting("final", one_of(*C.TURN_REWARDS))
 
 
 @dataclass

@@ -163,6 +163,9 @@ class TokenGenEnv(gym.Env):
             ``info["env_tokens"]`` lists the ids appended after the step's action.
         max_turns: policy turns per episode (multi-turn only).
         max_episode_tokens: policy + env tokens per episode (multi-turn only).
+        turn_reward: ``final`` (the reward model scores the whole episode at its end) or ``model``
+            (it scores each policy turn in context, paid on the step that ends the turn); multi-turn
+            only, see :mod:`textrl.envs.multiturn`.
 
     Spaces: ``observation_space`` is ``Dict(input_ids=Box(int64,(P+T,)),
     attention_mask=Box(int8,(P+T,)))`` with the layout in the module docstring;
@@ -195,6 +198,7 @@ class TokenGenEnv(gym.Env):
         interaction=None,
         max_turns: int = 1,
         max_episode_tokens: int | None = None,
+        turn_reward: str = "final",
     ):
         check_lengths(max_new_tokens, max_prompt_tokens)
         self.tokenizer = resolve_tokenizer(tokenizer)
@@ -221,6 +225,7 @@ class TokenGenEnv(gym.Env):
                 max_turns=max_turns,
                 max_episode_tokens=max_episode_tokens,
                 vocab=int(self.action_space.n),
+                turn_reward=turn_reward,
             )
             self._amask = np.zeros(self.width, dtype=np.int8)
         self._ids = np.full(self.width, self.pad_token_id, dtype=np.int64)

@@ -61,7 +61,7 @@ class TokenGenVectorEnv(VectorEnv):
             (or their names ``"nextstep"``/``"disabled"``).
         format_prompt: optional ``str -> str`` applied to a prompt before tokenising (e.g. a chat
             template); the reward model and ``info`` still get the raw prompt.
-        interaction, max_turns, max_episode_tokens: multi-turn episodes, as for
+        interaction, max_turns, max_episode_tokens, turn_reward: multi-turn episodes, as for
             :class:`~textrl.envs.token_env.TokenGenEnv` (``info["env_tokens"]``: see
             :func:`textrl.envs.multiturn.vector_step`).
 
@@ -109,6 +109,7 @@ class TokenGenVectorEnv(VectorEnv):
         interaction=None,
         max_turns: int = 1,
         max_episode_tokens: int | None = None,
+        turn_reward: str = "final",
     ):
         check_lengths(max_new_tokens, max_prompt_tokens)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
@@ -142,7 +143,12 @@ class TokenGenVectorEnv(VectorEnv):
         self.interaction = interaction
         if interaction is not None:  # multi-turn episodes: see textrl.envs.multiturn
             multiturn.setup_env(
-                self, interaction=interaction, max_turns=max_turns, max_episode_tokens=max_episode_tokens, vocab=vocab
+                self,
+                interaction=interaction,
+                max_turns=max_turns,
+                max_episode_tokens=max_episode_tokens,
+                vocab=vocab,
+                turn_reward=turn_reward,
             )
             self._amask = torch.zeros((num_envs, self.width + 1), dtype=torch.int8, device=self.device)
             self._episodes = [None] * num_envs
@@ -329,10 +335,12 @@ class TokenGenVectorEnv(VectorEnv):
         lengths = self.lengths[idx].tolist()
         return [decode_response(self.tokenizer, row[:n]) for row, n in zip(ids, lengths)]
 
-    def _score(self, slots: list[int], rewards: torch.Tensor) -> dict[str, Any]:
+    def _score(self, slots: list[int], rewards: torch.Tensor, *, scored=None) -> dict[str, Any]:
+        """Score the ended ``slots`` (or take their ``scored`` RewardOutput: multi-turn episodes
+        scored turn by turn), write the scores into ``rewards`` and return the step's info."""
         prompts = [self.episode_prompts[i] for i in slots]
         responses = self.response_texts(slots)
-        out = score_responses(self.reward_model, prompts, responses)
+        out = scored if scored is not None else score_responses(self.reward_model, prompts, responses)
         idx = torch.tensor(slots, device=self.device)
         rewards[idx] = out.scores.to(self.device)
         for k, i in enumerate(slots):

@@ -126,6 +126,23 @@ class Interaction:
         """
         raise NotImplementedError
 
+    def reward_input(self, episode: EpisodeView) -> tuple[str, str]:
+        """``(context, reply)``: what the reward model scores for the policy turn that just ended
+        (``episode.last``) when the env pays a reward per turn (``env.turn_reward=model``).
+
+        ``context`` is the conversation before the reply: here the raw prompt, a space and the
+        earlier turns' ids decoded together (special tokens dropped, stripped); ``reply`` is the
+        turn's text, special tokens dropped and stripped. Override it to write the conversation the
+        way the reward model was trained to read it (:class:`~textrl.interactions.dialogue.Dialogue`
+        writes the hh-rlhf layout)."""
+        ids = [i for t in episode.turns[:-1] for i in t.ids]
+        earlier = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return " ".join(part for part in (episode.prompt, earlier) if part), self.reply_text(episode.last)
+
+    def reply_text(self, turn: Turn) -> str:
+        """A policy turn's text for a reward model: its ids decoded, special tokens dropped, stripped."""
+        return self.tokenizer.decode(list(turn.ids), skip_special_tokens=True).strip()
+
     def message_ids(self, text: str, role: str = "user") -> list[int]:
         """``text`` as a ``role`` message in the tokenizer's chat template, encoded once (see
         :func:`message_ids`)."""

@@ -6,11 +6,25 @@ JSON object per line, optionally gzipped). Each conversation's first human turn 
 answer, the conversation's (k+1)-th human turn is appended as a ``user`` message, and after the
 last one the episode ends. So the policy answers every assistant turn with the earlier turns in
 its context.
+
+Held-out dialogues: :func:`is_heldout` splits conversations by a hash of their first human turn
+(conversations that open alike fall on the same side), so the generated dataset ``hh_dialogues``
+(``hh_dialogues:train`` / ``hh_dialogues:heldout``, the rows of :data:`DEFAULT_DATA`; see
+:func:`hh_dialogue_rows`) gives disjoint conversations for RL and reward-model training and for
+evaluation. ``Dialogue(path="hh_dialogues:train", eval_path="hh_dialogues:heldout")`` replays the
+first for ``stage=rl`` (:attr:`Dialogue.prompts`) and the second for ``stage=eval``
+(:attr:`Dialogue.eval_prompts`).
+
+Per-turn rewards (``env.turn_reward=model``): :meth:`Dialogue.reward_input` writes the
+conversation so far in the hh-rlhf layout a reward model trained by ``stage=rm`` on hh-rlhf pairs
+reads (``"\\n\\nHuman: ...\\n\\nAssistant: <reply>\\n\\nHuman: ...\\n\\nAssistant:"``), whatever
+chat template the policy sees.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -36,60 +50,146 @@ def hh_prompt(turn: str) -> str:
     return f"\n\nHuman: {turn}\n\nAssistant:"
 
 
+HELDOUT_FRACTION = 0.2
+"""Share of hh-rlhf conversations :func:`is_heldout` holds out for evaluation (by hash, about 20%)."""
+SPLITS = ("train", "heldout")
+
+
+def is_heldout(first_turn: str, fraction: float = HELDOUT_FRACTION) -> bool:
+    """Whether the conversation opening with human turn ``first_turn`` is held out: the first 8
+    bytes of the SHA-256 of the stripped text, as a fraction of 2**64, below ``fraction``.
+    Deterministic across processes and machines (no seed)."""
+    digest = hashlib.sha256(first_turn.strip().encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
+
+
+def hh_dialogue_rows(split: str, path: str | None = None) -> list[dict]:
+    """The rows (``{"chosen", "rejected"}`` transcripts) of the hh-rlhf file ``path`` (default
+    :data:`DEFAULT_DATA`) whose conversations fall in ``split`` (``train`` or ``heldout``, see
+    :func:`is_heldout`); the ``hh_dialogues`` generated dataset (``textrl_datasets``).
+
+    Raises:
+        ValueError: an unknown split.
+        TextRLError: the file cannot be read.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"expected a split in {list(SPLITS)}")
+    rows = _read_rows(path or DEFAULT_DATA, "hh_dialogues")
+    keep = split == "heldout"
+    return [row for row in rows if is_heldout(_first_turn(row)) == keep]
+
+
+def _first_turn(row) -> str:
+    turns = human_turns(row.get("chosen", "")) if isinstance(row, dict) else []
+    return turns[0] if turns else ""
+
+
+def _read_rows(path: str, key: str) -> list:
+    from textrl.plugins import generated_rows
+
+    generated = generated_rows(path, key)
+    if generated is not None:
+        return generated
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as e:
+        raise TextRLError(
+            f"{key}: cannot read {path!r} ({first_line(e)}); expected an hh-rlhf .jsonl or .jsonl.gz file"
+        ) from None
+
+
 class Dialogue(Interaction):
     """Replays hh-rlhf conversations' later human turns (see the module docstring).
 
     Args:
-        path: a ``.jsonl`` or ``.jsonl.gz`` file with a ``chosen`` transcript per line.
+        path: a ``.jsonl`` or ``.jsonl.gz`` file with a ``chosen`` transcript per line, or a
+            generated dataset ``"<name>:<split>"`` (``hh_dialogues:train``).
         field: which transcript to read (``chosen`` or ``rejected``).
         min_turns: keep conversations with at least this many human turns.
         max_conversations: keep at most this many (first in the file); ``None`` = all.
+        eval_path: like ``path``, the conversations ``stage=eval`` replays (``None``: none, eval
+            takes the first of :attr:`prompts`); ``min_turns``, ``field`` and ``max_conversations``
+            apply to them too.
+        prompt_layout: ``hh`` writes a prompt ``"\\n\\nHuman: {turn}\\n\\nAssistant:"``; ``text``
+            is the bare first human turn (for a chat template: ``data.prompt_format=chat`` then
+            makes it a user message, as later human turns are).
 
     Attributes:
         prompts: the kept conversations' first-turn prompts (use them as the env's prompts).
+        eval_prompts: the same for ``eval_path`` (empty without one).
 
-    An episode whose prompt is not one of :attr:`prompts` ends after the first policy turn.
+    An episode whose prompt is not one of :attr:`prompts` or :attr:`eval_prompts` ends after the
+    first policy turn.
 
     Raises:
-        TextRLError: the file cannot be read, or no conversation is kept.
+        TextRLError: a file cannot be read, or no conversation is kept.
     """
 
     config_checks = {
         "field": one_of("chosen", "rejected"),
         "min_turns": integer(ge=1),
         "max_conversations": integer(ge=1, optional=True),
+        "prompt_layout": one_of("hh", "text"),
     }
 
     def __init__(
-        self, path: str = DEFAULT_DATA, field: str = "chosen", min_turns: int = 2, max_conversations: int | None = None
+        self,
+        path: str = DEFAULT_DATA,
+        field: str = "chosen",
+        min_turns: int = 2,
+        max_conversations: int | None = None,
+        eval_path: str | None = None,
+        prompt_layout: str = "hh",
     ):
-        opener = gzip.open if str(path).endswith(".gz") else open
-        try:
-            with opener(path, "rt", encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-        except (OSError, ValueError) as e:
-            raise TextRLError(
-                f"interaction.path: cannot read {path!r} ({first_line(e)}); expected an "
-                f"hh-rlhf .jsonl or .jsonl.gz file"
-            ) from None
-        self.followups: dict[str, list[str]] = {}
-        for row in rows:
-            turns = human_turns(row.get(field, "")) if isinstance(row, dict) else []
-            if len(turns) >= max(min_turns, 1):
-                self.followups.setdefault(hh_prompt(turns[0]), turns[1:])
-            if max_conversations is not None and len(self.followups) >= max_conversations:
+        self.field, self.min_turns, self.max_conversations = field, min_turns, max_conversations
+        self.prompt_layout = prompt_layout
+        self.humans: dict[str, list[str]] = {}  # prompt -> every human turn of its conversation
+        self.prompts = self._load(path, "interaction.path")
+        self.eval_prompts = self._load(eval_path, "interaction.eval_path") if eval_path else []
+
+    @property
+    def followups(self) -> dict[str, list[str]]:
+        """Prompt → the human turns replayed after it (the conversation's second turn on)."""
+        return {prompt: turns[1:] for prompt, turns in self.humans.items()}
+
+    def _load(self, path: str, key: str) -> list[str]:
+        prompts: dict[str, None] = {}
+        for row in _read_rows(path, key):
+            turns = human_turns(row.get(self.field, "")) if isinstance(row, dict) else []
+            if len(turns) >= max(self.min_turns, 1):
+                prompt = hh_prompt(turns[0]) if self.prompt_layout == "hh" else turns[0]
+                if prompt not in prompts:
+                    prompts[prompt] = None
+                    self.humans.setdefault(prompt, turns)
+            if self.max_conversations is not None and len(prompts) >= self.max_conversations:
                 break
-        if not self.followups:
+        if not prompts:
             raise TextRLError(
-                f"interaction.path: no conversation in {path!r} has {min_turns} human turns in "
-                f"{field!r}; expected hh-rlhf transcripts"
+                f"{key}: no conversation in {path!r} has {self.min_turns} human turns in "
+                f"{self.field!r}; expected hh-rlhf transcripts"
             )
-        self.prompts = list(self.followups)
+        return list(prompts)
 
     def respond(self, episode: EpisodeView) -> Reply:
         """The next human turn after the policy's k-th answer, or the end of the conversation."""
-        rest = self.followups.get(episode.prompt, [])
+        rest = self.humans.get(episode.prompt, [None])[1:]
         k = episode.policy_turns
         if k > len(rest):
             return Reply.end()
         return Reply.append(self.message_ids(rest[k - 1], role="user"))
+
+    def reward_input(self, episode: EpisodeView) -> tuple[str, str]:
+        """``(context, reply)`` in the hh-rlhf layout: the k-th reply's context is the first k
+        human turns with the policy's k − 1 earlier replies between them (special tokens dropped),
+        ending in ``"\\n\\nAssistant:"``. An unknown prompt gets :meth:`Interaction.reward_input`'s."""
+        humans = self.humans.get(episode.prompt)
+        if humans is None:
+            return super().reward_input(episode)
+        replies = [self.reply_text(t) for t in episode.turns if t.role == "policy"]
+        context = "".join(
+            hh_prompt(humans[min(k, len(humans) - 1)]) + (f" {reply}" if k < len(replies) - 1 else "")
+            for k, reply in enumerate(replies)
+        )
+        return context, replies[-1]

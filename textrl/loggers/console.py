@@ -51,6 +51,7 @@ EPISODE_ROWS = (
     ("episode_length", "episode length (tokens)", ".1f"),
     ("tool_call_rate", "tool-call rate", ".3f"),
     ("tool_calls", "tool calls per episode", ".2f"),
+    ("turn_reward_mean", "reward per turn", ".3f"),
 )
 """Rows of the eval table shown when ``eval.json``'s blocks have them (key, label, format)."""
 

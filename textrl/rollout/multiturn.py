@@ -113,3 +113,35 @@ def multiturn_batch(collector, obs, buffers: dict, episodes, vocab: int) -> Roll
         **collector.episode_fields(episodes, vocab),
         action_mask=action_mask,
     )
+
+
+def turn_rewards(batch: RolloutBatch) -> list[list[float]]:
+    """Each episode's reward per policy turn, read from a multi-turn batch: ``batch.rewards`` at the
+    last action token of every run of action tokens (``batch.action_mask``), in order. With
+    ``env.turn_reward=model`` these are the reward model's turn scores (plus any interaction turn
+    reward); with ``final`` the last one also holds the whole episode's score.
+
+    Raises:
+        ValueError: a single-turn batch (no ``action_mask``).
+    """
+    if batch.action_mask is None or batch.rewards is None:
+        raise ValueError("turn_rewards needs a multi-turn batch (action_mask and rewards set)")
+    actions = batch.action_mask > 0
+    following = torch.zeros_like(actions)
+    following[:, :-1] = actions[:, 1:]
+    ends = actions & ~following
+    return [row[end].tolist() for row, end in zip(batch.rewards.float().cpu(), ends.cpu())]
+
+
+def turn_metrics(per_turn: list[list[float]], prefix: str = "turn/") -> dict[str, float]:
+    """``{prefix}reward_mean`` (mean over every policy turn of every episode) and
+    ``{prefix}reward_<k>`` (mean over the episodes' k-th turns, k = 1, 2, ...) of
+    :func:`turn_rewards`'s lists; ``{}`` when there are no turns."""
+    flat = [r for turns in per_turn for r in turns]
+    if not flat:
+        return {}
+    metrics = {f"{prefix}reward_mean": sum(flat) / len(flat)}
+    for k in range(max(len(turns) for turns in per_turn)):
+        kth = [turns[k] for turns in per_turn if len(turns) > k]
+        metrics[f"{prefix}reward_{k + 1}"] = sum(kth) / len(kth)
+    return metrics

@@ -3,7 +3,7 @@
 Each entry is ``stage(cfg, registry, run_dir, device) -> summary dict``; :func:`textrl.run.run`
 dispatches on ``cfg.stage`` through it. ``sft``, ``rm``, ``rl`` and ``eval`` run with their
 loggers registered (:func:`textrl.stages.runner.run_logged`); ``instructgpt`` registers none
-itself and runs the four in turn, each with its own.
+itself and runs the four in turn, each with its own; ``rlhf`` does the same without SFT.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ STAGES = {
     "rl": partial(run_logged, rl.train),
     "eval": partial(run_logged, evaluate.evaluate),
     "instructgpt": instructgpt.run_pipeline,
+    "rlhf": partial(instructgpt.run_pipeline, with_sft=False),
 }
 """``stage=<name>`` → its entry point, ``(cfg, registry, run_dir, device) -> summary``; the keys
 are :data:`textrl.config.choices.STAGES`."""

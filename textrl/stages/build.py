@@ -101,11 +101,16 @@ def make_env(
     """The vector env of ``env.*`` over ``prompts``, in the ``DISABLED`` autoreset mode a collector
     needs, returning views of its buffers (the collector copies once per batch); with an
     ``interaction`` (:func:`build_interaction`) its episodes are multi-turn (``env.max_turns``,
-    ``env.max_episode_tokens``)."""
+    ``env.max_episode_tokens``, ``env.turn_reward``)."""
     multiturn = (
         {}
         if interaction is None
-        else dict(interaction=interaction, max_turns=cfg.env.max_turns, max_episode_tokens=cfg.env.max_episode_tokens)
+        else dict(
+            interaction=interaction,
+            max_turns=cfg.env.max_turns,
+            max_episode_tokens=cfg.env.max_episode_tokens,
+            turn_reward=cfg.env.turn_reward,
+        )
     )
     return TokenGenVectorEnv(
         tokenizer,
@@ -185,7 +190,8 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
       an env with one slot per prompt.
 
     With ``interaction=<name>`` the env is multi-turn; an interaction with its own ``prompts``
-    (``dialogue``) supplies the prompts instead of ``data.*`` (eval: the first ``eval.num_prompts``).
+    (``dialogue``) supplies the prompts instead of ``data.*`` (eval: the first ``eval.num_prompts``
+    of its held-out ``eval_prompts`` when it has them, else of its ``prompts``).
 
     Raises:
         TextRLError: whatever loading the parts raises (see their docstrings).
@@ -223,7 +229,8 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
     interaction = build_interaction(cfg, registry)
     if interaction is not None and getattr(interaction, "prompts", None):
         # e.g. dialogue: the conversations it replays (eval: the first ones, one slot each)
-        prompts = list(interaction.prompts) if stage == "rl" else list(interaction.prompts)[:num_envs]
+        held_out = list(getattr(interaction, "eval_prompts", None) or interaction.prompts)
+        prompts = list(interaction.prompts) if stage == "rl" else held_out[: cfg.eval.num_prompts]
         num_envs = num_envs if stage == "rl" else len(prompts)
     env = make_env(cfg, tokenizer, prompts, reward_model, num_envs, device, interaction)
     return RolloutParts(tokenizer, policy, reference, reward_model, prompts, env)

@@ -10,8 +10,9 @@ top-k/top-p sampled), and mean response lengths (tokens). With a reward model th
 exact-match component ``correct`` (e.g. ``reward=arithmetic``), each block also has ``accuracy``;
 with an interaction (multi-turn episodes), each block has the policy turns per episode, the
 episode length (policy and env tokens) and, for a tool interaction (one with stop strings), the
-tool-call rate (episodes with at least one call) and calls per episode (see
-:func:`episode_stats`); ``eval_samples.jsonl`` then holds whole transcripts. Written to ``eval.json``,
+tool-call rate (episodes with at least one call) and calls per episode, and with
+``env.turn_reward=model`` the mean reward per policy turn and per turn index (see
+:func:`episode_stats`); ``eval_samples.jsonl`` then holds whole transcripts (and each turn's reward). Written to ``eval.json``,
 ``eval_samples.jsonl`` (``eval.samples`` examples), ``eval_rewards.jsonl`` (both rewards of every
 prompt) and drawn as before/after histograms in ``eval_report.png``; reported through the hooks as
 one ``eval/*`` metrics record (metrics.jsonl, wandb with the figure) and, by the console logger, as
@@ -29,6 +30,7 @@ from textrl.io import append_jsonl, atomic_write_json, atomic_write_text, jsonl_
 from textrl.policies.policy import PolicyWithValueHead
 from textrl.precision import autocast
 from textrl.report import EVAL_REWARDS, write_eval_report
+from textrl.rollout.multiturn import turn_metrics, turn_rewards
 from textrl.stages.build import build_rollout_parts, make_collector
 
 
@@ -50,10 +52,11 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         theirs = make_collector(cfg, parts.env, reference, None, seed=cfg.seed).collect(prompts=prompts)
     wins = (ours.scores > theirs.scores).float() + 0.5 * (ours.scores == theirs.scores).float()
     stop_strings = tuple(getattr(getattr(parts.env, "interaction", None), "stop_strings", ()))
+    per_turn = getattr(parts.env, "turn_reward", "final") == "model"
     result = {
         "prompts": len(prompts),
-        "policy": episode_stats(ours, stop_strings),
-        "reference": episode_stats(theirs, stop_strings),
+        "policy": episode_stats(ours, stop_strings, per_turn=per_turn),
+        "reference": episode_stats(theirs, stop_strings, per_turn=per_turn),
         "win_rate": float(wins.mean()),
         "kl": float(episode_kl(ours.untruncated_logprobs, ours.ref_logprobs, ours.response_mask).mean()),
         "policy_model": cfg.policy.model,
@@ -61,17 +64,18 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     }
     atomic_write_json(os.path.join(run_dir, "eval.json"), result)
     samples_path = os.path.join(run_dir, "eval_samples.jsonl")
+    turns = (turn_rewards(ours), turn_rewards(theirs)) if per_turn else None
     for i in range(min(cfg.eval.samples, len(prompts))):
-        append_jsonl(
-            samples_path,
-            {
-                "prompt": prompts[i],
-                "policy": ours.responses[i],
-                "policy_reward": float(ours.scores[i]),
-                "reference": theirs.responses[i],
-                "reference_reward": float(theirs.scores[i]),
-            },
-        )
+        row = {
+            "prompt": prompts[i],
+            "policy": ours.responses[i],
+            "policy_reward": float(ours.scores[i]),
+            "reference": theirs.responses[i],
+            "reference_reward": float(theirs.scores[i]),
+        }
+        if turns is not None:
+            row.update(policy_turn_rewards=turns[0][i], reference_turn_rewards=turns[1][i])
+        append_jsonl(samples_path, row)
     atomic_write_text(
         os.path.join(run_dir, EVAL_REWARDS),
         "".join(
@@ -85,7 +89,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     return result
 
 
-def episode_stats(batch, stop_strings: tuple[str, ...] = ()) -> dict[str, float]:
+def episode_stats(batch, stop_strings: tuple[str, ...] = (), *, per_turn: bool = False) -> dict[str, float]:
     """One model's block of ``eval.json`` from its :class:`~textrl.rollout.buffer.RolloutBatch`.
 
     Always: ``mean_reward``, ``median_reward`` (reward-model units) and ``mean_length`` (tokens
@@ -94,7 +98,10 @@ def episode_stats(batch, stop_strings: tuple[str, ...] = ()) -> dict[str, float]
     (policy turns per episode: runs of action tokens) and ``episode_length`` (policy and env
     tokens after the prompt); with ``stop_strings`` (a tool interaction's: each occurrence in a
     transcript is one call) also ``tool_calls`` (calls per episode) and ``tool_call_rate``
-    (fraction of episodes with at least one call).
+    (fraction of episodes with at least one call). ``per_turn`` (the env scored each turn,
+    ``env.turn_reward=model``) adds ``turn_reward_mean`` (mean reward per policy turn) and
+    ``turn_reward_<k>`` (mean reward of the k-th turn, k = 1, 2, ...), from
+    :func:`~textrl.rollout.multiturn.turn_rewards`.
     """
     stats = {
         "mean_reward": float(batch.scores.mean()),
@@ -113,6 +120,8 @@ def episode_stats(batch, stop_strings: tuple[str, ...] = ()) -> dict[str, float]
             calls = torch.tensor([float(sum(r.count(s) for s in stop_strings)) for r in batch.responses])
             stats["tool_calls"] = float(calls.mean())
             stats["tool_call_rate"] = float((calls > 0).float().mean())
+        if per_turn:
+            stats.update(turn_metrics(turn_rewards(batch), prefix="turn_"))
     return stats
 
 

@@ -7,6 +7,12 @@ other reward (a verifier such as ``reward=arithmetic``, an RBRM) there is no rew
 train: the pipeline is SFT → RL → eval. Each stage
 runs through :func:`textrl.stages.runner.run_logged`, so each gets its own loggers (``metrics.jsonl`` in its
 folder; with ``logger=wandb`` its own wandb run, the four in one ``logger.group``).
+
+Stage ``rlhf`` is the same pipeline without SFT, for a policy that already follows instructions
+(e.g. SmolLM2-135M-Instruct): RM → RL → eval, the RM initialised from ``rm.model`` (default
+``policy.model``), the RL policy ``policy.model``, evaluated against ``eval.reference`` (default
+``policy.model``). A ``reward=composite`` whose components include ``learned`` ones without a
+``model`` gets the trained RM in each of them.
 """
 
 from __future__ import annotations
@@ -33,17 +39,37 @@ def _stage(cfg, stage: str, **updates):
     return sub
 
 
-def run_pipeline(cfg, registry, run_dir: str, device) -> dict:
-    """Run the four stages; returns ``{stage: summary}`` (also ``summary.json``).
+def learned_reward_keys(reward) -> list[str]:
+    """The config keys that take the trained RM's directory: ``reward.model`` for
+    ``reward=learned``; for ``reward=composite``, ``reward.components.<label>.model`` of each
+    ``learned`` component without a model. Empty: no reward model to train."""
+    if reward.name == "learned":
+        return ["reward.model"]
+    if reward.name == "composite":
+        components = OmegaConf.to_container(reward, resolve=True).get("components") or {}
+        return [
+            f"reward.components.{label}.model"
+            for label, node in components.items()
+            if isinstance(node, dict) and node.get("name") == "learned" and node.get("model") in (None, "???")
+        ]
+    return []
+
+
+def run_pipeline(cfg, registry, run_dir: str, device, *, with_sft: bool = True) -> dict:
+    """Run the stages (``with_sft=False``: stage ``rlhf``, see the module docstring); returns
+    ``{stage: summary}`` (also ``summary.json``).
 
     Raises:
         TextRLError: whatever a stage raises.
     """
-    learned = cfg.reward.name == "learned"
-    dirs = {name: os.path.join(run_dir, name) for name in STEPS if learned or name != "rm"}
+    reward_keys = learned_reward_keys(cfg.reward)
+    learned = bool(reward_keys)
+    dirs = {
+        name: os.path.join(run_dir, name) for name in STEPS if (learned or name != "rm") and (with_sft or name != "sft")
+    }
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
-    group = cfg.logger.group or f"instructgpt-{time.strftime('%Y%m%d-%H%M%S')}"
+    group = cfg.logger.group or f"{cfg.stage}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     def stage(name: str, **updates):  # one wandb group; run names <run_name>-<stage> when named
         named = {"logger.run_name": f"{cfg.logger.run_name}-{name}"} if cfg.logger.run_name else {}
@@ -51,21 +77,22 @@ def run_pipeline(cfg, registry, run_dir: str, device) -> dict:
             STEPS[name], _stage(cfg, name, **{"logger.group": group, **named, **updates}), registry, dirs[name], device
         )
 
-    out = {"sft": stage("sft")}
-    sft_dir = out["sft"]["model_dir"]
-    policy = {"policy.model": sft_dir, "policy.gguf_file": None}
+    out, policy, start = {}, {}, {}
+    if with_sft:
+        out["sft"] = stage("sft")
+        sft_dir = out["sft"]["model_dir"]
+        policy = {"policy.model": sft_dir, "policy.gguf_file": None}
+        start = {"rm.model": sft_dir, "rm.gguf_file": None}
+        reference = {"eval.reference": sft_dir, "eval.reference_gguf_file": None}
+    else:
+        reference = {"eval.reference": cfg.eval.reference, "eval.reference_gguf_file": cfg.eval.reference_gguf_file}
     if learned:
-        out["rm"] = stage("rm", **{"rm.model": sft_dir, "rm.gguf_file": None})
-        policy["reward.model"] = out["rm"]["model_dir"]
+        out["rm"] = stage("rm", **start)
+        policy.update({key: out["rm"]["model_dir"] for key in reward_keys})
     out["rl"] = stage("rl", **policy, **{"trainer.save_policy": True})
     out["eval"] = stage(
         "eval",
-        **{
-            **policy,
-            "policy.model": os.path.join(dirs["rl"], "policy"),
-            "eval.reference": sft_dir,
-            "eval.reference_gguf_file": None,
-        },
+        **{**policy, "policy.model": os.path.join(dirs["rl"], "policy"), "policy.gguf_file": None, **reference},
     )
     atomic_write_json(os.path.join(run_dir, "summary.json"), out)
     return out
