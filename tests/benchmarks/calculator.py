@@ -38,7 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from docs_page import add_docs_argument, record_output, write_page  # noqa: E402
+from docs_page import add_docs_argument, commit, record_output, write_page  # noqa: E402
 
 NO_TOOL_PROMPT = "Solve the problem. Reply with the final result as Answer: NUMBER"
 # the calculator experiment's system prompt plus two worked examples (not drawn from either split)
@@ -135,6 +135,7 @@ def run_phases(root: Path, overrides: list[str]) -> dict[str, float]:
         if result.is_file():
             continue
         walls[name] = sum(textrl(common + run, root / f"{name}-{i}.log") for i, run in enumerate(runs))
+        walls.setdefault("commits", {})[name] = commit()  # the code each phase ran
         walls_path.write_text(json.dumps(walls, indent=1))
     return walls
 
@@ -179,8 +180,8 @@ def report(root: Path, walls: dict[str, float]) -> list[Path]:
     )
     sft = read(root / "pipeline" / "sft" / "summary.json")
     print("\n### Wall time (2-core CPU)\n")
-    print("| phase | what | wall time |")
-    print("| --- | --- | --- |")
+    print("| phase | what | wall time | commit |")
+    print("| --- | --- | --- | --- |")
     what = {
         "pipeline": f"SFT ({sft['train_examples']} demonstrations, {sft['steps']} steps) → PPO "
         f"({len(curve(root / 'pipeline' / 'rl'))} updates) → eval vs SFT",
@@ -190,9 +191,12 @@ def report(root: Path, walls: dict[str, float]) -> list[Path]:
     }
     for name, text in what.items():
         wall = walls.get(name)
-        print(f"| {name} | {text} | {wall / 60:.1f} min |" if wall else f"| {name} | {text} | (reused) |")
+        ran_at = walls.get("commits", {}).get(name, "?")
+        print(
+            f"| {name} | {text} | {wall / 60:.1f} min | `{ran_at}` |" if wall else f"| {name} | {text} | (reused) | |"
+        )
     if all(walls.get(k) for k in what):
-        print(f"| total | | {sum(walls[k] for k in what) / 60:.1f} min |")
+        print(f"| total | | {sum(walls[k] for k in what) / 60:.1f} min | |")
     print("\n### Training accuracy per update (rollout batches, train split)\n")
     print("| update | " + " | ".join(str(i + 1) for i in range(len(curve(root / "pipeline" / "rl")))) + " |")
     print("| --- " * (len(curve(root / "pipeline" / "rl")) + 1) + "|")
