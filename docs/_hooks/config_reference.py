@@ -84,7 +84,9 @@ def prose_clause(doc: str | None, name: str, names: tuple[str, ...] = ()) -> str
     splitter = r";\s+|(?<=\.)\s+(?=[A-Z`])" + (rf"|,\s+(?:and\s+)?(?=``(?:{others})``)" if others else "")
     for clause in re.split(splitter, prose):
         if re.search(rf"``{re.escape(name)}``", clause):
-            rest = re.sub(rf"``{re.escape(name)}``|[^\w]", " ", clause.split(":", 1)[-1] if ": ``" in clause else clause)
+            rest = re.sub(
+                rf"``{re.escape(name)}``|[^\w]", " ", clause.split(":", 1)[-1] if ": ``" in clause else clause
+            )
             if len(rest.split()) < 2:
                 return ""
             return clause.strip().rstrip(".;,").replace("\x00", ".")
@@ -199,7 +201,10 @@ def rows_for(option: str, table: dict[str, Any], registry) -> list[Row]:
             factory = factories[group].get(str(name)) if name is not None else None
             param = parts[1]
             if param == "name":
-                row.type, row.accepts = "str", "an installed option: " + ", ".join(f"`{n}`" for n in sorted(factories[group]))
+                row.type, row.accepts = (
+                    "str",
+                    "an installed option: " + ", ".join(f"`{n}`" for n in sorted(factories[group])),
+                )
                 row.meaning = f"the {group} option this section describes (`{group}=<name>` selects it)"
             elif factory is not None:
                 params = factory_parameters(factory)
@@ -211,7 +216,9 @@ def rows_for(option: str, table: dict[str, Any], registry) -> list[Row]:
                 docs: dict[str, str] = {}
                 for klass in reversed(inspect.getmro(factory)) if inspect.isclass(factory) else [factory]:
                     docs.update(docstring_entries(klass.__doc__))
-                    docs.update(docstring_entries(getattr(klass, "__init__", None).__doc__ if inspect.isclass(klass) else None))
+                    docs.update(
+                        docstring_entries(getattr(klass, "__init__", None).__doc__ if inspect.isclass(klass) else None)
+                    )
                 checks = {}
                 for klass in reversed(inspect.getmro(factory)) if inspect.isclass(factory) else [factory]:
                     checks.update(getattr(klass, "config_checks", {}) or {})
@@ -272,7 +279,10 @@ def markdown(registry=None) -> str:
         title = "Main job (`textrl`)" if not option else f"`{option}`"
         out += [f"## {title}", ""]
         if option:
-            out += [f"The keys of `{option.split('=')[0]}` with `textrl {option}` (other groups as in the main job).", ""]
+            out += [
+                f"The keys of `{option.split('=')[0]}` with `textrl {option}` (other groups as in the main job).",
+                "",
+            ]
         out += ["| key | type | default | accepts | meaning |", "| --- | --- | --- | --- | --- |"]
         for row in rows_for(option, table, registry):
             out.append(

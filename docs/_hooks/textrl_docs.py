@@ -26,14 +26,19 @@ DOCS = ROOT / "docs"
 
 def _config_reference():
     """``docs/_hooks/config_reference.py`` as a module (hooks are loaded by path, not as a package)."""
-    spec = importlib.util.spec_from_file_location("textrl_config_reference", Path(__file__).with_name("config_reference.py"))
+    spec = importlib.util.spec_from_file_location(
+        "textrl_config_reference", Path(__file__).with_name("config_reference.py")
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
-SKIP_MODULES = {"textrl.__main__", "textrl.conf", "textrl.data"}
-"""Modules without an API page (the ``python -m textrl`` shim; data-only packages)."""
+
+SKIP_MODULES = {"textrl.__main__", "textrl.conf", "textrl.data", "textrl.cli", "textrl.hookspecs"}
+"""Modules without an API page: the ``python -m textrl`` shim, data-only packages, and the modules
+rendered on their own reference pages (``reference/cli.md``, ``reference/hooks.md``; an object
+rendered twice would have two URLs)."""
 
 
 def api_modules() -> list[str]:
@@ -68,7 +73,7 @@ def _expand(nav: list, placeholder: str, entries: list) -> bool:
     placeholder page itself); True when found."""
     for i, item in enumerate(nav):
         if isinstance(item, dict):
-            (title, value), = item.items()
+            ((title, value),) = item.items()
             if value == placeholder:
                 nav[i] = {title: [placeholder, *entries]}
                 return True

@@ -35,7 +35,6 @@ TINY = [
     "policy=tinystories",
     "trainer.updates=2",
     "trainer.progress_bar=false",
-    "trainer.checkpoint_every=0",
     "rollout.batch_size=4",
     "algo.minibatch_size=4",
     "env.max_new_tokens=8",
@@ -50,7 +49,8 @@ TINY = [
     "eval.samples=2",
     "data.max_prompts=32",
 ]
-"""Overrides appended to each ``textrl`` command of a ``<!-- run: tiny -->`` block."""
+"""Overrides appended to each ``textrl`` command of a ``<!-- run: tiny -->`` block (those whose key
+the command sets itself are left out: the command's value wins)."""
 
 
 def doc_files() -> list[Path]:
@@ -163,7 +163,8 @@ def test_marked_blocks_run(block, tmp_path, monkeypatch, capsys, assets):
     assert lang == "bash", f"a runnable block is python or bash, not {lang}"
     for args in commands(with_assets(code)):
         assert args[0] == "textrl", f"a runnable bash block holds textrl commands only: {args}"
-        overrides = args[1:] + (TINY if mode == "tiny" else [])
+        given = {a.split("=", 1)[0] for a in args[1:]}
+        overrides = args[1:] + [t for t in (TINY if mode == "tiny" else []) if t.split("=", 1)[0] not in given]
         if not any(a.startswith("hydra.run.dir=") for a in overrides):
             overrides.append(f"hydra.run.dir={tmp_path / 'run'}")
         result = run_main(overrides, monkeypatch, capsys)
