@@ -147,10 +147,11 @@ def main() -> None:
         )
     )
 
+    context = dict(walls=walls, clf=clf, model=model, reference_model=reference_model, reference_gguf=reference_gguf)
     if not args.write_docs:
-        return report(root, walls, args)
+        return report(root, **context)
     with record_output() as printed:
-        report(root, walls, args)
+        report(root, **context)
     write_page(
         "imdb-sentiment",
         title="IMDB sentiment: TRL's gpt2-sentiment protocol",
@@ -160,9 +161,11 @@ def main() -> None:
     )
 
 
-def report(root: Path, walls: dict, args) -> None:
+def report(root: Path, *, walls: dict, clf: dict, model, reference_model, reference_gguf) -> None:
     """Print the before/after table, the phases' settings and wall times, three samples and the
-    summary lines of the runs under ``root``."""
+    summary lines of the runs under ``root`` (``walls``: phase → seconds or None when reused;
+    ``clf``: the classifier run's summary; ``model``: its model directory; the starting policy's
+    ``reference_model`` and ``reference_gguf``)."""
     result = json.loads((root / "eval" / "eval.json").read_text())
     rl_summary = json.loads((root / "rl" / "summary.json").read_text())
     metrics = [json.loads(line) for line in (root / "rl" / "metrics.jsonl").read_text().splitlines() if line]
