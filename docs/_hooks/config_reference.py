@@ -80,7 +80,7 @@ def prose_clause(doc: str | None, name: str, names: tuple[str, ...] = ()) -> str
         return ""
     prose = re.split(r"\n\s*(?:Args|Arguments|Attributes|Parameters)\b", inspect.cleandoc(doc))[0]
     prose = " ".join(prose.split()).replace("e.g.", "e\x00g\x00").replace("i.e.", "i\x00e\x00")
-    others = "|".join(re.escape(n) for n in names if n != name)
+    others = "|".join(re.escape(n) for n in names)
     splitter = r";\s+|(?<=\.)\s+(?=[A-Z`])" + (rf"|,\s+(?:and\s+)?(?=``(?:{others})``)" if others else "")
     for clause in re.split(splitter, prose):
         if re.search(rf"``{re.escape(name)}``", clause):
@@ -245,8 +245,11 @@ def rows_for(option: str, table: dict[str, Any], registry) -> list[Row]:
 
 
 def _cell(text: str) -> str:
-    """``text`` safe inside a Markdown table cell (Sphinx roles shown as inline code)."""
-    return ROLE.sub(r"`\1`", " ".join(str(text).split())).replace("|", "\\|")
+    """``text`` safe inside a Markdown table cell: Sphinx roles shown as inline code, ``|`` escaped,
+    and ``<``/``>`` outside code spans written as entities (``interaction=<name>`` is no HTML tag)."""
+    text = ROLE.sub(r"`\1`", " ".join(str(text).split())).replace("|", "\\|")
+    parts = re.split(r"(`+[^`]*`+)", text)
+    return "".join(p if p.startswith("`") else p.replace("<", "&lt;").replace(">", "&gt;") for p in parts)
 
 
 def _code(text: str) -> str:
