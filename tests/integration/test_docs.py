@@ -121,7 +121,7 @@ def test_site_builds_strict(tmp_path):
 
 def test_config_reference_has_every_key():
     """Every key of every composed section (:func:`textrl.reference.reference_entries`) has a row
-    with a default, in the section of its option, and schema keys carry their checks."""
+    with a default and a meaning, in the section of its option, and schema keys carry their checks."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("textrl_config_reference", ROOT / "docs/_hooks/config_reference.py")
@@ -143,9 +143,12 @@ def test_config_reference_has_every_key():
         section = by_title[title]
         keys = re.findall(r"^\| `([^`]+)` \|", section, flags=re.M)
         assert keys == list(table), f"{title}: rows {keys} != composed keys {list(table)}"
+        for row in re.findall(r"^\| `.*$", section, flags=re.M):
+            cells = re.split(r"(?<!\\)\|", row)[1:-1]
+            assert len(cells) == 5 and cells[4].strip(), f"{title}: a row without a meaning: {row}"
     main = by_title["Main job (`textrl`)"]
     assert re.search(r"^\| `rollout.top_p` \| float \| `1.0` \| a number in \(0, 1\] \|", main, flags=re.M)
-    assert re.search(r"^\| `algo.clip_range` \| float \| `0.2` \| a number > 0 \| policy ratio clip", main, flags=re.M)
+    assert re.search(r"^\| `algo.clip_range` \| float \| `0.2` \| a number &gt; 0 \| policy ratio clip", main, flags=re.M)
 
 
 @pytest.mark.slow
