@@ -148,7 +148,9 @@ def test_config_reference_has_every_key():
             assert len(cells) == 5 and cells[4].strip(), f"{title}: a row without a meaning: {row}"
     main = by_title["Main job (`textrl`)"]
     assert re.search(r"^\| `rollout.top_p` \| float \| `1.0` \| a number in \(0, 1\] \|", main, flags=re.M)
-    assert re.search(r"^\| `algo.clip_range` \| float \| `0.2` \| a number &gt; 0 \| policy ratio clip", main, flags=re.M)
+    assert re.search(
+        r"^\| `algo.clip_range` \| float \| `0.2` \| a number &gt; 0 \| policy ratio clip", main, flags=re.M
+    )
 
 
 @pytest.mark.slow
