@@ -354,7 +354,14 @@ applied to whichever reward model has the key (its other parameters come from it
 @dataclass
 class TrainConfig:
     """The whole run: ``stage`` (sft | rm | rl | eval | instructgpt), ``seed``, ``device`` (auto | cpu | cuda | cuda:N) and one
-    node per config group."""
+    node per config group.
+
+    Attributes:
+        stage: what runs: ``sft``, ``rm``, ``rl``, ``eval``, or ``instructgpt`` (the four in turn).
+        seed: seeds python, numpy, torch, the env's prompt draws and token sampling; the same seed
+            and config give the same run.
+        device: ``auto`` (CUDA when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
 
     stage: str = setting("rl", one_of(*C.STAGES))
     seed: int = setting(0, integer(ge=0, lt=2**32))  # numpy's seed range
