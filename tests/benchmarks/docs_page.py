@@ -109,6 +109,8 @@ def as_markdown(text: str) -> str:
         if not line.strip():
             if blocks and not blocks[-1][0]:
                 blocks[-1][1].append("")
+            elif blocks:
+                blocks.append((False, []))  # a blank line ends a table: the next one is another
             continue
         if blocks and blocks[-1][0] == is_table:
             blocks[-1][1].append(line.strip() if is_table else line)
