@@ -98,6 +98,38 @@ class record_output(contextlib.AbstractContextManager):
         self.text = self._buffer.getvalue()
 
 
+def as_markdown(text: str) -> str:
+    """Printed benchmark output as Markdown: each run of table lines (starting with ``|``) stays a
+    table (a ``| --- |`` separator is added after its header when the script printed none), and
+    every other run of lines goes into a ``text`` code block, so ``key=value`` lines keep their
+    layout."""
+    blocks: list[tuple[bool, list[str]]] = []
+    for line in text.splitlines():
+        is_table = line.lstrip().startswith("|")
+        if not line.strip():
+            if blocks and not blocks[-1][0]:
+                blocks[-1][1].append("")
+            elif blocks:
+                blocks.append((False, []))  # a blank line ends a table: the next one is another
+            continue
+        if blocks and blocks[-1][0] == is_table:
+            blocks[-1][1].append(line.strip() if is_table else line)
+        else:
+            blocks.append((is_table, [line.strip() if is_table else line]))
+    out = []
+    for is_table, lines in blocks:
+        if is_table:
+            if len(lines) < 2 or not set(lines[1].replace(" ", "")) <= set("|-:"):
+                columns = lines[0].strip("|").count("|") + 1
+                lines = [lines[0], "|" + " --- |" * columns, *lines[1:]]
+            out.append("\n".join(lines))
+        else:
+            body = "\n".join(lines).strip("\n")
+            if body:
+                out.append(f"```text\n{body}\n```")
+    return "\n\n".join(out)
+
+
 def write_page(
     name: str,
     *,

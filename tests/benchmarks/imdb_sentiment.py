@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs_page, beside this script
+from docs_page import add_docs_argument, as_markdown, record_output, write_page  # noqa: E402
+
 ASSETS = Path(os.environ.get("TEXTRL_ASSETS", Path(__file__).resolve().parents[3] / "shared" / "assets"))
 TRL = {"mean": (0.157, 1.686), "median": (-0.547, 2.480)}  # gpt2-sentiment notebook, before → after
 
@@ -99,6 +102,10 @@ def main() -> None:
         "--run-dir, e.g. to reprint the table",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the RL and eval runs")
+    parser.add_argument(
+        "--notes", default="", help="Markdown put on the docs page (with --write-docs), e.g. shortened settings"
+    )
+    add_docs_argument(parser)
     args = parser.parse_args()
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="imdb-sentiment-")).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -140,6 +147,25 @@ def main() -> None:
         )
     )
 
+    context = dict(walls=walls, clf=clf, model=model, reference_model=reference_model, reference_gguf=reference_gguf)
+    if not args.write_docs:
+        return report(root, **context)
+    with record_output() as printed:
+        report(root, **context)
+    write_page(
+        "imdb-sentiment",
+        title="IMDB sentiment: TRL's gpt2-sentiment protocol",
+        tables=[as_markdown(printed.text)],
+        pictures=[("rl-report", root / "rl" / "report.png"), ("eval-report", root / "eval" / "eval_report.png")],
+        notes=args.notes,
+    )
+
+
+def report(root: Path, *, walls: dict, clf: dict, model, reference_model, reference_gguf) -> None:
+    """Print the before/after table, the phases' settings and wall times, three samples and the
+    summary lines of the runs under ``root`` (``walls``: phase → seconds or None when reused;
+    ``clf``: the classifier run's summary; ``model``: its model directory; the starting policy's
+    ``reference_model`` and ``reference_gguf``)."""
     result = json.loads((root / "eval" / "eval.json").read_text())
     rl_summary = json.loads((root / "rl" / "summary.json").read_text())
     metrics = [json.loads(line) for line in (root / "rl" / "metrics.jsonl").read_text().splitlines() if line]

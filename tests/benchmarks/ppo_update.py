@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs_page, beside this script
+
+from docs_page import add_docs_argument, as_markdown, record_output, write_page  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -218,11 +221,30 @@ def main() -> None:
     parser.add_argument("--memory-controls", action="store_true")
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    add_docs_argument(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.memory_child is not None:
         return peak_memory_child(args.models[0], args, device, args.memory_child)
 
+    if not args.write_docs:
+        return measure(args)
+    with record_output() as printed:
+        measure(args)
+    write_page(
+        "ppo-update",
+        title="One PPO update: phases and peak memory",
+        tables=[as_markdown(printed.text)],
+        notes="One PPO update broken into its phases (median of the repeats after a warm-up): the rollout "
+        "(generate), the reward calls (score), the teacher-forced π_ref pass (reference) and the "
+        "minibatch forward/backward/AdamW steps (train). Peak memory: each configuration in a fresh "
+        "process (peak RSS on CPU, `torch.cuda.max_memory_allocated` on CUDA).",
+    )
+
+
+def measure(args) -> None:
+    """Run the measurements of :func:`main` and print them."""
+    device = torch.device(args.device)
     print(
         f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} precision={args.precision} "
         f"batch={args.batch_size} new_tokens={args.new_tokens} epochs={args.epochs} "

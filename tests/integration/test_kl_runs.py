@@ -72,7 +72,7 @@ def test_adaptive_controller_steers_beta_toward_the_target_on_tinystories(assets
     """A short real run (8 updates × 8 episodes of 16 tokens, seconds on an idle CPU): with a 2-nat
     target, a 1-update horizon and a high lr, β must follow Ziegler's rule exactly from the logged
     KL, fall while KL is below target and rise again once the policy has drifted past it. A run
-    this short cannot show settling (the README's 60-update runs do); it shows the controller acts
+    this short cannot show settling (longer runs do); it shows the controller acts
     at the shipped rule, in the direction that corrects the KL. Measured here: KL 0.0, 0.2, 1.3,
     2.5, 4.2, 3.4, 8.0, 4.8 with β 0.050, 0.040, 0.032, 0.026, 0.031, 0.037, 0.044, 0.053."""
     out = tmp_path / "run"

@@ -187,12 +187,12 @@ def test_lifecycle_hooks_are_called_in_order(assets, tmp_path):
 
 
 def test_readme_plugin_example_works_as_written(assets, site, tmp_path, cli):
-    """The "Write a plugin" section's module, installed through its entry point, trains."""
+    """The plugins guide's reward plugin (``docs/guides/plugins.md``), installed through its entry point, trains."""
     import re
 
     from conftest import REPO
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "guides" / "plugins.md").read_text()
     source = re.search(r"```python\n# my-reward/my_reward.py\n(.*?)```", readme, re.S).group(1)
     entry = re.search(r"\[project.entry-points.textrl\]\n(\w+) = \"(\w+)\"", readme)
     assert entry.groups() == ("shouting", "my_reward")
@@ -205,7 +205,7 @@ def test_readme_plugin_example_works_as_written(assets, site, tmp_path, cli):
     assert result.returncode == 0, result.stderr[-2000:]
     for sample in read_jsonl(out / "samples.jsonl"):
         assert sample["score"] == pytest.approx(0.5 * min(sample["response"].count("!"), 5))
-    # its config_checks run at startup, as the README shows
+    # its config_checks run at startup, as the guide shows
     bad = cli(*fast(tmp_path / "bad", "reward=shouting", "reward.cap=0"), env={"PYTHONPATH": str(site)})
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "textrl: error: reward.cap: got 0; expected a positive integer" in bad.stderr.splitlines(), bad.stderr[

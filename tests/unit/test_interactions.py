@@ -187,7 +187,7 @@ def test_builtin_interactions_and_an_outside_plugin_come_through_the_hook():
 
 
 def test_readme_interaction_plugin_example_works_as_written(tmp_path, monkeypatch):
-    """The README's "Write an interaction plugin" module, loaded as an outside module, registers
+    """The plugins guide's interaction plugin (``docs/guides/plugins.md``), loaded as an outside module, registers
     through the hook and answers a tool call through the public API only."""
     import importlib
     import re
@@ -195,7 +195,7 @@ def test_readme_interaction_plugin_example_works_as_written(tmp_path, monkeypatc
     from conftest import REPO
     from textrl.plugins import collect_factories
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "guides" / "plugins.md").read_text()
     source = re.search(r"```python\n# my-tool/my_tool.py\n(.*?)```", readme, re.S).group(1)
     assert "from textrl." not in source and "import textrl\n" in source  # public API only
     (tmp_path / "my_tool.py").write_text(source)

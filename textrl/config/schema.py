@@ -51,7 +51,12 @@ class PolicyConfig:
     model config (0 for RL, so rollout and training logprobs agree); ``lora.r > 0`` trains LoRA
     adapters instead of every weight, with the adapter-disabled base as π_ref;
     ``gradient_checkpointing`` recomputes the layers' activations in the backward pass of RL
-    updates instead of storing them (less memory, about one more forward pass of compute)."""
+    updates instead of storing them (less memory, about one more forward pass of compute).
+
+    Attributes:
+        dtype: the weights' dtype when loaded (``float32``; ``bfloat16`` and ``float16`` store the
+            weights in half precision; mixed precision is ``trainer.precision``).
+    """
 
     model: str = MISSING
     gguf_file: Optional[str] = None
@@ -63,7 +68,19 @@ class PolicyConfig:
 
 @dataclass
 class EnvConfig:
-    """``env.*``: the token-generation MDP (lengths in tokens)."""
+    """``env.*``: the token-generation MDP (lengths in tokens).
+
+    Attributes:
+        max_new_tokens: tokens the policy may sample per response (per policy turn in a
+            multi-turn episode); reaching it truncates the episode.
+        max_prompt_tokens: tokens of a prompt kept; a longer prompt follows ``prompt_truncation``.
+        prompt_truncation: ``left`` keeps the last ``max_prompt_tokens`` tokens (with a warning),
+            ``error`` stops the run.
+        stop_on_eos: the tokenizer's EOS token ends (terminates) the response.
+        max_turns: policy turns per episode (multi-turn, with ``interaction=<name>``).
+        max_episode_tokens: tokens after the prompt, policy and env tokens together, per episode
+            (``None``: ``2 · max_turns · max_new_tokens``).
+    """
 
     max_new_tokens: int = setting(20, POSITIVE)
     max_prompt_tokens: int = setting(32, POSITIVE)
@@ -86,7 +103,15 @@ class DataConfig:
     ``prompt_format`` is none (raw text), auto, chat or plain (see
     :func:`textrl.training_examples.format_prompt`); ``system_prompt`` is the system message the
     chat template puts before every prompt (sft, rl and eval; none: the template's default);
-    ``eval_prompts`` holds out the last k prompts for stage=eval (not trained on)."""
+    ``eval_prompts`` holds out the last k prompts for stage=eval (not trained on).
+
+    Attributes:
+        text_field: the field holding the text in a .jsonl/.json/.csv or ``datasets`` source
+            (``None``: ``prompt``, ``text``, ``query``, ``instruction`` or ``review``, or the first
+            Human turn of hh-rlhf dialogues; see :func:`textrl.envs.prompts.load_prompts`).
+        split: the ``datasets`` split to read.
+        max_prompts: keep the first k prompts (``None``: all).
+    """
 
     prompts: str = "builtin"
     text_field: Optional[str] = None
@@ -102,7 +127,15 @@ class DataConfig:
 class RolloutConfig:
     """``rollout.*``: episodes per update, episodes per prompt (k, for group baselines), the
     sampling distribution and the decode ``engine`` (eager | compiled | auto: compiled on CUDA,
-    eager elsewhere; see :mod:`textrl.rollout.engines`)."""
+    eager elsewhere; see :mod:`textrl.rollout.engines`).
+
+    Attributes:
+        batch_size: episodes per update (over all processes).
+        samples_per_prompt: k responses per prompt in consecutive rows (RLOO, GRPO baselines).
+        temperature: the sampling temperature (> 0).
+        top_k: sample among the k most likely tokens (0: off).
+        top_p: nucleus sampling: the smallest set of tokens with this much probability (1: off).
+    """
 
     batch_size: int = setting(16, POSITIVE)
     samples_per_prompt: int = setting(1, POSITIVE)
@@ -120,7 +153,12 @@ class TrainerConfig:
     Checkpoints (see :mod:`textrl.checkpoint`) are written every ``checkpoint_every`` updates (0:
     only at the end), the newest ``keep_checkpoints`` kept; ``resume`` is ``auto`` (the newest
     checkpoint in the run directory) or a checkpoint path. ``on_nonfinite`` is ``error`` (stop,
-    naming the quantity and update) or ``skip`` (warn and drop the rest of that batch)."""
+    naming the quantity and update) or ``skip`` (warn and drop the rest of that batch).
+
+    Attributes:
+        save_policy: write the trained policy to ``policy/`` at the end.
+        progress_bar: show a progress bar on the console.
+    """
 
     updates: int = setting(60, POSITIVE)
     sample_every: int = setting(1, integer(ge=0, expected="an integer >= 0 (0: no samples)"))
@@ -138,7 +176,16 @@ class TrainerConfig:
 @dataclass
 class LoggerConfig:
     """``logger.*``: ``name`` is console | wandb | none; the rest configures wandb (offline by
-    default; ``logger.mode=online`` to sync)."""
+    default; ``logger.mode=online`` to sync).
+
+    Attributes:
+        project: the wandb project.
+        entity: the wandb entity (user or team; ``None``: wandb's default).
+        mode: ``offline`` (write locally), ``online`` (sync), ``disabled`` or ``shared``.
+        run_name: the wandb run name (``<run_name>-<stage>`` under ``stage=instructgpt``).
+        tags: wandb tags.
+        table_every: log the samples table every so many updates.
+    """
 
     name: str = setting("console", one_of(*C.LOGGERS))
     project: str = "textrl"
@@ -153,7 +200,24 @@ class LoggerConfig:
 @dataclass
 class SFTConfig:
     """``sft.*`` (``stage=sft``): supervised fine-tuning on demonstrations, loss on response tokens
-    only. InstructGPT: 16 epochs, cosine decay, residual dropout 0.2."""
+    only. InstructGPT: 16 epochs, cosine decay, residual dropout 0.2.
+
+    Attributes:
+        data: demonstrations: Alpaca (instruction/input/output), prompt/response or chat messages
+            (a .json/.jsonl path, a ``datasets`` id or a generated dataset ``<name>:<split>``).
+        split: the ``datasets`` split to read.
+        max_examples: keep the first k demonstrations (``None``: all).
+        eval_fraction: the fraction held out for the eval loss.
+        epochs: passes over the demonstrations (fractions allowed).
+        lr: the peak learning rate (cosine decay after warmup).
+        warmup_ratio: the fraction of the steps spent warming the learning rate up.
+        batch_size: demonstrations per optimizer step.
+        max_length: tokens per demonstration (prompt and response), longer ones truncated.
+        dropout: dropout rate during SFT (InstructGPT: 0.2).
+        weight_decay: AdamW weight decay.
+        prompt_format: ``auto`` (the chat template when the tokenizer has one), ``chat`` or
+            ``plain``.
+    """
 
     data: str = "${oc.env:TEXTRL_ASSETS,../shared/assets}/alpaca-subset/alpaca_small_2k.json"
     split: str = "train"
@@ -174,7 +238,32 @@ class RMConfig:
     """``rm.*`` (``stage=rm``): reward-model training. ``objective=ranking`` uses K-wise rankings or
     pairs (InstructGPT eq. 1); ``objective=classification`` trains a classifier on labelled text.
     ``model`` initialises the backbone (an SFT directory, any HF model id or directory);
-    ``head_tokens`` (classification) keeps the first k and the last (max_length − k) tokens."""
+    ``head_tokens`` (classification) keeps the first k and the last (max_length − k) tokens.
+
+    Attributes:
+        objective: ``ranking`` or ``classification``.
+        gguf_file: a GGUF file inside ``model`` (``None`` for a Hugging Face directory).
+        data: rankings ``{prompt, responses, ranking}``, pairs ``{prompt, chosen, rejected}`` or
+            hh-rlhf dialogues (ranking); labelled text (classification).
+        eval_data: a held-out file (``None``: hold out ``eval_fraction`` of ``data``).
+        split: the ``datasets`` split to read.
+        max_examples: keep the first k training examples (``None``: all).
+        max_eval_examples: evaluate on at most this many held-out examples.
+        eval_fraction: the fraction of ``data`` held out when there is no ``eval_data``.
+        epochs: passes over the training examples (fractions allowed).
+        lr: the peak learning rate.
+        warmup_ratio: the fraction of the steps spent warming the learning rate up.
+        batch_size: prompts (ranking) or texts (classification) per optimizer step.
+        max_length: tokens per scored text, longer ones truncated.
+        normalize: after training, set the head's gain and bias so the reference responses (the
+            best-ranked of the training data) score 0 on average.
+        unit_std: also scale the scores of the reference responses to unit standard deviation.
+        prompt_format: how the prompt is laid out before the response (``plain``, ``chat``,
+            ``auto`` or ``none``).
+        text_field: the text field of labelled examples (classification).
+        label_field: the label field of labelled examples (classification).
+        labels: the label names, in class-index order (classification).
+    """
 
     objective: str = setting("ranking", one_of(*C.RM_OBJECTIVES))
     model: str = "${policy.model}"
@@ -205,7 +294,12 @@ class EvalConfig:
     prompts (``data.*``): mean and median reward, win rate under the reward model, KL, length.
     ``prompts`` (a source like ``data.prompts``, cut like ``data.prefix_tokens``) draws
     ``num_prompts`` held-out prompts at random (seeded) from another file, e.g. IMDB's test
-    reviews; ``null`` uses ``data.*``."""
+    reviews; ``null`` uses ``data.*``.
+
+    Attributes:
+        reference_gguf_file: a GGUF file inside ``reference``.
+        samples: how many (prompt, both responses, both rewards) examples ``eval_samples.jsonl`` keeps.
+    """
 
     reference: str = "${policy.model}"
     reference_gguf_file: Optional[str] = "${policy.gguf_file}"
@@ -263,7 +357,14 @@ applied to whichever reward model has the key (its other parameters come from it
 @dataclass
 class TrainConfig:
     """The whole run: ``stage`` (sft | rm | rl | eval | instructgpt), ``seed``, ``device`` (auto | cpu | cuda | cuda:N) and one
-    node per config group."""
+    node per config group.
+
+    Attributes:
+        stage: what runs: ``sft``, ``rm``, ``rl``, ``eval``, or ``instructgpt`` (the four in turn).
+        seed: seeds python, numpy, torch, the env's prompt draws and token sampling; the same seed
+            and config give the same run.
+        device: ``auto`` (CUDA when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
 
     stage: str = setting("rl", one_of(*C.STAGES))
     seed: int = setting(0, integer(ge=0, lt=2**32))  # numpy's seed range

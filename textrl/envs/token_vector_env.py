@@ -53,8 +53,8 @@ class TokenGenVectorEnv(VectorEnv):
     """``num_envs`` token-generation episodes as one batched torch environment.
 
     Args:
-        tokenizer, prompts, reward_model, max_new_tokens, max_prompt_tokens, prompt_truncation,
-        vocab_size, stop_on_eos: as for :class:`~textrl.envs.token_env.TokenGenEnv`.
+        tokenizer, prompts, reward_model, max_new_tokens, max_prompt_tokens, prompt_truncation, vocab_size, stop_on_eos: as
+            for :class:`~textrl.envs.token_env.TokenGenEnv`.
         num_envs: number of parallel episodes N.
         device: torch device of every returned tensor.
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``AutoresetMode.DISABLED``

@@ -137,8 +137,10 @@ class EagerEngine:
     """The eager engine: :class:`KVCacheDecoder` + :func:`sample_tokens` (see the module docstring).
 
     Args:
-        policy: the policy with value head; sampling: the distribution; vocab_size: V, the env's
-        action space (logits past it, e.g. padding rows of the embedding, are never sampled);
+        policy: the policy with value head.
+        sampling: the distribution.
+        vocab_size: V, the env's action space (logits past it, e.g. padding rows of the embedding,
+            are never sampled).
         generator: the collector's token-sampling RNG.
 
     Made for the autocast state it is made in, like :class:`CompiledEngine`: under autocast with
