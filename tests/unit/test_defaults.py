@@ -154,12 +154,12 @@ def test_every_key_of_the_table_of_checks_exists():
 def test_algorithm_defaults_are_the_main_jobs(factory_name):
     """Every algorithm gets the main job's optimiser and KL settings from its own signature (they
     used to come from train.yaml's algo block, which applied to whichever algorithm was chosen).
-    PPO (and PPO-ptx, a PPO) restates epochs and minibatch size: several clipped steps per rollout
-    batch; REINFORCE and GRPO keep the loop's one step per batch."""
+    PPO (and PPO-ptx, a PPO) restates epochs: several clipped steps per rollout batch; REINFORCE
+    and GRPO keep the loop's one step per batch."""
     cfg = compose_config([f"algo={factory_name}"])
     ppo = factory_name in ("ppo", "ppo_ptx")
     assert cfg.algo.lr == 8.0e-5
-    assert (cfg.algo.epochs, cfg.algo.minibatch_size) == ((2, 8) if ppo else (1, 16))
+    assert (cfg.algo.epochs, cfg.algo.minibatch_size) == ((2, 16) if ppo else (1, 16))
     steps = cfg.algo.epochs * (cfg.rollout.batch_size // cfg.algo.minibatch_size)
     assert (steps >= 2) == ppo  # PPO's ratio and clip are at work from the second step on
     expected_kl = {

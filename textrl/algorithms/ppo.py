@@ -27,13 +27,11 @@ from textrl.rollout.buffer import RolloutBatch
 class PPO(Algorithm):
     """Proximal policy optimisation with a KL-penalised reward, a value head and GAE.
 
-    Args (keyword-only; plus the loop's ``lr``, ``kl``, ``micro_batch_size``, ``max_grad_norm``,
-    ``weight_decay``: see :class:`~textrl.Algorithm`):
+    Args (keyword-only; plus the loop's ``lr``, ``kl``, ``minibatch_size``, ``micro_batch_size``,
+    ``max_grad_norm``, ``weight_decay``: see :class:`~textrl.Algorithm`):
         epochs: passes over each rollout batch (PPO's own default: 2, as PPO reuses a batch for
-            several clipped steps; TRL takes 4).
-        minibatch_size: episodes per optimizer step (PPO's own default: 8, so a 16-episode batch
-            gives 2 epochs × 2 minibatches = 4 steps, and every step after the first meets a ratio
-            π/π_old ≠ 1 that the clip acts on).
+            several clipped steps; TRL takes 4): every step after the first meets a ratio
+            π/π_old ≠ 1 that the clip acts on.
         gamma: discount γ.
         lam: GAE λ.
         clip_range: policy ratio clip ε.
@@ -69,7 +67,6 @@ class PPO(Algorithm):
         self,
         *,
         epochs: int = 2,
-        minibatch_size: int = 8,
         gamma: float = 1.0,
         lam: float = 0.95,
         clip_range: float = 0.2,
@@ -80,7 +77,7 @@ class PPO(Algorithm):
         value_init: str = "zeros",
         **loop,
     ):
-        super().__init__(epochs=epochs, minibatch_size=minibatch_size, **loop)
+        super().__init__(epochs=epochs, **loop)
         self.gamma, self.lam = gamma, lam
         self.clip_range, self.clip_range_value = clip_range, clip_range_value
         self.vf_coef, self.ent_coef = vf_coef, ent_coef
