@@ -99,8 +99,7 @@ def report(root: Path, wall: float | None) -> list[tuple[str, Path]]:
     print("| | value |")
     print("| --- | --- |")
     print(
-        f"| settings | {cfg['algo']['name']} on {Path(cfg['policy']['model']).name}"
-        f"{' (' + cfg['policy']['gguf_file'] + ')' if cfg['policy'].get('gguf_file') else ''}, "
+        f"| settings | {cfg['algo']['name']} on {cfg['policy'].get('gguf_file') or Path(cfg['policy']['model']).name}, "
         f"{len(records)} updates × {rollout['batch_size']} episodes, {cfg['env']['max_new_tokens']} new tokens, "
         f"lr {algo['lr']}, {algo['epochs']} epochs × {rollout['batch_size'] // algo['minibatch_size']} minibatches "
         f"of {algo['minibatch_size']} = {steps} optimizer steps per update, β {algo['kl']['init']} "
