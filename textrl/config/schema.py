@@ -120,7 +120,7 @@ class TrainerConfig:
     kept; ``resume`` is ``auto`` (the newest checkpoint in the run directory) or a checkpoint path. ``on_nonfinite`` is ``error`` (stop,
     naming the quantity and update) or ``skip`` (warn and drop the rest of that batch)."""
 
-    updates: int = setting(20, POSITIVE)
+    updates: int = setting(25, POSITIVE)
     sample_every: int = setting(1, integer(ge=0, expected="an integer >= 0 (0: no samples)"))
     samples_per_update: int = setting(4, integer(ge=0))
     save_policy: bool = True
