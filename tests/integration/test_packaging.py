@@ -1,65 +1,155 @@
-"""An installed (non-editable) wheel ships conf/ as textrl.conf and textrl/data (builtin prompts, RBRM
-rubrics, the DeepSpeed launch config)."""
+"""The published distribution (``textrl-rlhf``; the import name and the command are ``textrl``):
+``python -m build`` makes a wheel and an sdist; the wheel, installed non-editable into a fresh
+virtual environment, runs the ``textrl`` command outside the source tree with conf/ shipped as
+``textrl.conf`` and textrl/data as package data; the sdist carries the licence and the configs
+and nothing from the shared assets. Also: constraints.txt covers what is installed, and a run
+raises no deprecation warning."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+DIST = "textrl_rlhf"  # the distribution textrl-rlhf, normalised as wheel and sdist file names spell it
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, Path]:
+    """``{"wheel": path, "sdist": path}`` built from the working tree by ``python -m build``
+    (no isolation: setuptools and wheel come from the dev extra, so it runs offline)."""
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    wheels, sdists = list(out.glob(f"{DIST}-*.whl")), list(out.glob(f"{DIST}-*.tar.gz"))
+    assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in out.iterdir())
+    return {"wheel": wheels[0], "sdist": sdists[0]}
+
+
+def test_wheel_metadata_names_the_distribution_licence_and_command(built):
+    with zipfile.ZipFile(built["wheel"]) as wheel:
+        names = wheel.namelist()
+        info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = wheel.read(f"{info}/METADATA").decode()
+        entry_points = wheel.read(f"{info}/entry_points.txt").decode()
+    assert "Name: textrl-rlhf" in metadata.splitlines()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert f"{info}/licenses/LICENSE" in names
+    assert "textrl = textrl.cli:main" in entry_points
+    assert "textrl/conf/train.yaml" in names and "textrl/conf/experiment/tinystories_sentiment.yaml" in names
+    assert "textrl/data/movie_review_openings.txt" in names
+
+
+def test_sdist_has_licence_and_configs_and_no_shared_assets(built):
+    with tarfile.open(built["sdist"]) as sdist:
+        names = [name.split("/", 1)[1] for name in sdist.getnames() if "/" in name]
+    assert {"LICENSE", "CITATION.cff", "README.md", "pyproject.toml", "conf/train.yaml"} <= set(names)
+    assert "conf/experiment/tinystories_sentiment.yaml" in names and "textrl/data/movie_review_openings.txt" in names
+    for forbidden in ("shared/", "assets/", ".assets/", "outputs/", ".venv/", "tinystories-656k", "docs/"):
+        assert not [n for n in names if forbidden in n], forbidden
+    assert not [n for n in names if n.endswith((".safetensors", ".bin", ".gguf", ".pt", ".png"))]
+    assert (REPO / "LICENSE").read_text().startswith("\n                                 Apache License\n")
 
 
 @pytest.mark.slow
-def test_wheel_finds_configs_and_data_without_the_source_tree(tmp_path):
-    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
-    build = subprocess.run(
+def test_installed_wheel_runs_the_command_outside_the_source_tree(built, assets, tmp_path):
+    """A fresh venv (it sees torch, transformers, ... from the system site-packages) gets the wheel
+    with ``pip install --no-deps --force-reinstall``; ``textrl --help`` and a one-update TinyStories
+    run work from a directory outside the repo with PYTHONPATH unset, importing the venv's copy."""
+    venv = tmp_path / "venv"
+    made = subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    python, command = venv / "bin" / "python", venv / "bin" / "textrl"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        WANDB_MODE="disabled",
+        TEXTRL_ASSETS=str(assets),
+        TEXTRL_DISABLE_PLUGIN_AUTOLOAD="1",  # the wheel alone, not the plugins the dev install registers
+    )
+    install = subprocess.run(  # pip from the system site-packages, installing into the venv
         [
-            sys.executable,
+            str(python),
             "-m",
             "pip",
-            "wheel",
+            "install",
             "--no-deps",
-            "--no-build-isolation",
+            "--force-reinstall",
+            "--no-index",
             "-q",
-            "-w",
-            str(wheel_dir),
-            str(REPO),
+            str(built["wheel"]),
         ],
         capture_output=True,
         text=True,
-    )
-    assert build.returncode == 0, build.stderr[-2000:]
-    wheel = next(wheel_dir.glob("textrl-*.whl"))
-    install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-        capture_output=True,
-        text=True,
+        env=env,
     )
     assert install.returncode == 0, install.stderr[-2000:]
-    probe = (
-        "import textrl, hydra\n"
-        "from textrl.config import register_configs, register_plugin_configs\n"
-        "from textrl.plugins import load_plugins\n"
-        "from textrl.envs import builtin_prompts\n"
-        "register_configs(); register_plugin_configs(load_plugins(autoload=False))\n"
-        "with hydra.initialize_config_module('textrl.conf', version_base='1.3'):\n"
-        "    cfg = hydra.compose('train', overrides=['experiment=tinystories_sentiment'])\n"
-        "from textrl.rewards.rbrm import builtin_rubrics\n"
-        "from importlib import resources\n"
-        "ds = resources.files('textrl.data').joinpath('accelerate', 'deepspeed_zero2.yaml').is_file()\n"
-        "print(textrl.__file__); print(cfg.policy.model.endswith('tinystories-656k'), cfg.algo.name, len(builtin_prompts()),\n"
-        "      builtin_rubrics(), ds)\n"
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+
+    where = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import textrl, sysconfig; print(textrl.__file__); print(sysconfig.get_paths()['purelib'])",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
     )
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    path, answer = result.stdout.strip().splitlines()[-2:]
-    assert path.startswith(str(target))  # the wheel's copy, not the source tree
-    assert answer == "True ppo 80 ['harmlessness'] True"  # rubric and accelerate config as package data
+    assert where.returncode == 0, where.stderr[-2000:]
+    module, site = where.stdout.split()
+    assert Path(module).is_relative_to(Path(site)) and Path(site).is_relative_to(venv), (module, site)
+    assert not Path(module).is_relative_to(REPO)
+
+    helped = subprocess.run([str(command), "--help"], capture_output=True, text=True, cwd=work, env=env, timeout=120)
+    assert helped.returncode == 0, helped.stderr[-2000:]
+    assert "== Configuration groups ==" in helped.stdout and "experiment:" in helped.stdout, helped.stdout[:2000]
+
+    run_dir = work / "run"
+    ran = subprocess.run(
+        [
+            str(command),
+            "experiment=tinystories_sentiment",
+            "trainer.updates=1",
+            "rollout.batch_size=4",
+            "algo.minibatch_size=4",
+            "env.max_new_tokens=4",
+            "logger=none",
+            "trainer.progress_bar=false",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in records] == [1] and "objective/score" in records[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["updates"] == 1 and summary["episodes"] == 4
+    assert (run_dir / "policy" / "config.json").is_file() and (run_dir / "report.png").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert not (work / "outputs").exists()  # everything went to hydra.run.dir
 
 
 def read_constraints() -> dict[str, str]:
@@ -127,3 +217,11 @@ def test_a_run_raises_no_deprecation_or_future_warning(assets, tmp_path):
         if issubclass(w.category, (DeprecationWarning, FutureWarning))
     ]
     assert not found, found
+
+
+def test_example_plugins_depend_on_the_published_distribution():
+    """The plugins require ``textrl-rlhf``: a bare ``textrl`` requirement would pull another
+    project of that name from PyPI."""
+    for plugin in ("textrl-grpo", "textrl-regex-reward"):
+        text = (REPO / "plugins" / plugin / "pyproject.toml").read_text()
+        assert 'dependencies = ["textrl-rlhf"]' in text, plugin

@@ -151,6 +151,22 @@ def test_console_prints_each_stages_records_and_summary(capsys):
     assert len(lines) == 12  # start, then the 7-line table (mean and median rows): no separate eval record line
 
 
+def test_rl_closing_block_says_what_was_not_written(capsys):
+    console = ConsoleLogger()
+    console.textrl_on_stage_start(compose_config(["logger=console"]), "runs/rl")
+    summary = {"updates": 16, "episodes": 256, "wall_time_s": 187.4, "run_dir": "runs/rl", "kl_target": None}
+    summary.update(first_score_mean3=0.25, last_score_mean3=0.61, kl_last_mean3=5.432, report_png=None, policy_dir=None)
+    console.textrl_on_stage_end(summary)
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert lines == [
+        "textrl: done: 16 updates × 16 episodes in 3 min 07 s",
+        "  score   0.250 → 0.610   (mean over the first 3 updates → the last 3)",
+        "  KL      5.43 nats per episode to the reference over the last 3 updates",
+        "  report  not written (redraw it with: textrl report runs/rl)",
+        "  policy  not saved (trainer.save_policy=false)",
+    ]
+
+
 # -- the pipeline: metrics.jsonl and one wandb run per stage, grouped -------------------------
 class FakeRun:
     """What WandbLogger uses of a ``wandb.init`` run, recording the calls."""

@@ -153,9 +153,15 @@ def test_every_key_of_the_table_of_checks_exists():
 @pytest.mark.parametrize("factory_name", ["ppo", "ppo_ptx", "reinforce", "grpo"])
 def test_algorithm_defaults_are_the_main_jobs(factory_name):
     """Every algorithm gets the main job's optimiser and KL settings from its own signature (they
-    used to come from train.yaml's algo block, which applied to whichever algorithm was chosen)."""
+    used to come from train.yaml's algo block, which applied to whichever algorithm was chosen).
+    PPO (and PPO-ptx, a PPO) restates epochs: several clipped steps per rollout batch; REINFORCE
+    and GRPO keep the loop's one step per batch."""
     cfg = compose_config([f"algo={factory_name}"])
-    assert cfg.algo.lr == 8.0e-5 and cfg.algo.epochs == 1 and cfg.algo.minibatch_size == 16
+    ppo = factory_name in ("ppo", "ppo_ptx")
+    assert cfg.algo.lr == 8.0e-5
+    assert (cfg.algo.epochs, cfg.algo.minibatch_size) == ((2, 16) if ppo else (1, 16))
+    steps = cfg.algo.epochs * (cfg.rollout.batch_size // cfg.algo.minibatch_size)
+    assert (steps >= 2) == ppo  # PPO's ratio and clip are at work from the second step on
     expected_kl = {
         "init": 0.05,
         "adaptive": True,

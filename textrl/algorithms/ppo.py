@@ -27,8 +27,11 @@ from textrl.rollout.buffer import RolloutBatch
 class PPO(Algorithm):
     """Proximal policy optimisation with a KL-penalised reward, a value head and GAE.
 
-    Args (keyword-only; plus the loop's ``lr``, ``kl``, ``epochs``, ``minibatch_size``,
-    ``micro_batch_size``, ``max_grad_norm``, ``weight_decay``: see :class:`~textrl.Algorithm`):
+    Args (keyword-only; plus the loop's ``lr``, ``kl``, ``minibatch_size``, ``micro_batch_size``,
+    ``max_grad_norm``, ``weight_decay``: see :class:`~textrl.Algorithm`):
+        epochs: passes over each rollout batch (PPO's own default: 2, as PPO reuses a batch for
+            several clipped steps; TRL takes 4): every step after the first meets a ratio
+            π/π_old ≠ 1 that the clip acts on.
         gamma: discount γ.
         lam: GAE λ.
         clip_range: policy ratio clip ε.
@@ -63,6 +66,7 @@ class PPO(Algorithm):
     def __init__(
         self,
         *,
+        epochs: int = 2,
         gamma: float = 1.0,
         lam: float = 0.95,
         clip_range: float = 0.2,
@@ -73,7 +77,7 @@ class PPO(Algorithm):
         value_init: str = "zeros",
         **loop,
     ):
-        super().__init__(**loop)
+        super().__init__(epochs=epochs, **loop)
         self.gamma, self.lam = gamma, lam
         self.clip_range, self.clip_range_value = clip_range, clip_range_value
         self.vf_coef, self.ent_coef = vf_coef, ent_coef

@@ -150,24 +150,26 @@ class TrainerConfig:
     """``trainer.*``: the RL loop. ``updates`` rollout+update iterations; ``sample_every`` writes
     ``samples_per_update`` samples every so many updates; ``threads`` sets torch's CPU threads;
     ``precision`` is ``fp32`` or ``bf16`` (autocast; weights and optimizer stay float32).
-    Checkpoints (see :mod:`textrl.checkpoint`) are written every ``checkpoint_every`` updates (0:
-    only at the end), the newest ``keep_checkpoints`` kept; ``resume`` is ``auto`` (the newest
-    checkpoint in the run directory) or a checkpoint path. ``on_nonfinite`` is ``error`` (stop,
-    naming the quantity and update) or ``skip`` (warn and drop the rest of that batch).
+    Checkpoints (policy + optimizer state + RNGs, see :mod:`textrl.checkpoint`) are written every
+    ``checkpoint_every`` updates and at the end (0: none, except when a stop signal ends the run
+    early; a run with ``resume`` set also writes one at the end), the newest ``keep_checkpoints``
+    kept; ``resume`` is ``auto`` (the newest checkpoint in the run directory) or a checkpoint path.
+    ``on_nonfinite`` is ``error`` (stop, naming the quantity and update) or ``skip`` (warn and drop
+    the rest of that batch).
 
     Attributes:
         save_policy: write the trained policy to ``policy/`` at the end.
         progress_bar: show a progress bar on the console.
     """
 
-    updates: int = setting(60, POSITIVE)
+    updates: int = setting(25, POSITIVE)
     sample_every: int = setting(1, integer(ge=0, expected="an integer >= 0 (0: no samples)"))
     samples_per_update: int = setting(4, integer(ge=0))
     save_policy: bool = True
     progress_bar: bool = True
     threads: Optional[int] = setting(None, integer(ge=1, optional=True))
     precision: str = setting("fp32", one_of(*C.PRECISIONS))
-    checkpoint_every: int = setting(0, integer(ge=0, expected="0 (only at the end) or a positive number of updates"))
+    checkpoint_every: int = setting(0, integer(ge=0, expected="0 (no checkpoints) or a positive number of updates"))
     keep_checkpoints: int = setting(2, POSITIVE)
     resume: Optional[str] = None  # auto | <checkpoint or run dir>
     on_nonfinite: str = setting("error", one_of(*C.ON_NONFINITE))

@@ -56,10 +56,43 @@ EPISODE_ROWS = (
 """Rows of the eval table shown when ``eval.json``'s blocks have them (key, label, format)."""
 
 
+def _number(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as ``"42 s"`` or ``"3 min 07 s"``."""
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def rl_summary_block(summary: dict) -> str:
+    """The closing block of an RL run (:func:`textrl.stages.rl.finish`'s summary): updates,
+    episodes and wall time; the mean score of the first k updates → the last k; the KL to π_ref
+    over the last k updates (nats per episode, with the adaptive controller's target); where
+    ``report.png`` and the policy are (or that they were not written)."""
+    k = max(1, min(3, summary["updates"] // 3))
+    over = "the first update → the last" if k == 1 else f"the first {k} updates → the last {k}"
+    target = f" (target {summary['kl_target']:g})" if summary.get("kl_target") is not None else ""
+    report, policy = summary.get("report_png"), summary.get("policy_dir")
+    return "\n".join(
+        [
+            f"textrl: done: {summary['updates']} update{'s' if summary['updates'] != 1 else ''} × "
+            f"{summary['episodes'] // max(1, summary['updates'])} episodes in {duration(summary['wall_time_s'])}",
+            f"  score   {_number(summary.get('first_score_mean3'), '.3f')} → "
+            f"{_number(summary.get('last_score_mean3'), '.3f')}   (mean over {over})",
+            f"  KL      {_number(summary.get('kl_last_mean3'), '.2f')} nats per episode to the reference over the "
+            f"last {'update' if k == 1 else f'{k} updates'}{target}",
+            f"  report  {report if report else 'not written (redraw it with: textrl report ' + summary['run_dir'] + ')'}",
+            f"  policy  {policy if policy else 'not saved (trainer.save_policy=false)'}",
+        ]
+    )
+
+
 def summary_text(stage: str, summary: dict) -> str:
-    """The closing console text of ``stage`` from its summary dict."""
+    """The closing console text of ``stage`` from its summary dict (rl: :func:`rl_summary_block`)."""
     if stage == "rl":
-        return "textrl: mean score {first_score:.3f} -> {last_score:.3f} in {wall_time_s:.0f}s".format(**summary)
+        return rl_summary_block(summary)
     if stage == "sft":
         return (
             f"textrl sft: eval loss {summary['eval_loss_before']:.3f} -> {summary['eval_loss_after']:.3f} "

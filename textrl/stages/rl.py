@@ -2,8 +2,12 @@
 
 Per update: collect ``rollout.batch_size`` episodes through the vector env, run the algorithm's
 update, call the ``textrl_on_metrics`` hooks (metrics.jsonl, samples.jsonl, console, wandb).
-At the end the policy is saved to ``<run_dir>/policy`` and ``summary.json`` is written, both
-atomically, and ``report.png`` is drawn from ``metrics.jsonl`` (:mod:`textrl.report`).
+At the end the policy is saved to ``<run_dir>/policy``, ``report.png`` is drawn from
+``metrics.jsonl`` (:mod:`textrl.report`) and ``summary.json`` is written (atomically). Optimizer
+checkpoints (:mod:`textrl.checkpoint`, about 3x the policy's size with AdamW's two moments) are
+written only when asked for: every ``trainer.checkpoint_every`` updates and at the end when it is
+> 0, at the end of a run with ``trainer.resume`` set (so it can be extended again), and when a
+stop signal ends the run early.
 
 Faults: SIGTERM/SIGINT stop the run at the next update boundary with a checkpoint there
 (:mod:`textrl.signals`, :class:`~textrl.errors.Interrupted`); a failed write (full disk,
@@ -47,7 +51,7 @@ from textrl.checkpoint import (
 from textrl.errors import Interrupted, NonFiniteError, TextRLError, WriteError
 from textrl.io import atomic_save_dir, atomic_write_json
 from textrl.precision import autocast
-from textrl.report import write_rl_report_quietly
+from textrl.report import kl_target, write_rl_report_quietly
 from textrl.rollout.engines import resolve_engine
 from textrl.rollout.multiturn import turn_metrics, turn_rewards
 from textrl.signals import StopSignals, send_test_signal, signal_name
@@ -69,8 +73,8 @@ def sample_rows(batch, n: int) -> list[dict]:
     return rows
 
 
-def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator) -> tuple[int, list[float]]:
-    """``(first update to run, mean scores of the updates already done)``.
+def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator) -> tuple[int, list[dict]]:
+    """``(first update to run, metrics records of the updates already done)``.
 
     With ``trainer.resume`` pointing at a checkpoint, restore it (policy, optimizer, KL
     controller, RNGs, prompt sampler) and cut ``metrics.jsonl``/``samples.jsonl`` back to its
@@ -90,13 +94,13 @@ def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator) -> tupl
         log.info("resumed from %s at update %d", path, done + 1)
     if accelerator is not None:
         accelerator.wait_for_everyone()  # every process has read the files before they are cut
-    scores = []
+    history = []
     if rank == 0:
         kept = truncate_jsonl(os.path.join(run_dir, "metrics.jsonl"), done)
+        history = [r for r in kept if "objective/score" in r]
         truncate_jsonl(os.path.join(run_dir, "samples.jsonl"), done)
         remove_checkpoints_after(run_dir, done)  # a later run's leftovers would be resumed or pruned wrongly
-        scores = [r["objective/score"] for r in kept if "objective/score" in r]
-    return done + 1, broadcast_object(scores, accelerator)
+    return done + 1, broadcast_object(history, accelerator)
 
 
 def checkpoint(cfg, run_dir: str, update: int, policy, algorithm, collector, accelerator) -> None:
@@ -155,9 +159,9 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
     with StopSignals("after the current update and writing a checkpoint there") as stop:
         try:
             run = build(cfg, registry, device, accelerator)
-            start_update, scores = resume(cfg, run_dir, run.policy, run.algorithm, run.collector, accelerator)
-            scores = loop(cfg, registry, run_dir, run, start_update, scores, accelerator, stop=stop)
-            return finish(cfg, registry, run_dir, run, scores, time.perf_counter() - start, accelerator)
+            start_update, history = resume(cfg, run_dir, run.policy, run.algorithm, run.collector, accelerator)
+            history = loop(cfg, registry, run_dir, run, start_update, history, accelerator, stop=stop)
+            return finish(cfg, registry, run_dir, run, history, time.perf_counter() - start, accelerator)
         except WriteError as e:
             raise WriteError(e.path, e.reason, e.errno, message=f"{e}; {how_to_resume(run_dir)}") from None
 
@@ -277,17 +281,18 @@ def loop(
     run_dir: str,
     run: RLRun,
     start_update: int,
-    scores: list[float],
+    history: list[dict],
     accelerator,
     stop: StopSignals | None = None,
-) -> list[float]:
+) -> list[dict]:
     """Updates ``start_update..trainer.updates``: each :func:`run_update`, its metrics averaged over
-    processes and sent to the ``textrl_on_metrics`` hooks, checkpoints on schedule. Returns the
-    mean score of every update done so far.
+    processes and sent to the ``textrl_on_metrics`` hooks, checkpoints when asked for
+    (:func:`checkpoint_due`). Returns ``history`` (the metrics records of the updates done before,
+    as :func:`resume` read them) extended by the records of the updates run here.
 
     When ``stop`` has received SIGTERM/SIGINT, the loop ends at the next update boundary: the
-    update in progress is finished, logged and checkpointed (if it is not the last update, which
-    is checkpointed anyway and lets the run finish normally).
+    update in progress is finished, logged and checkpointed (if it is not the last update, the run
+    then finishes normally).
 
     Raises:
         TextRLError: every update was skipped or already done.
@@ -317,7 +322,7 @@ def loop(
         if processes > 1 and "perf/tokens_per_s" in metrics:
             metrics["perf/tokens_per_s"] *= processes  # every process's tokens in the same time
         if "objective/score" in metrics:
-            scores.append(metrics["objective/score"])
+            history.append({"update": update, **metrics})
         if main:
             samples = []
             if batch is not None and cfg.trainer.sample_every and update % cfg.trainer.sample_every == 0:
@@ -325,8 +330,7 @@ def loop(
             hook.textrl_on_metrics(update=update, metrics=metrics, samples=samples)
         send_test_signal(update)
         signum = stop_signal(stop, accelerator)
-        every = cfg.trainer.checkpoint_every
-        if (every and update % every == 0) or update == cfg.trainer.updates or signum:
+        if checkpoint_due(cfg, update) or signum:
             checkpoint(cfg, run_dir, update, run.policy, run.algorithm, run.collector, accelerator)
         if signum and update < cfg.trainer.updates:
             bar.close()
@@ -337,44 +341,68 @@ def loop(
                 f"{checkpoint_dir(run_dir, update)!r}; continue with trainer.resume=auto "
                 f"hydra.run.dir={run_dir}",
             )
-        bar.set_postfix(
-            score=f"{scores[-1] if scores else float('nan'):.3f}", kl=f"{metrics.get('objective/kl', 0.0):.2f}"
-        )
+        score = history[-1]["objective/score"] if history else float("nan")
+        bar.set_postfix(score=f"{score:.3f}", kl=f"{metrics.get('objective/kl', 0.0):.2f}")
     bar.close()
-    if not scores:
+    if not history:
         raise TextRLError(
             f"trainer.updates: got {cfg.trainer.updates}; every update was skipped or already done "
             f"(resumed at update {start_update}); expected at least one update to run"
         )
-    return scores
+    return history
 
 
-def finish(cfg, registry, run_dir: str, run: RLRun, scores: list[float], wall_time_s: float, accelerator) -> dict:
-    """Write ``<run_dir>/policy`` and ``summary.json`` (main process, atomically), call the
-    ``textrl_on_stage_end`` hooks and return the summary."""
+def checkpoint_due(cfg, update: int) -> bool:
+    """Whether the loop writes an optimizer checkpoint after ``update`` (a stop signal writes one
+    whatever this says): every ``trainer.checkpoint_every`` updates, and at the last update when
+    ``trainer.checkpoint_every > 0`` or ``trainer.resume`` is set. A default run writes none:
+    the policy it saves is what the user asked for, and the checkpoint (policy, AdamW state,
+    RNGs) is about three times its size."""
+    every = cfg.trainer.checkpoint_every
+    if every and update % every == 0:
+        return True
+    return update == cfg.trainer.updates and bool(every or cfg.trainer.resume is not None)
+
+
+def mean_of(history: list[dict], key: str, which: slice) -> float | None:
+    """The mean of ``key`` over ``history[which]`` (records without it skipped); ``None`` if none has it."""
+    values = [r[key] for r in history[which] if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def finish(cfg, registry, run_dir: str, run: RLRun, history: list[dict], wall_time_s: float, accelerator) -> dict:
+    """Write ``<run_dir>/policy``, ``report.png`` and ``summary.json`` (main process, atomically),
+    call the ``textrl_on_stage_end`` hooks and return the summary: first/last update's mean score
+    and the means over the first/last k = min(3, updates // 3) updates (at least 1) of the score,
+    ``objective/kl`` (``kl_last_mean3``, nats per episode) and ``policy/clipfrac``; ``policy_dir``
+    and ``report_png`` (paths, ``None`` when not written)."""
     rank, processes = rank_and_size(accelerator)
     replica_diff = replica_max_abs_diff(run.policy, accelerator)
-    k = max(1, min(3, len(scores) // 3))
+    k = max(1, min(3, len(history) // 3))
+    first, last = slice(None, k), slice(-k, None)
     summary = {
-        "first_score": scores[0],
-        "last_score": scores[-1],
-        "first_score_mean3": sum(scores[:k]) / k,
-        "last_score_mean3": sum(scores[-k:]) / k,
-        "updates": len(scores),
-        "episodes": len(scores) * cfg.rollout.batch_size,
+        "first_score": history[0]["objective/score"],
+        "last_score": history[-1]["objective/score"],
+        "first_score_mean3": mean_of(history, "objective/score", first),
+        "last_score_mean3": mean_of(history, "objective/score", last),
+        "kl_last_mean3": mean_of(history, "objective/kl", last),
+        "clipfrac_mean": mean_of(history, "policy/clipfrac", slice(None)),
+        "kl_target": kl_target(OmegaConf.to_container(cfg, resolve=True)),  # None: a fixed β
+        "updates": len(history),
+        "episodes": len(history) * cfg.rollout.batch_size,
         "wall_time_s": wall_time_s,
         "run_dir": run_dir,
         "processes": processes,
+        "policy_dir": os.path.join(run_dir, "policy") if cfg.trainer.save_policy else None,
+        "report_png": None,  # not "report": the wandb logger logs the figure under that name
     }
     if processes > 1:
         summary["replica_max_abs_diff"] = replica_diff  # 0.0: every process holds the same policy
     if rank == 0:
         if cfg.trainer.save_policy:
-            atomic_save_dir(
-                os.path.join(run_dir, "policy"), lambda d: run.policy.save_pretrained(d, run.parts.tokenizer)
-            )
+            atomic_save_dir(summary["policy_dir"], lambda d: run.policy.save_pretrained(d, run.parts.tokenizer))
+        summary["report_png"] = write_rl_report_quietly(run_dir, cfg)  # before the loggers' end (wandb logs it)
         atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
-        write_rl_report_quietly(run_dir, cfg)  # report.png, before the loggers' end (wandb logs it)
         registry.manager.hook.textrl_on_stage_end(summary=summary)
     if accelerator is not None:
         accelerator.wait_for_everyone()
