@@ -28,17 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from docs_page import add_docs_argument, commit, record_output, write_page  # noqa: E402
+from textrl_run import run_textrl  # noqa: E402
 
 NO_TOOL_PROMPT = "Solve the problem. Reply with the final result as Answer: NUMBER"
 # the calculator experiment's system prompt plus two worked examples (not drawn from either split)
@@ -56,19 +53,6 @@ RLOO = [
     "algo.epochs=1",
     "algo.lr=2.0e-5",
 ]
-
-
-def textrl(args: list[str], log_path: Path) -> float:
-    """Run ``python -m textrl ARGS`` with its output in ``log_path``; returns the wall time (s).
-    Raises ``SystemExit`` with the log's tail when it fails."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
-    print("$ textrl " + " ".join(shlex.quote(a) for a in args), flush=True)
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        code = subprocess.run([sys.executable, "-m", "textrl", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-    if code.returncode:
-        raise SystemExit(f"textrl failed ({code.returncode}); the end of {log_path}:\n{log_path.read_text()[-3000:]}")
-    return time.perf_counter() - start
 
 
 def base_policy(overrides: list[str]) -> tuple[str, str | None]:
@@ -134,7 +118,7 @@ def run_phases(root: Path, overrides: list[str]) -> dict[str, float]:
     for name, (result, runs) in phases.items():
         if result.is_file():
             continue
-        walls[name] = sum(textrl(common + run, root / f"{name}-{i}.log") for i, run in enumerate(runs))
+        walls[name] = sum(run_textrl(common + run, root / f"{name}-{i}.log") for i, run in enumerate(runs))
         walls.setdefault("commits", {})[name] = commit()  # the code each phase ran
         walls_path.write_text(json.dumps(walls, indent=1))
     return walls

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,22 +27,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from docs_page import add_docs_argument, record_output, write_page  # noqa: E402
+from textrl_run import run_textrl  # noqa: E402
 
 STAGES = ("rm", "rl", "eval")
 RESULT = {"rm": "summary.json", "rl": "summary.json", "eval": "eval.json"}
-
-
-def textrl(args: list[str], log_path: Path) -> float:
-    """Run ``python -m textrl ARGS`` with its output in ``log_path``; returns the wall time (s).
-    Raises ``SystemExit`` with the log's tail when it fails."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
-    print("$ textrl " + " ".join(shlex.quote(a) for a in args), flush=True)
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        code = subprocess.run([sys.executable, "-m", "textrl", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-    if code.returncode:
-        raise SystemExit(f"textrl failed ({code.returncode}); the end of {log_path}:\n{log_path.read_text()[-3000:]}")
-    return time.perf_counter() - start
 
 
 def run(root: Path, overrides: list[str]) -> dict[str, float]:
@@ -56,7 +41,7 @@ def run(root: Path, overrides: list[str]) -> dict[str, float]:
     if (root / "pipeline" / "eval" / "eval.json").is_file():
         return json.loads(walls_path.read_text()) if walls_path.is_file() else {}
     start = time.time()
-    total = textrl(
+    total = run_textrl(
         ["experiment=hh_dialogue", "trainer.progress_bar=false", f"hydra.run.dir={root / 'pipeline'}", *overrides],
         root / "pipeline.log",
     )

@@ -27,38 +27,21 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs_page, beside this script
 from docs_page import add_docs_argument, as_markdown, record_output, write_page  # noqa: E402
+from textrl_run import run_textrl  # noqa: E402
 
 ASSETS = Path(os.environ.get("TEXTRL_ASSETS", Path(__file__).resolve().parents[3] / "shared" / "assets"))
 TRL = {"mean": (0.157, 1.686), "median": (-0.547, 2.480)}  # gpt2-sentiment notebook, before → after
 
 
 def textrl(args: list[str], log_path: Path) -> float:
-    """Run ``python -m textrl ARGS`` with its output in ``log_path``; returns the wall time in
-    seconds. Raises ``SystemExit`` with the log's tail when it fails."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
-        "TEXTRL_ASSETS": str(ASSETS),
-    }
-    print("$ python -m textrl " + " ".join(shlex.quote(a) for a in args), flush=True)
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        code = subprocess.run(
-            [sys.executable, "-m", "textrl", *args], stdout=log, stderr=subprocess.STDOUT, env=env
-        ).returncode
-    wall = time.perf_counter() - start
-    if code:
-        raise SystemExit(f"textrl failed ({code}); the end of {log_path}:\n" + log_path.read_text()[-3000:])
-    return wall
+    """:func:`run_textrl` with ``TEXTRL_ASSETS`` pointing at the assets this script reads."""
+    return run_textrl(args, log_path, extra_env={"TEXTRL_ASSETS": str(ASSETS)})
 
 
 def classifier_model(path: Path) -> tuple[Path, dict]:

@@ -82,7 +82,7 @@ class EnvConfig:
             (``None``: ``2 · max_turns · max_new_tokens``).
     """
 
-    max_new_tokens: int = setting(20, POSITIVE)
+    max_new_tokens: int = setting(18, POSITIVE)
     max_prompt_tokens: int = setting(32, POSITIVE)
     prompt_truncation: str = setting("left", one_of(*C.PROMPT_TRUNCATIONS))
     stop_on_eos: bool = True
