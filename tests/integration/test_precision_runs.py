@@ -59,5 +59,6 @@ def test_bf16_ppo_steps_on_fresh_weights_and_keeps_kl_near_zero(assets, tmp_path
     assert bf16["policy/approxkl"] >= fp32["policy/approxkl"] / 4, (bf16, fp32)
     assert bf16["policy/clipfrac"] >= fp32["policy/clipfrac"] / 5, (bf16, fp32)
     assert fp32["policy/clipfrac"] > 0  # the bounds above are not met by two zeros
-    # measured -0.0013 nats per episode (bf16 heads: -0.0155); the bound leaves room for the seed
-    assert abs(bf16["objective/kl"]) <= 0.005, bf16["objective/kl"]
+    # measured -0.0013 nats per episode on one 2-core CPU and +0.0096 on another (AMD EPYC with
+    # avx512_bf16: oneDNN's bf16 kernels depend on the CPU); bf16 heads gave -0.0155 on the first
+    assert abs(bf16["objective/kl"]) <= 0.012, bf16["objective/kl"]

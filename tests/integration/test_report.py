@@ -143,7 +143,7 @@ def test_textrl_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path, cli):
     line = one_line_error(result)
     assert line == (
         f"textrl: error: run_dir: got {str(tmp_path)!r}; expected a textrl run directory holding "
-        f"metrics.jsonl (stage=rl) or eval_rewards.jsonl (stage=eval)"
+        f"metrics.jsonl (stage=rl, sft or rm) or eval_rewards.jsonl (stage=eval)"
     )
     assert len(result.stderr.strip().splitlines()) == 1
     line = one_line_error(cli("report"))

@@ -143,6 +143,10 @@ def test_the_trainer_runs_the_update_outside_autocast(monkeypatch, tokenizer):
     run = SimpleNamespace(
         device=torch.device("cpu"), collector=SimpleNamespace(collect=collect), algorithm=SimpleNamespace(update=update)
     )
-    cfg = SimpleNamespace(trainer=SimpleNamespace(precision="bf16"), algo=SimpleNamespace(name="probe"))
+    cfg = SimpleNamespace(
+        trainer=SimpleNamespace(precision="bf16"),
+        algo=SimpleNamespace(name="probe"),
+        env=SimpleNamespace(turn_reward="final"),
+    )
     rl.run_update(cfg, run, 1, "unused")
     assert states == {"collect": True, "update": False}

@@ -264,7 +264,7 @@ def run_update(cfg, run: RLRun, update: int, run_dir: str):
     tokens = float(batch.response_mask.sum())
     metrics.update({"perf/tokens_per_s": tokens / (t2 - t0), "perf/rollout_s": t1 - t0, "perf/update_s": t2 - t1})
     metrics.update({f"reward/{k}": float(v.mean()) for k, v in batch.reward_components.items()})
-    if getattr(run.parts.env, "turn_reward", "final") == "model":  # the env scored each turn
+    if cfg.env.turn_reward == "model":  # the env scored each turn
         metrics.update(turn_metrics(turn_rewards(batch)))
     return metrics, batch
 
