@@ -52,7 +52,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         theirs = make_collector(cfg, parts.env, reference, None, seed=cfg.seed).collect(prompts=prompts)
     wins = (ours.scores > theirs.scores).float() + 0.5 * (ours.scores == theirs.scores).float()
     stop_strings = tuple(getattr(getattr(parts.env, "interaction", None), "stop_strings", ()))
-    per_turn = getattr(parts.env, "turn_reward", "final") == "model"
+    per_turn = cfg.env.turn_reward == "model"  # the env scored each policy turn
     result = {
         "prompts": len(prompts),
         "policy": episode_stats(ours, stop_strings, per_turn=per_turn),
