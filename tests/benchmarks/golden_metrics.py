@@ -16,6 +16,16 @@ the CPU, one per algorithm:
 - ``ppo_ptx``: PPO-ptx on the TinyStories text, γ_ptx = 0.5;
 - ``grpo``: the GRPO plugin (``plugins/textrl-grpo``, group size 4).
 
+Multi-turn runs:
+
+- ``calculator_tiny`` and ``hh_dialogue_tiny``: the whole ``experiment=...`` pipeline (SFT or RM,
+  then PPO with the interaction, then eval); the record is every stage's ``metrics.jsonl`` in
+  stage order, each record tagged with its ``stage``.
+- ``scripted_ppo``, ``scripted_reinforce``, ``scripted_rloo`` and ``scripted_grpo``: episodes with
+  real turns on TinyStories-656K (whose tiny experiments rarely end a turn before the token
+  budget): an interaction whose turns end at common words, replies of 1-3 words and a turn reward,
+  run in-process through the Python API (:func:`scripted_records`) for ``--updates`` updates.
+
 The record of a run is its ``metrics.jsonl`` without the ``perf/*`` keys (wall-clock times).
 ``--compare`` prints one table row per run (records, values equal to the bit among the keys
 both have, the largest absolute and relative difference and its key, then the keys added (+),
@@ -54,17 +64,36 @@ RUNS = {
     ],
     "grpo": ["algo=grpo"],
 }
+PIPELINES = {"calculator_tiny": ["experiment=calculator_tiny"], "hh_dialogue_tiny": ["experiment=hh_dialogue_tiny"]}
+SCRIPTED = {
+    "scripted_ppo": ("ppo", {}, 1),
+    "scripted_reinforce": ("reinforce", {"baseline": "moving_average"}, 1),
+    "scripted_rloo": ("reinforce", {"baseline": "leave_one_out"}, 4),
+    "scripted_grpo": ("grpo", {"group_size": 4}, 4),
+}
+ALL_RUNS = [*RUNS, *PIPELINES, *SCRIPTED]
+
+
+def without_perf(records: list[dict]) -> list[dict]:
+    """``records`` without their ``perf/*`` keys (wall-clock times)."""
+    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in records]
 
 
 def run(name: str, updates: int, out: Path) -> list[dict]:
     """The ``metrics.jsonl`` records (without ``perf/*``) of run ``name`` in ``out``."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TEXTRL_ASSETS": str(ASSETS)}
+    if name in SCRIPTED:
+        args = [sys.executable, __file__, "--scripted", name, "--updates", str(updates), "--out", str(out)]
+        result = subprocess.run(args, capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"})
+        if result.returncode != 0:
+            raise SystemExit(f"run {name} failed:\n{result.stderr[-3000:]}")
+        return json.loads(out.read_text())
+    experiment = PIPELINES.get(name, ["experiment=tinystories_sentiment", *RUNS.get(name, [])])
     args = [
         sys.executable,
         "-m",
         "textrl",
-        "experiment=tinystories_sentiment",
-        *RUNS[name],
+        *experiment,
         "seed=0",
         f"trainer.updates={updates}",
         "trainer.threads=1",
@@ -78,9 +107,81 @@ def run(name: str, updates: int, out: Path) -> list[dict]:
     result = subprocess.run(args, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"run {name} failed:\n{' '.join(args)}\n{result.stderr[-3000:]}")
-    with open(out / "metrics.jsonl") as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in records]
+    if name not in PIPELINES:
+        with open(out / "metrics.jsonl") as f:
+            return without_perf([json.loads(line) for line in f if line.strip()])
+    records = []
+    for stage in ("sft", "rm", "rl", "eval"):
+        path = out / stage / "metrics.jsonl"
+        if path.exists():
+            with open(path) as f:
+                records += [{"stage": stage, **json.loads(line)} for line in f if line.strip()]
+    return without_perf(records)
+
+
+def scripted_records(name: str, updates: int) -> list[dict]:
+    """Metrics of ``updates`` updates of the scripted multi-turn run ``name`` (see the module
+    docstring), in this process: TinyStories-656K, 8 episodes per batch, up to 4 policy turns of at
+    most 6 tokens; each record adds the batch's summed rewards and its count of action tokens."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import textrl
+    from textrl.plugins import load_plugins
+    from textrl.policies.policy import PolicyWithValueHead
+    from textrl.policies.reference import make_reference
+    from textrl.policies.sampling import SamplingConfig
+    from textrl.rollout.collector import RolloutCollector
+    from textrl.envs import TokenGenVectorEnv
+
+    class Chatty(textrl.Interaction):
+        stop_strings = ("dog", "cat", "ball", " the")
+
+        def respond(self, episode):
+            k = episode.policy_turns
+            if k >= 3:
+                return textrl.Reply.end(reward=0.5)
+            words = ["fun", "day", "park"][: (len(episode.prompt) + k) % 3 + 1]
+            ids = self.tokenizer(" ".join(words), add_special_tokens=False)["input_ids"]
+            return textrl.Reply.append(ids, reward=0.25 * k)
+
+    def happy(prompts, responses):
+        return torch.tensor([float(r.count("happy") + 0.1 * len(r.split())) for r in responses])
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    algo_name, params, k = SCRIPTED[name]
+    model = str(ASSETS / "tinystories-656k")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    policy = PolicyWithValueHead.from_pretrained(model, tokenizer=tokenizer)
+    reference = make_reference(policy)
+    prompts = ["the dog ran", "a girl saw the cat in the park", "one day a boy", "the sun was", "happy"]
+    env = TokenGenVectorEnv(
+        tokenizer,
+        prompts,
+        happy,
+        num_envs=8,
+        max_new_tokens=6,
+        max_prompt_tokens=12,
+        autoreset_mode="disabled",
+        copy=False,
+        interaction=Chatty(),
+        max_turns=4,
+        max_episode_tokens=40,
+    )
+    factory = load_plugins().algorithms[algo_name]
+    algorithm = factory(lr=1e-3, minibatch_size=8, **params)
+    algorithm.setup(policy, reference)
+    collector = RolloutCollector(env, policy, reference, SamplingConfig(), seed=0, samples_per_prompt=k)
+    records = []
+    for update in range(1, updates + 1):
+        batch = collector.collect()
+        metrics = algorithm.update(batch)
+        rewards = batch.rewards if batch.rewards is not None else batch.scores
+        metrics["golden/rewards_sum"] = float(rewards.double().sum())
+        metrics["golden/action_tokens"] = float(batch.response_mask.sum())
+        records.append({"update": update, **metrics})
+    return records
 
 
 def capture(names: list[str], updates: int) -> dict:
@@ -130,9 +231,11 @@ def compare(old: list[dict], new: list[dict], changed: set[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--scripted", choices=sorted(SCRIPTED), help=argparse.SUPPRESS)  # one run, in this process
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     action.add_argument("--save", metavar="FILE", help="capture the runs and write them to FILE")
     action.add_argument("--compare", metavar="FILE", help="capture the runs and compare them with FILE")
-    parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
+    parser.add_argument("--runs", nargs="+", choices=sorted(ALL_RUNS), default=ALL_RUNS)
     parser.add_argument("--updates", type=int, default=4)
     parser.add_argument("--rtol", type=float, default=0.0, help="largest relative difference accepted")
     parser.add_argument(
@@ -146,6 +249,9 @@ def main() -> None:
         "--against", metavar="FILE", help="with --compare: compare with this saved capture instead of running now"
     )
     args = parser.parse_args()
+    if args.scripted:
+        Path(args.out).write_text(json.dumps(without_perf(scripted_records(args.scripted, args.updates))))
+        return
     if args.save:
         golden = capture(args.runs, args.updates)
         Path(args.save).write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
