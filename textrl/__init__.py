@@ -12,14 +12,15 @@ Public API for plugin authors (a plugin imports only these names):
 - KL: :class:`KLConfig`, :func:`make_kl_controller`, :func:`kl_penalty` (k1/k2/k3),
   :func:`kl_shaped_rewards`, :func:`episode_kl`;
 - advantages and losses: :func:`masked_mean`, :func:`masked_var`, :func:`masked_whiten`,
-  :func:`gae`, :func:`ppo_policy_loss`, :func:`value_loss`, :func:`check_finite`;
+  :func:`gae`, :func:`rewards_before` (turn-level credit), :func:`ppo_policy_loss`, :func:`value_loss`,
+  :func:`check_finite`;
 - the policy's teacher-forced pass: :meth:`Algorithm.response_logprobs` (through the prepared
   model) and its :class:`ResponseLogprobs`, :func:`token_logprobs`, :func:`entropy_from_logits`;
   the optimizer: :func:`make_adamw`.
 """
 
 import textrl.envs  # noqa: F401  (registers textrl/TokenGen-v0)
-from textrl.algorithms.advantages import gae, masked_mean, masked_var, masked_whiten
+from textrl.algorithms.advantages import gae, masked_mean, masked_var, masked_whiten, rewards_before
 from textrl.algorithms.base import EPISODE_METRICS, Algorithm, ResponseLogprobs, SetupContext, check_finite, make_adamw
 from textrl.algorithms.kl import KLConfig, episode_kl, kl_penalty, kl_shaped_rewards, make_kl_controller
 from textrl.algorithms.losses import ppo_policy_loss, value_loss
@@ -65,6 +66,7 @@ __all__ = [
     "number",
     "one_of",
     "ppo_policy_loss",
+    "rewards_before",
     "token_logprobs",
     "value_loss",
 ]

@@ -7,11 +7,11 @@ weights, gradients, AdamW state             float32 (the master weights; nothing
 transformer trunk in a loss pass            bfloat16 matmuls under ``torch.autocast`` over the masters
 transformer trunk in a rollout              bfloat16 matmuls on a bf16 copy of the trunk's matmul
                                             weights, refreshed once per rollout
-                                            (:class:`~textrl.rollout.precision.RolloutWeights`)
+                                            (:class:`~textrl.rollout.rollout_weights.RolloutWeights`)
 LM head logits, value head V(s)             float32, autocast off (:mod:`textrl.policies.logits`)
 log-softmax, log-probs, KL, entropy, GAE,   float32 (computed from the float32 logits and values)
 losses
-KV cache of the decode engines              one dtype: bf16 (:func:`~textrl.rollout.precision.single_dtype_cache`)
+KV cache of the decode engines              one dtype: bf16 (:func:`~textrl.rollout.rollout_weights.single_dtype_cache`)
 reward models                               the rollout's autocast (a forward pass); scores float32
 ==========================================  ===========================================================
 
@@ -31,7 +31,7 @@ uses a bf16 copy of the trunk's matmul weights refreshed once per ``collect()``,
 previous update's optimizer steps. Without the copy a compiled token step (a graph, which cannot
 use autocast's cache) would cast every weight at every token, and the eager engine would re-cast
 frozen weights (LoRA's base) at every token; the copy costs 2 bytes per trunk parameter and one
-cast per weight per rollout (see :mod:`textrl.rollout.precision`, which counts both).
+cast per weight per rollout (see :mod:`textrl.rollout.rollout_weights`, which counts both).
 
 What bf16 still costs (measured and tested on CPU, ``tests/unit/test_precision.py`` and ``tests/integration/test_precision_runs.py``): the trunk's
 bf16 rounding of small weight updates means ``policy/approxkl`` within one update is smaller than
@@ -58,3 +58,11 @@ def autocast(device: torch.device | str, precision: str):
         A ``torch.autocast`` context manager. Never enter it around ``optimizer.step()``.
     """
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The dtype autocast computes matmuls in on ``device``'s type right now; ``None`` when autocast is off."""
+    kind = torch.device(device).type
+    if not torch.is_autocast_enabled(kind):
+        return None
+    return torch.get_autocast_dtype(kind)

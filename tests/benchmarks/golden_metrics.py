@@ -26,7 +26,8 @@ Multi-turn runs:
   budget): an interaction whose turns end at common words, replies of 1-3 words and a turn reward,
   run in-process through the Python API (:func:`scripted_records`) for ``--updates`` updates.
 
-The record of a run is its ``metrics.jsonl`` without the ``perf/*`` keys (wall-clock times).
+The record of a run is its ``metrics.jsonl`` without the wall-clock keys (``perf/*`` and the HF
+Trainer's timings, :data:`WALL_CLOCK`).
 ``--compare`` prints one table row per run (records, values equal to the bit among the keys
 both have, the largest absolute and relative difference and its key, then the keys added (+),
 removed (-) or declared changed with ``--changed RUN:KEY`` (~)) and exits 1 when a run lost a
@@ -74,9 +75,13 @@ SCRIPTED = {
 ALL_RUNS = [*RUNS, *PIPELINES, *SCRIPTED]
 
 
+WALL_CLOCK = ("perf/", "/runtime", "/samples_per_second", "/steps_per_second")  # SFT/RM: the HF Trainer's timings
+
+
 def without_perf(records: list[dict]) -> list[dict]:
-    """``records`` without their ``perf/*`` keys (wall-clock times)."""
-    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in records]
+    """``records`` without their wall-clock keys (``perf/*``, and the HF Trainer's ``*/runtime``,
+    ``*/samples_per_second``, ``*/steps_per_second`` of the SFT and RM stages)."""
+    return [{k: v for k, v in r.items() if not any(w in k for w in WALL_CLOCK)} for r in records]
 
 
 def run(name: str, updates: int, out: Path) -> list[dict]:
@@ -177,9 +182,9 @@ def scripted_records(name: str, updates: int) -> list[dict]:
     for update in range(1, updates + 1):
         batch = collector.collect()
         metrics = algorithm.update(batch)
-        rewards = batch.rewards if batch.rewards is not None else batch.scores
+        rewards = batch.rewards
         metrics["golden/rewards_sum"] = float(rewards.double().sum())
-        metrics["golden/action_tokens"] = float(batch.response_mask.sum())
+        metrics["golden/action_tokens"] = float(batch.action_mask.sum())
         records.append({"update": update, **metrics})
     return records
 

@@ -159,7 +159,7 @@ def one_update(name, args, device, lora_rank=0, micro=None, checkpointing=False)
                     "score": reward.seconds,
                     "reference": timed_ref.seconds,
                     "train": t2 - t1,
-                    "tokens": float(batch.response_mask.sum()),
+                    "tokens": float(batch.action_mask.sum()),
                 }
             )
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}

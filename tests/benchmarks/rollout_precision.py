@@ -1,4 +1,4 @@
-"""The bf16 rollout copy's trade-off (textrl.rollout.precision), measured on a random Llama.
+"""The bf16 rollout copy's trade-off (textrl.rollout.rollout_weights), measured on a random Llama.
 
 Usage: ``python tests/benchmarks/rollout_precision.py [--device cpu] [--backend aot_eager] [--hidden 128]
 [--layers 2] [--batch 8] [--repeats 3]``
@@ -27,7 +27,7 @@ import textrl.rollout.engines as engines  # noqa: E402
 from textrl.envs import TokenGenVectorEnv, builtin_prompts  # noqa: E402
 from textrl.policies import PolicyWithValueHead, SamplingConfig  # noqa: E402
 from textrl.rollout.collector import RolloutCollector  # noqa: E402
-from textrl.rollout.precision import RolloutWeights  # noqa: E402
+from textrl.rollout.rollout_weights import RolloutWeights  # noqa: E402
 
 from rollout import byte_tokenizer  # noqa: E402  (tests/benchmarks is the script's directory)
 

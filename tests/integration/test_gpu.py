@@ -58,7 +58,7 @@ def test_rollout_tensors_stay_on_the_gpu(tokenizer):
     for name in (
         "input_ids",
         "attention_mask",
-        "response_mask",
+        "action_mask",
         "logprobs",
         "ref_logprobs",
         "values",

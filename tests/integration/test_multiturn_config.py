@@ -24,7 +24,29 @@ def test_no_interaction_by_default_and_the_env_is_single_turn(registry, tokenize
     assert cfg.interaction is None and cfg.env.max_turns == 1 and cfg.env.max_episode_tokens is None
     assert build_interaction(cfg, registry) is None
     env = make_env(cfg, tokenizer, ["the dog"], length_reward, 2, "cpu")
-    assert env.interaction is None and "action_mask" not in env.single_observation_space.spaces
+    assert env.rules.interaction is None and not env.rules.appends_tokens
+    assert env.width == cfg.env.max_prompt_tokens + cfg.env.max_new_tokens  # one turn: no room for env tokens
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("env.max_turns=3", "env.max_turns"), ("env.max_episode_tokens=64", "env.max_episode_tokens")]
+    + [("env.turn_reward=model", "env.turn_reward")],
+)
+def test_multiturn_settings_without_an_interaction_are_one_error_line(registry, override, key):
+    cfg = compose_config([override], registry)
+    with pytest.raises(TextRLError, match=rf"^{key}: got .* without an interaction; expected .*interaction=<name>"):
+        check_config(cfg, registry)
+
+
+def test_an_episode_budget_beyond_the_models_context_is_one_error_line(registry, tokenizer, policy):
+    from textrl.stages.build import check_context
+
+    cfg = compose_config(["interaction=calculator", "env.max_turns=40", "env.max_new_tokens=40"], registry)
+    env = make_env(cfg, tokenizer, ["the dog"], length_reward, 2, "cpu", build_interaction(cfg, registry))
+    context = policy.config.max_position_embeddings  # 128 for the test policy
+    with pytest.raises(TextRLError, match=rf"^env.max_episode_tokens: got .* expected at most {context} in all"):
+        check_context(env, policy)
 
 
 def test_interaction_option_builds_a_multiturn_env(registry, tokenizer, policy):
@@ -43,7 +65,7 @@ def test_interaction_option_builds_a_multiturn_env(registry, tokenizer, policy):
     interaction = build_interaction(cfg, registry)
     assert isinstance(interaction, Calculator) and interaction.call_reward == 0.5
     env = make_env(cfg, tokenizer, ["the dog"], length_reward, 2, "cpu", interaction)
-    assert env.max_turns == 3 and env.max_episode_tokens == 30 and env.width == 38
+    assert env.rules.max_turns == 3 and env.rules.max_episode_tokens == 30 and env.width == 38
     assert make_collector(cfg, env, policy, None, seed=0).engine_name == "eager"  # auto is eager on the CPU
 
 

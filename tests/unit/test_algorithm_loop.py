@@ -129,7 +129,7 @@ def test_update_returns_the_contract_metrics_as_floats(tokenizer):
         metrics = check_metrics(algo.update(batch))
         assert set(EPISODE_METRICS) <= set(metrics) and {"loss/total", "policy/grad_norm"} <= set(metrics)
         assert all(type(v) is float for v in metrics.values())
-        kl = float(((batch.logprobs - batch.ref_logprobs) * batch.response_mask).sum(1).mean())
+        kl = float(((batch.logprobs - batch.ref_logprobs) * batch.action_mask).sum(1).mean())
         assert metrics["objective/kl"] == pytest.approx(kl)
 
 

@@ -29,7 +29,7 @@ PROMPTS = ["happy", "the dog ran", "a girl saw the cat in the park and", "this m
 TENSORS = (
     "input_ids",
     "attention_mask",
-    "response_mask",
+    "action_mask",
     "logprobs",
     "ref_logprobs",
     "untruncated_logprobs",
@@ -80,7 +80,7 @@ def test_same_seed_same_rollout_token_for_token(sampling):
             assert x.dtype == y.dtype and torch.equal(x, y), name
         assert a.prompts == b.prompts and a.responses == b.responses
     batch = first[0]
-    assert batch.response_mask.sum() > 0 and len(set(batch.prompts)) > 1  # not a vacuous comparison
+    assert batch.action_mask.sum() > 0 and len(set(batch.prompts)) > 1  # not a vacuous comparison
     # the second batch continues the RNGs rather than repeating the first
     assert not torch.equal(first[0].input_ids, first[1].input_ids) or first[0].prompts != first[1].prompts
 

@@ -44,8 +44,8 @@ def test_compiled_engine_draws_what_the_eager_engine_draws(tokenizer, policy, sa
     lengths = []
     for round_ in range(2):  # the second batch reuses the static cache of the first
         a, b = eager.collect(prompts=prompts), compiled.collect(prompts=prompts)
-        lengths += b.response_mask.sum(1).tolist()
-        assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.response_mask, b.response_mask)
+        lengths += b.action_mask.sum(1).tolist()
+        assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.action_mask, b.action_mask)
         for name in ("logprobs", "untruncated_logprobs", "values", "ref_logprobs"):
             assert (getattr(a, name) - getattr(b, name)).abs().max() <= 1e-4, (round_, name)
         assert a.responses == b.responses and torch.equal(a.scores, b.scores)
@@ -55,7 +55,7 @@ def test_compiled_engine_draws_what_the_eager_engine_draws(tokenizer, policy, sa
     # the compiled rollout's log-probs and values are those of a teacher-forced pass
     with torch.no_grad():
         logits, values = policy.response_outputs(b.input_ids, b.attention_mask, b.response_length)
-    mask = b.response_mask
+    mask = b.action_mask
     recomputed = token_logprobs(logits[..., : b.vocab_size], b.response_ids, sampling) * mask
     assert (recomputed - b.logprobs).abs().max() <= 1e-4
     assert (values * mask - b.values).abs().max() <= 1e-4 and b.values.abs().max() > 0

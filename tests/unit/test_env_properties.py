@@ -175,9 +175,9 @@ def test_vector_env_matches_single_envs(
 
     def compare_obs(vobs, where):
         for i in range(n):
-            single = {k: vobs[k][i].cpu().numpy() for k in ("input_ids", "attention_mask")}
+            single = {k: vobs[k][i].cpu().numpy() for k in ("input_ids", "attention_mask", "action_mask")}
             assert venv.single_observation_space.contains(single), (where, i)
-            for key in ("input_ids", "attention_mask"):
+            for key in ("input_ids", "attention_mask", "action_mask"):
                 assert vobs[key][i].tolist() == sobs[i][key].tolist(), (where, i, key)
 
     if explicit:

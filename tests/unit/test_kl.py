@@ -37,19 +37,19 @@ def test_kl_shaped_rewards_hand_computed():
     logp = t64([[-1.0, -2.0, -0.5], [-0.3, -1.5, -9.0], [-0.2, -4.0, -4.0]])
     ref = t64([[-1.5, -1.0, -0.5], [-0.1, -1.0, 0.0], [-0.7, 0.0, 0.0]])
     mask = t64([[1, 1, 1], [1, 1, 0], [1, 0, 0]])
-    scores = t64([2.0, -1.0, 0.5])
+    env_rewards = t64([[0.0, 0.0, 2.0], [0.0, -1.0, 0.0], [0.5, 0.0, 0.0]])  # each score on its last action
     # kl = logp - ref on real tokens:
     #   row 0: -1+1.5 = 0.5, -2+1 = -1.0, 0.0
     #   row 1: -0.3+0.1 = -0.2, -1.5+1 = -0.5, pad
     #   row 2: -0.2+0.7 = 0.5, pad, pad
     expected_kl = [[0.5, -1.0, 0.0], [-0.2, -0.5, 0.0], [0.5, 0.0, 0.0]]
-    # rewards = -0.1*kl, + score on the last real token
+    # rewards = env reward - 0.1*kl (the score on the last real token)
     expected_rewards = [
         [-0.05, 0.1, 0.0 + 2.0],
         [0.02, 0.05 + (-1.0), 0.0],
         [-0.05 + 0.5, 0.0, 0.0],
     ]
-    rewards, kl = kl_shaped_rewards(scores, logp, ref, mask, beta)
+    rewards, kl = kl_shaped_rewards(env_rewards, logp, ref, mask, beta)
     assert_close(kl, t64(expected_kl), rtol=0, atol=1e-12)
     assert_close(rewards, t64(expected_rewards), rtol=0, atol=1e-12)
     assert kl[1, 2].item() == 0.0 and kl[2, 1].item() == 0.0 and kl[2, 2].item() == 0.0
@@ -87,7 +87,7 @@ def test_kl_shaped_rewards_with_k3_penalty():
     # one episode, two tokens: x = 0.5, −1.0; β = 0.1; score 2.0 paid on the last token
     logp, ref, mask = t64([[-1.0, -2.0]]), t64([[-1.5, -1.0]]), t64([[1, 1]])
     k3 = [math.exp(-0.5) - 0.5, math.exp(1.0) - 2.0]  # e^(−x) − 1 + x
-    rewards, penalty = kl_shaped_rewards(t64([2.0]), logp, ref, mask, 0.1, "k3")
+    rewards, penalty = kl_shaped_rewards(t64([[0.0, 2.0]]), logp, ref, mask, 0.1, "k3")
     assert_close(penalty, t64([k3]), rtol=0, atol=1e-12)
     assert_close(rewards, t64([[-0.1 * k3[0], -0.1 * k3[1] + 2.0]]), rtol=0, atol=1e-12)
     assert_close(episode_kl(logp, ref, mask), t64([0.5 - 1.0]), rtol=0, atol=1e-12)  # objective/kl: k1 sum

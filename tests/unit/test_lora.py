@@ -85,7 +85,7 @@ def test_rollout_kl_is_zero_before_training_and_positive_after(tokenizer):
     torch.testing.assert_close(batch.ref_logprobs, batch.logprobs, rtol=0, atol=1e-5)
     perturb_adapters(policy)
     batch = RolloutCollector(env, policy, make_reference(policy), sampling, seed=0).collect()
-    assert ((batch.logprobs - batch.ref_logprobs).abs() * batch.response_mask).max() > 1e-3
+    assert ((batch.logprobs - batch.ref_logprobs).abs() * batch.action_mask).max() > 1e-3
 
 
 def test_adapters_save_and_load_back(tokenizer, tmp_path):
@@ -109,7 +109,7 @@ def test_adapters_save_and_load_back(tokenizer, tmp_path):
         # continuing from saved adapters: they are merged in, so π_ref is the saved policy itself
         ref = response_logits(make_reference(loaded), ids, mask, 3)
     torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-4)
-    torch.testing.assert_close(got[1], expected[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(got[1], expected[1], rtol=0, atol=1e-5)  # merged vs separate adapters: float rounding
     torch.testing.assert_close(merged, expected[0], rtol=0, atol=1e-4)
     torch.testing.assert_close(ref, got[0], rtol=0, atol=1e-6)
     assert loaded.adapters is not None and any(p.requires_grad for n, p in loaded.named_parameters() if "lora_" in n)
@@ -167,5 +167,5 @@ def test_reference_equals_the_real_base_model_after_a_ppo_update(tinystories):
         base_logits = response_logits(base, batch.input_ids, batch.attention_mask, T)
         policy_logits = policy.response_outputs(batch.input_ids, batch.attention_mask, T)[0]
     base_logprobs = torch.log_softmax(base_logits, -1).gather(-1, batch.response_ids[..., None])[..., 0]
-    torch.testing.assert_close(batch.ref_logprobs, base_logprobs * batch.response_mask, rtol=0, atol=1e-4)
+    torch.testing.assert_close(batch.ref_logprobs, base_logprobs * batch.action_mask, rtol=0, atol=1e-4)
     assert (policy_logits - base_logits).abs().max() > 1e-3  # the update moved the policy, not π_ref

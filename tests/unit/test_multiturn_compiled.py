@@ -79,7 +79,7 @@ def test_compiled_multiturn_rollouts_equal_eager_ones(tokenizer, policy, samplin
     for round_ in range(2):  # the second batch reuses the first one's static cache and graph
         a, b = eager.collect(prompts=prompts), compiled.collect(prompts=prompts)
         assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.attention_mask, b.attention_mask)
-        assert torch.equal(a.action_mask, b.action_mask) and torch.equal(a.response_mask, b.response_mask)
+        assert torch.equal(a.action_mask, b.action_mask)
         for name in ("logprobs", "untruncated_logprobs", "values", "ref_logprobs", "rewards"):
             assert (getattr(a, name) - getattr(b, name)).abs().max() <= 1e-4, (round_, name)
         assert a.responses == b.responses and torch.equal(a.scores, b.scores)
@@ -100,12 +100,11 @@ def test_compiled_multiturn_rollout_equals_teacher_forced_recompute(tokenizer, p
     batch = collector.collect()
     with torch.no_grad():
         logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
-    mask = batch.response_mask
+    mask = batch.action_mask
     recomputed = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, batch.sampling) * mask
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4 and batch.values.abs().max() > 0
     assert ((batch.attention_mask[:, -batch.response_length :] > 0) & (mask == 0)).any()  # env tokens inside
-    assert torch.equal(batch.action_mask, batch.response_mask)
 
 
 def test_compiled_extend_compacts_a_full_cache_and_still_draws_what_eager_draws(tokenizer, policy):

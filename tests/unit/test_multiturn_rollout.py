@@ -13,7 +13,6 @@ from gymnasium.vector import AutoresetMode
 
 import textrl
 from textrl.algorithms.advantages import gae
-from textrl.algorithms.multiturn import gae_over_actions
 from textrl.envs import TokenGenVectorEnv
 from textrl.policies.sampling import SamplingConfig, token_logprobs
 from textrl.rollout.collector import RolloutCollector
@@ -88,7 +87,7 @@ def test_rollout_logprobs_and_values_equal_teacher_forced_recompute(rollout, pol
     batch, rec = rollout
     with torch.no_grad():
         logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
-    mask = batch.response_mask
+    mask = batch.action_mask
     recomputed = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, batch.sampling) * mask
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4
@@ -131,21 +130,17 @@ def test_rewards_sit_on_each_turns_last_action_token_and_sum_to_the_score(rollou
     torch.testing.assert_close(batch.reward_components["model"] + batch.reward_components["interaction"], batch.scores)
 
 
-def test_gae_over_actions_skips_env_token_gaps():
+def test_gae_skips_env_token_gaps():
     rewards = torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0, 2.0]])
     values = torch.tensor([[0.5, 9.0, 9.0, 0.25, 0.75, 1.5]])
     mask = torch.tensor([[1.0, 0.0, 0.0, 1.0, 1.0, 0.0]])  # actions at 0, 3, 4; env tokens at 1, 2
-    adv, ret = gae_over_actions(rewards, values, mask, gamma=0.9, lam=0.8)
+    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.8)
     dense_adv, dense_ret = gae(
         torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[0.5, 0.25, 0.75]]), torch.ones(1, 3), 0.9, 0.8
     )
     torch.testing.assert_close(adv[0, [0, 3, 4]], dense_adv[0])
     torch.testing.assert_close(ret[0, [0, 3, 4]], dense_ret[0])
     assert (adv[0, [1, 2, 5]] == 0).all() and (ret[0, [1, 2, 5]] == 0).all()
-    # a prefix mask is plain GAE
-    prefix = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0, 0.0]])
-    for a, b in zip(gae_over_actions(rewards, values, prefix, 0.9, 0.8), gae(rewards, values, prefix, 0.9, 0.8)):
-        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "ppo_ptx", "reinforce", "grpo"])
@@ -217,7 +212,7 @@ def test_tinystories_multiturn_rollout_is_exact(assets):
     batch = RolloutCollector(env, policy, None, SamplingConfig(), seed=0).collect()
     with torch.no_grad():
         logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
-    mask = batch.response_mask
+    mask = batch.action_mask
     recomputed = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, batch.sampling) * mask
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4
@@ -234,7 +229,7 @@ def test_multiturn_rollout_on_cuda_is_exact_and_stays_on_the_device(tokenizer):
     assert batch.input_ids.is_cuda and batch.action_mask.is_cuda and batch.logprobs.is_cuda
     with torch.no_grad():
         logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
-    mask = batch.response_mask
+    mask = batch.action_mask
     recomputed = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, batch.sampling) * mask
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4

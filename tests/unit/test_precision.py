@@ -87,7 +87,8 @@ def probe_batch(tokenizer):
     return RolloutBatch(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),
-        response_mask=torch.ones(2, 2),
+        action_mask=torch.ones(2, 2),
+        rewards=zeros,
         logprobs=zeros,
         ref_logprobs=zeros,
         untruncated_logprobs=zeros,

@@ -56,7 +56,7 @@ def test_log_probs_match_the_rollout_under_truncation(tokenizer, policy):
     algo = PPO(lr=1e-3, minibatch_size=4)
     algo.setup(policy, None)
     out = algo.response_logprobs(batch)
-    mask = batch.response_mask.bool()
+    mask = batch.action_mask.bool()
     assert out.logits.shape[-1] == batch.vocab_size and out.values.shape == batch.values.shape
     torch.testing.assert_close(out.sampled[mask], batch.logprobs[mask], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.untruncated[mask], batch.untruncated_logprobs[mask], atol=1e-5, rtol=1e-5)

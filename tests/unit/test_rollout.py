@@ -34,7 +34,7 @@ def test_rollout_logprobs_and_values_equal_teacher_forced_recompute(tokenizer, p
     assert len(set(lengths.tolist())) == 3  # really left-padded prompts of different lengths
     with torch.no_grad():
         logits, values = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
-    mask = batch.response_mask
+    mask = batch.action_mask
     recomputed = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, sampling) * mask
     assert (recomputed - batch.logprobs).abs().max() <= 1e-4
     assert (values * mask - batch.values).abs().max() <= 1e-4
@@ -44,7 +44,7 @@ def test_rollout_logprobs_and_values_equal_teacher_forced_recompute(tokenizer, p
 def test_untruncated_logprobs_are_untruncated_and_match_the_reference_before_training(tokenizer, policy):
     sampling = SamplingConfig(temperature=0.7, top_k=5, top_p=0.8)
     batch = collector(tokenizer, policy, sampling, reference=frozen_reference(policy)).collect()
-    mask = batch.response_mask
+    mask = batch.action_mask
     with torch.no_grad():
         logits, _ = policy.response_outputs(batch.input_ids, batch.attention_mask, batch.response_length)
     untruncated = token_logprobs(logits[..., : batch.vocab_size], batch.response_ids, sampling.untruncated()) * mask
@@ -90,7 +90,7 @@ def test_same_seed_gives_the_same_first_rollout(tokenizer):
 
 def test_batch_layout_rewards_and_scores(tokenizer, policy):
     batch = collector(tokenizer, policy, T=6).collect()
-    mask = batch.response_mask
+    mask = batch.action_mask
     lengths = mask.sum(1).long()
     assert torch.all(mask.cumsum(1).max(1).values == lengths)  # real tokens form a prefix
     expected = torch.tensor([float(len(r.split())) for r in batch.responses])
@@ -103,7 +103,7 @@ def test_reference_logits_use_the_same_positions(tokenizer, policy):
     batch = collector(tokenizer, policy).collect()
     with torch.no_grad():
         logits = response_logits(policy.lm, batch.input_ids, batch.attention_mask, batch.response_length)
-    lp = token_logprobs(logits, batch.response_ids) * batch.response_mask
+    lp = token_logprobs(logits, batch.response_ids) * batch.action_mask
     assert (lp - batch.logprobs).abs().max() <= 1e-4
 
 

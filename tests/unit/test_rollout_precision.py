@@ -1,6 +1,6 @@
 """Rollouts under bf16 autocast (trainer.precision=bf16), on the CPU: both decode engines run the
 trunk's matmuls on a bfloat16 copy of the weights refreshed once per batch
-(:mod:`textrl.rollout.precision`), so no token step casts a weight; the compiled engine's static
+(:mod:`textrl.rollout.rollout_weights`), so no token step casts a weight; the compiled engine's static
 cache holds one dtype; a collector whose autocast state changes between batches gets an engine per
 state; the compiled engine draws what the eager engine draws.
 
@@ -55,7 +55,7 @@ def collect(collector, precision):
 
 
 def assert_close(a, b, logp_tol, value_tol, names=("logprobs", "untruncated_logprobs", "ref_logprobs")):
-    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.response_mask, b.response_mask)
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.action_mask, b.action_mask)
     for name in names:
         assert (getattr(a, name) - getattr(b, name)).abs().max() <= logp_tol, name
     if value_tol is not None:

@@ -20,7 +20,7 @@ from textrl.interactions.base import EpisodeView, Turn
 from textrl.interactions.dialogue import hh_dialogue_rows, is_heldout
 from textrl.policies.sampling import SamplingConfig
 from textrl.rollout.collector import RolloutCollector
-from textrl.rollout.multiturn import turn_metrics, turn_rewards
+from textrl.rollout.buffer import turn_metrics
 
 PROMPTS = ["the dog ran", "a girl saw the cat", "this movie was", "happy"]
 
@@ -155,7 +155,7 @@ def test_the_collector_puts_each_turn_score_on_the_turns_last_action_token(token
     assert ends.sum() == len(rm.calls) > batch.batch_size  # several turns per episode, each scored once
     assert torch.equal(batch.rewards != 0, ends)  # every score (all > 0) at a turn end, nothing elsewhere
     assert torch.allclose(batch.rewards.sum(1), batch.scores)  # an episode's rewards sum to its turn scores
-    per_turn = turn_rewards(batch)
+    per_turn = batch.turn_rewards()
     assert sorted(r for turns in per_turn for r in turns) == pytest.approx(sorted(score(p, r) for p, r in rm.calls))
     metrics = turn_metrics(per_turn)
     assert metrics["turn/reward_mean"] == pytest.approx(float(batch.rewards.sum() / ends.sum()))

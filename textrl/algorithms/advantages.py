@@ -1,7 +1,7 @@
-"""Pure tensor functions for advantages: masked statistics, whitening, GAE.
+"""Pure tensor functions for advantages: masked statistics, whitening, GAE, turn-level credit.
 
-All take ``mask`` of the same shape as the data, 1.0 for real response tokens and 0.0 for
-padding, and ignore the padded entries.
+All take ``mask`` of the same shape as the data, 1.0 on the action tokens (the tokens the policy
+sampled) and 0.0 on env tokens and padding, and ignore the masked-out entries.
 """
 
 from __future__ import annotations
@@ -42,32 +42,51 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
-    """Generalised advantage estimation (Schulman et al. 2016, eq. 16) over padded episodes.
+    """Generalised advantage estimation (Schulman et al. 2016, eq. 16) over each row's action tokens.
 
-    δ_t = r_t + γ·V(s_{t+1}) − V(s_t),  A_t = δ_t + γλ·A_{t+1},  with V = 0 and A = 0 after the
-    last real token of each episode (every episode ends: EOS or the length limit, where the
-    reward model's score is paid, so nothing is bootstrapped).
+    δ_t = r_t + γ·V(s_{t'}) − V(s_t),  A_t = δ_t + γλ·A_{t'},  with t' the row's next action token
+    and V = A = 0 after its last one (every episode ends: EOS or a budget, where the reward
+    model's score is paid, so nothing is bootstrapped). Env tokens between two actions (a
+    multi-turn episode's tool results and user turns) are observations, not decisions: they carry
+    no value, advantage or discount step, so γ and λ apply once per action and the value of the
+    first action after a gap bootstraps the last action before it (as verl and OpenRLHF treat
+    masked observation tokens). With a prefix mask (single-turn) this is the ordinary GAE.
 
     Args:
-        rewards: ``(B, T)`` per-token rewards (float).
+        rewards: ``(B, T)`` per-token rewards (float), read on action tokens only.
         values: ``(B, T)`` V(s_t) from the rollout.
-        mask: ``(B, T)`` 1.0 on real tokens; real tokens form a prefix of each row.
+        mask: ``(B, T)`` 1.0 on action tokens (any pattern: gaps at env tokens, padding after).
         gamma: discount γ in [0, 1].
         lam: GAE λ in [0, 1].
 
     Returns:
-        ``(advantages, returns)``, both ``(B, T)``; ``returns = advantages + values``; zero on
-        padding.
+        ``(advantages, returns)``, both ``(B, T)``; ``returns = advantages + values``; zero off the
+        action tokens.
     """
     mask = mask.to(values.dtype)
     values = values * mask
     rewards = rewards * mask
     T = rewards.shape[1]
     advantages = torch.zeros_like(values)
-    last = torch.zeros_like(values[:, 0])
+    last = torch.zeros_like(values[:, 0])  # A at the next action
+    next_value = torch.zeros_like(last)  # V at the next action
     for t in reversed(range(T)):
-        next_value = values[:, t + 1] if t + 1 < T else torch.zeros_like(last)
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        last = (delta + gamma * lam * last) * mask[:, t]
-        advantages[:, t] = last
+        action = mask[:, t] > 0
+        step = rewards[:, t] + gamma * next_value - values[:, t] + gamma * lam * last
+        last = torch.where(action, step, last)
+        next_value = torch.where(action, values[:, t], next_value)
+        advantages[:, t] = torch.where(action, step, 0.0)
     return advantages, (advantages + values) * mask
+
+
+def rewards_before(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, T)``: the rewards paid before each action token, ``Σ_{t' < t} r_{t'}`` (0 off the
+    action tokens). Turn-level credit: an action cannot have caused a reward paid before it, so its
+    reward-to-go is the episode's return minus this (``G_t = G_0 − rewards_before_t``); 0 at every
+    action of a single-turn episode, whose one reward comes last.
+
+    Args:
+        rewards: ``(B, T)`` per-token rewards (``RolloutBatch.rewards``: each on the action whose
+            step paid it); mask: ``(B, T)`` 1.0 on action tokens.
+    """
+    return (rewards.cumsum(1) - rewards) * mask.to(rewards.dtype)

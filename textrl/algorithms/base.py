@@ -319,7 +319,7 @@ class Algorithm(ABC):
                 for k, v in terms.items():
                     sums[k] = sums[k] + v if k in sums else v
                 steps += 1
-        mask = batch.response_mask
+        mask = batch.action_mask
         penalty = kl_penalty(batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_estimator).sum(1)
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update(
@@ -351,14 +351,14 @@ class Algorithm(ABC):
         episodes; returns the step's terms as float64 scalars on the device."""
         self.optimizer.zero_grad(set_to_none=True)
         pieces = [index[i : i + chunk] for i in range(0, len(index), chunk)]
-        tokens = batch.response_mask[index].sum() if len(pieces) > 1 and self.loss_average == "tokens" else None
+        tokens = batch.action_mask[index].sum() if len(pieces) > 1 and self.loss_average == "tokens" else None
         terms: dict[str, torch.Tensor] = {}
         for i, piece in enumerate(pieces):
             part = batch.select(piece)
             with self.forward_context():  # closed before backward() and the step: no stale bf16 weights
                 loss = self.loss(part, {k: v[piece] for k, v in prepared.items()})
             if len(pieces) > 1:  # this chunk's share of the minibatch mean
-                share = (part.response_mask.sum(), tokens) if tokens is not None else (len(piece), len(index))
+                share = (part.action_mask.sum(), tokens) if tokens is not None else (len(piece), len(index))
                 loss = {k: v * share[0] / share[1] for k, v in loss.items()}
             if i == 0:
                 with self.forward_context():

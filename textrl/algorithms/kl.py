@@ -2,7 +2,8 @@
 
 Per-token reward (Ziegler et al. 2019; Stiennon et al. 2020; InstructGPT eq. 2):
 ``r_t = −β·KL_t + 1[t = T]·r_RM(x, y)`` with ``KL_t`` an estimate of KL(π ‖ π_ref) at step t from the
-sampled token (:func:`kl_penalty`; k1 = ``log π(a_t|s_t) − log π_ref(a_t|s_t)`` by default).
+sampled token (:func:`kl_penalty`; k1 = ``log π(a_t|s_t) − log π_ref(a_t|s_t)`` by default); in a
+multi-turn episode the env's turn rewards take the place of the single ``r_RM`` term.
 
 Both log-probs are those of the temperature-scaled, *untruncated* distributions (the rollout's
 ``untruncated_logprobs`` and ``ref_logprobs``), never the top-k/top-p sampling distribution, so the KL is
@@ -66,33 +67,31 @@ def kl_penalty(
 
 
 def kl_shaped_rewards(
-    scores: torch.Tensor,
+    rewards: torch.Tensor,
     logprobs: torch.Tensor,
     ref_logprobs: torch.Tensor,
     mask: torch.Tensor,
     beta: float,
     estimator: str = "k1",
 ):
-    """Per-token rewards with the KL penalty, the score paid on each episode's last token.
+    """Per-token rewards with the KL penalty: the env's rewards minus β × the per-token penalty.
 
     Args:
-        scores: ``(B,)`` reward-model scores r_RM(x, y).
+        rewards: ``(B, T)`` the env's per-token rewards (``RolloutBatch.rewards``: the reward
+            model's score on an episode's last action, turn rewards on their turn's last action).
         logprobs: ``(B, T)`` log π(a_t|s_t) of the sampled tokens (untruncated: the rollout's
             ``untruncated_logprobs``).
         ref_logprobs: ``(B, T)`` log π_ref(a_t|s_t).
-        mask: ``(B, T)`` 1.0 on real response tokens (a prefix of each row, ≥ 1 token).
+        mask: ``(B, T)`` 1.0 on action tokens.
         beta: KL coefficient β ≥ 0.
         estimator: per-token penalty ``k1`` | ``k2`` | ``k3`` (:func:`kl_penalty`).
 
     Returns:
-        ``(rewards, penalty)``: ``(B, T)`` shaped rewards ``−β·penalty`` plus the score on the last
-        real token, and the ``(B, T)`` per-token penalty (zero on padding).
+        ``(shaped, penalty)``: ``(B, T)`` shaped rewards ``r_t − β·penalty_t`` and the ``(B, T)``
+        per-token penalty, both zero off the action tokens.
     """
     penalty = kl_penalty(logprobs, ref_logprobs, mask, estimator)
-    rewards = -beta * penalty
-    last = (mask.sum(1).long() - 1).clamp(min=0)
-    rewards = rewards.scatter_add(1, last[:, None], scores.to(rewards.dtype)[:, None])
-    return rewards * mask.to(rewards.dtype), penalty
+    return (rewards - beta * penalty) * mask.to(rewards.dtype), penalty
 
 
 def episode_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """PPO for RLHF (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022).
 
 One :meth:`PPO.update` on a rollout batch:
-1. shape rewards with the per-token KL penalty to π_ref (β from the KL controller);
-2. GAE(γ, λ) advantages and returns from the rollout's values; whiten the advantages;
+1. shape the env's per-token rewards with the per-token KL penalty to π_ref (β from the KL controller);
+2. GAE(γ, λ) advantages and returns over the action tokens from the rollout's values; whiten the
+   advantages;
 3. ``epochs`` passes of shuffled minibatches: teacher-forced forward of the policy, clipped
    surrogate + ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy, gradient clipping;
 4. update β with the batch's KL (adaptive controller only).
@@ -16,7 +17,6 @@ from textrl.algorithms.advantages import gae, masked_mean, masked_whiten
 from textrl.algorithms.base import Algorithm, SetupContext
 from textrl.algorithms.kl import kl_shaped_rewards
 from textrl.algorithms.losses import explained_variance, ppo_policy_loss, value_loss
-from textrl.algorithms.multiturn import gae_over_actions, turn_shaped_rewards
 from textrl.config import number, one_of
 from textrl.config.choices import VALUE_INITS
 from textrl.errors import TextRLError
@@ -113,22 +113,16 @@ class PPO(Algorithm):
         super().setup(policy, reference, context)
 
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
-        """KL-shaped rewards → GAE: ``{"advantages", "returns"}``, each ``(B, T)`` (advantages
-        whitened over the batch with ``whiten_advantages``); the penalty (``algo.kl.estimator``)
-        compares the untruncated ``untruncated_logprobs`` with ``ref_logprobs``. A multi-turn batch
-        (``action_mask`` set) takes the env's per-turn rewards and runs GAE over the action tokens
-        (:mod:`textrl.algorithms.multiturn`)."""
-        mask = batch.response_mask
-        if getattr(batch, "action_mask", None) is not None:  # multi-turn: see textrl.algorithms.multiturn
-            rewards, _ = turn_shaped_rewards(
-                batch.rewards, batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_coef, self.kl_estimator
-            )
-            advantages, returns = gae_over_actions(rewards, batch.values, mask, self.gamma, self.lam)
-        else:
-            rewards, _ = kl_shaped_rewards(
-                batch.scores, batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_coef, self.kl_estimator
-            )
-            advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
+        """KL-shaped rewards → GAE over the action tokens: ``{"advantages", "returns"}``, each
+        ``(B, T)`` (advantages whitened over the batch with ``whiten_advantages``). The rewards are
+        the env's per-token rewards (``batch.rewards``: one per turn in a multi-turn episode, the
+        score on the last action of a single-turn one); the penalty (``algo.kl.estimator``)
+        compares the untruncated ``untruncated_logprobs`` with ``ref_logprobs``."""
+        mask = batch.action_mask
+        rewards, _ = kl_shaped_rewards(
+            batch.rewards, batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_coef, self.kl_estimator
+        )
+        advantages, returns = gae(rewards, batch.values, mask, self.gamma, self.lam)
         if self.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         return {"advantages": advantages, "returns": returns}
@@ -137,7 +131,7 @@ class PPO(Algorithm):
         """PPO loss terms on a minibatch (one teacher-forced forward pass of the policy):
         clipped surrogate + ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy, each a
         mean over the minibatch's response tokens."""
-        mask = batch.response_mask
+        mask = batch.action_mask
         out = self.response_logprobs(batch)
         logits, values = out.logits, out.values
         pg = ppo_policy_loss(out.sampled, batch.logprobs, prepared["advantages"], mask, self.clip_range)
@@ -158,7 +152,7 @@ class PPO(Algorithm):
 
     def batch_metrics(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The rollout's entropy estimate and the critic's fit to the GAE returns."""
-        mask = batch.response_mask
+        mask = batch.action_mask
         return {
             "objective/entropy": -torch.where(mask.bool(), batch.logprobs, 0.0).sum(1).mean(),
             "val/explained_variance": explained_variance(batch.values, prepared["returns"], mask),

@@ -1,16 +1,25 @@
-"""REINFORCE on the KL-shaped episode return, no critic (Williams 1992; RLOO: Kool et al. 2019,
-Ahmadian et al. 2024).
+"""REINFORCE on the KL-shaped return, no critic (Williams 1992; RLOO: Kool et al. 2019,
+Ahmadian et al. 2024), with turn-level credit.
 
-Episode return ``G = r_RM(x, y) − β·Σ_t KL_t`` with ``KL_t`` the per-token KL estimate
-(``algo.kl.estimator``, k1 = ``log π(a_t|s_t) − log π_ref(a_t|s_t)``) on the temperature-scaled,
-untruncated log-probs of policy and reference. The loss is
-``−mean_episodes((G − b)·Σ_t log π(a_t|s_t))`` with baseline b:
+Episode return ``G = Σ_t r_t − β·Σ_t KL_t``: the env's rewards (``RolloutBatch.rewards``; a
+single-turn episode's one reward is the reward model's score) minus the KL penalty, ``KL_t`` the
+per-token estimate (``algo.kl.estimator``, k1 = ``log π(a_t|s_t) − log π_ref(a_t|s_t)``) on the
+temperature-scaled, untruncated log-probs of policy and reference. Each action is credited with
+its reward-to-go: the return minus the rewards paid before it
+(:func:`~textrl.algorithms.advantages.rewards_before`; the KL term stays the whole episode's), so a
+multi-turn episode's later turns are not credited with earlier turns' rewards; for a single-turn
+episode every action's reward-to-go is ``G``. The loss is
+``−mean_episodes(Σ_t (G − b − R_{<t})·log π(a_t|s_t))`` with baseline b, computed as
+``(G − b)·Σ_t log π(a_t|s_t) − Σ_t R_{<t}·log π(a_t|s_t)``:
 
 - ``none``: b = 0;
 - ``moving_average``: b = exponential moving average of past batches' mean return
   (``baseline_decay``), 0 before the first update;
 - ``leave_one_out``: with k samples per prompt (``rollout.samples_per_prompt=k``, k ≥ 2),
   b_i = mean of the other k − 1 returns of the same prompt (the RLOO estimator, unbiased).
+
+The baseline depends on the episode only through other episodes (or past batches), never on its
+own actions, so it leaves the gradient unbiased at every turn.
 
 One gradient step per rollout batch by default (the estimator is on-policy); minibatches
 accumulate into it.
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from textrl.algorithms.advantages import rewards_before
 from textrl.algorithms.base import Algorithm
 from textrl.algorithms.kl import kl_penalty
 from textrl.config import number, one_of
@@ -31,16 +41,17 @@ BASELINES = REINFORCE_BASELINES
 
 
 def episode_returns(
-    scores: torch.Tensor,
+    rewards: torch.Tensor,
     logprobs: torch.Tensor,
     ref_logprobs: torch.Tensor,
     mask: torch.Tensor,
     beta: float,
     estimator: str = "k1",
 ) -> torch.Tensor:
-    """``(B,)`` KL-shaped returns ``score − β·Σ_t KL_t`` over real tokens, ``KL_t`` from
-    :func:`~textrl.algorithms.kl.kl_penalty` (``logprobs`` untruncated, ``(B, T)`` like the rest)."""
-    return scores - beta * kl_penalty(logprobs, ref_logprobs, mask, estimator).sum(1)
+    """``(B,)`` KL-shaped returns ``Σ_t r_t − β·Σ_t KL_t`` over the action tokens: ``rewards`` the
+    env's per-token rewards, ``KL_t`` from :func:`~textrl.algorithms.kl.kl_penalty` (``logprobs``
+    untruncated, ``(B, T)`` like the rest)."""
+    return rewards.sum(1) - beta * kl_penalty(logprobs, ref_logprobs, mask, estimator).sum(1)
 
 
 def leave_one_out_baseline(returns: torch.Tensor, k: int) -> torch.Tensor:
@@ -58,18 +69,31 @@ def leave_one_out_baseline(returns: torch.Tensor, k: int) -> torch.Tensor:
     return ((groups.sum(1, keepdim=True) - groups) / (k - 1)).view(-1)
 
 
-def reinforce_loss(logprobs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-    """``−mean_i(A_i · Σ_t logπ(a_t|s_t))``: logprobs ``(B, T)`` with grad, mask ``(B, T)``,
-    advantages ``(B,)`` (return minus baseline, no grad).
+def reinforce_loss(
+    logprobs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, earlier: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``−mean_i(Σ_t (A_i − R_{<t})·log π(a_t|s_t))``, computed as
+    ``−mean_i(A_i·Σ_t log π_t − Σ_t R_{<t}·log π_t)``.
 
-    Only real tokens the sampling distribution can still produce count: padding, and a token that
-    top-k/top-p now cuts off (log-prob ≈ ``finfo.min``, e.g. a top-p boundary token whose recomputed
-    probability differs in the last bit), are zeroed before the sum, so the loss stays finite; a
-    cut-off token has no gradient, as its ratio of 0 gives it none in PPO.
+    Args:
+        logprobs: ``(B, T)`` log π(a_t|s_t) with grad.
+        mask: ``(B, T)`` 1.0 on action tokens.
+        advantages: ``(B,)`` each episode's return minus its baseline (no grad).
+        earlier: ``(B, T)`` the rewards paid before each action
+            (:func:`~textrl.algorithms.advantages.rewards_before`, no grad), or ``None`` (all 0: a
+            single-turn batch).
+
+    Only actions the sampling distribution can still produce count: padding, env tokens, and a
+    token that top-k/top-p now cuts off (log-prob ≈ ``finfo.min``, e.g. a top-p boundary token whose
+    recomputed probability differs in the last bit), are zeroed before the sum, so the loss stays
+    finite; a cut-off token has no gradient, as its ratio of 0 gives it none in PPO.
     """
     possible = mask.bool() & (logprobs > torch.finfo(logprobs.dtype).min / 2)
     logprobs = torch.where(possible, logprobs, torch.zeros_like(logprobs))
-    return -(logprobs.sum(1) * advantages.detach()).mean()
+    total = logprobs.sum(1) * advantages.detach()
+    if earlier is not None:
+        total = total - (logprobs * earlier.detach()).sum(1)
+    return -total.mean()
 
 
 class Reinforce(Algorithm):
@@ -120,20 +144,19 @@ class Reinforce(Algorithm):
         return b
 
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
-        """``{"advantages"}``: ``(B,)`` KL-shaped return minus the baseline."""
+        """``{"advantages": (B,) KL-shaped return minus the baseline, "earlier": (B, T) rewards paid
+        before each action}`` (see the module docstring)."""
+        mask = batch.action_mask
         returns = episode_returns(
-            batch.scores,
-            batch.untruncated_logprobs,
-            batch.ref_logprobs,
-            batch.response_mask,
-            self.kl_coef,
-            self.kl_estimator,
+            batch.rewards, batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_coef, self.kl_estimator
         )
-        return {"advantages": returns - self.baseline_values(returns, batch.samples_per_prompt)}
+        advantages = returns - self.baseline_values(returns, batch.samples_per_prompt)
+        return {"advantages": advantages, "earlier": rewards_before(batch.rewards, mask)}
 
     def loss(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``loss/total`` = ``loss/policy``, the REINFORCE loss (mean over episodes)."""
-        loss = reinforce_loss(self.response_logprobs(batch).sampled, batch.response_mask, prepared["advantages"])
+        logprobs = self.response_logprobs(batch).sampled
+        loss = reinforce_loss(logprobs, batch.action_mask, prepared["advantages"], prepared["earlier"])
         return {"loss/total": loss, "loss/policy": loss.detach()}
 
     def batch_metrics(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from textrl.config import choices as C
 from textrl.errors import TextRLError
 
 
@@ -106,3 +107,33 @@ DEVICE = matches(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")
 """A device name: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``."""
 PREFIX_TOKENS = Check(prefix_tokens_ok, "a positive integer k, a range [min, max] with 1 <= min <= max, or null")
 """``data.prefix_tokens``: see :func:`prefix_tokens_ok`."""
+
+
+def episode_budget(*, has_interaction: bool, max_new_tokens: int, max_turns, max_episode_tokens, turn_reward) -> int:
+    """Check the episode settings (``env.*``; ``has_interaction``: ``interaction=<name>`` is set);
+    returns ``max_episode_tokens`` (when ``None``: ``max_new_tokens``
+    for one turn, else ``2 · max_turns · max_new_tokens``, room for every policy turn at its limit
+    and as many env tokens).
+
+    Raises:
+        TextRLError: a budget that is not a positive integer, an unknown ``turn_reward``, or a
+            multi-turn setting (``max_turns`` ≠ 1, ``max_episode_tokens`` ≠ ``max_new_tokens``,
+            ``turn_reward=model``) without an interaction.
+    """
+    if turn_reward not in C.TURN_REWARDS:
+        raise TextRLError(f"env.turn_reward: got {turn_reward!r}; expected one of {list(C.TURN_REWARDS)}")
+    if isinstance(max_turns, int) and not isinstance(max_turns, bool) and max_episode_tokens is None:
+        max_episode_tokens = max_new_tokens if max_turns == 1 else 2 * max_turns * max_new_tokens
+    for name, value in (("env.max_turns", max_turns), ("env.max_episode_tokens", max_episode_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise TextRLError(f"{name}: got {value!r}; expected a positive integer")
+    if not has_interaction:
+        multiturn = {"env.max_turns": (max_turns, 1), "env.max_episode_tokens": (max_episode_tokens, max_new_tokens)}
+        multiturn["env.turn_reward"] = (turn_reward, "final")
+        for name, (value, single) in multiturn.items():
+            if value != single:
+                raise TextRLError(
+                    f"{name}: got {value!r} without an interaction; expected {single!r} (a single-turn episode), "
+                    f"or interaction=<name> for multi-turn episodes"
+                )
+    return max_episode_tokens

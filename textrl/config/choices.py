@@ -24,7 +24,7 @@ ROLLOUT_ENGINES = ("auto", "eager", "compiled")
 
 TURN_REWARDS = ("final", "model")
 """``env.turn_reward``: multi-turn episodes scored once at the end (``final``) or turn by turn
-(``model``); see :mod:`textrl.envs.multiturn`."""
+(``model``); see :mod:`textrl.envs.episode`."""
 
 PRECISIONS = ("fp32", "bf16")
 """``trainer.precision``."""

@@ -76,20 +76,24 @@ class EnvConfig:
         max_prompt_tokens: tokens of a prompt kept; a longer prompt follows ``prompt_truncation``.
         prompt_truncation: ``left`` keeps the last ``max_prompt_tokens`` tokens (with a warning),
             ``error`` stops the run.
-        stop_on_eos: the tokenizer's EOS token ends (terminates) the response.
-        max_turns: policy turns per episode (multi-turn, with ``interaction=<name>``).
+        stop_on_eos: the tokenizer's EOS token (and a chat template's end-of-turn token) ends the
+            policy's turn; without an interaction that terminates the episode.
+        max_turns: policy turns per episode (more than 1 needs ``interaction=<name>``).
         max_episode_tokens: tokens after the prompt, policy and env tokens together, per episode
-            (``None``: ``2 · max_turns · max_new_tokens``).
+            (``None``: ``max_new_tokens`` for one turn, else ``2 · max_turns · max_new_tokens``;
+            without an interaction it can only be ``max_new_tokens``).
+        turn_reward: ``final`` (the reward model scores the whole episode once, at its end) or
+            ``model`` (it scores each policy turn in context, paid on the turn's last token:
+            per-turn rewards for GAE; needs an interaction).
+
+    Multi-turn settings without an interaction are an error (:func:`~textrl.config.checks.episode_budget`);
+    the episode model is :mod:`textrl.envs.episode`.
     """
 
     max_new_tokens: int = setting(18, POSITIVE)
     max_prompt_tokens: int = setting(32, POSITIVE)
     prompt_truncation: str = setting("left", one_of(*C.PROMPT_TRUNCATIONS))
     stop_on_eos: bool = True
-    # multi-turn episodes (with interaction=<name>; see textrl.envs.multiturn): max_new_tokens is
-    # then per policy turn; max_episode_tokens (policy + env tokens) defaults to 2·max_turns·max_new_tokens;
-    # turn_reward: final (the reward model scores the whole episode once, at its end) or model (it
-    # scores each policy turn in context, paid on the turn's last token: per-turn rewards for GAE)
     max_turns: int = setting(1, POSITIVE)
     max_episode_tokens: Optional[int] = setting(None, integer(ge=1, optional=True))
     turn_reward: str = setting("final", one_of(*C.TURN_REWARDS))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from textrl.config.checks import Check, number
+from textrl.config.checks import Check, episode_budget, number
 from textrl.config.schema import REWARD_SHARED_CHECKS, LoopConfig, TrainConfig, field_checks
 
 CHECKS: dict[str, Check] = {
@@ -71,8 +71,9 @@ def check_config(cfg, registry=None) -> None:
     """Range- and choice-check every setting of a composed config, before anything loads.
 
     Runs :data:`CHECKS` (keys that do not exist, such as ``algo.minibatch_size`` for an
-    algorithm without one, are skipped), then the selected reward model's and algorithm's own
-    ``config_checks``.
+    algorithm without one, are skipped), the episode settings together
+    (:func:`~textrl.config.checks.episode_budget`: multi-turn settings need an interaction), then
+    the selected reward model's and algorithm's own ``config_checks``.
 
     Args:
         cfg: the composed ``TrainConfig``.
@@ -85,6 +86,11 @@ def check_config(cfg, registry=None) -> None:
         value = _value(cfg, key)
         if value is not _ABSENT:
             check(key, value)
+    env = {
+        key: _value(cfg, f"env.{key}") for key in ("max_new_tokens", "max_turns", "max_episode_tokens", "turn_reward")
+    }
+    if _ABSENT not in env.values():
+        episode_budget(has_interaction=_value(cfg, "interaction") not in (None, _ABSENT), **env)
     if registry is None:
         return
     for kind, table in (

@@ -5,7 +5,7 @@ max_new_tokens=..., max_prompt_tokens=...)`` builds :class:`TokenGenEnv`;
 ``gymnasium.make_vec("textrl/TokenGen-v0", num_envs=N, vectorization_mode="vector_entry_point", ...)``
 builds the batched torch :class:`TokenGenVectorEnv`. Both take ``interaction=`` (a
 :class:`textrl.Interaction`), ``max_turns=`` and ``max_episode_tokens=`` for multi-turn episodes
-(:mod:`textrl.envs.multiturn`).
+(:mod:`textrl.envs.episode`: a single-turn episode is the case with no interaction).
 """
 
 import gymnasium

@@ -1,17 +1,21 @@
-"""Text generation as a Gymnasium environment, one episode per prompt.
+"""Text generation as a Gymnasium environment, one episode per prompt, and the helpers both token
+envs share (tokenizer, prompt encoding, spaces).
 
-The MDP (InstructGPT's RL stage seen as RL): the state is the prompt plus the tokens generated
-so far, the action is the next token id, the reward is 0 on every step but the last, and the
-last step gets the reward model's score of (prompt text, decoded response text). An episode is
-``terminated`` when the policy emits EOS and ``truncated`` after ``max_new_tokens`` tokens.
+The MDP (InstructGPT's RL stage seen as RL): the state is the prompt plus the tokens so far, the
+action is the next token id, the reward is 0 on every step but those that end a turn or the episode,
+and the last step gets the reward model's score of (prompt text, decoded response text). A
+single-turn episode is ``terminated`` when the policy emits EOS and ``truncated`` after
+``max_new_tokens`` tokens; with an interaction it is a sequence of turns (:mod:`textrl.envs.episode`).
 
-Observation layout (shared with :class:`~textrl.envs.token_vector_env.TokenGenVectorEnv`): two
-arrays of width ``W = max_prompt_tokens + max_new_tokens``; the prompt's tokens sit
+Observation layout (shared with :class:`~textrl.envs.token_vector_env.TokenGenVectorEnv`): three
+arrays of width ``W = max_prompt_tokens + max_episode_tokens``; the prompt's tokens sit
 right-aligned in the first ``max_prompt_tokens`` columns (left padding, as for batched
-generation) and the response's tokens fill the columns from ``max_prompt_tokens`` on::
+generation) and the tokens after it fill the columns from ``max_prompt_tokens`` on; ``action_mask``
+marks the tokens the policy chose (env tokens of a multi-turn episode have 0)::
 
-    input_ids      [pad pad p0 p1 p2 | r0 r1 pad pad]
-    attention_mask [ 0   0   1  1  1 |  1  1   0   0]
+    input_ids      [pad pad p0 p1 p2 | r0 r1 e0 r2 pad]
+    attention_mask [ 0   0   1  1  1 |  1  1  1  1   0 ]
+    action_mask    [ 0   0   0  0  0 |  1  1  0  1   0 ]
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from textrl.envs.episode import Episode, EpisodeRules
 from textrl.envs.prompts import load_prompts
 from textrl.errors import TextRLError, first_line
-from textrl.rewards.base import score_responses
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +119,13 @@ def decode_response(tokenizer, ids: Sequence[int]) -> str:
 
 
 def observation_space(vocab_size: int, width: int) -> spaces.Dict:
-    """``Dict(input_ids=Box(int64, (width,)), attention_mask=Box(int8, (width,)))``."""
+    """``Dict(input_ids=Box(int64, (width,)), attention_mask=Box(int8, (width,)),
+    action_mask=Box(int8, (width,)))``."""
     return spaces.Dict(
         {
             "input_ids": spaces.Box(0, vocab_size - 1, shape=(width,), dtype=np.int64),
             "attention_mask": spaces.Box(0, 1, shape=(width,), dtype=np.int8),
+            "action_mask": spaces.Box(0, 1, shape=(width,), dtype=np.int8),
         }
     )
 
@@ -139,7 +145,8 @@ def vocab_size_of(tokenizer, vocab_size: int | None) -> int:
 
 
 class TokenGenEnv(gym.Env):
-    """One prompt → one generated response, a token per step (Gymnasium ``Env``).
+    """One prompt → one episode of generated tokens, a token per step (Gymnasium ``Env``); the
+    episode model is :mod:`textrl.envs.episode` (single-turn: no interaction).
 
     Args:
         tokenizer: a Hugging Face tokenizer, or a hub id / local directory to load one from.
@@ -147,38 +154,36 @@ class TokenGenEnv(gym.Env):
             accepts (``"builtin"``, a file path, a ``datasets`` id).
         reward_model: ``callable(prompts: list[str], responses: list[str]) -> FloatTensor[B]``
             (see :class:`textrl.RewardModel`), called once at the end of each episode.
-        max_new_tokens: response length limit T; reaching it truncates the episode.
-        max_prompt_tokens: prompt length limit P (the observation width is ``P + T``).
+        max_new_tokens: policy tokens per turn (a single-turn episode's response length limit T);
+            reaching it truncates the episode.
+        max_prompt_tokens: prompt length limit P.
         prompt_truncation: ``"left"`` keeps the last P tokens of a longer prompt with a warning;
             ``"error"`` raises.
         vocab_size: action-space size; defaults to ``len(tokenizer)``.
-        stop_on_eos: end the episode when the action is the tokenizer's EOS id.
+        stop_on_eos: the tokenizer's EOS (and chat end-of-turn) token ends the policy's turn.
         format_prompt: optional ``str -> str`` applied before tokenising (e.g. a chat template);
             the reward model and ``info`` get the raw prompt.
-        interaction: optional :class:`textrl.Interaction`; with one, an episode is a sequence of
-            turns (see :mod:`textrl.envs.multiturn`): ``max_new_tokens`` bounds each policy turn,
-            ``max_turns`` the policy turns, ``max_episode_tokens`` (default
-            ``2 · max_turns · max_new_tokens``) the tokens after the prompt, and the observation
-            (width ``P + max_episode_tokens``) gains ``action_mask`` (int8, 1 = a policy token).
-            ``info["env_tokens"]`` lists the ids appended after the step's action.
-        max_turns: policy turns per episode (multi-turn only).
-        max_episode_tokens: policy + env tokens per episode (multi-turn only).
-        turn_reward: ``final`` (the reward model scores the whole episode at its end) or ``model``
-            (it scores each policy turn in context, paid on the step that ends the turn); multi-turn
-            only, see :mod:`textrl.envs.multiturn`.
+        interaction: optional :class:`textrl.Interaction`: an episode is then a sequence of turns
+            (see :mod:`textrl.envs.episode`); ``info["env_tokens"]`` lists the ids appended after
+            the step's action.
+        max_turns: policy turns per episode; max_episode_tokens: policy + env tokens after the
+            prompt (default: ``max_new_tokens`` for one turn, ``2 · max_turns · max_new_tokens``
+            otherwise); turn_reward: ``final`` or ``model`` (see :mod:`textrl.envs.episode`).
 
-    Spaces: ``observation_space`` is ``Dict(input_ids=Box(int64,(P+T,)),
-    attention_mask=Box(int8,(P+T,)))`` with the layout in the module docstring;
-    ``action_space`` is ``Discrete(vocab_size)``.
+    Spaces: ``observation_space`` is ``Dict(input_ids=Box(int64,(W,)), attention_mask=Box(int8,(W,)),
+    action_mask=Box(int8,(W,)))`` with ``W = P + max_episode_tokens`` and the layout in the module
+    docstring (``action_mask`` 1 on the tokens the policy chose); ``action_space`` is
+    ``Discrete(vocab_size)``.
 
     ``reset(seed=, options={"prompt": str})`` starts an episode on the given prompt, or on one
     drawn uniformly from ``prompts`` with the env's ``np_random``. ``step(token)`` returns
     ``(obs, reward, terminated, truncated, info)``; the final step's ``info`` holds ``prompt``,
-    ``response`` and ``score``.
+    ``response`` and ``score`` (see :meth:`~textrl.envs.episode.EpisodeRules.finish`).
 
     Raises:
-        TextRLError: bad lengths, an empty prompt list, an action outside ``[0, vocab_size)``,
-            ``step`` after the episode ended, or a reward model returning a wrong shape or NaN.
+        TextRLError: bad lengths or episode settings, an empty prompt list, an action outside
+            ``[0, vocab_size)``, ``step`` after the episode ended, or a reward model returning a
+            wrong shape or NaN.
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -203,36 +208,26 @@ class TokenGenEnv(gym.Env):
         check_lengths(max_new_tokens, max_prompt_tokens)
         self.tokenizer = resolve_tokenizer(tokenizer)
         self.prompts = load_prompts(prompts)
-        self.reward_model = reward_model
-        self.max_new_tokens = int(max_new_tokens)
         self.max_prompt_tokens = int(max_prompt_tokens)
-        self.prompt_truncation = prompt_truncation
-        self.format_prompt = format_prompt
-        self.stop_on_eos = stop_on_eos
-        self.eos_token_id = eos_id_of(self.tokenizer, stop_on_eos)
+        self.prompt_truncation, self.format_prompt, self.render_mode = prompt_truncation, format_prompt, render_mode
         self.pad_token_id = pad_id_of(self.tokenizer)
-        self.render_mode = render_mode
-        self.width = self.max_prompt_tokens + self.max_new_tokens
         self.action_space = spaces.Discrete(vocab_size_of(self.tokenizer, vocab_size))
+        self.rules = EpisodeRules(
+            tokenizer=self.tokenizer,
+            reward_model=reward_model,
+            vocab_size=int(self.action_space.n),
+            max_new_tokens=int(max_new_tokens),
+            eos_id=eos_id_of(self.tokenizer, stop_on_eos),
+            interaction=interaction,
+            max_turns=max_turns,
+            max_episode_tokens=max_episode_tokens,
+            turn_reward=turn_reward,
+        )
+        self.width = self.max_prompt_tokens + self.rules.max_episode_tokens
         self.observation_space = observation_space(int(self.action_space.n), self.width)
-        self.interaction = interaction
-        if interaction is not None:  # multi-turn episodes: see textrl.envs.multiturn
-            from textrl.envs import multiturn
-
-            multiturn.setup_env(
-                self,
-                interaction=interaction,
-                max_turns=max_turns,
-                max_episode_tokens=max_episode_tokens,
-                vocab=int(self.action_space.n),
-                turn_reward=turn_reward,
-            )
-            self._amask = np.zeros(self.width, dtype=np.int8)
-        self._ids = np.full(self.width, self.pad_token_id, dtype=np.int64)
-        self._mask = np.zeros(self.width, dtype=np.int8)
-        self._t = 0
-        self._done = True
-        self._prompt = ""
+        self._buffers = {k: np.zeros(self.width, dtype=space.dtype) for k, space in self.observation_space.items()}
+        self._episode = Episode("", ())
+        self._t, self._done = 0, True  # tokens after the prompt (policy and env); episode over
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; ``options={"prompt": str}`` picks the prompt, else one is sampled.
@@ -246,16 +241,13 @@ class TokenGenEnv(gym.Env):
             prompt = self.prompts[int(self.np_random.integers(len(self.prompts)))]
         text = self.format_prompt(prompt) if self.format_prompt else prompt
         ids = encode_prompt(self.tokenizer, text, self.max_prompt_tokens, self.prompt_truncation)
-        self._ids[:] = self.pad_token_id
-        self._mask[:] = 0
-        self._ids[self.max_prompt_tokens - len(ids) : self.max_prompt_tokens] = ids
-        self._mask[self.max_prompt_tokens - len(ids) : self.max_prompt_tokens] = 1
-        self._prompt, self._t, self._done = prompt, 0, False
-        if self.interaction is not None:
-            from textrl.envs.multiturn import EpisodeTurns
-
-            self._amask[:] = 0
-            self._episode = EpisodeTurns(prompt, tuple(ids))
+        for buffer in self._buffers.values():
+            buffer[:] = 0
+        P = self.max_prompt_tokens
+        self._buffers["input_ids"][:] = self.pad_token_id
+        self._buffers["input_ids"][P - len(ids) : P] = ids
+        self._buffers["attention_mask"][P - len(ids) : P] = 1
+        self._episode, self._t, self._done = Episode(prompt, tuple(ids)), 0, False
         return self._obs(), {"prompt": prompt}
 
     def step(self, action):
@@ -263,48 +255,45 @@ class TokenGenEnv(gym.Env):
         if self._done:
             raise TextRLError("step() called on an episode that has ended; expected reset() first")
         token = _as_token(action, int(self.action_space.n))
-        if self.interaction is not None:
-            from textrl.envs.multiturn import single_step
-
-            return single_step(self, token)
-        col = self.max_prompt_tokens + self._t
-        self._ids[col], self._mask[col] = token, 1
-        self._t += 1
-        terminated = bool(self.stop_on_eos and token == self.eos_token_id)
-        truncated = not terminated and self._t >= self.max_new_tokens
-        reward, info = 0.0, {}
-        if terminated or truncated:
+        episode, rules = self._episode, self.rules
+        self._write([token], action=1)
+        by_policy = bool(rules.ends_turn(token)) | (rules.checks_text and rules.stop_hit(episode, token))
+        if not by_policy and self._t < rules.turn_budget(episode.used):
+            return self._obs(), 0.0, False, False, {}
+        turn = self._buffers["input_ids"][self.max_prompt_tokens + episode.used : self.max_prompt_tokens + self._t]
+        outcome = rules.close_turn(episode, turn.tolist(), by_policy=by_policy)
+        rules.score_turns_of([(episode, outcome)])
+        self._write(outcome.appended, action=0)
+        reward, info = outcome.reward + outcome.score, {}
+        if outcome.appended:
+            info["env_tokens"] = list(outcome.appended)
+        if outcome.ended:
             self._done = True
-            response = decode_response(self.tokenizer, self._ids[self.max_prompt_tokens : col + 1])
-            out = score_responses(self.reward_model, [self._prompt], [response])
-            reward = float(out.scores[0])
-            info = {
-                "prompt": self._prompt,
-                "response": response,
-                "score": reward,
-                **{f"reward/{k}": float(v[0]) for k, v in out.components.items()},
-            }
-            if out.details is not None:
-                info["reward_details"] = out.details[0]
-        return self._obs(), reward, terminated, truncated, info
+            paid, (end,) = rules.finish([episode], [self._response()])
+            reward += paid[0]
+            info.update({k: float(v) if isinstance(v, np.floating) else v for k, v in end.items()})
+        return self._obs(), float(reward), outcome.terminated, outcome.truncated, info
 
     def render(self):
-        """``"ansi"`` mode: the prompt and the response so far as text."""
+        """``"ansi"`` mode: the prompt and every token after it so far, as text."""
         if self.render_mode == "ansi":
-            response = decode_response(
-                self.tokenizer, self._ids[self.max_prompt_tokens : self.max_prompt_tokens + self._t]
-            )
-            return f"{self._prompt}|{response}"
+            return f"{self._episode.prompt}|{self._response()}"
         return None
 
+    def _write(self, ids: list[int], *, action: int) -> None:
+        """Append ``ids`` after the tokens so far (``action_mask`` = ``action``)."""
+        col = self.max_prompt_tokens + self._t
+        self._buffers["input_ids"][col : col + len(ids)] = ids
+        self._buffers["attention_mask"][col : col + len(ids)] = 1
+        self._buffers["action_mask"][col : col + len(ids)] = action
+        self._t += len(ids)
+
+    def _response(self) -> str:
+        P = self.max_prompt_tokens
+        return decode_response(self.tokenizer, self._buffers["input_ids"][P : P + self._t])
+
     def _obs(self) -> dict[str, np.ndarray]:
-        if self.interaction is not None:
-            return {
-                "input_ids": self._ids.copy(),
-                "attention_mask": self._mask.copy(),
-                "action_mask": self._amask.copy(),
-            }
-        return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
+        return {k: v.copy() for k, v in self._buffers.items()}
 
 
 def _as_token(action, vocab_size: int) -> int:

@@ -1,11 +1,13 @@
 """N text-generation episodes stepped together, as torch tensors on the policy's device.
 
-The same MDP as :class:`~textrl.envs.token_env.TokenGenEnv`, batched: one ``step`` appends one
-token to every episode, and all episodes that end on that step are scored by one batched reward
-call. Observations, rewards and flags are ``torch`` tensors on ``device``, so a policy on a GPU
-never copies them to the host; the only host transfer per step is one small tensor of flags
-(were any actions out of range, did any episode end), the same "are we done?" check
-``model.generate`` makes. Decoding to text happens only for episodes that end.
+The same MDP as :class:`~textrl.envs.token_env.TokenGenEnv` (the episode model of
+:mod:`textrl.envs.episode`), batched: one ``step`` appends one token to every episode, and all
+turns and episodes that end on that step are scored by one batched reward call each.
+Observations, rewards and flags are ``torch`` tensors on ``device``, so a policy on a GPU never
+copies them to the host; on a step where no turn ends the only host transfer is one integer (was
+any action out of range, did any turn end), the same "are we done?" check ``model.generate``
+makes (with an interaction that has stop strings, also the N tokens, whose text is checked).
+Decoding to text and asking the interaction happen only for the slots whose turn ends.
 
 Seeding follows Gymnasium: ``reset(seed=s)`` seeds slot ``i`` with ``s + i``, so slot ``i``
 draws the same prompts as a single env reset with seed ``s + i``.
@@ -26,64 +28,60 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from gymnasium import spaces
 
-from textrl.envs import multiturn
+from textrl.envs.episode import Episode, EpisodeRules
 from textrl.envs.prompts import load_prompts
 from textrl.envs.token_env import (
     check_lengths,
     decode_response,
-    eos_id_of,
     encode_prompt,
+    eos_id_of,
     observation_space,
     pad_id_of,
     resolve_tokenizer,
     vocab_size_of,
 )
 from textrl.errors import TextRLError
-from textrl.rewards.base import score_responses
 
 MODES = {m.value.lower(): m for m in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)}
+BUFFERS = ("input_ids", "attention_mask", "action_mask")
 
 
 class TokenGenVectorEnv(VectorEnv):
     """``num_envs`` token-generation episodes as one batched torch environment.
 
     Args:
-        tokenizer, prompts, reward_model, max_new_tokens, max_prompt_tokens, prompt_truncation, vocab_size, stop_on_eos: as
-            for :class:`~textrl.envs.token_env.TokenGenEnv`.
+        tokenizer, prompts, reward_model, max_new_tokens, max_prompt_tokens, prompt_truncation,
+            vocab_size, stop_on_eos, format_prompt, interaction, max_turns, max_episode_tokens,
+            turn_reward: as for :class:`~textrl.envs.token_env.TokenGenEnv`.
         num_envs: number of parallel episodes N.
         device: torch device of every returned tensor.
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``AutoresetMode.DISABLED``
             (or their names ``"nextstep"``/``"disabled"``).
-        format_prompt: optional ``str -> str`` applied to a prompt before tokenising (e.g. a chat
-            template); the reward model and ``info`` still get the raw prompt.
-        interaction, max_turns, max_episode_tokens, turn_reward: multi-turn episodes, as for
-            :class:`~textrl.envs.token_env.TokenGenEnv` (``info["env_tokens"]``: see
-            :func:`textrl.envs.multiturn.vector_step`).
+        copy: as Gymnasium's ``SyncVectorEnv(copy=...)``: ``True`` returns a fresh copy of the
+            observation from every ``reset``/``step``; ``False`` returns views of the env's buffers,
+            valid until the next ``reset``, and on steps where nothing ends shared all-zero
+            reward/flag tensors (cheaper per step: read them, never write into them; the rollout
+            collector copies once per batch).
 
     ``reset(seed=, options=)`` → ``(obs, info)``; ``options`` may hold ``"prompts"`` (a list of
-    N strings, or one per slot being reset) and ``"reset_mask"`` (bool ``(N,)``: reset only
-    these slots). ``step(actions: LongTensor[N])`` → ``(obs, rewards: FloatTensor[N],
-    terminations: BoolTensor[N], truncations: BoolTensor[N], info)``. ``obs`` is
-    ``{"input_ids": LongTensor[N, P+T], "attention_mask": Int8Tensor[N, P+T]}``.
-    When episodes end, ``info`` holds ``prompt``, ``response`` (object arrays) and ``score``
-    (float array), each with its ``_key`` mask, the Gymnasium vector-info convention; a reward
-    model with ``score_with_details`` adds ``reward/<component>`` (float arrays) and
-    ``reward_details`` (object array of dicts); steps on which no episode ends return ``{}``.
-    ``episode_prompts``, ``episode_responses`` and ``episode_details`` hold each slot's
-    current prompt and last finished episode's response and explanation.
-    ``options["group_size"] = k`` (with no ``"prompts"``) draws ``N / k`` prompts and starts each
-    in k consecutive slots (group baselines: GRPO, RLOO), from a generator seeded by
-    ``reset(seed=s)`` with ``s``.
-    ``copy``: as Gymnasium's ``SyncVectorEnv(copy=...)``: ``True`` returns a fresh copy of the
-    observation from every ``reset``/``step``; ``False`` returns views of the env's buffers,
-    valid until the next ``reset``, and on steps where nothing ends shared all-zero reward/flag
-    tensors (cheaper per step: read them, never write into them; the rollout collector copies
-    once per batch). ``step`` also accepts actions shaped ``(N, 1)``.
+    N strings, or one per slot being reset), ``"reset_mask"`` (bool ``(N,)``: reset only these
+    slots) and ``"group_size"`` k (with no ``"prompts"``: draw ``N / k`` prompts and start each in
+    k consecutive slots, for group baselines, from a generator seeded by ``reset(seed=s)`` with
+    ``s``). ``step(actions: LongTensor[N] or [N, 1])`` → ``(obs, rewards: FloatTensor[N],
+    terminations: BoolTensor[N], truncations: BoolTensor[N], info)``; ``obs`` holds
+    ``input_ids`` (``LongTensor[N, W]``), ``attention_mask`` and ``action_mask``
+    (``Int8Tensor[N, W]``), ``W = max_prompt_tokens + max_episode_tokens``.
+    ``info`` follows the Gymnasium vector-info layout (a value array and its ``_key`` mask per key):
+    where episodes end, the columns of :meth:`~textrl.envs.episode.EpisodeRules.finish`
+    (``prompt``, ``response``, ``score``, ``reward/<component>``, ...); where a slot received env
+    tokens, ``env_tokens`` (the ids appended after its action); ``{}`` on steps where no turn ends.
+    ``episode_prompts``, ``episode_responses`` and ``episode_details`` hold each slot's current
+    prompt and last finished episode's response and explanation.
 
     Raises:
         TextRLError: as the single env, plus a wrong number of prompts or actions.
@@ -114,58 +112,49 @@ class TokenGenVectorEnv(VectorEnv):
         check_lengths(max_new_tokens, max_prompt_tokens)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
             raise TextRLError(f"num_envs: got {num_envs!r}; expected a positive integer")
-        if isinstance(autoreset_mode, str):
-            if autoreset_mode.lower() not in MODES:
-                raise TextRLError(f"autoreset_mode: got {autoreset_mode!r}; expected one of {sorted(MODES)}")
-            autoreset_mode = MODES[autoreset_mode.lower()]
-        if autoreset_mode not in MODES.values():
-            raise TextRLError(f"autoreset_mode: got {autoreset_mode}; expected NEXT_STEP or DISABLED")
-        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
+        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode_of(autoreset_mode)}
         self.tokenizer = resolve_tokenizer(tokenizer)
         self.prompts = load_prompts(prompts)
-        self.reward_model = reward_model
-        self.num_envs = num_envs
-        self.max_new_tokens = int(max_new_tokens)
+        self.num_envs, self.copy, self.device = num_envs, copy, torch.device(device)
         self.max_prompt_tokens = int(max_prompt_tokens)
-        self.prompt_truncation = prompt_truncation
-        self.format_prompt = format_prompt
-        self.stop_on_eos = stop_on_eos
-        self.copy = copy
-        self.eos_token_id = eos_id_of(self.tokenizer, stop_on_eos)
+        self.prompt_truncation, self.format_prompt = prompt_truncation, format_prompt
         self.pad_token_id = pad_id_of(self.tokenizer)
-        self.device = torch.device(device)
-        self.width = self.max_prompt_tokens + self.max_new_tokens
         vocab = vocab_size_of(self.tokenizer, vocab_size)
+        self.rules = EpisodeRules(
+            tokenizer=self.tokenizer,
+            reward_model=reward_model,
+            vocab_size=vocab,
+            max_new_tokens=int(max_new_tokens),
+            eos_id=eos_id_of(self.tokenizer, stop_on_eos),
+            interaction=interaction,
+            max_turns=max_turns,
+            max_episode_tokens=max_episode_tokens,
+            turn_reward=turn_reward,
+        )
+        self.width = self.max_prompt_tokens + self.rules.max_episode_tokens
         self.single_action_space = spaces.Discrete(vocab)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.single_observation_space = observation_space(vocab, self.width)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.interaction = interaction
-        if interaction is not None:  # multi-turn episodes: see textrl.envs.multiturn
-            multiturn.setup_env(
-                self,
-                interaction=interaction,
-                max_turns=max_turns,
-                max_episode_tokens=max_episode_tokens,
-                vocab=vocab,
-                turn_reward=turn_reward,
-            )
-            self._amask = torch.zeros((num_envs, self.width + 1), dtype=torch.int8, device=self.device)
-            self._episodes = [None] * num_envs
+        self._init_state()
 
-        n, dev = num_envs, self.device
-        # one scratch column past the observation width (see ``step``)
-        self._ids = torch.full((n, self.width + 1), self.pad_token_id, dtype=torch.long, device=dev)
-        self._mask = torch.zeros((n, self.width + 1), dtype=torch.int8, device=dev)
-        self.input_ids, self.attention_mask = self._ids[:, : self.width], self._mask[:, : self.width]
-        # per-slot state: episode running, and the observation column its next token goes to (P + length)
-        self._active = torch.zeros(n, dtype=torch.bool, device=dev)
-        self._next_col = torch.full((n,), self.max_prompt_tokens, dtype=torch.long, device=dev)
+    def _init_state(self) -> None:
+        n, dev = self.num_envs, self.device
+        # the observation buffers, with one scratch column past the width that finished slots write into
+        self._buffers = {k: torch.zeros((n, self.width + 1), dtype=torch.int8, device=dev) for k in BUFFERS}
+        self._buffers["input_ids"] = torch.full((n, self.width + 1), self.pad_token_id, dtype=torch.long, device=dev)
+        self._active = torch.zeros(n, dtype=torch.bool, device=dev)  # episode running
+        self._next_col = torch.full(
+            (n,), self.max_prompt_tokens, dtype=torch.long, device=dev
+        )  # column of the next token
+        self._limit_col = self._next_col.clone()  # the current turn reaches a budget at this column
         # constants of the step, made once (a Python scalar in torch.where costs an op per step)
         self._two, self._scratch = torch.tensor(2, device=dev), torch.tensor(self.width, device=dev)
         self._one, self._rows = torch.tensor(1, dtype=torch.int8, device=dev), torch.arange(n, device=dev)
         self._no_flags = torch.zeros(n, dtype=torch.bool, device=dev)  # never written: returned as is
         self._no_rewards = torch.zeros(n, dtype=torch.float32, device=dev)  # never written: returned as is
+        self._views = {k: v[:, : self.width] for k, v in self._buffers.items()}  # what observations show
+        self._episodes = [Episode("", ()) for _ in range(n)]
         self.episode_prompts: list[str] = [""] * n
         self.episode_responses: list[str] = [""] * n  # decoded when each episode ends
         self.episode_details: list[dict | None] = [None] * n  # the reward model's explanation, if any
@@ -180,7 +169,7 @@ class TokenGenVectorEnv(VectorEnv):
 
     @property
     def lengths(self) -> torch.Tensor:
-        """``LongTensor[N]``: response tokens each slot's episode has so far."""
+        """``LongTensor[N]``: tokens after the prompt each slot's episode has so far (policy and env)."""
         return self._next_col - self.max_prompt_tokens
 
     # -- Gymnasium API -------------------------------------------------------------------------
@@ -208,54 +197,42 @@ class TokenGenVectorEnv(VectorEnv):
     def step(self, actions):
         """Append one token per active slot; see the class docstring for the returned tuple.
 
-        Device work per step: about a dozen elementwise ops on ``(N,)`` tensors, two indexed
+        Device work per step: about a dozen elementwise ops on ``(N,)`` tensors, three indexed
         writes into the observation buffers and one host transfer of a single integer (2: an
-        action outside the vocabulary, 1: an episode ended, 0: neither), the same "are we done?"
-        check ``model.generate`` makes. Text decoding and the reward model run only on steps where
-        episodes end.
+        action outside the vocabulary, 1: a turn ended, 0: neither). The episode rules run on the
+        host only for the slots whose turn ended.
         """
-        actions = torch.as_tensor(actions, device=self.device)
-        if actions.dtype != torch.long:
-            actions = actions.long()
-        if actions.numel() != self.num_envs:
-            raise TextRLError(f"step(actions): got {actions.numel()} actions; expected {self.num_envs}")
-        if self.interaction is not None:
-            return multiturn.vector_step(self, actions)
-        flat = actions if actions.dim() == 1 else actions.reshape(-1)
+        flat = torch.as_tensor(actions, device=self.device).reshape(-1)
+        flat = flat if flat.dtype == torch.long else flat.long()
+        if flat.numel() != self.num_envs:
+            raise TextRLError(f"step(actions): got {flat.numel()} actions; expected {self.num_envs}")
         active = self._active
         bad = (flat.clamp(0, self.single_action_space.n - 1) != flat) & active
-        at_limit = self._next_col >= self.width - 1  # this token is the episode's last allowed one
-        if self.eos_token_id is not None:
-            eos = flat == self.eos_token_id
-            terminated, truncated = active & eos, (at_limit > eos) & active  # a > b is a & ~b for bools
-        else:
-            terminated, truncated = self._no_flags if not self.copy else torch.zeros_like(active), at_limit & active
-        ended = terminated | truncated
-        # The one host sync per step: 2 = an action out of range, 1 = an episode ended, 0 = neither.
+        col = torch.where(active, self._next_col, self._scratch)  # finished slots write the scratch column
+        for key, value in zip(BUFFERS, (flat, self._one, self._one)):
+            self._buffers[key].index_put_((self._rows, col), value)
+        self._next_col += active
+        by_policy = self.rules.ends_turn(flat)
+        if self.rules.checks_text:
+            by_policy = by_policy | self._stop_hits(flat, active)
+        ends = (by_policy | (self._next_col >= self._limit_col)) & active
+        status = torch.where(bad, self._two, ends).amax()
         was_done = None
         if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
             was_done = ~active
-            status, any_was_done = torch.stack([torch.where(bad, self._two, ended).amax(), was_done.any()]).tolist()
+            status, any_was_done = torch.stack([status, was_done.any()]).tolist()  # the step's one host sync
         else:
-            status, any_was_done = int(torch.where(bad, self._two, ended).amax()), False
+            status, any_was_done = int(status), False  # the step's one host sync
         if status == 2:
             i = int(bad.nonzero()[0])
             raise TextRLError(
                 f"action {int(flat[i])} in env {i} is outside the vocabulary; expected an "
                 f"integer in [0, {self.single_action_space.n})"
             )
-        # Write each active slot's token at its next response column; a finished slot writes into
-        # the scratch column W, outside the observation.
-        col = torch.where(active, self._next_col, self._scratch)
-        self._ids.index_put_((self._rows, col), flat)
-        self._mask.index_put_((self._rows, col), self._one)
-        self._next_col += active
-        self._active ^= ended  # ended slots were active: clear exactly them
         if status == 1:
-            rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
-            info = self._score(ended.nonzero().flatten().tolist(), rewards)
+            rewards, terminated, truncated, info = self._close_turns(ends, by_policy)
         else:
-            rewards, info = self._no_rewards if not self.copy else torch.zeros_like(self._no_rewards), {}
+            rewards, terminated, truncated, info = self._nothing_ended()
         if any_was_done:
             self._start(was_done.nonzero().flatten().tolist(), None)
         return self._obs(), rewards, terminated, truncated, info
@@ -283,6 +260,13 @@ class TokenGenVectorEnv(VectorEnv):
         if "group_rng" in state:
             self._group_rng.bit_generator.state = state["group_rng"]
 
+    def response_texts(self, slots: Sequence[int]) -> list[str]:
+        """Each slot's tokens after the prompt (policy and env) decoded, special tokens dropped."""
+        idx = torch.as_tensor(list(slots), dtype=torch.long, device=self.device)
+        rows = torch.cat([self._buffers["input_ids"][idx], self._next_col[idx, None]], 1).tolist()
+        return [decode_response(self.tokenizer, row[self.max_prompt_tokens : row[-1]]) for row in rows]
+
+    # -- internals -----------------------------------------------------------------------------
     def _group_prompts(self, k: int, slots: int) -> list[str]:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or slots % k:
             raise TextRLError(
@@ -292,7 +276,6 @@ class TokenGenVectorEnv(VectorEnv):
         picks = self._group_rng.choice(len(self.prompts), size=slots // k, replace=len(self.prompts) < slots // k)
         return [self.prompts[i] for i in picks for _ in range(k)]
 
-    # -- internals -----------------------------------------------------------------------------
     def _start(self, slots: list[int], prompts: Sequence[str] | None) -> None:
         if prompts is not None and len(prompts) not in (len(slots), self.num_envs):
             raise TextRLError(
@@ -301,24 +284,21 @@ class TokenGenVectorEnv(VectorEnv):
             )
         if prompts is not None and len(prompts) == self.num_envs and len(slots) != self.num_envs:
             prompts = [prompts[i] for i in slots]
+        P = self.max_prompt_tokens
         for k, i in enumerate(slots):
             prompt = prompts[k] if prompts is not None else self.prompts[int(self._rngs[i].integers(len(self.prompts)))]
             ids = self._encode(prompt)
-            self._ids[i] = self.pad_token_id
-            self._mask[i] = 0
-            self.input_ids[i, self.max_prompt_tokens - len(ids) : self.max_prompt_tokens] = torch.tensor(
-                ids, device=self.device
-            )
-            self.attention_mask[i, self.max_prompt_tokens - len(ids) : self.max_prompt_tokens] = 1
-            self.episode_prompts[i] = prompt
-            self.episode_responses[i] = ""
-            self.episode_details[i] = None
+            for key, buffer in self._buffers.items():
+                buffer[i] = self.pad_token_id if key == "input_ids" else 0
+            self._buffers["input_ids"][i, P - len(ids) : P] = torch.tensor(ids, device=self.device)
+            self._buffers["attention_mask"][i, P - len(ids) : P] = 1
+            self._episodes[i] = Episode(prompt, tuple(ids))
+            self.episode_prompts[i], self.episode_responses[i], self.episode_details[i] = prompt, "", None
         if slots:
             idx = torch.tensor(slots, device=self.device)
-            self._next_col[idx] = self.max_prompt_tokens
+            self._next_col[idx] = P
+            self._limit_col[idx] = P + self.rules.turn_budget(0)
             self._active[idx] = True
-        if self.interaction is not None:
-            multiturn.start_slots(self, slots, self._encode)
 
     def _encode(self, prompt: str) -> list[int]:
         ids = self._prompt_ids.get(prompt)
@@ -328,47 +308,115 @@ class TokenGenVectorEnv(VectorEnv):
             self._prompt_ids[prompt] = ids
         return ids
 
-    def response_texts(self, slots: Sequence[int]) -> list[str]:
-        """Decoded response text of each slot in ``slots`` (special tokens dropped)."""
-        idx = torch.as_tensor(list(slots), dtype=torch.long, device=self.device)
-        ids = self.input_ids[idx, self.max_prompt_tokens :].tolist()
-        lengths = self.lengths[idx].tolist()
-        return [decode_response(self.tokenizer, row[:n]) for row, n in zip(ids, lengths)]
+    def _stop_hits(self, tokens: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """``BoolTensor[N]``: the active slots whose turn text now holds a stop string (one host
+        transfer of the tokens; :meth:`~textrl.envs.episode.EpisodeRules.stop_hit` per active slot)."""
+        host_tokens, host_active = torch.stack([tokens, active.long()]).tolist()
+        hits = [bool(on) and self.rules.stop_hit(e, t) for e, t, on in zip(self._episodes, host_tokens, host_active)]
+        return torch.tensor(hits, device=self.device)
 
-    def _score(self, slots: list[int], rewards: torch.Tensor, *, scored=None) -> dict[str, Any]:
-        """Score the ended ``slots`` (or take their ``scored`` RewardOutput: multi-turn episodes
-        scored turn by turn), write the scores into ``rewards`` and return the step's info."""
-        prompts = [self.episode_prompts[i] for i in slots]
-        responses = self.response_texts(slots)
-        out = scored if scored is not None else score_responses(self.reward_model, prompts, responses)
+    def _nothing_ended(self):
+        if self.copy:
+            return (
+                torch.zeros_like(self._no_rewards),
+                torch.zeros_like(self._active),
+                torch.zeros_like(self._active),
+                {},
+            )
+        return self._no_rewards, self._no_flags, self._no_flags, {}
+
+    def _close_turns(self, ends: torch.Tensor, by_policy: torch.Tensor):
+        """The rules for every slot whose turn ended on this step: ask the interaction, append its
+        tokens, pay the turn rewards and, for the episodes that end, the reward model's scores."""
+        slots = ends.nonzero().flatten().tolist()
         idx = torch.tensor(slots, device=self.device)
-        rewards[idx] = out.scores.to(self.device)
+        P, n = self.max_prompt_tokens, self.num_envs
+        columns = [self._buffers["input_ids"][idx], self._next_col[idx, None], by_policy[idx, None].long()]
+        rows = torch.cat(columns, 1).tolist()  # one host transfer: each slot's tokens, end column, how it ended
+        closed = []
+        for i, row in zip(slots, rows):
+            episode = self._episodes[i]
+            turn = row[P + episode.used : row[-2]]
+            closed.append((episode, self.rules.close_turn(episode, turn, by_policy=bool(row[-1]))))
+        self.rules.score_turns_of(closed)
+        rewards = np.zeros(n, dtype=np.float32)
+        terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        appended: dict[int, list[int]] = {}
+        for i, (episode, outcome) in zip(slots, closed):
+            rewards[i] = outcome.reward
+            rewards[i] += outcome.score
+            terminated[i], truncated[i] = outcome.terminated, outcome.truncated
+            if outcome.appended:
+                appended[i] = outcome.appended
+        self._append(appended)
+        info = self._finish([i for i, (_, o) in zip(slots, closed) if o.ended], rewards)
+        if appended:
+            info.update(vector_info({i: {"env_tokens": ids} for i, ids in appended.items()}, n))
+        as_tensor = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
+        return as_tensor(rewards), as_tensor(terminated), as_tensor(truncated), info
+
+    def _append(self, appended: dict[int, list[int]]) -> None:
+        """Write each slot's env tokens after its action (``action_mask`` 0) in one indexed write
+        per buffer, and set the next turn's budget."""
+        if not appended:
+            return
+        slots = list(appended)
+        cols = self._next_col[torch.tensor(slots, device=self.device)].tolist()
+        rows = [i for i in slots for _ in appended[i]]
+        columns = [c + k for i, c in zip(slots, cols) for k in range(len(appended[i]))]
+        index = (torch.tensor(rows, device=self.device), torch.tensor(columns, device=self.device))
+        ids = torch.tensor([t for i in slots for t in appended[i]], dtype=torch.long, device=self.device)
+        self._buffers["input_ids"].index_put_(index, ids)
+        self._buffers["attention_mask"].index_put_(index, self._one)
+        idx = torch.tensor(slots, device=self.device)
+        self._next_col[idx] += torch.tensor([len(appended[i]) for i in slots], device=self.device)
+        used = [self._episodes[i].used for i in slots]
+        limits = [self.max_prompt_tokens + self.rules.turn_budget(u) for u in used]
+        self._limit_col[idx] = torch.tensor(limits, device=self.device)
+
+    def _finish(self, slots: list[int], rewards: np.ndarray) -> dict[str, Any]:
+        """Score the episodes of ``slots`` that ended on this step, add what they are paid to
+        ``rewards`` and return their info columns."""
+        if not slots:
+            return {}
+        self._active[torch.tensor(slots, device=self.device)] = False
+        responses = self.response_texts(slots)
+        paid, infos = self.rules.finish([self._episodes[i] for i in slots], responses)
         for k, i in enumerate(slots):
+            rewards[i] += paid[k]
             self.episode_responses[i] = responses[k]
-            self.episode_details[i] = out.details[k] if out.details is not None else None
-        mask = np.zeros(self.num_envs, dtype=bool)
-        mask[slots] = True
-        columns = {"prompt": prompts, "response": responses, "score": out.scores.cpu().numpy()}
-        for name, values in out.components.items():
-            columns[f"reward/{name}"] = values.cpu().numpy()
-        if out.details is not None:
-            columns["reward_details"] = out.details
-        info: dict[str, Any] = {}
-        for key, values in columns.items():  # the Gymnasium vector-info layout: value array + "_key" mask
-            numeric = isinstance(values, np.ndarray)
-            arr = np.zeros(self.num_envs, dtype=np.float32) if numeric else np.full(self.num_envs, None, dtype=object)
-            arr[slots] = values
-            info[key], info[f"_{key}"] = arr, mask.copy()
-        return info
+            self.episode_details[i] = infos[k].get("reward_details")
+        return vector_info(dict(zip(slots, infos)), self.num_envs)
 
     def _obs(self) -> dict[str, torch.Tensor]:
-        if self.interaction is not None:
-            obs = {
-                "input_ids": self.input_ids,
-                "attention_mask": self.attention_mask,
-                "action_mask": self._amask[:, : self.width],
-            }
-            return obs if not self.copy else {k: v.clone() for k, v in obs.items()}
-        if not self.copy:
-            return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
-        return {"input_ids": self.input_ids.clone(), "attention_mask": self.attention_mask.clone()}
+        return dict(self._views) if not self.copy else {k: v.clone() for k, v in self._views.items()}
+
+
+def autoreset_mode_of(mode: AutoresetMode | str) -> AutoresetMode:
+    """``NEXT_STEP`` or ``DISABLED`` from the mode or its name.
+
+    Raises:
+        TextRLError: any other mode.
+    """
+    if isinstance(mode, str):
+        if mode.lower() not in MODES:
+            raise TextRLError(f"autoreset_mode: got {mode!r}; expected one of {sorted(MODES)}")
+        mode = MODES[mode.lower()]
+    if mode not in MODES.values():
+        raise TextRLError(f"autoreset_mode: got {mode}; expected NEXT_STEP or DISABLED")
+    return mode
+
+
+def vector_info(rows: dict[int, dict[str, Any]], num_envs: int) -> dict[str, Any]:
+    """The Gymnasium vector-info layout of per-slot info dicts: for each key, an array of
+    ``num_envs`` values (float32 for numbers, objects otherwise) and its ``_key`` bool mask of the
+    slots that have it."""
+    info: dict[str, Any] = {}
+    for i, row in rows.items():
+        for key, value in row.items():
+            if key not in info:
+                numeric = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+                info[key] = np.zeros(num_envs, np.float32) if numeric else np.full(num_envs, None, dtype=object)
+                info[f"_{key}"] = np.zeros(num_envs, dtype=bool)
+            info[key][i], info[f"_{key}"][i] = value, True
+    return info

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from textrl.errors import TextRLError
+
 ROLES = ("user", "tool")
 # end-of-turn tokens of common chat templates (ChatML, Llama 3, Gemma, Phi-3)
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
@@ -88,7 +90,8 @@ class Reply:
 
     @classmethod
     def append(cls, ids: Sequence[int], reward: float | None = None) -> "Reply":
-        """Append ``ids`` to the state and let the policy take its next turn."""
+        """Append ``ids`` (at least one) to the state and let the policy take its next turn; an
+        empty ``ids`` is a faulty reply (the policy gets an error message instead)."""
         return cls(tuple(int(i) for i in ids), reward)
 
     @property
@@ -108,7 +111,7 @@ class Interaction:
     The env calls :meth:`setup` once with its tokenizer, then :meth:`respond` after every policy
     turn. ``respond`` should be a function of the :class:`EpisodeView` (the same interaction object
     serves every slot of a vector env). An exception it raises, or a return value that is not a
-    :class:`Reply`, becomes an error message to the policy (see :mod:`textrl.envs.multiturn`).
+    :class:`Reply`, becomes an error message to the policy (see :mod:`textrl.envs.episode`).
     """
 
     stop_strings: tuple[str, ...] = ()
@@ -151,6 +154,22 @@ class Interaction:
     def error_ids(self, message: str) -> list[int]:
         """The ids of an error message for the policy (a ``tool`` message ``error: <message>``)."""
         return self.message_ids(f"error: {message}", role="tool")
+
+
+def check_stop_strings(interaction) -> tuple[str, ...]:
+    """``interaction.stop_strings`` as a tuple.
+
+    Raises:
+        TextRLError: it is not a tuple or list of non-empty strings (a bare string such as
+            ``"</rev>"`` would otherwise become one stop string per character).
+    """
+    value = getattr(interaction, "stop_strings", ())
+    if not isinstance(value, (tuple, list)) or not all(isinstance(s, str) and s for s in value):
+        raise TextRLError(
+            f"interaction {type(interaction).__name__}: stop_strings: got {value!r}; expected a tuple or list "
+            f"of non-empty strings, e.g. ('</calc>',)"
+        )
+    return tuple(value)
 
 
 def end_of_turn_id(tokenizer) -> int | None:

@@ -1,4 +1,5 @@
-"""The rollout batch: every tensor an RL update needs, for B finished episodes."""
+"""The rollout batch: every tensor an RL update needs, for B finished episodes, and what it says
+about their turns."""
 
 from __future__ import annotations
 
@@ -11,40 +12,42 @@ from textrl.policies.sampling import SamplingConfig
 
 @dataclass
 class RolloutBatch:
-    """B episodes laid out as [prompt, left-padded (P) | response, right-padded (T)].
+    """B episodes laid out as [prompt, left-padded (P) | every token after it, right-padded (T)].
+
+    One contract for single-turn and multi-turn episodes: a single-turn episode's tokens after the
+    prompt are all actions, a multi-turn episode's interleave the policy's turns with env tokens.
 
     Attributes:
-        input_ids: ``LongTensor[B, P+T]`` prompt and response token ids.
-        attention_mask: ``LongTensor[B, P+T]`` 1 on real tokens.
-        response_mask: ``FloatTensor[B, T]`` 1.0 on generated tokens (a prefix of each row).
+        input_ids: ``LongTensor[B, P+T]`` prompt and episode token ids.
+        attention_mask: ``LongTensor[B, P+T]`` 1 on real tokens (policy and env).
+        action_mask: ``FloatTensor[B, T]`` 1.0 on the tokens the policy sampled (actions), 0.0 on env
+            tokens and padding: every log-prob, value, KL, entropy and loss covers actions only.
+        rewards: ``FloatTensor[B, T]`` float32, the env's per-token rewards: each reward on the
+            column of the action whose step paid it (an interaction's turn reward and, with
+            ``env.turn_reward=model``, the turn's score on the turn's last action; with ``final``
+            the reward model's score on the episode's last action), 0.0 elsewhere. A row sums to
+            the episode's ``scores``.
         logprobs: ``FloatTensor[B, T]`` log-probabilities of the sampled tokens under the
-            distribution they were sampled from (after temperature/top-k/top-p), 0 on padding.
+            distribution they were sampled from (after temperature/top-k/top-p), 0 off actions.
         ref_logprobs: ``FloatTensor[B, T]`` log π_ref of the same tokens (temperature only).
         untruncated_logprobs: ``FloatTensor[B, T]`` log π of the same tokens under the policy's
-            temperature-scaled, untruncated distribution, 0 on padding: with ``ref_logprobs``, the
+            temperature-scaled, untruncated distribution, 0 off actions: with ``ref_logprobs``, the
             KL penalty's two sides (equal to ``logprobs`` when nothing truncates).
-        values: ``FloatTensor[B, T]`` V(s_t) from the value head, 0 on padding.
-        scores: ``FloatTensor[B]`` reward-model scores r_RM(x, y).
-        prompts, responses: the texts, B of each.
+        values: ``FloatTensor[B, T]`` V(s_t) from the value head, 0 off actions.
+        scores: ``FloatTensor[B]`` each episode's score (reward model + interaction turn rewards).
+        prompts, responses: the texts, B of each (a response: every token after the prompt decoded).
         sampling: how the tokens were sampled (PPO recomputes logprobs the same way).
         vocab_size: size of the action space (logits beyond it are ignored).
         samples_per_prompt: k; rows ``[g*k, (g+1)*k)`` share one prompt (1 = no groups).
         reward_components: ``{name: FloatTensor[B]}``, a composite reward's component scores
             (empty for a single reward model).
         reward_details: B dicts explaining each score (an RBRM's rules), or ``None``.
-        action_mask: ``FloatTensor[B, T]`` for multi-turn episodes (an env with an interaction):
-            1.0 on the tokens the policy sampled, 0.0 on env tokens and padding; ``response_mask``
-            is then the same tensor, so every log-prob, value, KL, entropy and loss covers actions
-            only, and ``rewards`` holds each turn's reward on its last action token (the final one
-            plus the reward model's score). ``None`` for single-turn episodes.
-        rewards: ``FloatTensor[B, T]`` the env's per-token rewards of a multi-turn batch (each
-            turn's reward on its last action token, the reward model's score added on the last);
-            ``None`` for single-turn episodes, whose one reward is ``scores``.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    response_mask: torch.Tensor
+    action_mask: torch.Tensor
+    rewards: torch.Tensor
     logprobs: torch.Tensor
     ref_logprobs: torch.Tensor
     untruncated_logprobs: torch.Tensor
@@ -57,8 +60,6 @@ class RolloutBatch:
     samples_per_prompt: int = 1
     reward_components: dict[str, torch.Tensor] = field(default_factory=dict)
     reward_details: list[dict] | None = None
-    action_mask: torch.Tensor | None = None
-    rewards: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -67,13 +68,24 @@ class RolloutBatch:
 
     @property
     def response_length(self) -> int:
-        """Response width T (the longest response in the batch)."""
-        return self.response_mask.shape[1]
+        """Width T of the tokens after the prompt (the longest episode in the batch)."""
+        return self.action_mask.shape[1]
 
     @property
     def response_ids(self) -> torch.Tensor:
-        """``LongTensor[B, T]``, the generated tokens (padding where ``response_mask`` is 0)."""
+        """``LongTensor[B, T]``, the tokens after the prompt (actions where ``action_mask`` is 1)."""
         return self.input_ids[:, -self.response_length :]
+
+    def turn_rewards(self) -> list[list[float]]:
+        """Each episode's reward per policy turn: :attr:`rewards` at the last action of every run of
+        actions, in order. With ``env.turn_reward=model`` these are the reward model's turn scores
+        (plus any interaction turn reward); with ``final`` the last one also holds the episode's
+        score (a single-turn episode: ``[score]``)."""
+        actions = self.action_mask > 0
+        following = torch.zeros_like(actions)
+        following[:, :-1] = actions[:, 1:]
+        ends = actions & ~following
+        return [row[end].tolist() for row, end in zip(self.rewards.float().cpu(), ends.cpu())]
 
     def select(self, index: torch.Tensor) -> "RolloutBatch":
         """The sub-batch of episodes ``index`` (``LongTensor[b]``); texts and components follow."""
@@ -90,3 +102,17 @@ class RolloutBatch:
             else:
                 picked[f.name] = value
         return RolloutBatch(**picked)
+
+
+def turn_metrics(per_turn: list[list[float]], prefix: str = "turn/") -> dict[str, float]:
+    """``{prefix}reward_mean`` (mean over every policy turn of every episode) and
+    ``{prefix}reward_<k>`` (mean over the episodes' k-th turns, k = 1, 2, ...) of
+    :meth:`RolloutBatch.turn_rewards`'s lists; ``{}`` when there are no turns."""
+    flat = [r for turns in per_turn for r in turns]
+    if not flat:
+        return {}
+    metrics = {f"{prefix}reward_mean": sum(flat) / len(flat)}
+    for k in range(max(len(turns) for turns in per_turn)):
+        kth = [turns[k] for turns in per_turn if len(turns) > k]
+        metrics[f"{prefix}reward_{k + 1}"] = sum(kth) / len(kth)
+    return metrics

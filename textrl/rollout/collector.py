@@ -1,4 +1,5 @@
-"""Rollout collection: drive the vector env with the policy under ``no_grad``.
+"""Rollout collection: drive the vector env with the policy under ``no_grad``, one loop for
+single-turn and multi-turn episodes.
 
 One call of :meth:`RolloutCollector.collect` resets all N env slots together, prefills the
 policy's KV cache once, then alternates "draw a token per slot" (the decode engine, see
@@ -6,12 +7,19 @@ policy's KV cache once, then alternates "draw a token per slot" (the decode engi
 pass of the reference model then gives log π_ref. This is the same work as ``model.generate`` plus
 the env's bookkeeping (see ``tests/benchmarks/rollout.py``).
 
+On a step where some slots' turns ended and the env appended tokens (``info["env_tokens"]``, a
+multi-turn episode), the next forward is one ragged extend over ``(N, 1 + k_max)``: each slot's
+sampled token, then its env tokens, left-aligned and masked (the engine's ``extend``); the next draw
+comes from each slot's last real token, so the prefix is never recomputed and nothing the policy
+sampled is decoded and re-encoded. Every other step is the plain token step.
+
 The collector uses only the env's public contract: the prompts from ``reset``'s info, the
-``terminated``/``truncated`` flags and, on the steps where episodes end, the ``info`` columns
-(``response``, ``score``, ``reward/<component>``, ``reward_details`` with their ``_key`` masks).
-Each episode's score is read once from that info (the env pays it on the episode's last step;
-the algorithms shape per-token rewards from it). The response lengths are the response part of the final observation's
-attention mask. Per token step it keeps the draws in Python lists and stacks them once per batch.
+``terminated``/``truncated`` flags, the step rewards and, on the steps where something ended, the
+``info`` columns (``response``, ``score``, ``reward/<component>``, ``reward_details``,
+``env_tokens`` with their ``_key`` masks); the final observation's ``action_mask`` says which
+tokens were actions. Per token step it keeps the draws (and, on steps with an ``info``, the
+rewards) in Python lists; once per batch it places them: a slot's k-th draw, and the reward of the
+step that draw was taken on, belong to the column of its k-th action.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from textrl.policies.sampling import SamplingConfig
 from textrl.policies.scoring import teacher_forced_logprobs
 from textrl.rollout.buffer import RolloutBatch
 from textrl.rollout.engines import make_engine, resolve_engine
-from textrl.rollout.precision import autocast_dtype
+from textrl.precision import autocast_dtype
 
 
 class RolloutCollector:
@@ -120,33 +128,42 @@ class RolloutCollector:
 
     @torch.no_grad()
     def collect(self, prompts: list[str] | None = None) -> RolloutBatch:
-        """Run one episode in every env slot and return them as a batch.
+        """Run one episode in every env slot and return them as a batch (see the module docstring).
 
         Args:
             prompts: optional list of ``env.num_envs`` prompts; default: the env draws them.
-        """
-        if getattr(self.env, "interaction", None) is not None:  # multi-turn: see textrl.rollout.multiturn
-            from textrl.rollout.multiturn import collect_multiturn
 
-            return collect_multiturn(self, prompts)
-        env, P, n, T = self.env, self.env.max_prompt_tokens, self.env.num_envs, self.env.max_new_tokens
-        vocab = int(env.single_action_space.n)
+        Raises:
+            TextRLError: a failed compile under ``rollout.engine=compiled``, or a prompt too wide
+                for the compiled engine's static cache.
+        """
+        env, P, n = self.env, self.env.max_prompt_tokens, self.env.num_envs
+        vocab, steps = int(env.single_action_space.n), env.width - P
         options = {"prompts": prompts} if prompts is not None else {"group_size": self.samples_per_prompt}
         obs, info = env.reset(seed=self._reset_seed, options=options)
         self._reset_seed = None  # later batches continue the env's prompt RNG
         episodes = Episodes(list(info["prompt"]))
-        self.engine = self._engine(vocab, n, P + T)
+        # room for a multi-turn episode's ragged blocks, whose masked columns fill the static cache too
+        self.engine = self._engine(vocab, n, env.width + (steps if env.rules.appends_tokens else 0))
         draw = self.engine.start(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
-        draws, active = [], torch.ones(n, 1, dtype=torch.bool, device=env.device)
-        for _ in range(T):
+        draws, rewards = [], {}
+        active = torch.ones(n, 1, dtype=torch.bool, device=env.device)
+        for step in range(steps):
             draws.append(draw)
-            obs, _, terminated, truncated, info = env.step(draw.tokens)
-            if info:  # some episodes ended on this step: the one place their results arrive
+            obs, reward, terminated, truncated, info = env.step(draw.tokens)
+            if not info:  # nothing ended on this step: no reward, no env tokens
+                draw = self.engine.advance(draw.tokens, active)
+                continue
+            rewards[step] = reward
+            if "_score" in info:  # some episodes ended on this step
                 active = active & ~(terminated | truncated)[:, None]
                 if episodes.record(info):
                     break
-            draw = self.engine.advance(draw.tokens, active)
-        return self._batch(obs, draws, episodes, vocab)
+            if "env_tokens" in info:
+                draw = self.engine.extend(*ragged_block(draw.tokens, active, info["env_tokens"]))
+            else:
+                draw = self.engine.advance(draw.tokens, active)
+        return self._batch(obs, draws, rewards, episodes, vocab)
 
     def _engine(self, vocab: int, n: int, max_len: int):
         if getattr(self.engine, "failure", None) is not None and self.fallback:
@@ -196,8 +213,9 @@ class RolloutCollector:
 
     def final_layout(self, obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(input_ids, attention_mask, lengths)`` of the final observation ``obs``, cut to
-        ``[left-padded prompt | responses]`` without the columns no episode used: ``(B, W+T)``
-        long copies (the env reuses its buffers at the next reset) and ``(B,)`` response lengths."""
+        ``[left-padded prompt | tokens after it]`` without the columns no episode used: ``(B, W+T)``
+        long copies (the env reuses its buffers at the next reset) and ``(B,)`` episode lengths
+        (tokens after the prompt, policy and env)."""
         P = self.env.max_prompt_tokens
         lengths = obs["attention_mask"][:, P:].sum(1)
         prompt_width = int(obs["attention_mask"][:, :P].sum(1).max())
@@ -219,25 +237,58 @@ class RolloutCollector:
             reward_details=episodes.details if any(d is not None for d in episodes.details) else None,
         )
 
-    def _batch(self, obs, draws: list, episodes: "Episodes", vocab: int) -> RolloutBatch:
+    def _batch(self, obs, draws: list, rewards: dict, episodes: "Episodes", vocab: int) -> RolloutBatch:
         input_ids, attention_mask, lengths = self.final_layout(obs)
-        T = int(lengths.max())  # trim columns no episode used
-        response_mask = (torch.arange(T, device=self.env.device)[None, :] < lengths[:, None]).float()
-        logprobs, untruncated_logprobs, values = (
-            torch.cat([getattr(d, name) for d in draws[:T]], 1) * response_mask
+        P, T = self.env.max_prompt_tokens, int(lengths.max())  # trim columns no episode used
+        action_mask = obs["action_mask"][:, P : P + T].float()
+        step_rewards = torch.zeros(len(draws[0].tokens), len(draws), device=self.env.device)
+        for step, reward in rewards.items():
+            step_rewards[:, step] = reward
+        # a slot's k-th draw (and its step's reward) go to the column of its k-th action; the draws
+        # taken after its episode ended land on non-action columns and are masked away
+        columns = torch.argsort((action_mask <= 0).to(torch.int8), dim=1, stable=True)[:, : len(draws)]
+        placed = {
+            name: torch.zeros_like(action_mask).scatter_(1, columns, torch.cat([getattr(d, name) for d in draws], 1))
+            * action_mask
             for name in ("logprobs", "untruncated_logprobs", "values")
+        }
+        ref_logprobs = self.reference_logprobs(
+            input_ids, attention_mask, placed["untruncated_logprobs"], action_mask, vocab
         )
-        ref_logprobs = self.reference_logprobs(input_ids, attention_mask, untruncated_logprobs, response_mask, vocab)
         return RolloutBatch(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            response_mask=response_mask,
-            logprobs=logprobs,
+            action_mask=action_mask,
+            rewards=torch.zeros_like(action_mask).scatter_(1, columns, step_rewards) * action_mask,
             ref_logprobs=ref_logprobs,
-            untruncated_logprobs=untruncated_logprobs,
-            values=values,
+            **placed,
             **self.episode_fields(episodes, vocab),
         )
+
+
+def ragged_block(tokens: torch.Tensor, active: torch.Tensor, env_tokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(N, 1 + k_max)`` block of new tokens for the engines' ``extend``.
+
+    Args:
+        tokens: ``(N, 1)`` long, the tokens just sampled.
+        active: ``(N, 1)`` bool, slots whose episode is still running.
+        env_tokens: N entries, each a list of appended ids or ``None``.
+
+    Returns:
+        ``(ids, mask)``, both ``(N, 1 + k_max)`` long: row i is ``[token_i, *env_tokens[i], pad...]``
+        with mask 1 on those (all 0 for an inactive slot).
+    """
+    n, dev = tokens.shape[0], tokens.device
+    width = 1 + max(len(e) for e in env_tokens if e is not None)
+    extra = torch.zeros(n, width - 1, dtype=torch.long)
+    extra_mask = torch.zeros(n, width - 1, dtype=torch.long)
+    for i, e in enumerate(env_tokens):
+        if e is not None:
+            extra[i, : len(e)] = torch.tensor(e, dtype=torch.long)
+            extra_mask[i, : len(e)] = 1
+    ids = torch.cat([tokens, extra.to(dev)], 1)
+    mask = torch.cat([active.long(), extra_mask.to(dev) * active.long()], 1)
+    return ids, mask
 
 
 class Episodes:

@@ -5,7 +5,7 @@
 - ``eager``: :class:`EagerEngine`, the policy's forward with a growing (dynamic) KV cache
   (:class:`~textrl.policies.kv_cache.KVCacheDecoder`), then :func:`sample_tokens`, op by op.
 - ``compiled``: :class:`CompiledEngine`, a transformers ``StaticCache`` sized for prompt +
-  ``env.max_new_tokens`` (multi-turn: prompt + ``2 · env.max_episode_tokens``) at the batch size,
+  ``env.max_episode_tokens`` (with an interaction: prompt + ``2 · env.max_episode_tokens``) at the batch size,
   allocated once per engine and reused by every batch; the token step (policy forward over N new
   tokens, value head, logit warp, log-softmax) is one ``torch.compile`` graph, on CUDA captured as
   a CUDA graph (``mode="reduce-overhead"``), so a token step is one graph replay, one
@@ -21,17 +21,17 @@ Precision. An engine is made for the autocast state of the ``collect()`` that fi
 collector keeps one per state, so a run that changes precision between batches gets a second
 engine instead of a static cache of the wrong dtype). Under bf16 autocast with float32 master
 weights both engines decode with a bf16 copy of the trunk's matmul weights, refreshed once per
-``collect()`` (:class:`~textrl.rollout.precision.RolloutWeights`): no token step casts a weight,
+``collect()`` (:class:`~textrl.rollout.rollout_weights.RolloutWeights`): no token step casts a weight,
 and the heads stay the float32 masters. Without the copy, autocast's weight cache (which lives as
 long as the autocast region, i.e. one ``collect()``) casts the eager engine's trainable weights
 once per batch but frozen ones (LoRA's base weights) at every step, and the compiled step, a graph
 of its own, casts every weight at every step. The copy costs 2 bytes per trunk parameter and one
 cast of the trunk per ``collect()``; measured by tests/benchmarks/rollout_precision.py (see
-:mod:`textrl.rollout.precision`). The compiled engine's static cache holds keys and values in one
+:mod:`textrl.rollout.rollout_weights`). The compiled engine's static cache holds keys and values in one
 dtype (bf16 under bf16 autocast: the keys leave the rotary embedding in float32, the values leave
 ``v_proj`` in bf16, and attention reads both in bf16).
 
-Multi-turn episodes (an env with an interaction, :mod:`textrl.rollout.multiturn`). On a step where
+Multi-turn episodes (an env with an interaction, :mod:`textrl.rollout.collector`). On a step where
 some slots' turns ended and the env appended tokens, :meth:`EagerEngine.extend` /
 :meth:`CompiledEngine.extend` take one ragged ``(N, K)`` block (each slot's sampled token, then its
 env tokens, left-aligned; other slots their one token; mask 0 after them) and draw the next token
@@ -71,7 +71,8 @@ from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.kv_cache import KVCacheDecoder, compact_left
 from textrl.policies.positions import position_ids
 from textrl.policies.sampling import SamplingConfig, draw_tokens, sampling_logprobs
-from textrl.rollout.precision import RolloutWeights, autocast_dtype, needs_rollout_weights, single_dtype_cache
+from textrl.precision import autocast_dtype
+from textrl.rollout.rollout_weights import RolloutWeights, needs_rollout_weights, single_dtype_cache
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class EagerEngine:
         generator: the collector's token-sampling RNG.
 
     Made for the autocast state it is made in, like :class:`CompiledEngine`: under autocast with
-    float32 trunk weights it decodes with a :class:`~textrl.rollout.precision.RolloutWeights` copy
+    float32 trunk weights it decodes with a :class:`~textrl.rollout.rollout_weights.RolloutWeights` copy
     refreshed at every :meth:`start`, so no token step casts a weight (autocast's own cache would
     cast trainable weights once per autocast region but frozen ones, e.g. LoRA's base weights, at
     every step).
@@ -189,7 +190,7 @@ class CompiledEngine:
     Args:
         policy, sampling, vocab_size, generator: as :class:`EagerEngine`.
         num_envs: N, the batch size the cache is allocated for.
-        max_len: cache length in tokens: ``max_prompt_tokens + max_new_tokens`` (single-turn),
+        max_len: cache length in tokens: ``max_prompt_tokens + max_episode_tokens`` (no env tokens),
             ``max_prompt_tokens + 2 · max_episode_tokens`` (multi-turn; see the module docstring).
         backend: ``torch.compile`` backend (a name or a callable); default ``inductor``, with
             ``mode="reduce-overhead"`` (CUDA graphs) on CUDA.
@@ -199,7 +200,7 @@ class CompiledEngine:
 
     The engine is built for the autocast state it is made in (``precision``: autocast's dtype or
     ``None``) and must run in that state; the collector keeps one engine per state. Under autocast
-    with float32 trunk weights it runs a :class:`~textrl.rollout.precision.RolloutWeights` copy
+    with float32 trunk weights it runs a :class:`~textrl.rollout.rollout_weights.RolloutWeights` copy
     (refreshed at every :meth:`start`), so the compiled step reads low-precision weights without
     casting them, and the static cache holds keys and values in one dtype (autocast's, else the
     model's).

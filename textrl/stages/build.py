@@ -102,16 +102,6 @@ def make_env(
     needs, returning views of its buffers (the collector copies once per batch); with an
     ``interaction`` (:func:`build_interaction`) its episodes are multi-turn (``env.max_turns``,
     ``env.max_episode_tokens``, ``env.turn_reward``)."""
-    multiturn = (
-        {}
-        if interaction is None
-        else dict(
-            interaction=interaction,
-            max_turns=cfg.env.max_turns,
-            max_episode_tokens=cfg.env.max_episode_tokens,
-            turn_reward=cfg.env.turn_reward,
-        )
-    )
     return TokenGenVectorEnv(
         tokenizer,
         prompts,
@@ -125,7 +115,29 @@ def make_env(
         autoreset_mode="disabled",
         format_prompt=prompt_formatter(cfg, tokenizer),
         copy=False,
-        **multiturn,
+        interaction=interaction,
+        max_turns=cfg.env.max_turns,
+        max_episode_tokens=cfg.env.max_episode_tokens,
+        turn_reward=cfg.env.turn_reward,
+    )
+
+
+def check_context(env: TokenGenVectorEnv, policy) -> None:
+    """Fail when an episode can outgrow the policy's context: the observation width (prompt +
+    ``env.max_episode_tokens``) beyond the model's ``max_position_embeddings`` (when its config has
+    one).
+
+    Raises:
+        TextRLError: naming ``env.max_episode_tokens`` (or ``env.max_new_tokens`` for a single turn).
+    """
+    context = getattr(policy.config, "max_position_embeddings", None)
+    if not isinstance(context, int) or env.width <= context:
+        return
+    P, budget = env.max_prompt_tokens, env.width - env.max_prompt_tokens
+    key = "env.max_new_tokens" if env.rules.max_turns == 1 else "env.max_episode_tokens"
+    raise TextRLError(
+        f"{key}: got an episode budget of {budget} tokens after env.max_prompt_tokens={P} ({env.width} in all); "
+        f"expected at most {context} in all, the policy's context (max_position_embeddings)"
     )
 
 
@@ -233,4 +245,5 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
         prompts = list(interaction.prompts) if stage == "rl" else held_out[: cfg.eval.num_prompts]
         num_envs = num_envs if stage == "rl" else len(prompts)
     env = make_env(cfg, tokenizer, prompts, reward_model, num_envs, device, interaction)
+    check_context(env, policy)
     return RolloutParts(tokenizer, policy, reference, reward_model, prompts, env)

@@ -30,7 +30,7 @@ from textrl.io import append_jsonl, atomic_write_json, atomic_write_text, jsonl_
 from textrl.policies.policy import PolicyWithValueHead
 from textrl.precision import autocast
 from textrl.report import EVAL_REWARDS, write_eval_report
-from textrl.rollout.multiturn import turn_metrics, turn_rewards
+from textrl.rollout.buffer import turn_metrics
 from textrl.stages.build import build_rollout_parts, make_collector
 
 
@@ -51,20 +51,20 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         ours = make_collector(cfg, parts.env, parts.policy, reference_lm, seed=cfg.seed).collect(prompts=prompts)
         theirs = make_collector(cfg, parts.env, reference, None, seed=cfg.seed).collect(prompts=prompts)
     wins = (ours.scores > theirs.scores).float() + 0.5 * (ours.scores == theirs.scores).float()
-    stop_strings = tuple(getattr(getattr(parts.env, "interaction", None), "stop_strings", ()))
+    stop_strings = parts.env.rules.stop_strings
     per_turn = cfg.env.turn_reward == "model"  # the env scored each policy turn
     result = {
         "prompts": len(prompts),
         "policy": episode_stats(ours, stop_strings, per_turn=per_turn),
         "reference": episode_stats(theirs, stop_strings, per_turn=per_turn),
         "win_rate": float(wins.mean()),
-        "kl": float(episode_kl(ours.untruncated_logprobs, ours.ref_logprobs, ours.response_mask).mean()),
+        "kl": float(episode_kl(ours.untruncated_logprobs, ours.ref_logprobs, ours.action_mask).mean()),
         "policy_model": cfg.policy.model,
         "reference_model": cfg.eval.reference,
     }
     atomic_write_json(os.path.join(run_dir, "eval.json"), result)
     samples_path = os.path.join(run_dir, "eval_samples.jsonl")
-    turns = (turn_rewards(ours), turn_rewards(theirs)) if per_turn else None
+    turns = (ours.turn_rewards(), theirs.turn_rewards()) if per_turn else None
     for i in range(min(cfg.eval.samples, len(prompts))):
         row = {
             "prompt": prompts[i],
@@ -92,36 +92,35 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
 def episode_stats(batch, stop_strings: tuple[str, ...] = (), *, per_turn: bool = False) -> dict[str, float]:
     """One model's block of ``eval.json`` from its :class:`~textrl.rollout.buffer.RolloutBatch`.
 
-    Always: ``mean_reward``, ``median_reward`` (reward-model units) and ``mean_length`` (tokens
-    the policy sampled per episode). ``accuracy``: the mean of the reward's ``correct`` component
-    (fraction in [0, 1]) when it has one. Multi-turn batches (``action_mask`` set) add ``turns``
-    (policy turns per episode: runs of action tokens) and ``episode_length`` (policy and env
-    tokens after the prompt); with ``stop_strings`` (a tool interaction's: each occurrence in a
+    Always: ``mean_reward``, ``median_reward`` (reward-model units), ``mean_length`` (tokens
+    the policy sampled per episode), ``turns`` (policy turns per episode: runs of action tokens; 1
+    for single-turn episodes) and ``episode_length`` (policy and env tokens after the prompt).
+    ``accuracy``: the mean of the reward's ``correct`` component (fraction in [0, 1]) when it has
+    one. With ``stop_strings`` (a tool interaction's: each occurrence in a
     transcript is one call) also ``tool_calls`` (calls per episode) and ``tool_call_rate``
     (fraction of episodes with at least one call). ``per_turn`` (the env scored each turn,
     ``env.turn_reward=model``) adds ``turn_reward_mean`` (mean reward per policy turn) and
     ``turn_reward_<k>`` (mean reward of the k-th turn, k = 1, 2, ...), from
-    :func:`~textrl.rollout.multiturn.turn_rewards`.
+    :meth:`~textrl.rollout.buffer.RolloutBatch.turn_rewards`.
     """
     stats = {
         "mean_reward": float(batch.scores.mean()),
         "median_reward": median(batch.scores),
-        "mean_length": float(batch.response_mask.sum(1).mean()),
+        "mean_length": float(batch.action_mask.sum(1).mean()),
     }
     if "correct" in batch.reward_components:
         stats["accuracy"] = float(batch.reward_components["correct"].float().mean())
-    if batch.action_mask is not None:
-        actions = batch.action_mask > 0
-        starts = actions[:, :1].sum(1) + (actions[:, 1:] & ~actions[:, :-1]).sum(1)
-        T = batch.response_length
-        stats["turns"] = float(starts.float().mean())
-        stats["episode_length"] = float(batch.attention_mask[:, -T:].sum(1).float().mean()) if T else 0.0
-        if stop_strings:
-            calls = torch.tensor([float(sum(r.count(s) for s in stop_strings)) for r in batch.responses])
-            stats["tool_calls"] = float(calls.mean())
-            stats["tool_call_rate"] = float((calls > 0).float().mean())
-        if per_turn:
-            stats.update(turn_metrics(turn_rewards(batch), prefix="turn_"))
+    actions = batch.action_mask > 0
+    starts = actions[:, :1].sum(1) + (actions[:, 1:] & ~actions[:, :-1]).sum(1)
+    T = batch.response_length
+    stats["turns"] = float(starts.float().mean())
+    stats["episode_length"] = float(batch.attention_mask[:, -T:].sum(1).float().mean()) if T else 0.0
+    if stop_strings:
+        calls = torch.tensor([float(sum(r.count(s) for s in stop_strings)) for r in batch.responses])
+        stats["tool_calls"] = float(calls.mean())
+        stats["tool_call_rate"] = float((calls > 0).float().mean())
+    if per_turn:
+        stats.update(turn_metrics(batch.turn_rewards(), prefix="turn_"))
     return stats
 
 

@@ -53,7 +53,7 @@ from textrl.io import atomic_save_dir, atomic_write_json
 from textrl.precision import autocast
 from textrl.report import kl_target, write_rl_report_quietly
 from textrl.rollout.engines import resolve_engine
-from textrl.rollout.multiturn import turn_metrics, turn_rewards
+from textrl.rollout.buffer import turn_metrics
 from textrl.signals import StopSignals, send_test_signal, signal_name
 from textrl.stages.build import RolloutParts, build_rollout_parts, make_collector, sampling_config
 
@@ -250,7 +250,7 @@ def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
 def run_update(cfg, run: RLRun, update: int, run_dir: str):
     """One rollout + algorithm update: ``(metrics, batch)``; ``batch`` is ``None`` when
     ``trainer.on_nonfinite=skip`` dropped it. With ``env.turn_reward=model`` the metrics include
-    ``turn/reward_mean`` and ``turn/reward_<k>`` (:func:`~textrl.rollout.multiturn.turn_metrics`)."""
+    ``turn/reward_mean`` and ``turn/reward_<k>`` (:func:`~textrl.rollout.buffer.turn_metrics`)."""
     t0 = time.perf_counter()
     try:
         with autocast(run.device, cfg.trainer.precision):  # the rollout: no weight changes inside
@@ -261,11 +261,11 @@ def run_update(cfg, run: RLRun, update: int, run_dir: str):
     except NonFiniteError as e:
         return on_nonfinite(e, update, cfg, run_dir), None  # raises unless trainer.on_nonfinite=skip
     t2 = time.perf_counter()
-    tokens = float(batch.response_mask.sum())
+    tokens = float(batch.action_mask.sum())
     metrics.update({"perf/tokens_per_s": tokens / (t2 - t0), "perf/rollout_s": t1 - t0, "perf/update_s": t2 - t1})
     metrics.update({f"reward/{k}": float(v.mean()) for k, v in batch.reward_components.items()})
     if cfg.env.turn_reward == "model":  # the env scored each turn
-        metrics.update(turn_metrics(turn_rewards(batch)))
+        metrics.update(turn_metrics(batch.turn_rewards()))
     return metrics, batch
 
 

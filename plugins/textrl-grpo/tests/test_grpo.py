@@ -19,21 +19,39 @@ from textrl_grpo.grpo import GRPO
 ASSETS = Path(os.environ.get("TEXTRL_ASSETS", Path(__file__).resolve().parents[4] / "shared" / "assets"))
 
 
+def last_action_rewards(scores, width=3):
+    """Single-turn rewards: each score on its episode's last action (column ``width - 1``)."""
+    rewards = torch.zeros(len(scores), width)
+    rewards[:, -1] = scores
+    return rewards, torch.ones(len(scores), width)
+
+
 def test_group_advantages_by_hand():
     scores = torch.tensor([1.0, 3.0, 0.0, 0.0, 2.0, 4.0])  # groups of 3: [1,3,0] [0,2,4]
+    rewards, mask = last_action_rewards(scores)
     # group 1: mean 4/3, std (unbiased) sqrt(((1-4/3)^2 + (3-4/3)^2 + (0-4/3)^2)/2) = sqrt(7/3)
     s1 = math.sqrt(((1 - 4 / 3) ** 2 + (3 - 4 / 3) ** 2 + (4 / 3) ** 2) / 2)
     # group 2: mean 2, std sqrt((4 + 0 + 4)/2) = 2
     expected = [(1 - 4 / 3) / s1, (3 - 4 / 3) / s1, (0 - 4 / 3) / s1, -1.0, 0.0, 1.0]
-    torch.testing.assert_close(group_advantages(scores, 3), torch.tensor(expected), atol=1e-5, rtol=1e-5)
-    centred = group_advantages(scores, 3, scale=False)
-    torch.testing.assert_close(centred, torch.tensor([-1 / 3, 5 / 3, -4 / 3, -2.0, 0.0, 2.0]))
+    every_action = torch.tensor(expected)[:, None].expand(6, 3)  # single-turn: one advantage per episode
+    torch.testing.assert_close(group_advantages(rewards, mask, 3), every_action, atol=1e-5, rtol=1e-5)
+    centred = group_advantages(rewards, mask, 3, scale=False)
+    torch.testing.assert_close(centred, torch.tensor([-1 / 3, 5 / 3, -4 / 3, -2.0, 0.0, 2.0])[:, None].expand(6, 3))
+
+
+def test_group_advantages_credit_each_turn_with_its_reward_to_go():
+    # two 2-turn episodes of one prompt: turn rewards on actions 0 and 2 (env token at 1)
+    rewards = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]])
+    # returns 3 and 0: mean 1.5; episode 0's second turn is credited 3 − 1 = 2 → 2 − 1.5
+    centred = group_advantages(rewards, mask, 2, scale=False)
+    torch.testing.assert_close(centred[:, [0, 2]], torch.tensor([[1.5, 0.5], [-1.5, -1.5]]))
 
 
 @pytest.mark.parametrize("size", [1, 4])
 def test_group_size_must_divide_batch_and_be_at_least_two(size):
     with pytest.raises(textrl.TextRLError, match=f"algo.group_size: got {size}"):
-        group_advantages(torch.zeros(6), size)
+        group_advantages(torch.zeros(6, 2), torch.ones(6, 2), size)
 
 
 def test_group_size_below_two_is_rejected_at_startup():
@@ -49,7 +67,7 @@ def test_grpo_loss_by_hand():
     old = torch.tensor([[-1.0, -2.0]])  # ratio 1: surrogate is −A on each real token
     ref = torch.tensor([[-1.5, -2.0]])
     mask = torch.tensor([[1.0, 1.0]])
-    terms = grpo_loss(logprobs, old, ref, torch.tensor([2.0]), mask, clip_range=0.2, beta=0.1)
+    terms = grpo_loss(logprobs, old, ref, torch.tensor([[2.0, 2.0]]), mask, clip_range=0.2, beta=0.1)
     k3 = (math.exp(-0.5) - (-0.5) - 1.0 + 0.0) / 2  # exp(ref−logπ) − (ref−logπ) − 1, averaged
     assert terms["policy"].item() == pytest.approx(-2.0)
     assert terms["kl"].item() == pytest.approx(k3, rel=1e-6)

@@ -1,7 +1,11 @@
-"""Group-relative policy optimisation (Shao et al. 2024, DeepSeekMath §4.1), outcome supervision.
+"""Group-relative policy optimisation (Shao et al. 2024, DeepSeekMath §4.1), outcome supervision,
+with turn-level credit.
 
-For a group of G responses to one prompt with scores r_1..r_G:
-``A_i = (r_i − mean(r)) / (std(r) + eps)`` for every token of response i. The loss per token is the
+For a group of G episodes of one prompt with returns G_1..G_G (``Σ_t r_t``, the env's rewards; a
+single-turn episode's is its score): ``A_{i,t} = (G_{i,t} − mean(G)) / (std(G) + eps)`` at every
+action t of episode i, ``G_{i,t} = G_i − R_{<t}`` its reward-to-go (the rewards paid before t
+removed, :func:`textrl.rewards_before`; ``G_i`` itself for a single-turn episode). The baseline is
+the group's mean episode return, which no action of episode i affects. The loss per token is the
 PPO clipped surrogate with this advantage plus β·KL, KL by the k3 estimator
 ``exp(log π_ref − log π) − (log π_ref − log π) − 1`` (unbiased, non-negative; ``algo.kl.estimator``
 chooses k1/k2/k3 through textrl's shared :func:`textrl.kl_penalty`); no critic.
@@ -16,31 +20,38 @@ from __future__ import annotations
 import torch
 
 import textrl
-from textrl import KLConfig, episode_kl, kl_penalty, masked_mean, ppo_policy_loss
+from textrl import KLConfig, episode_kl, kl_penalty, masked_mean, ppo_policy_loss, rewards_before
 
 
-def group_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
-    """Per-episode advantages: score minus its group's mean (divided by the group's std if ``scale``).
+def group_advantages(
+    rewards: torch.Tensor, mask: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
+    """Per-action advantages: each action's reward-to-go minus its group's mean episode return
+    (divided by the group's std of returns if ``scale``).
 
     Args:
-        scores: ``(B,)`` rewards; rows ``[g*G, (g+1)*G)`` share a prompt.
+        rewards: ``(B, T)`` the env's per-token rewards; rows ``[g*G, (g+1)*G)`` share a prompt.
+        mask: ``(B, T)`` 1.0 on action tokens.
         group_size: G ≥ 2, dividing B.
 
     Returns:
-        ``(B,)`` float32 advantages.
+        ``(B, T)`` float32 advantages.
 
     Raises:
         textrl.TextRLError: G < 2 or G does not divide B.
     """
-    if group_size < 2 or scores.numel() % group_size:
+    returns = rewards.float().sum(1)
+    if group_size < 2 or returns.numel() % group_size:
         raise textrl.TextRLError(
-            f"algo.group_size: got {group_size}; expected an integer >= 2 dividing rollout.batch_size={scores.numel()}"
+            f"algo.group_size: got {group_size}; expected an integer >= 2 dividing rollout.batch_size={returns.numel()}"
         )
-    groups = scores.float().view(-1, group_size)
-    centred = groups - groups.mean(1, keepdim=True)
+    groups = returns.view(-1, group_size)
+    mean = groups.mean(1, keepdim=True).expand_as(groups).reshape(-1, 1)
+    to_go = returns[:, None] - rewards_before(rewards.float(), mask)
+    centred = to_go - mean
     if scale:
-        centred = centred / (groups.std(1, keepdim=True) + eps)
-    return centred.view(-1)
+        centred = centred / (groups.std(1, keepdim=True).expand_as(groups).reshape(-1, 1) + eps)
+    return centred
 
 
 def grpo_loss(
@@ -54,13 +65,13 @@ def grpo_loss(
     untruncated_logprobs=None,
     estimator: str = "k3",
 ):
-    """GRPO loss terms on token tensors ``(B, T)`` with per-episode ``advantages`` ``(B,)``.
+    """GRPO loss terms on token tensors ``(B, T)``, advantages included.
 
     Args:
         logprobs: ``(B, T)`` current log π under the sampling distribution (with grad), for the ratio.
         old_logprobs: ``(B, T)`` the rollout's log π_old, same distribution.
         ref_logprobs: ``(B, T)`` log π_ref (temperature-scaled, untruncated).
-        advantages: ``(B,)`` group-relative advantages.
+        advantages: ``(B, T)`` group-relative advantages.
         mask: ``(B, T)`` 1.0 on real tokens.
         clip_range: ε > 0.
         beta: KL coefficient β.
@@ -71,7 +82,7 @@ def grpo_loss(
     Returns a dict with ``loss`` (scalar to minimise), ``policy`` (clipped surrogate),
     ``kl`` (mean per-token KL estimate), ``clipfrac``.
     """
-    pg = ppo_policy_loss(logprobs, old_logprobs, advantages[:, None].expand_as(logprobs), mask, clip_range)
+    pg = ppo_policy_loss(logprobs, old_logprobs, advantages, mask, clip_range)
     current = logprobs if untruncated_logprobs is None else untruncated_logprobs
     kl = masked_mean(kl_penalty(current, ref_logprobs, mask, estimator), mask)
     return {"loss": pg.loss + beta * kl, "policy": pg.loss, "kl": kl, "clipfrac": pg.clipfrac}
@@ -111,8 +122,8 @@ class GRPO(textrl.Algorithm):
         self.samples_per_prompt = group_size
 
     def prepare(self, batch) -> dict[str, torch.Tensor]:
-        """``{"advantages"}``: ``(B,)`` group-relative advantages of the batch's scores."""
-        return {"advantages": group_advantages(batch.scores, self.group_size, self.scale_rewards)}
+        """``{"advantages"}``: ``(B, T)`` group-relative advantages of the batch's rewards."""
+        return {"advantages": group_advantages(batch.rewards, batch.action_mask, self.group_size, self.scale_rewards)}
 
     def loss(self, batch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """:func:`grpo_loss` on a minibatch (one teacher-forced forward pass of the policy,
@@ -123,7 +134,7 @@ class GRPO(textrl.Algorithm):
             batch.logprobs,
             batch.ref_logprobs,
             prepared["advantages"],
-            batch.response_mask,
+            batch.action_mask,
             self.clip_range,
             self.kl_coef,
             out.untruncated,
@@ -139,5 +150,5 @@ class GRPO(textrl.Algorithm):
     def batch_metrics(self, batch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``objective/rlhf_reward`` as score − β·(k1 KL per episode): GRPO's KL is in the loss, not
         the reward, so the logged return uses the plain k1 sum whatever ``algo.kl.estimator``."""
-        kl = episode_kl(batch.untruncated_logprobs, batch.ref_logprobs, batch.response_mask)
+        kl = episode_kl(batch.untruncated_logprobs, batch.ref_logprobs, batch.action_mask)
         return {"objective/rlhf_reward": (batch.scores - self.kl_coef * kl).mean()}

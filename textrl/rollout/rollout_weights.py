@@ -1,5 +1,5 @@
-"""Rollout precision: which dtype a rollout computes in, a low-precision copy of the policy's matmul
-weights for it, and a static KV cache of one dtype.
+"""The rollout's low-precision weights: a copy of the policy's matmul weights in autocast's dtype,
+and a static KV cache of one dtype.
 
 Under ``trainer.precision=bf16`` the rollout runs inside ``torch.autocast`` with the policy's
 float32 master weights. Autocast casts each float32 weight to bfloat16 when a matmul uses it; it
@@ -35,14 +35,6 @@ import functools
 
 import torch
 from torch import nn
-
-
-def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The dtype autocast computes matmuls in on ``device``'s type right now; ``None`` when autocast is off."""
-    kind = torch.device(device).type
-    if not torch.is_autocast_enabled(kind):
-        return None
-    return torch.get_autocast_dtype(kind)
 
 
 def _matmul_modules(policy: nn.Module) -> list[nn.Module]:
