@@ -1,7 +1,7 @@
 """Write ``constraints.txt``: the exact version of every distribution the README's commands install.
 
-Run it in the environment CI tested (after ``.ci/run``'s installs) when a dependency changes:
-``python .ci/constraints.py > constraints.txt``. It walks the requirements of textrl (with its
+Run it in the environment CI tested (the virtual environment ``.ci/run`` leaves in ``.ci/venv``)
+when a dependency changes: ``. .ci/venv/bin/activate && python .ci/constraints.py > constraints.txt``. It walks the requirements of textrl (with its
 ``dev`` extra), the two example plugins and the PyPI model packages, transitively, through the
 installed distributions' metadata, and prints ``name==version`` for each one found, sorted. The
 README's set-up commands and ``.ci/run`` install with ``pip install -c constraints.txt``, so a new

@@ -7,6 +7,8 @@ Public API for plugin authors (a plugin imports only these names):
 - contract: :data:`hookimpl`, :class:`RewardModel`, :class:`Algorithm` and its
   :class:`SetupContext`, :data:`EPISODE_METRICS`, :class:`RolloutBatch`, :class:`TextRLError`,
   :class:`NonFiniteError`;
+- data: :class:`DataSources`, the generated datasets (``"<name>:<split>"``) textrl passes to a
+  factory that declares a ``sources`` parameter;
 - setting checks a plugin factory lists in its ``config_checks``: :func:`number`,
   :func:`integer`, :func:`one_of`, :class:`Check` (see :mod:`textrl.config`);
 - KL: :class:`KLConfig`, :func:`make_kl_controller`, :func:`kl_penalty` (k1/k2/k3),
@@ -25,6 +27,7 @@ from textrl.algorithms.base import EPISODE_METRICS, Algorithm, ResponseLogprobs,
 from textrl.algorithms.kl import KLConfig, episode_kl, kl_penalty, kl_shaped_rewards, make_kl_controller
 from textrl.algorithms.losses import ppo_policy_loss, value_loss
 from textrl.config import Check, integer, number, one_of
+from textrl.data_sources import DataSources
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.hookspecs import hookimpl
 from textrl.interactions.base import EpisodeView, Interaction, Reply, Turn, message_ids
@@ -37,6 +40,7 @@ __all__ = [
     "EPISODE_METRICS",
     "Algorithm",
     "Check",
+    "DataSources",
     "EpisodeView",
     "Interaction",
     "KLConfig",

@@ -52,9 +52,12 @@ def textrl_datasets() -> dict[str, Callable[..., Any]]:
     """Return ``{name: rows}``: datasets generated in code, ``rows(split: str) -> list[dict]``.
 
     A data source written ``"<name>:<split>"`` (``data.prompts``, ``eval.prompts``, ``sft.data``,
-    ``rm.data``) reads ``rows(split)`` instead of a file, with the rows of a ``.jsonl`` file's
-    format (e.g. ``{"prompt": ...}`` for prompts, ``{"messages": [...]}`` for SFT). ``rows`` raises
-    ``ValueError`` for an unknown split.
+    ``rm.data``, the ``dialogue`` interaction's ``path``) reads ``rows(split)`` instead of a file,
+    with the rows of a ``.jsonl`` file's format (e.g. ``{"prompt": ...}`` for prompts,
+    ``{"messages": [...]}`` for SFT). ``rows`` raises ``ValueError`` for an unknown split, its
+    message saying what was expected (``"expected a split in ['train', 'heldout']"``): the user
+    sees ``<key>: got '<name>:<split>'; <message>``. Each stage collects these tables into one
+    :class:`textrl.DataSources` and passes it down (see :mod:`textrl.data_sources`).
     """
 
 

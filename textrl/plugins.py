@@ -31,7 +31,8 @@ class PluginRegistry:
         rewards: reward-model name → factory.
         algorithms: algorithm name → factory.
         interactions: interaction name → factory (multi-turn episodes).
-        datasets: generated dataset name → ``rows(split)`` (data sources ``"<name>:<split>"``).
+        datasets: generated dataset name → ``rows(split)`` (data sources ``"<name>:<split>"``; a
+            stage reads them through ``textrl.data_sources.DataSources(registry.datasets)``).
         providers: ``(kind, name)`` → plugin name that provides it.
         failures: entry-point name → one-line import error.
     """
@@ -74,33 +75,7 @@ def load_plugins(autoload: bool | None = None) -> PluginRegistry:
             except Exception as e:  # a broken plugin must not break runs that don't use it
                 registry.failures[ep.name] = f"{type(e).__name__}: {first_line(e)}"
     collect_factories(registry)
-    _LOADED[:] = [registry]
     return registry
-
-
-_LOADED: list[PluginRegistry] = []  # the registry load_plugins built last (data sources read it)
-
-
-def generated_rows(source: str, key: str) -> list[dict] | None:
-    """The rows of a generated dataset when ``source`` is ``"<name>:<split>"`` and a plugin provides
-    ``<name>`` (``textrl_datasets``), else ``None`` (``source`` is a path or a datasets id). Uses the
-    registry :func:`load_plugins` built last (loading one if none was).
-
-    Raises:
-        TextRLError: ``<name>`` is a generated dataset but ``<split>`` is not one of its splits
-            (the message names ``key``, the setting the source came from).
-    """
-    name, sep, split = source.partition(":")
-    if not sep or not name.isidentifier() or not split.isidentifier():
-        return None
-    registry = _LOADED[0] if _LOADED else load_plugins()
-    rows = registry.datasets.get(name)
-    if rows is None:
-        return None
-    try:
-        return list(rows(split))
-    except ValueError as e:
-        raise TextRLError(f"{key}: got {source!r}; {first_line(e)}") from None
 
 
 def collect_factories(registry: PluginRegistry) -> None:

@@ -22,7 +22,9 @@ Rankings (``stage=rm``) become :class:`Ranking` (prompt, K responses, ranks with
 Labelled text (``stage=rm rm.objective=classification``) becomes (text, label) pairs from
 ``{"text", "label"}`` rows.
 
-Files: ``.jsonl``/``.json`` (optionally ``.gz``); anything else is tried as a ``datasets`` id.
+Sources (:func:`read_rows`): a generated dataset ``"<name>:<split>"`` from the
+:class:`~textrl.data_sources.DataSources` table the stage passes as ``sources``; a
+``.jsonl``/``.json`` file (optionally ``.gz``); anything else is tried as a ``datasets`` id.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from textrl.config.choices import PROMPT_FORMATS
+from textrl.data_sources import DataSources
 from textrl.errors import TextRLError, first_line
 from textrl.io import parse_jsonl
 
@@ -116,40 +119,50 @@ def read_text(path: str, key: str = "data file") -> str:
         ) from None
 
 
-def read_rows(source: str, split: str = "train", key: str = "data file") -> list[dict]:
-    """Rows of a generated dataset (``"<name>:<split>"``, see
+def read_rows(
+    source: str, split: str = "train", key: str = "data", *, sources: DataSources | None = None
+) -> list[dict]:
+    """Rows of a generated dataset (``"<name>:<split>"`` held by ``sources``, see
     :func:`textrl.hookspecs.textrl_datasets`), a ``.jsonl``/``.json`` file (optionally gzipped) or
     a ``datasets`` id.
 
+    Args:
+        source: the data source string (``sft.data``, ``rm.data``...).
+        split: the split of a ``datasets`` id.
+        key: the config key ``source`` came from, named in the errors.
+        sources: the generated datasets (``None``: none, only files and ``datasets`` ids).
+
     Raises:
         TextRLError: a missing or unreadable file, invalid JSON, a datasets id that cannot be
-            loaded, or an unknown split of a generated dataset (named by ``key``).
+            loaded, or a ``"<name>:<split>"`` that ``sources`` does not hold (see
+            :meth:`DataSources.rows`); the message names ``key``.
     """
-    from textrl.plugins import generated_rows
-
-    generated = generated_rows(source, key)
+    generated = (sources or DataSources()).rows(source, key)
     if generated is not None:
         return generated
     path = os.path.expanduser(source)
     base = path[:-3] if path.endswith(".gz") else path
     if os.path.isfile(path):
-        text = read_text(path)
+        text = read_text(path, key)
         try:
             if base.endswith(".jsonl"):
                 return parse_jsonl(text, source=path)
             rows = json.loads(text)
         except json.JSONDecodeError as e:
-            raise TextRLError(f"{source!r} is not valid JSON ({e.msg} at line {e.lineno})") from None
+            raise TextRLError(
+                f"{key}: {source!r} is not valid JSON ({e.msg} at line {e.lineno}); "
+                f"expected {'one JSON object per line' if base.endswith('.jsonl') else 'a JSON list'}"
+            ) from None
         return rows if isinstance(rows, list) else next((v for v in rows.values() if isinstance(v, list)), [rows])
     if base.endswith((".jsonl", ".json")) or source.startswith((".", "/", "~")):
-        raise TextRLError(f"data file {source!r} does not exist; expected a .jsonl/.json path or a datasets id")
+        raise TextRLError(f"{key}: file {source!r} does not exist; expected a .jsonl/.json path or a datasets id")
     try:
         import datasets
 
         return list(datasets.load_dataset(source, split=split))
     except Exception as e:  # datasets raises many types; report one line
         first = first_line(e) or type(e).__name__
-        raise TextRLError(f"cannot load {source!r} as a file or a datasets id ({first})") from None
+        raise TextRLError(f"{key}: cannot load {source!r} as a file or a datasets id ({first})") from None
 
 
 def to_demonstration(row: dict[str, Any]) -> Demonstration:

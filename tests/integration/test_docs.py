@@ -88,11 +88,19 @@ def test_readme_is_short():
 
 
 def test_readme_setup_commands_are_what_ci_runs():
-    """``.ci/run`` runs the README's test command verbatim."""
+    """``.ci/run`` runs the README's test command verbatim, as a new user would: in a fresh virtual
+    environment (made with ``python3 -m venv`` in a git-ignored folder, removed first) that it
+    activates before the command."""
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     blocks = re.findall(r"```bash\n(pip install torch[^\n]*)\n```", (ROOT / "README.md").read_text(encoding="utf-8"))
     assert len(blocks) == 2, blocks
     assert blocks[1] in ci
+    venv = re.search(r'^venv=(\S+)\nrm -rf "\$venv" && python3 -m venv "\$venv"', ci, re.M)
+    assert venv, "CI makes a fresh virtual environment"
+    activate = ci.index('. "$venv/bin/activate"')
+    assert ci.index("python3 -m venv") < activate < ci.index(blocks[1])
+    assert f"/{venv[1]}/" in (ROOT / ".gitignore").read_text().splitlines(), f"{venv[1]} must be git-ignored"
+    assert 'if [ "$rc" -eq 5 ]; then' in ci and "exit 1" in ci.split('if [ "$rc" -eq 5 ]; then', 1)[1]
 
 
 def test_site_builds_strict(tmp_path):

@@ -9,11 +9,14 @@ import math
 
 import pytest
 
+from textrl.data_sources import DataSources
 from textrl.interactions import Dialogue
 from textrl.interactions.dialogue import hh_dialogue_rows, human_turns
 from textrl.training_examples import to_ranking
 
 from conftest import compose_config, read_jsonl
+
+SOURCES = DataSources({"hh_dialogues": hh_dialogue_rows})
 
 
 def test_hh_dialogue_composes_rm_rl_and_eval_with_per_turn_rewards():
@@ -30,7 +33,9 @@ def test_held_out_dialogues_are_disjoint_from_rl_and_rm_training(assets):
     train, heldout = hh_dialogue_rows("train"), hh_dialogue_rows("heldout")
     first = lambda rows: {human_turns(r["chosen"])[0] for r in rows}  # noqa: E731
     assert len(train) > 3 * len(heldout) > 0 and not first(train) & first(heldout)
-    dialogue = Dialogue(path="hh_dialogues:train", eval_path="hh_dialogues:heldout", prompt_layout="text")
+    dialogue = Dialogue(
+        path="hh_dialogues:train", eval_path="hh_dialogues:heldout", prompt_layout="text", sources=SOURCES
+    )
     assert len(dialogue.eval_prompts) >= 24 and not set(dialogue.prompts) & set(dialogue.eval_prompts)
     rm_prompts = {human_turns(to_ranking(r).prompt)[0] for r in train}
     assert not rm_prompts & set(dialogue.eval_prompts)
@@ -49,7 +54,7 @@ def test_hh_dialogue_tiny_runs_rm_rl_and_eval(assets, tmp_path, cli):
     for block in ("policy", "reference"):
         stats = result_eval[block]
         assert math.isfinite(stats["turn_reward_mean"]) and "turn_reward_1" in stats and stats["turns"] >= 1
-    heldout = set(Dialogue(path="hh_dialogues:heldout", prompt_layout="hh").prompts)
+    heldout = set(Dialogue(path="hh_dialogues:heldout", prompt_layout="hh", sources=SOURCES).prompts)
     samples = read_jsonl(out / "eval" / "eval_samples.jsonl")
     assert samples and all(s["prompt"] in heldout for s in samples)
     assert all(sum(s["policy_turn_rewards"]) == pytest.approx(s["policy_reward"], abs=1e-5) for s in samples)

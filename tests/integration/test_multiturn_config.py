@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from textrl.config import check_config, check_plugin_overrides
+from textrl.data_sources import DataSources
 from textrl.errors import TextRLError
 from textrl.interactions import Calculator
 from textrl.plugins import load_plugins
@@ -22,7 +23,7 @@ def registry():
 def test_no_interaction_by_default_and_the_env_is_single_turn(registry, tokenizer):
     cfg = compose_config([], registry)
     assert cfg.interaction is None and cfg.env.max_turns == 1 and cfg.env.max_episode_tokens is None
-    assert build_interaction(cfg, registry) is None
+    assert build_interaction(cfg, registry, sources=DataSources(registry.datasets)) is None
     env = make_env(cfg, tokenizer, ["the dog"], length_reward, 2, "cpu")
     assert env.rules.interaction is None and not env.rules.appends_tokens
     assert env.width == cfg.env.max_prompt_tokens + cfg.env.max_new_tokens  # one turn: no room for env tokens
@@ -62,7 +63,7 @@ def test_interaction_option_builds_a_multiturn_env(registry, tokenizer, policy):
         registry,
     )
     check_config(cfg, registry)
-    interaction = build_interaction(cfg, registry)
+    interaction = build_interaction(cfg, registry, sources=DataSources(registry.datasets))
     assert isinstance(interaction, Calculator) and interaction.call_reward == 0.5
     env = make_env(cfg, tokenizer, ["the dog"], length_reward, 2, "cpu", interaction)
     assert env.rules.max_turns == 3 and env.rules.max_episode_tokens == 30 and env.width == 38

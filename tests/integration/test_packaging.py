@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 import tarfile
@@ -63,18 +64,34 @@ def test_sdist_has_licence_and_configs_and_no_shared_assets(built):
     assert (REPO / "LICENSE").read_text().startswith("\n                                 Apache License\n")
 
 
+def see_these_packages(venv: Path) -> list[str]:
+    """Make the fresh ``venv`` see the packages this interpreter sees: a ``.pth`` file in its
+    site-packages lists this process's ``sys.path`` directories but the source tree's (the
+    checkout, its tests and plugin sources; a virtual environment inside it is installed packages,
+    kept), so they follow the venv's own site-packages (the wheel's ``textrl`` wins) and ``.pth``
+    files in them are not run (an editable install of this checkout stays out).
+    ``--system-site-packages`` would give the base interpreter's packages instead, which inside a
+    virtual environment are not this one's. Returns the directories listed."""
+    find = [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+    purelib = Path(subprocess.run(find, capture_output=True, text=True, check=True).stdout.strip())
+    installed = {os.path.abspath(p) for p in site.getsitepackages()}
+    dirs = [p for p in dict.fromkeys(os.path.abspath(p) for p in sys.path if p) if os.path.isdir(p)]
+    dirs = [p for p in dirs if p in installed or not Path(p).resolve().is_relative_to(REPO.resolve())]
+    (purelib / "running_interpreter.pth").write_text("".join(f"{p}\n" for p in dirs))
+    return dirs
+
+
 @pytest.mark.slow
 def test_installed_wheel_runs_the_command_outside_the_source_tree(built, assets, tmp_path):
-    """A fresh venv (it sees torch, transformers, ... from the system site-packages) gets the wheel
-    with ``pip install --no-deps --force-reinstall``; ``textrl --help`` and a one-update TinyStories
-    run work from a directory outside the repo with PYTHONPATH unset, importing the venv's copy."""
+    """A fresh venv that sees the running interpreter's packages (torch, transformers, ...;
+    :func:`see_these_packages`, whether or not that interpreter is itself a virtual environment)
+    gets the wheel with ``pip install --no-deps --force-reinstall``; ``textrl --help`` and a
+    one-update TinyStories run work from a directory outside the repo with PYTHONPATH unset,
+    importing the venv's copy."""
     venv = tmp_path / "venv"
-    made = subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-        capture_output=True,
-        text=True,
-    )
+    made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr[-2000:]
+    assert any(Path(p, "gymnasium").is_dir() for p in see_these_packages(venv))
     python, command = venv / "bin" / "python", venv / "bin" / "textrl"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env.update(
@@ -83,7 +100,7 @@ def test_installed_wheel_runs_the_command_outside_the_source_tree(built, assets,
         TEXTRL_ASSETS=str(assets),
         TEXTRL_DISABLE_PLUGIN_AUTOLOAD="1",  # the wheel alone, not the plugins the dev install registers
     )
-    install = subprocess.run(  # pip from the system site-packages, installing into the venv
+    install = subprocess.run(  # pip from this interpreter's site-packages, installing into the venv
         [
             str(python),
             "-m",

@@ -8,6 +8,7 @@ import collections
 import pytest
 import torch
 
+from textrl.data_sources import DataSources
 from textrl.envs.prompts import load_prompts
 from textrl.errors import TextRLError
 from textrl.interactions import safe_eval
@@ -95,11 +96,17 @@ def test_the_reward_refuses_a_prompt_that_is_not_a_problem():
         score_responses(A.AnswerReward(), ["Once upon a time"], ["Answer: 3"])
 
 
-def test_generated_sources_read_like_files():
-    rows = read_rows("arithmetic:heldout")
+def test_generated_sources_read_like_files_through_an_explicit_table():
+    sources = DataSources({"arithmetic": A.rows})
+    rows = read_rows("arithmetic:heldout", sources=sources)
     assert [r["prompt"] for r in rows] == [p.question for p in A.problems("heldout")]
-    assert load_prompts("arithmetic:train", max_prompts=3) == [p.question for p in A.problems("train")[:3]]
-    with pytest.raises(TextRLError, match=r"^sft.data: got 'arithmetic:test'; split"):
-        read_rows("arithmetic:test", key="sft.data")
+    first = load_prompts("arithmetic:train", max_prompts=3, sources=sources)
+    assert first == [p.question for p in A.problems("train")[:3]]
+    with pytest.raises(
+        TextRLError, match=r"^sft.data: got 'arithmetic:test'; expected a split in \['train', 'heldout'\]$"
+    ):
+        read_rows("arithmetic:test", key="sft.data", sources=sources)
     with pytest.raises(TextRLError, match="does not exist"):
-        read_rows("nosuchdataset:train.jsonl")
+        read_rows("nosuchdataset:train.jsonl", sources=sources)
+    with pytest.raises(TextRLError, match=r"^data.prompts: got 'arithmetic:train'; expected <name>:<split> .* \[\]"):
+        load_prompts("arithmetic:train")  # no table given: no generated dataset resolves

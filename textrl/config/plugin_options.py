@@ -28,10 +28,12 @@ from textrl.errors import TextRLError
 
 RESERVED_KEYS = ("name",)
 
-INJECTED_KEYS = ("rewards",)
+INJECTED_KEYS = ("rewards", "sources")
 """Factory parameters textrl supplies itself, never config keys: ``rewards``, the reward-model
 table (name → factory), for a reward factory that builds other reward models
-(``reward=composite``)."""
+(``reward=composite``); ``sources``, the run's :class:`~textrl.data_sources.DataSources` (the
+generated datasets ``"<name>:<split>"`` names), for a factory that reads data
+(``interaction=dialogue``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,9 +226,11 @@ def check_plugin_overrides(overrides: list[str], registry, defaults: dict[str, s
                     )
 
 
-def build_plugin(kind: str, node, table: dict):
-    """Call the factory named ``node.name`` with the node's other keys (and, for a reward factory
-    that takes ``rewards``, ``table`` as that: see :data:`INJECTED_KEYS`).
+def build_plugin(kind: str, node, table: dict, *, sources=None):
+    """Call the factory named ``node.name`` with the node's other keys, and the
+    :data:`INJECTED_KEYS` it declares: for a reward factory that takes ``rewards``, ``table`` as
+    that; for any factory that takes ``sources``, ``sources`` (a
+    :class:`~textrl.data_sources.DataSources`, or ``None``).
 
     Raises:
         TextRLError: unknown name (valid ones listed), an unknown parameter (accepted ones
@@ -247,4 +251,6 @@ def build_plugin(kind: str, node, table: dict):
         )
     if "rewards" in accepted.injected and kind.split(".")[0] == "reward":
         kwargs["rewards"] = table
+    if "sources" in accepted.injected:
+        kwargs["sources"] = sources
     return factory(**kwargs)

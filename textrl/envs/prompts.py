@@ -4,7 +4,8 @@
 
 - ``"builtin"``: the movie-review openings shipped with textrl (``textrl/data``);
 - ``"<name>:<split>"``: a dataset generated in code (``textrl_datasets`` hook, e.g.
-  ``arithmetic:train``);
+  ``arithmetic:train``), looked up in the :class:`~textrl.data_sources.DataSources` table passed
+  as ``sources`` (the stage builds it from the plugin registry);
 - a path to ``.txt`` (one prompt per line), ``.json`` (a list of strings or of objects),
   ``.jsonl`` (one object per line) or ``.csv``; any of these may be gzipped (``.gz``);
 - otherwise a Hugging Face ``datasets`` id (needs the ``datasets`` package and, for a hub id,
@@ -26,6 +27,7 @@ import re
 from importlib import resources
 from typing import Iterable, Sequence
 
+from textrl.data_sources import DataSources
 from textrl.errors import TextRLError, first_line
 from textrl.io import parse_jsonl
 from textrl.training_examples import first_human_turn, read_text
@@ -51,6 +53,7 @@ def load_prompts(
     tokenizer=None,
     sample: int | None = None,
     seed: int = 0,
+    sources: DataSources | None = None,
 ) -> list[str]:
     """Load prompt texts from ``source`` (see the module docstring for the accepted forms).
 
@@ -68,6 +71,8 @@ def load_prompts(
             ``max_prompts`` and before cutting; all of them when there are fewer. ``None`` keeps
             every text in file order.
         seed: seeds ``sample`` and the prefix lengths; the same seed gives the same prompts.
+        sources: the generated datasets ``"<name>:<split>"`` reads (``None``: none, only files
+            and ``datasets`` ids).
 
     Returns:
         list[str]: the prompts, stripped of surrounding whitespace, in file order (or in the
@@ -76,10 +81,11 @@ def load_prompts(
     Raises:
         TextRLError: missing file, unreadable or empty file, rows without the text field, an
             empty result, a bad ``prefix_tokens`` (≤ 0, or a range that is not ``[lo, hi]`` with
-            1 ≤ lo ≤ hi), ``sample`` ≤ 0, or a datasets id that cannot be loaded.
+            1 ≤ lo ≤ hi), ``sample`` ≤ 0, a datasets id that cannot be loaded, or a
+            ``"<name>:<split>"`` that ``sources`` does not hold (see :meth:`DataSources.rows`).
     """
     if isinstance(source, str):
-        texts = _read_source(source, text_field, split)
+        texts = _read_source(source, text_field, split, sources or DataSources())
         where = source
     else:
         texts, where = [str(t) for t in source], "the prompt list"
@@ -172,12 +178,10 @@ def _head(text: str, tokens: int) -> str:
     return text[: ends[-1]] if ends else text
 
 
-def _read_source(source: str, text_field: str | None, split: str) -> list[str]:
-    from textrl.plugins import generated_rows
-
+def _read_source(source: str, text_field: str | None, split: str, sources: DataSources) -> list[str]:
     if source == BUILTIN:
         return builtin_prompts()
-    generated = generated_rows(source, "data.prompts")
+    generated = sources.rows(source, "data.prompts")
     if generated is not None:
         return [_row_text(row, text_field, source) for row in generated]
     path = os.path.expanduser(source)

@@ -11,9 +11,12 @@ Held-out dialogues: :func:`is_heldout` splits conversations by a hash of their f
 (conversations that open alike fall on the same side), so the generated dataset ``hh_dialogues``
 (``hh_dialogues:train`` / ``hh_dialogues:heldout``, the rows of :data:`DEFAULT_DATA`; see
 :func:`hh_dialogue_rows`) gives disjoint conversations for RL and reward-model training and for
-evaluation. ``Dialogue(path="hh_dialogues:train", eval_path="hh_dialogues:heldout")`` replays the
-first for ``stage=rl`` (:attr:`Dialogue.prompts`) and the second for ``stage=eval``
-(:attr:`Dialogue.eval_prompts`).
+evaluation. ``Dialogue(path="hh_dialogues:train", eval_path="hh_dialogues:heldout", sources=...)``
+replays the first for ``stage=rl`` (:attr:`Dialogue.prompts`) and the second for ``stage=eval``
+(:attr:`Dialogue.eval_prompts`). A generated dataset is read from the
+:class:`~textrl.data_sources.DataSources` table passed as ``sources``: the stage builds it from the
+plugin registry and :func:`textrl.config.build_plugin` hands it to the factory (``sources`` is no
+config key), so the interaction reads no global registry.
 
 Per-turn rewards (``env.turn_reward=model``): :meth:`Dialogue.reward_input` writes the
 conversation so far in the hh-rlhf layout a reward model trained by ``stage=rm`` on hh-rlhf pairs
@@ -30,6 +33,7 @@ import os
 import re
 
 from textrl.config import integer, one_of
+from textrl.data_sources import DataSources
 from textrl.errors import TextRLError, first_line
 from textrl.interactions.base import EpisodeView, Interaction, Reply
 
@@ -74,7 +78,7 @@ def hh_dialogue_rows(split: str, path: str | None = None) -> list[dict]:
     """
     if split not in SPLITS:
         raise ValueError(f"expected a split in {list(SPLITS)}")
-    rows = _read_rows(path or DEFAULT_DATA, "hh_dialogues")
+    rows = _read_file(path or DEFAULT_DATA, "hh_dialogues")
     keep = split == "heldout"
     return [row for row in rows if is_heldout(_first_turn(row)) == keep]
 
@@ -84,12 +88,7 @@ def _first_turn(row) -> str:
     return turns[0] if turns else ""
 
 
-def _read_rows(path: str, key: str) -> list:
-    from textrl.plugins import generated_rows
-
-    generated = generated_rows(path, key)
-    if generated is not None:
-        return generated
+def _read_file(path: str, key: str) -> list:
     opener = gzip.open if str(path).endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
@@ -105,7 +104,7 @@ class Dialogue(Interaction):
 
     Args:
         path: a ``.jsonl`` or ``.jsonl.gz`` file with a ``chosen`` transcript per line, or a
-            generated dataset ``"<name>:<split>"`` (``hh_dialogues:train``).
+            generated dataset ``"<name>:<split>"`` held by ``sources`` (``hh_dialogues:train``).
         field: which transcript to read (``chosen`` or ``rejected``).
         min_turns: keep conversations with at least this many human turns.
         max_conversations: keep at most this many (first in the file); ``None`` = all.
@@ -115,6 +114,10 @@ class Dialogue(Interaction):
         prompt_layout: ``hh`` writes a prompt ``"\\n\\nHuman: {turn}\\n\\nAssistant:"``; ``text``
             is the bare first human turn (for a chat template: ``data.prompt_format=chat`` then
             makes it a user message, as later human turns are).
+        sources: the generated datasets ``path`` and ``eval_path`` may name; supplied by
+            :func:`textrl.config.build_plugin` (see
+            :data:`~textrl.config.plugin_options.INJECTED_KEYS`), not a config key. ``None``: only
+            files.
 
     Attributes:
         prompts: the kept conversations' first-turn prompts (use them as the env's prompts).
@@ -124,7 +127,8 @@ class Dialogue(Interaction):
     first policy turn.
 
     Raises:
-        TextRLError: a file cannot be read, or no conversation is kept.
+        TextRLError: a file cannot be read, a ``"<name>:<split>"`` that ``sources`` does not hold,
+            or no conversation is kept.
     """
 
     config_checks = {
@@ -142,21 +146,24 @@ class Dialogue(Interaction):
         max_conversations: int | None = None,
         eval_path: str | None = None,
         prompt_layout: str = "hh",
+        sources: DataSources | None = None,
     ):
         self.field, self.min_turns, self.max_conversations = field, min_turns, max_conversations
         self.prompt_layout = prompt_layout
         self.humans: dict[str, list[str]] = {}  # prompt -> every human turn of its conversation
-        self.prompts = self._load(path, "interaction.path")
-        self.eval_prompts = self._load(eval_path, "interaction.eval_path") if eval_path else []
+        sources = sources or DataSources()
+        self.prompts = self._load(path, "interaction.path", sources)
+        self.eval_prompts = self._load(eval_path, "interaction.eval_path", sources) if eval_path else []
 
     @property
     def followups(self) -> dict[str, list[str]]:
         """Prompt → the human turns replayed after it (the conversation's second turn on)."""
         return {prompt: turns[1:] for prompt, turns in self.humans.items()}
 
-    def _load(self, path: str, key: str) -> list[str]:
+    def _load(self, path: str, key: str, sources: DataSources) -> list[str]:
+        rows = sources.rows(path, key)
         prompts: dict[str, None] = {}
-        for row in _read_rows(path, key):
+        for row in _read_file(path, key) if rows is None else rows:
             turns = human_turns(row.get(self.field, "")) if isinstance(row, dict) else []
             if len(turns) >= max(self.min_turns, 1):
                 prompt = hh_prompt(turns[0]) if self.prompt_layout == "hh" else turns[0]

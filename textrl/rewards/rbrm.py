@@ -297,10 +297,7 @@ def load_labels(path: str, label_field: str, text_field: Optional[str], categori
         raise TextRLError(
             f"reward.labels: file {path!r} does not exist; expected a .jsonl/.json file of labelled prompts"
         )
-    try:
-        rows = read_rows(path)
-    except TextRLError as e:
-        raise TextRLError(f"reward.labels: {e}") from None
+    rows = read_rows(path, key="reward.labels")
     fields = (text_field,) if text_field else TEXT_FIELDS
     labels = {}
     for i, row in enumerate(rows):

@@ -5,6 +5,12 @@ model, the prompts, the reward model and the vector env; :func:`make_collector` 
 :class:`~textrl.rollout.collector.RolloutCollector` on top with ``rollout.*`` (sampling, engine).
 The RL stage builds its algorithm between the two (it decides ``samples_per_prompt``); the eval
 stage makes one collector per model it compares.
+
+Data sources: the stage builds one :class:`~textrl.data_sources.DataSources` from its plugin
+registry (``DataSources(registry.datasets)``) and passes it as ``sources`` to everything here that
+reads data (the prompts, the interaction), so ``data.prompts=arithmetic:train`` and
+``interaction.path=hh_dialogues:train`` resolve through that table and nothing below reads a
+global registry.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from textrl.config import build_plugin
+from textrl.data_sources import DataSources
 from textrl.envs.prompts import load_prompts
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
@@ -30,9 +37,10 @@ from textrl.training_examples import format_prompt
 log = logging.getLogger(__name__)
 
 
-def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
+def load_prompt_split(cfg, tokenizer, *, sources: DataSources) -> tuple[list[str], list[str]]:
     """``(train_prompts, eval_prompts)``: ``data.eval_prompts`` holds out the last k prompts for
     ``stage=eval``. Prompts are raw text; :func:`prompt_formatter` writes them for the policy.
+    ``sources`` resolves a generated ``data.prompts`` (``arithmetic:train``).
 
     Raises:
         TextRLError: holding out every prompt.
@@ -46,6 +54,7 @@ def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
         prefix_tokens=d.prefix_tokens,
         tokenizer=tokenizer,
         seed=cfg.seed,
+        sources=sources,
     )
     k = d.eval_prompts or 0
     if k >= len(prompts):
@@ -53,10 +62,11 @@ def load_prompt_split(cfg, tokenizer) -> tuple[list[str], list[str]]:
     return (prompts[:-k], prompts[-k:]) if k else (prompts, [])
 
 
-def eval_prompts(cfg, tokenizer) -> list[str]:
+def eval_prompts(cfg, tokenizer, *, sources: DataSources) -> list[str]:
     """``stage=eval``'s prompts: ``eval.num_prompts`` drawn at random (seeded) from ``eval.prompts``
     when set (e.g. IMDB's test reviews, sorted by label on disk); else the ``data.eval_prompts``
-    held out from RL, or the first of ``data.prompts``."""
+    held out from RL, or the first of ``data.prompts``. ``sources`` resolves generated ones
+    (``arithmetic:heldout``)."""
     d = cfg.data
     if cfg.eval.prompts:
         return load_prompts(
@@ -67,8 +77,9 @@ def eval_prompts(cfg, tokenizer) -> list[str]:
             prefix_tokens=d.prefix_tokens,
             tokenizer=tokenizer,
             seed=cfg.seed,
+            sources=sources,
         )
-    train_prompts, held_out = load_prompt_split(cfg, tokenizer)
+    train_prompts, held_out = load_prompt_split(cfg, tokenizer, sources=sources)
     return (held_out or train_prompts)[: cfg.eval.num_prompts]
 
 
@@ -141,8 +152,10 @@ def check_context(env: TokenGenVectorEnv, policy) -> None:
     )
 
 
-def build_interaction(cfg, registry):
-    """The interaction ``interaction=<name>`` selects (``None`` without one: single-turn episodes).
+def build_interaction(cfg, registry, *, sources: DataSources):
+    """The interaction ``interaction=<name>`` selects (``None`` without one: single-turn episodes);
+    a factory that declares ``sources`` (``dialogue``) receives ``sources``, the table its
+    ``"<name>:<split>"`` paths resolve through.
 
     Raises:
         TextRLError: an unknown interaction or parameter (see :func:`textrl.config.build_plugin`).
@@ -150,7 +163,9 @@ def build_interaction(cfg, registry):
     node = cfg.get("interaction")
     if node is None:
         return None
-    return build_plugin("interaction", OmegaConf.to_container(node, resolve=True), registry.interactions)
+    return build_plugin(
+        "interaction", OmegaConf.to_container(node, resolve=True), registry.interactions, sources=sources
+    )
 
 
 def make_collector(
@@ -191,7 +206,9 @@ class RolloutParts:
     env: TokenGenVectorEnv
 
 
-def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None = None) -> RolloutParts:
+def build_rollout_parts(
+    cfg, registry, device, stage: str, num_envs: int | None = None, *, sources: DataSources
+) -> RolloutParts:
     """Everything below the collector for ``stage`` (``rl`` or ``eval``), in one order for both.
 
     - ``rl``: the trainable policy (``policy.*``, with LoRA adapters when ``policy.lora.r > 0``),
@@ -203,7 +220,8 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
 
     With ``interaction=<name>`` the env is multi-turn; an interaction with its own ``prompts``
     (``dialogue``) supplies the prompts instead of ``data.*`` (eval: the first ``eval.num_prompts``
-    of its held-out ``eval_prompts`` when it has them, else of its ``prompts``).
+    of its held-out ``eval_prompts`` when it has them, else of its ``prompts``). ``sources`` (the
+    stage's :class:`~textrl.data_sources.DataSources`) resolves generated data sources in both.
 
     Raises:
         TextRLError: whatever loading the parts raises (see their docstrings).
@@ -227,7 +245,7 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
                 "training log-probs agree",
                 cfg.policy.lora.dropout,
             )
-        prompts, _ = load_prompt_split(cfg, tokenizer)
+        prompts, _ = load_prompt_split(cfg, tokenizer, sources=sources)
     else:
         policy = PolicyWithValueHead.from_pretrained(
             cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer, device=device
@@ -235,10 +253,10 @@ def build_rollout_parts(cfg, registry, device, stage: str, num_envs: int | None 
         reference = load_causal_lm(
             cfg.eval.reference, cfg.eval.reference_gguf_file, cfg.policy.dtype, tokenizer=tokenizer, device=device
         ).eval()
-        prompts = eval_prompts(cfg, tokenizer)
+        prompts = eval_prompts(cfg, tokenizer, sources=sources)
         num_envs = len(prompts)
     reward_model = build_reward(cfg, registry, device)
-    interaction = build_interaction(cfg, registry)
+    interaction = build_interaction(cfg, registry, sources=sources)
     if interaction is not None and getattr(interaction, "prompts", None):
         # e.g. dialogue: the conversations it replays (eval: the first ones, one slot each)
         held_out = list(getattr(interaction, "eval_prompts", None) or interaction.prompts)

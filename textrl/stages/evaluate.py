@@ -26,6 +26,7 @@ import os
 import torch
 
 from textrl.algorithms.kl import episode_kl
+from textrl.data_sources import DataSources
 from textrl.io import append_jsonl, atomic_write_json, atomic_write_text, jsonl_line
 from textrl.policies.policy import PolicyWithValueHead
 from textrl.precision import autocast
@@ -44,7 +45,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     """
     hook = registry.manager.hook
     hook.textrl_on_stage_start(cfg=cfg, run_dir=run_dir)
-    parts = build_rollout_parts(cfg, registry, device, "eval")
+    parts = build_rollout_parts(cfg, registry, device, "eval", sources=DataSources(registry.datasets))
     prompts, reference_lm = parts.prompts, parts.reference
     reference = PolicyWithValueHead(reference_lm).to(device)
     with autocast(device, cfg.trainer.precision):  # forward passes only (textrl.precision)

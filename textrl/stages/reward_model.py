@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from textrl.algorithms.base import make_adamw
 from textrl.algorithms.ranking import ranking_loss, ranking_pairs
+from textrl.data_sources import DataSources
 from textrl.errors import Interrupted, TextRLError
 from textrl.io import atomic_save_dir, atomic_write_json
 from textrl.report import write_training_report_quietly
@@ -145,14 +146,17 @@ def evaluate_ranking(scorer: RewardScorer, rankings, batch_size: int) -> dict:
     return {"loss": sum(losses) / max(1, len(rankings)), "pairwise_accuracy": correct / max(1, pairs_seen)}
 
 
-def train_ranking(cfg, run_dir: str, device: torch.device, log, stop: StopSignals | None = None) -> dict:
+def train_ranking(
+    cfg, run_dir: str, device: torch.device, log, stop: StopSignals | None = None, *, sources: DataSources
+) -> dict:
     """K-wise ranking RM; see the module docstring. ``log(step, metrics)`` reports, ``stop`` can
-    interrupt (see :func:`fit`)."""
+    interrupt (see :func:`fit`), ``sources`` resolves generated ``rm.data``/``rm.eval_data``."""
     r = cfg.rm
-    rankings = [to_ranking(row) for row in read_rows(r.data, r.split)]
+    rankings = [to_ranking(row) for row in read_rows(r.data, r.split, "rm.data", sources=sources)]
     rankings = [x for x in rankings if len(set(x.ranks)) > 1][: r.max_examples]
     if r.eval_data:
-        train_set, eval_set = rankings, [to_ranking(row) for row in read_rows(r.eval_data, r.split)]
+        eval_rows = read_rows(r.eval_data, r.split, "rm.eval_data", sources=sources)
+        train_set, eval_set = rankings, [to_ranking(row) for row in eval_rows]
     else:
         train_set, eval_set = split_rows(rankings, r.eval_fraction, cfg.seed)
     eval_set = eval_set[: r.max_eval_examples]
@@ -215,14 +219,18 @@ def train_ranking(cfg, run_dir: str, device: torch.device, log, stop: StopSignal
     )
 
 
-def train_classification(cfg, run_dir: str, device: torch.device, log, stop: StopSignals | None = None) -> dict:
+def train_classification(
+    cfg, run_dir: str, device: torch.device, log, stop: StopSignals | None = None, *, sources: DataSources
+) -> dict:
     """Classifier on labelled text (``rm.text_field``/``rm.label_field``). ``log(step, metrics)``
-    reports, ``stop`` can interrupt (see :func:`fit`)."""
+    reports, ``stop`` can interrupt (see :func:`fit`), ``sources`` resolves generated
+    ``rm.data``/``rm.eval_data``."""
     r = cfg.rm
-    texts, labels = to_labelled(read_rows(r.data, r.split), r.text_field, r.label_field)
+    texts, labels = to_labelled(read_rows(r.data, r.split, "rm.data", sources=sources), r.text_field, r.label_field)
     rows = list(zip(texts, labels))[: r.max_examples] if r.max_examples else list(zip(texts, labels))
     if r.eval_data:
-        eval_rows = list(zip(*to_labelled(read_rows(r.eval_data, r.split), r.text_field, r.label_field)))
+        held_out = read_rows(r.eval_data, r.split, "rm.eval_data", sources=sources)
+        eval_rows = list(zip(*to_labelled(held_out, r.text_field, r.label_field)))
         train_rows = rows
     else:
         train_rows, eval_rows = split_rows(rows, r.eval_fraction, cfg.seed)
@@ -289,7 +297,8 @@ def _save(run_dir, model, tokenizer, settings: dict, summary: dict) -> dict:
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     """Dispatch on ``rm.objective`` (``ranking`` | ``classification``, validated by
     :func:`textrl.config.check_config`), calling the lifecycle hooks of ``registry`` (see
-    :mod:`textrl.hookspecs`); returns the summary (also ``summary.json``).
+    :mod:`textrl.hookspecs`) and reading its generated datasets (``rm.data=<name>:<split>``) through
+    one :class:`~textrl.data_sources.DataSources`; returns the summary (also ``summary.json``).
 
     Raises:
         Interrupted: SIGTERM/SIGINT during training (see :func:`fit`).
@@ -302,7 +311,7 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
 
     with StopSignals("after the current step (stage=rm writes no checkpoint)") as stop:
         summary = (train_ranking if cfg.rm.objective == "ranking" else train_classification)(
-            cfg, run_dir, device, log, stop=stop
+            cfg, run_dir, device, log, stop=stop, sources=DataSources(registry.datasets)
         )
     write_training_report_quietly(run_dir, "rm")  # report.png, before the loggers' end
     hook.textrl_on_stage_end(summary=summary)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from textrl.algorithms.base import SetupContext, check_metrics
 from textrl.config import build_plugin
+from textrl.data_sources import DataSources
 from textrl.distributed import (
     broadcast_object,
     gather_states,
@@ -220,10 +221,17 @@ class RLRun:
 def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
     """Policy, reference, reward model and env (:func:`build_rollout_parts`), the algorithm set up
     on them, and the collector (each process draws its own episodes: env slot seeds
-    ``seed + rank·N + i`` never collide)."""
+    ``seed + rank·N + i`` never collide). The generated datasets of ``registry`` reach the prompts,
+    the interaction and an algorithm factory that declares ``sources`` as one
+    :class:`~textrl.data_sources.DataSources`."""
     rank, processes = rank_and_size(accelerator)
-    parts = build_rollout_parts(cfg, registry, device, "rl", num_envs=cfg.rollout.batch_size // processes)
-    algorithm = build_plugin("algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms)
+    sources = DataSources(registry.datasets)
+    parts = build_rollout_parts(
+        cfg, registry, device, "rl", num_envs=cfg.rollout.batch_size // processes, sources=sources
+    )
+    algorithm = build_plugin(
+        "algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms, sources=sources
+    )
     algorithm.setup(
         parts.policy,
         parts.reference,

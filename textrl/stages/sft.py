@@ -31,6 +31,7 @@ import shutil
 
 import torch
 
+from textrl.data_sources import DataSources
 from textrl.errors import Interrupted, TextRLError
 from textrl.interactions.base import end_of_turn_id, message_ids
 from textrl.io import atomic_save_dir, atomic_write_json, write_error
@@ -278,7 +279,9 @@ def quiet_progress_bar():
 def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     """Run SFT; returns (and writes ``summary.json``) train/eval loss and the model directory.
 
-    Calls the lifecycle hooks of ``registry`` (see :mod:`textrl.hookspecs`).
+    Calls the lifecycle hooks of ``registry`` (see :mod:`textrl.hookspecs`); its generated
+    datasets (``sft.data=arithmetic:train``) reach the data reader and the interaction as one
+    :class:`~textrl.data_sources.DataSources`.
 
     Raises:
         Interrupted: SIGTERM/SIGINT before the last step (a checkpoint was written; see the
@@ -297,10 +300,11 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     model = load_causal_lm(
         cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer, dropout=s.dropout, device=device
     )
-    demos = [to_demonstration(r) for r in read_rows(s.data, s.split, "sft.data")][: s.max_examples]
+    sources = DataSources(registry.datasets)
+    demos = [to_demonstration(r) for r in read_rows(s.data, s.split, "sft.data", sources=sources)][: s.max_examples]
     train_rows, eval_rows = split_rows(demos, s.eval_fraction, cfg.seed)
     system = cfg.data.system_prompt
-    interaction = build_interaction(cfg, registry) if any(d.turns for d in demos) else None
+    interaction = build_interaction(cfg, registry, sources=sources) if any(d.turns for d in demos) else None
     stop_strings = tuple(getattr(interaction, "stop_strings", ()))
 
     def encode(d):

@@ -133,10 +133,10 @@ def problems(split: str) -> tuple[Problem, ...]:
     same ones (drawn from :data:`SEED`), no problem twice.
 
     Raises:
-        ValueError: an unknown split.
+        ValueError: an unknown split (``"expected a split in ['train', 'heldout']"``).
     """
     if split not in SIZES:
-        raise ValueError(f"split: got {split!r}; expected one of {sorted(SIZES)}")
+        raise ValueError(f"expected a split in {list(SIZES)}")
     rng = random.Random(SEED)
     out: dict[str, list[Problem]] = {name: [] for name in SIZES}
     seen: set[tuple] = set()
