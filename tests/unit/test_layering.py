@@ -204,3 +204,12 @@ def test_the_stage_table_has_every_stage_choice():
     from textrl.stages import STAGES
 
     assert tuple(STAGES) == CHOICES
+
+
+def test_no_function_in_the_env_and_rollout_packages_is_over_60_lines():
+    """The env and the rollout loop read top to bottom: every function there fits a screen."""
+    for package in ("envs", "rollout"):
+        for path in sorted((PACKAGE / package).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    assert node.end_lineno - node.lineno + 1 <= 60, f"{path.name}:{node.name}"

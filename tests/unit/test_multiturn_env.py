@@ -3,6 +3,8 @@ ends (EOS, stop strings inside a token), budgets, per-turn rewards, faults, Gymn
 
 from __future__ import annotations
 
+import signal
+
 import gymnasium as gym
 import pytest
 import torch
@@ -137,6 +139,8 @@ class Faulty(textrl.Interaction):
             return "not a reply"
         if self.mode == "vocab":
             return textrl.Reply.append([10**6])
+        if self.mode == "empty":
+            return textrl.Reply.append([])
         return textrl.Reply.append([1], reward=float("nan"))
 
 
@@ -147,6 +151,7 @@ class Faulty(textrl.Interaction):
         ("string", "respond() returned str; expected a textrl.Reply"),
         ("vocab", "ids outside the vocabulary [0, 40)"),
         ("nan", "reward nan is not a finite number"),
+        ("empty", "empty Reply.append; expected at least one id"),
     ],
 )
 def test_a_faulty_interaction_gives_the_policy_an_error_message(tokenizer, mode, why, caplog):
@@ -255,3 +260,48 @@ def test_vector_env_autoresets_next_step_with_an_interaction(tokenizer):
     obs, r, term, trunc, _ = venv.step(torch.tensor([5, 5]))  # slot 0 restarts: action ignored
     assert obs["attention_mask"][0, 8:].sum() == 0 and obs["action_mask"][0].sum() == 0 and r[0] == 0
     assert obs["action_mask"][1, 8:10].tolist() == [1, 1]
+
+
+class Exiting(textrl.Interaction):
+    def __init__(self, error):
+        self.error = error
+
+    def respond(self, episode):
+        raise self.error
+
+
+def test_a_tool_that_exits_stops_the_run_with_one_error_line_naming_it(tokenizer):
+    env = single(tokenizer, Exiting(SystemExit(3)))
+    env.reset(options={"prompt": "happy"})
+    with pytest.raises(TextRLError, match=r"^interaction Exiting: respond\(\) raised SystemExit\(3\); expected"):
+        env.step(tokenizer.eos_token_id)
+
+
+def test_a_tools_keyboard_interrupt_stops_the_run_as_ctrl_c_does(tokenizer, capsys):
+    from textrl.signals import StopSignals
+
+    env = single(tokenizer, Exiting(KeyboardInterrupt()))
+    env.reset(options={"prompt": "happy"})
+    with StopSignals() as stop:  # what a training stage runs in: Ctrl-C stops it at the update boundary
+        _, _, term, trunc, info = env.step(tokenizer.eos_token_id)
+    assert stop.signum == signal.SIGINT and not (term or trunc) and info["env_tokens"]  # the episode goes on
+    err = capsys.readouterr().err
+    assert "textrl: error: interaction Exiting: respond() raised KeyboardInterrupt" in err
+    env.reset(options={"prompt": "happy"})
+    with pytest.raises(KeyboardInterrupt):  # outside a stage: Python's own Ctrl-C
+        env.step(tokenizer.eos_token_id)
+
+
+@pytest.mark.parametrize("bad", ["</rev>", ("ok", ""), ("ok", 3)])
+def test_stop_strings_must_be_a_tuple_or_list_of_non_empty_strings(tokenizer, bad):
+    interaction = Scripted(stop_strings=bad)
+    with pytest.raises(TextRLError, match=r"^interaction Scripted: stop_strings: got .*; expected a tuple or list"):
+        single(tokenizer, interaction)
+
+
+@pytest.mark.parametrize(
+    "kw, key", [({"max_turns": 3}, "env.max_turns"), ({"turn_reward": "model"}, "env.turn_reward")]
+)
+def test_multiturn_settings_without_an_interaction_are_one_error_line(tokenizer, kw, key):
+    with pytest.raises(TextRLError, match=rf"^{key}: got .* without an interaction; expected"):
+        TokenGenEnv(tokenizer, PROMPTS, length_reward, max_new_tokens=4, max_prompt_tokens=8, **kw)

@@ -13,6 +13,7 @@ import torch
 from textrl.algorithms.base import SetupContext
 from textrl.algorithms.ppo import PPO
 from textrl.config import integer, number
+from textrl.data_sources import DataSources
 from textrl.envs.prompts import load_prompts
 from textrl.errors import TextRLError
 from textrl.policies.logits import lm_forward
@@ -23,9 +24,12 @@ class PPOPtx(PPO):
 
     Args (keyword-only):
         ptx_coef: γ_ptx ≥ 0 (InstructGPT used 27.8 with its own loss scaling).
-        ptx_data: pretraining text source (required).
+        ptx_data: pretraining text source (required): a text/json/jsonl path, a ``datasets`` id or a
+            generated dataset ``"<name>:<split>"`` read through ``sources``.
         ptx_batch_size: texts per minibatch.
         ptx_max_length: tokens kept per text.
+        sources: the run's :class:`~textrl.data_sources.DataSources` (injected by the trainer, not a
+            setting).
         (PPO's parameters and the loop's, passed on as ``**ppo``)
 
     Raises:
@@ -41,9 +45,17 @@ class PPOPtx(PPO):
     }
 
     def __init__(
-        self, *, ptx_coef: float = 1.0, ptx_data: str = "???", ptx_batch_size: int = 8, ptx_max_length: int = 128, **ppo
+        self,
+        *,
+        ptx_coef: float = 1.0,
+        ptx_data: str = "???",
+        ptx_batch_size: int = 8,
+        ptx_max_length: int = 128,
+        sources: DataSources | None = None,
+        **ppo,
     ):
         super().__init__(**ppo)
+        self.sources = sources
         if not ptx_data or ptx_data == "???":
             raise TextRLError("algo.ptx_data: not set; expected a text/json/jsonl path or a datasets id")
         self.ptx_coef, self.ptx_data = ptx_coef, ptx_data
@@ -61,7 +73,7 @@ class PPOPtx(PPO):
         if context.tokenizer is None:
             raise TextRLError("algo=ppo_ptx needs the policy's tokenizer in setup(); got None")
         try:
-            texts = load_prompts(self.ptx_data)
+            texts = load_prompts(self.ptx_data, sources=self.sources)
         except TextRLError as e:  # the loader names data.prompts; the user typed algo.ptx_data
             raise TextRLError(str(e).replace("data.prompts", "algo.ptx_data", 1)) from None
         self.ptx_ids = [

@@ -323,7 +323,7 @@ class EpisodeRules:
         if reply.reward is not None and not (isinstance(reply.reward, (int, float)) and math.isfinite(reply.reward)):
             return f"reward {reply.reward!r} is not a finite number"
         if reply.ids is not None and not reply.ids:
-            return "Reply.append got no ids; expected at least one token (Reply.end() ends the episode)"
+            return "empty Reply.append; expected at least one id"
         if reply.ids is not None and any(not isinstance(i, int) or not 0 <= i < self.vocab_size for i in reply.ids):
             return f"ids outside the vocabulary [0, {self.vocab_size})"
         return None
