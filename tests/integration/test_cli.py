@@ -133,7 +133,8 @@ def test_precheck_accepts_hydra_interpolations_and_multirun_mode():
     register_plugin_configs(load_plugins())
     check_composition(["hydra.run.dir=outputs/${hydra:job.name}", "+extra_key=1"])
     check_composition(["hydra.mode=MULTIRUN", "seed=1,2"])
-    check_composition(["experiment=calculator_tiny", "~interaction"])  # Hydra's way to drop a group
+    # Hydra's way to drop a group (single-turn then: the experiment's multi-turn budgets go too)
+    check_composition(["experiment=calculator_tiny", "~interaction", "env.max_turns=1", "env.max_episode_tokens=null"])
 
 
 def test_a_group_set_to_null_is_one_line_naming_it():
