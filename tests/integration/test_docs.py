@@ -1,7 +1,8 @@
-"""The documentation: the site builds strictly and loads nothing from another host, every link of
-the built site resolves, the README stays short, the code blocks marked to run do run, and the
-generated configuration reference has a row for every key. ``test_docs_browser.py`` opens the
-site in a browser.
+"""The documentation: the site builds strictly and loads nothing from another host, every link
+resolves (on the site, and in the repository for links between Markdown files), the README stays
+short, the code blocks marked to run do run, the generated configuration reference has a row for
+every key and the metrics glossary a section for every metric, and the settings the pages name
+exist. ``test_docs_browser.py`` opens the site in a browser.
 
 Runnable blocks (the convention, documented in ``docs/index.md``): an HTML comment right before a
 fenced block in ``README.md`` or ``docs/**/*.md``:
@@ -108,11 +109,14 @@ def test_site_builds_strict(built_site):
     assert "textrl" in home
     reference = (built_site / "reference" / "configuration" / "index.html").read_text(encoding="utf-8")
     assert "algo.kl.target" in reference
+    assert "<code>algo=grpo</code>" in reference and "<code>reward=regex</code>" in reference, "the bundled plugins"
     maths = (built_site / "concepts" / "maths" / "index.html").read_text(encoding="utf-8")
     assert 'class="autorefs autorefs-internal"' in maths, "the maths page links the functions that implement it"
     api = (built_site / "reference" / "api" / "textrl" / "index.html").read_text(encoding="utf-8")
     assert ":func:`" not in api and ":class:`" not in api, "Sphinx roles must render as links"
     assert 'class="mermaid"' in (built_site / "concepts" / "data-flow" / "index.html").read_text()
+    nav = re.findall(r'<span class="md-ellipsis">\s*(.*?)\s*</span>', home, flags=re.S)
+    assert nav and not [title for title in nav if "`" in title], "nav titles are plain text"
 
 
 EXTERNAL = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.I)
@@ -234,6 +238,26 @@ def test_every_internal_link_resolves(built_site, site_url):
     assert not broken, "\n".join(broken[:30])
 
 
+MARKDOWN_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+
+
+def test_links_between_markdown_files_resolve_in_the_repository():
+    """A relative link in the README or a docs page points at a file of the repository, so it
+    works where the Markdown is read on its own (GitHub, an editor), not only on the built site."""
+    broken = []
+    for path in doc_files():
+        text = FENCE.sub("", path.read_text(encoding="utf-8"))
+        text = re.sub(r"`[^`\n]*`", "", text)
+        for target in MARKDOWN_LINK.findall(text):
+            if EXTERNAL.match(target) or target.startswith(("#", "mailto:")):
+                continue
+            file = (path.parent / urllib.parse.unquote(target.split("#")[0])).resolve()
+            if not file.exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target}")
+    assert not broken, "links to files that are not in the repository:\n" + "\n".join(broken)
+
+
 def hook_module(name: str):
     """``docs/_hooks/<name>.py`` as a module, loaded by path as mkdocs loads it."""
     import importlib.util
@@ -272,6 +296,69 @@ def test_config_reference_has_every_key():
     assert re.search(
         r"^\| `algo.clip_range` \| float \| `0.2` \| a number &gt; 0 \| policy ratio clip", main, flags=re.M
     )
+
+
+def test_docs_build_names_a_missing_bundled_plugin():
+    """Without an example plugin the reference would silently lack its option; the build warns (a
+    strict build fails) naming the option and the folder to install."""
+    import dataclasses
+
+    from textrl.plugins import load_plugins
+
+    hooks = hook_module("textrl_docs")
+    registry = load_plugins()
+    assert hooks.missing_bundled_plugins(registry) == []
+    without_grpo = dataclasses.replace(
+        registry, algorithms={k: v for k, v in registry.algorithms.items() if k != "grpo"}
+    )
+    (message,) = hooks.missing_bundled_plugins(without_grpo)
+    assert "algo=grpo" in message and "pip install -e plugins/textrl-grpo" in message
+
+
+def test_metrics_glossary_explains_every_metric(built_site):
+    """The generated glossary (``reference/metrics.md``) has one section per metric of
+    ``textrl/metrics.py``, each with its unit, meaning, healthy values and what to do when off."""
+    from textrl.metrics import METRICS
+
+    page = hook_module("metrics_glossary").markdown()
+    sections = re.split(r"^### ", page, flags=re.M)[1:]
+    assert sorted(section.splitlines()[0].strip("`") for section in sections) == sorted(METRICS)
+    for section in sections:
+        assert "- **Healthy**: " in section and "- **When it is off**: " in section, section
+    built = (built_site / "reference" / "metrics" / "index.html").read_text(encoding="utf-8")
+    assert all(f"<code>{name.replace('<', '&lt;').replace('>', '&gt;')}</code>" in built for name in METRICS)
+
+
+SETTING = re.compile(
+    r"(?<![\w./-])((?:policy|env|data|rollout|reward|algo|interaction|logger|trainer|sft|rm|eval)\.[a-z_]\w*(?:\.[a-z_]\w*)*)"
+)
+"""A setting's key as the pages write it in inline code (``algo.kl.init``, ``trainer.threads=<n>``)."""
+FILE_SUFFIXES = {"py", "json", "jsonl", "yaml", "md", "png", "txt", "gz"}
+"""``rollout.py`` or ``eval.json`` is a file, not a setting."""
+NOT_SETTINGS = {"algo.lrr"}
+"""Written on purpose: getting-started's example of a typo."""
+
+
+def test_settings_named_in_the_docs_exist():
+    """Each setting a page or a metric's explanation names in inline code is a key of the composed
+    config (main job or an option's section, the bundled plugins' included), so the pages cannot
+    send a reader to a setting that was renamed or never existed."""
+    from textrl.metrics import METRICS
+    from textrl.plugins import load_plugins
+    from textrl.reference import reference_entries
+
+    keys = {key for table in reference_entries(load_plugins()).values() for key in table}
+    texts = {str(path.relative_to(ROOT)): path.read_text(encoding="utf-8") for path in doc_files()}
+    texts |= {f"textrl/metrics.py {name}": f"{m.meaning} {m.healthy} {m.when_off}" for name, m in METRICS.items()}
+    unknown = []
+    for source, text in texts.items():
+        for span in re.findall(r"`([^`\n]+)`", FENCE.sub("", text)):
+            for key in SETTING.findall(span):
+                if key.rsplit(".", 1)[-1] in FILE_SUFFIXES or key in NOT_SETTINGS:
+                    continue
+                if key not in keys and not any(k.startswith(key + ".") for k in keys):
+                    unknown.append(f"{source}: {key}")
+    assert not unknown, "settings that do not exist:\n" + "\n".join(unknown)
 
 
 @pytest.mark.slow

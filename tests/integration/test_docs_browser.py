@@ -29,7 +29,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 """Headless, no GPU, no sandbox (CI runs as root) and none of Chromium's own network traffic."""
-PAGES = ("", "getting-started/", "concepts/mdp/", "reference/configuration/")
+PAGES = ("", "getting-started/", "concepts/mdp/", "troubleshooting/", "reference/metrics/", "reference/configuration/")
 """The pages :func:`test_pages_open_offline_without_errors` opens: the home page, the first steps
 and the generated pages (the maths and data-flow pages have their own tests)."""
 
