@@ -8,11 +8,15 @@ Test files import the plain helpers with ``from conftest import ...``; no test f
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import importlib
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -247,3 +251,52 @@ def assets() -> Path:
     if not (ASSETS / "tinystories-656k" / "config.json").is_file():
         pytest.skip(f"real assets not found at {ASSETS} (set TEXTRL_ASSETS or put shared/ beside the repo)")
     return ASSETS
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> Path:
+    """The docs site built once per session with ``mkdocs build --strict`` (the folder of
+    ``index.html``); the build failing fails every test that uses it, with mkdocs's messages."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings")
+    site = tmp_path_factory.mktemp("docs") / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    return site
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """A static file handler that does not print a line per request."""
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path):
+    """Serve ``root`` over HTTP on a free port of 127.0.0.1 in a background thread; yields the base
+    URL (ending in ``/``), and stops the server on exit."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="session")
+def site_url(built_site):
+    """The base URL of :func:`built_site` served over HTTP (:func:`serve_directory`)."""
+    with serve_directory(built_site) as url:
+        yield url

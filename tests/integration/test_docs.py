@@ -1,5 +1,8 @@
-"""The documentation: the site builds strictly, the README stays short, the code blocks marked to
-run do run, and the generated configuration reference has a row for every key.
+"""The documentation: the site builds strictly and loads nothing from another host, every link
+resolves (on the site, and in the repository for links between Markdown files), the README stays
+short, the code blocks marked to run do run, the generated configuration reference has a row for
+every key and the metrics glossary a section for every metric, and the settings the pages name
+exist. ``test_docs_browser.py`` opens the site in a browser.
 
 Runnable blocks (the convention, documented in ``docs/index.md``): an HTML comment right before a
 fenced block in ``README.md`` or ``docs/**/*.md``:
@@ -17,11 +20,15 @@ continuations allowed).
 
 from __future__ import annotations
 
+import html.parser
 import os
 import re
 import shlex
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -103,40 +110,177 @@ def test_readme_setup_commands_are_what_ci_runs():
     assert 'if [ "$rc" -eq 5 ]; then' in ci and "exit 1" in ci.split('if [ "$rc" -eq 5 ]; then', 1)[1]
 
 
-def test_site_builds_strict(tmp_path):
-    """``mkdocs build --strict``: no broken link, cross-reference, nav entry or docstring section."""
-    pytest.importorskip("mkdocs")
-    pytest.importorskip("mkdocstrings")
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    home = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+def test_site_builds_strict(built_site):
+    """``mkdocs build --strict`` (the ``built_site`` fixture): no broken link, cross-reference, nav
+    entry or docstring section."""
+    home = (built_site / "index.html").read_text(encoding="utf-8")
     assert "textrl" in home
-    reference = (tmp_path / "site" / "reference" / "configuration" / "index.html").read_text(encoding="utf-8")
+    reference = (built_site / "reference" / "configuration" / "index.html").read_text(encoding="utf-8")
     assert "algo.kl.target" in reference
-    maths = (tmp_path / "site" / "concepts" / "maths" / "index.html").read_text(encoding="utf-8")
+    assert "<code>algo=grpo</code>" in reference and "<code>reward=regex</code>" in reference, "the bundled plugins"
+    maths = (built_site / "concepts" / "maths" / "index.html").read_text(encoding="utf-8")
     assert 'class="autorefs autorefs-internal"' in maths, "the maths page links the functions that implement it"
-    api = (tmp_path / "site" / "reference" / "api" / "textrl" / "index.html").read_text(encoding="utf-8")
+    api = (built_site / "reference" / "api" / "textrl" / "index.html").read_text(encoding="utf-8")
     assert ":func:`" not in api and ":class:`" not in api, "Sphinx roles must render as links"
-    assert 'class="mermaid"' in (tmp_path / "site" / "concepts" / "data-flow" / "index.html").read_text()
+    assert 'class="mermaid"' in (built_site / "concepts" / "data-flow" / "index.html").read_text()
+    nav = re.findall(r'<span class="md-ellipsis">\s*(.*?)\s*</span>', home, flags=re.S)
+    assert nav and not [title for title in nav if "`" in title], "nav titles are plain text"
+
+
+EXTERNAL = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.I)
+"""A URL on another host: ``https://...``, ``http://...`` or protocol-relative ``//host/...``."""
+CSS_URL = re.compile(r"""url\(\s*['"]?([^'")\s]+)|@import\s+['"]([^'"]+)""")
+RESOURCE_ATTRIBUTES = {
+    "script": ("src",),
+    "link": ("href",),
+    "img": ("src", "srcset"),
+    "source": ("src", "srcset"),
+    "iframe": ("src",),
+    "video": ("src", "poster"),
+    "audio": ("src",),
+    "object": ("data",),
+    "embed": ("src",),
+    "input": ("src",),
+}
+"""The attributes through which a page makes the browser fetch something (``<a href>`` is a link, not a resource)."""
+LINK_RELATIONS = {"canonical", "alternate", "author", "license", "me"}
+"""``<link rel>`` values that name a page without loading it."""
+
+
+class PageParser(html.parser.HTMLParser):
+    """The resources (URLs the browser loads), links (``<a href>``) and element ids of one HTML page."""
+
+    def __init__(self):
+        super().__init__()
+        self.resources: list[str] = []
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+        self._in_style = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("id", "name") if tag == "a" else ("id",):
+            if attrs.get(key):
+                self.ids.add(attrs[key])
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+        if tag == "link" and LINK_RELATIONS & set((attrs.get("rel") or "").split()):
+            return
+        for name in RESOURCE_ATTRIBUTES.get(tag, ()):
+            value = attrs.get(name)
+            if value:
+                self.resources += [part.split()[0] for part in value.split(",")] if name == "srcset" else [value]
+        if attrs.get("style"):
+            self.resources += css_urls(attrs["style"])
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag):
+        self._in_style = False
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.resources += css_urls(data)
+
+
+def css_urls(css: str) -> list[str]:
+    """The URLs a stylesheet loads: its ``url(...)`` values and ``@import`` targets."""
+    return [a or b for a, b in CSS_URL.findall(css) if not (a or b).startswith("data:")]
+
+
+def parse_page(path: Path) -> PageParser:
+    parser = PageParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_site_loads_nothing_from_other_hosts(built_site):
+    """No page or stylesheet of the site makes the browser fetch a script, style, font or image
+    from another host (Google Fonts, a CDN): the pages render on a machine without internet.
+    Links to other sites in the text are fine."""
+    outside = []
+    for page in sorted(built_site.rglob("*.html")):
+        outside += [
+            f"{page.relative_to(built_site)}: {url}" for url in parse_page(page).resources if EXTERNAL.match(url)
+        ]
+    for sheet in sorted(built_site.rglob("*.css")):
+        outside += [
+            f"{sheet.relative_to(built_site)}: {url}" for url in css_urls(sheet.read_text()) if EXTERNAL.match(url)
+        ]
+    assert not outside, "resources from other hosts:\n" + "\n".join(outside[:20])
+    for script in ("tex-svg.js", "mermaid.min.js"):
+        vendored = list((built_site / "js" / "vendor").rglob(script))
+        assert len(vendored) == 1 and (vendored[0].parent / "LICENSE").is_file(), f"{script} and its licence"
+
+
+def test_every_internal_link_resolves(built_site, site_url):
+    """Every link and resource of every page that stays on the site answers 200 from a server of
+    the built site, and a link's ``#fragment`` names an element of the page it points to."""
+    pages = {page: parse_page(page) for page in sorted(built_site.rglob("*.html"))}
+    ids = {page.relative_to(built_site).as_posix(): parsed.ids for page, parsed in pages.items()}
+    targets: dict[str, list[str]] = {}
+    for page, parsed in pages.items():
+        page_url = urllib.parse.urljoin(site_url, page.relative_to(built_site).as_posix())
+        for href in parsed.links + parsed.resources:
+            if EXTERNAL.match(href) or href.startswith(("mailto:", "javascript:", "data:")):
+                continue
+            url = urllib.parse.urljoin(page_url, href)
+            targets.setdefault(url, []).append(page.relative_to(built_site).as_posix())
+    broken = []
+    status: dict[str, int] = {}
+    for url, sources in sorted(targets.items()):
+        address, _, fragment = url.partition("#")
+        if address not in status:
+            try:
+                with urllib.request.urlopen(address, timeout=10) as response:
+                    status[address] = response.status
+            except urllib.error.HTTPError as e:
+                status[address] = e.code
+        if status[address] != 200:
+            broken.append(f"{sources[0]}: {url} answers {status[address]}")
+            continue
+        path = urllib.parse.unquote(urllib.parse.urlparse(address).path).lstrip("/")
+        path = path + "index.html" if path.endswith("/") or not path else path
+        if fragment and path in ids and urllib.parse.unquote(fragment) not in ids[path]:
+            broken.append(f"{sources[0]}: {url} has no element with id {fragment!r}")
+    assert len(status) > len(pages), "the check reached every page"
+    assert not broken, "\n".join(broken[:30])
+
+
+MARKDOWN_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+
+
+def test_links_between_markdown_files_resolve_in_the_repository():
+    """A relative link in the README or a docs page points at a file of the repository, so it
+    works where the Markdown is read on its own (GitHub, an editor), not only on the built site."""
+    broken = []
+    for path in doc_files():
+        text = FENCE.sub("", path.read_text(encoding="utf-8"))
+        text = re.sub(r"`[^`\n]*`", "", text)
+        for target in MARKDOWN_LINK.findall(text):
+            if EXTERNAL.match(target) or target.startswith(("#", "mailto:")):
+                continue
+            file = (path.parent / urllib.parse.unquote(target.split("#")[0])).resolve()
+            if not file.exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target}")
+    assert not broken, "links to files that are not in the repository:\n" + "\n".join(broken)
+
+
+def hook_module(name: str):
+    """``docs/_hooks/<name>.py`` as a module, loaded by path as mkdocs loads it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"textrl_{name}", ROOT / "docs" / "_hooks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_config_reference_has_every_key():
     """Every key of every composed section (:func:`textrl.reference.reference_entries`) has a row
     with a default and a meaning, in the section of its option, and schema keys carry their checks."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("textrl_config_reference", ROOT / "docs/_hooks/config_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = hook_module("config_reference")
 
     from textrl.plugins import load_plugins
     from textrl.reference import reference_entries
@@ -162,10 +306,87 @@ def test_config_reference_has_every_key():
     )
 
 
+def test_docs_build_names_a_missing_bundled_plugin():
+    """Without an example plugin the reference would silently lack its option; the build warns (a
+    strict build fails) naming the option and the folder to install."""
+    import dataclasses
+
+    from textrl.plugins import load_plugins
+
+    hooks = hook_module("textrl_docs")
+    registry = load_plugins()
+    assert hooks.missing_bundled_plugins(registry) == []
+    without_grpo = dataclasses.replace(
+        registry, algorithms={k: v for k, v in registry.algorithms.items() if k != "grpo"}
+    )
+    (message,) = hooks.missing_bundled_plugins(without_grpo)
+    assert "algo=grpo" in message and "pip install -e plugins/textrl-grpo" in message
+
+
+def test_metrics_glossary_explains_every_metric(built_site):
+    """The generated glossary (``reference/metrics.md``) has one section per metric of
+    ``textrl/metrics.py``, each with its unit, meaning, healthy values and what to do when off."""
+    from textrl.metrics import METRICS
+
+    page = hook_module("metrics_glossary").markdown()
+    sections = re.split(r"^### ", page, flags=re.M)[1:]
+    assert sorted(section.splitlines()[0].strip("`") for section in sections) == sorted(METRICS)
+    for section in sections:
+        assert "- **Healthy**: " in section and "- **When it is off**: " in section, section
+    built = (built_site / "reference" / "metrics" / "index.html").read_text(encoding="utf-8")
+    assert all(f"<code>{name.replace('<', '&lt;').replace('>', '&gt;')}</code>" in built for name in METRICS)
+
+
+SETTING = re.compile(
+    r"(?<![\w./-])((?:policy|env|data|rollout|reward|algo|interaction|logger|trainer|sft|rm|eval)\.[a-z_]\w*(?:\.[a-z_]\w*)*)"
+)
+"""A setting's key as the pages write it in inline code (``algo.kl.init``, ``trainer.threads=<n>``)."""
+FILE_SUFFIXES = {"py", "json", "jsonl", "yaml", "md", "png", "txt", "gz"}
+"""``rollout.py`` or ``eval.json`` is a file, not a setting."""
+NOT_SETTINGS = {"algo.lrr"}
+"""Written on purpose: getting-started's example of a typo."""
+
+
+def test_settings_named_in_the_docs_exist():
+    """Each setting a page or a metric's explanation names in inline code is a key of the composed
+    config (main job or an option's section, the bundled plugins' included), so the pages cannot
+    send a reader to a setting that was renamed or never existed."""
+    from textrl.metrics import METRICS
+    from textrl.plugins import load_plugins
+    from textrl.reference import reference_entries
+
+    keys = {key for table in reference_entries(load_plugins()).values() for key in table}
+    texts = {str(path.relative_to(ROOT)): path.read_text(encoding="utf-8") for path in doc_files()}
+    texts |= {f"textrl/metrics.py {name}": f"{m.meaning} {m.healthy} {m.when_off}" for name, m in METRICS.items()}
+    unknown = []
+    for source, text in texts.items():
+        for span in re.findall(r"`([^`\n]+)`", FENCE.sub("", text)):
+            for key in SETTING.findall(span):
+                if key.rsplit(".", 1)[-1] in FILE_SUFFIXES or key in NOT_SETTINGS:
+                    continue
+                if key not in keys and not any(k.startswith(key + ".") for k in keys):
+                    unknown.append(f"{source}: {key}")
+    assert not unknown, "settings that do not exist:\n" + "\n".join(unknown)
+
+
+def test_first_code_needs_only_the_installed_packages():
+    """The README's environment example (the first code a reader copies) loads its tokenizer from
+    an installed package, not from ``../shared/assets`` that only a clone has beside it, so
+    ``test_marked_blocks_run`` runs it exactly as printed."""
+    readme = [
+        code for block_id, lang, _, code in runnable_blocks() if block_id.startswith("README") and lang == "python"
+    ]
+    assert readme, "the README's environment example is marked to run"
+    assert all("../shared" not in code for code in readme)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("block", runnable_blocks(), ids=lambda b: b[0])
-def test_marked_blocks_run(block, tmp_path, monkeypatch, capsys, assets):
+def test_marked_blocks_run(block, tmp_path, monkeypatch, capsys, request):
+    """The block runs; it skips without the real assets unless it is Python code that does not use them."""
     _, lang, mode, code = block
+    if lang != "python" or "../shared" in code:
+        request.getfixturevalue("assets")
     monkeypatch.chdir(tmp_path)
     if lang == "python":
         script = tmp_path / "block.py"

@@ -31,6 +31,12 @@ def test_the_contract_and_the_console_name_metrics_of_the_table():
     assert all(entry.unit and entry.stages and entry.meaning for entry in METRICS.values())
 
 
+def test_every_metric_says_what_healthy_looks_like_and_what_to_do():
+    """The glossary page is generated from these fields (docs/_hooks/metrics_glossary.py)."""
+    lacking = [name for name, entry in METRICS.items() if not (entry.healthy and entry.when_off)]
+    assert not lacking, lacking
+
+
 @pytest.mark.parametrize("make", [lambda: PPO(lr=1e-3, minibatch_size=4), lambda: Reinforce(lr=1e-3, minibatch_size=4)])
 def test_every_metric_an_update_reports_is_in_the_table(tokenizer, policy, make):
     env = TokenGenVectorEnv(
