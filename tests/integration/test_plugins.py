@@ -215,89 +215,52 @@ def test_readme_plugin_example_works_as_written(assets, site, tmp_path, cli):
     ]
 
 
-POLICY_PLUGIN_SOURCE = '''
-import json, os
-import torch
-import textrl
+def install_guide_policy_plugin(site: Path) -> None:
+    """Install the plugins guide's policy plugin (``docs/guides/plugins.md``) as written: module
+    ``my_policy`` behind the entry point ``tiny_llama``."""
+    import re
+
+    from conftest import REPO
+
+    guide = (REPO / "docs" / "guides" / "plugins.md").read_text()
+    source = re.search(r"```python\n# my-policy/my_policy.py\n(.*?)```", guide, re.S).group(1)
+    entry = re.search(r"# my-policy/pyproject.toml.*?\[project.entry-points.textrl\]\n(\w+) = \"(\w+)\"", guide, re.S)
+    assert entry.groups() == ("tiny_llama", "my_policy")
+    install_plugin(site, "my_policy", source, entry_name="tiny_llama")
 
 
-class TinyLlama:
-    """A randomly initialised Llama built from a config (no checkpoint), with the tokenizer of
-    the directory ``tokenizer``."""
-
-    config_checks = {"layers": textrl.integer(ge=1)}
-
-    def __init__(self, tokenizer: str, hidden: int = 32, layers: int = 2, seed: int = 0):
-        self.tokenizer_dir, self.hidden, self.layers, self.seed = tokenizer, hidden, layers, seed
-
-    def load_tokenizer(self):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.tokenizer_dir)
-
-    def load_policy(self, *, stage, tokenizer, device, dropout=None):
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        with open(os.environ["TINY_LLAMA_CALLS"], "a") as f:
-            f.write(json.dumps({"stage": stage, "device": str(device), "dropout": dropout}) + "\\n")
-        torch.manual_seed(self.seed)
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=self.hidden,
-            intermediate_size=2 * self.hidden,
-            num_hidden_layers=self.layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        return textrl.PolicyWithValueHead(LlamaForCausalLM(config)).to(device).eval()
-
-
-@textrl.hookimpl
-def textrl_policies():
-    return {"tiny_llama": TinyLlama}
-'''
-
-
-def test_a_policy_plugin_trains_through_its_loader(assets, site, tmp_path, cli):
-    """An outside-style policy plugin (a random Llama from a config, not a checkpoint) is listed,
-    selected with ``policy=<name>``, given its keys, loaded for stage=rl and trained for 2 updates."""
+def test_the_guides_policy_plugin_trains(assets, site, tmp_path, cli):
+    """The guide's policy plugin (a random Llama from a config, not a checkpoint), installed through
+    its entry point, is listed, selected with ``policy=<name>``, given its keys, and trains for 2
+    updates: both metrics records written, the saved weights and value head moved from the
+    loader's start."""
     from safetensors.torch import load_file
+    from transformers import AutoTokenizer
 
-    install_plugin(site, "tiny_llama_policy", POLICY_PLUGIN_SOURCE)
-    calls = tmp_path / "calls.jsonl"
-    env = {"PYTHONPATH": str(site), "TINY_LLAMA_CALLS": str(calls)}
+    install_guide_policy_plugin(site)
+    env = {"PYTHONPATH": str(site)}
     listing = cli("plugins", env=env).stdout
-    assert "tiny_llama_policy: policy=tiny_llama" in listing and "textrl.policies: policy=hf" in listing
+    assert "tiny_llama: policy=tiny_llama" in listing and "textrl.policies: policy=hf" in listing
     out = tmp_path / "run"
     tokenizer_dir = assets / "tinystories-656k"
     policy = ["policy=tiny_llama", f"policy.tokenizer={tokenizer_dir}", "policy.hidden=16", "trainer.updates=2"]
     result = cli(*fast(out, *policy), env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert [json.loads(line) for line in calls.read_text().splitlines()] == [
-        {"stage": "rl", "device": "cpu", "dropout": None}
-    ]
     assert [r["update"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
-    import tiny_llama_policy
-    from transformers import AutoTokenizer
+    import my_policy
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    start = tiny_llama_policy.TinyLlama(str(tokenizer_dir), hidden=16).load_policy(
-        stage="rl", tokenizer=tokenizer, device=torch.device("cpu")
-    )
+    loader = my_policy.TinyLlama(str(tokenizer_dir), hidden=16)
+    start = loader.load_policy(stage="rl", tokenizer=tokenizer, device=torch.device("cpu"))
     trained = load_file(out / "policy" / "model.safetensors")
     moved = [name for name, p in start.lm.state_dict().items() if name in trained and not torch.equal(p, trained[name])]
-    assert len(moved) >= 10, moved  # the weights trained (ties and buffers aside)
-    value_head = load_file(out / "policy" / "value_head.safetensors")
-    assert value_head["summary.weight"].abs().sum() > 0  # the critic trained from its zero start
+    assert len(moved) >= 10, moved  # the policy that trained is the one the loader built
+    assert load_file(out / "policy" / "value_head.safetensors")["summary.weight"].abs().sum() > 0  # from zero
 
 
-def test_a_policy_plugins_keys_are_checked_before_anything_loads(site, tmp_path, cli):
-    install_plugin(site, "tiny_llama_policy", POLICY_PLUGIN_SOURCE)
-    env = {"PYTHONPATH": str(site), "TINY_LLAMA_CALLS": str(tmp_path / "calls.jsonl")}
+def test_a_policy_plugins_keys_are_checked_at_startup(site, tmp_path, cli):
+    install_guide_policy_plugin(site)
+    env = {"PYTHONPATH": str(site)}
     typo = one_line_error(cli("policy=tiny_llama", "policy.layerz=3", f"hydra.run.dir={tmp_path}", env=env))
     assert typo == (
         "textrl: error: policy.layerz: not a parameter of policy=tiny_llama; expected one of "
@@ -309,7 +272,6 @@ def test_a_policy_plugins_keys_are_checked_before_anything_loads(site, tmp_path,
     assert bad == "textrl: error: policy.layers: got 0; expected a positive integer"
     preset = one_line_error(cli("policy=tinystories", "policy.lora.rr=8", f"hydra.run.dir={tmp_path}", env=env))
     assert preset.startswith("textrl: error: policy.lora.rr: no such key; expected one of ['alpha', 'dropout', 'r',")
-    assert not (tmp_path / "calls.jsonl").exists()
 
 
 @pytest.mark.parametrize(
@@ -320,8 +282,7 @@ def test_a_policy_plugins_keys_are_checked_before_anything_loads(site, tmp_path,
     ],
 )
 def test_stages_needing_a_model_path_say_so_for_a_policy_without_one(site, tmp_path, cli, stage, message):
-    install_plugin(site, "tiny_llama_policy", POLICY_PLUGIN_SOURCE)
-    env = {"PYTHONPATH": str(site), "TINY_LLAMA_CALLS": str(tmp_path / "calls.jsonl")}
+    install_guide_policy_plugin(site)
     args = ["policy=tiny_llama", "policy.tokenizer=x", f"stage={stage}", f"hydra.run.dir={tmp_path / 'run'}"]
-    line = one_line_error(cli(*args, "logger=none", env=env))
+    line = one_line_error(cli(*args, "logger=none", env={"PYTHONPATH": str(site)}))
     assert line.startswith(message), line
