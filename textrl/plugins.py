@@ -106,8 +106,8 @@ def generated_rows(source: str, key: str) -> list[dict] | None:
 
 
 def collect_factories(registry: PluginRegistry) -> None:
-    """(Re)read every plugin's ``textrl_policies`` / ``textrl_reward_models`` / ``textrl_algorithms`` /
-    ``textrl_interactions`` / ``textrl_datasets`` into ``registry``."""
+    """(Re)read every plugin's ``textrl_policies`` / ``textrl_reward_models`` /
+    ``textrl_algorithms`` / ``textrl_interactions`` / ``textrl_datasets`` into ``registry``."""
     pm = registry.manager
     registry.policies.clear()
     registry.rewards.clear()

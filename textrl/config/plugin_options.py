@@ -183,7 +183,8 @@ def register_plugin_configs(registry) -> None:
 
 
 def factory_kwargs(node) -> dict:
-    """Plain keyword arguments for a plugin factory from its ``policy``/``reward``/``algo``/``interaction`` node."""
+    """Plain keyword arguments for a plugin factory from its node (``policy``, ``reward``, ``algo``,
+    ``interaction``)."""
     params = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
     return {k: v for k, v in params.items() if k not in RESERVED_KEYS and v != MISSING}
 

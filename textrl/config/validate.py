@@ -44,9 +44,10 @@ def _value(node, path: str):
 
 
 def check_plugin_params(kind: str, node, factory, registry=None) -> None:
-    """Check a plugin node's (``policy``, ``reward``, ``algo``, ``interaction``) parameters with the factory's ``config_checks``
-    (``{param: Check}``, dotted params for nested ones such as ``kl.init``); a composite's
-    ``components`` are checked as reward nodes of their own (``reward.components.<label>.*``).
+    """Check a plugin node's (``policy``, ``reward``, ``algo``, ``interaction``) parameters with the
+    factory's ``config_checks`` (``{param: Check}``, dotted params for nested ones such as
+    ``kl.init``, ``lora.r``); a composite's ``components`` are checked as reward nodes of their own
+    (``reward.components.<label>.*``).
 
     Raises:
         TextRLError: naming ``<kind>.<param>``.
