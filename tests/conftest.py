@@ -185,8 +185,8 @@ def run_main(args, monkeypatch, capsys, env: dict | None = None) -> SimpleNamesp
     on the user's screen). Without ``capsys`` (a module-scoped fixture has none) the output is not
     captured and ``stdout``/``stderr`` are empty.
 
-    Hydra's config store is process-wide: ``main`` registers the ``reward``/``algo`` options of the
-    plugins it loads there. The call starts with those two groups empty, as a fresh process does
+    Hydra's config store is process-wide: ``main`` registers the ``policy``/``reward``/``algo`` options
+    of the plugins it loads there. The call starts with those groups empty, as a fresh process does
     (so an option registered by an earlier test, or by a plugin this call does not load, cannot be
     picked), and they are put back as they were afterwards.
     """
@@ -198,7 +198,7 @@ def run_main(args, monkeypatch, capsys, env: dict | None = None) -> SimpleNamesp
     env = dict(env or {})
     paths = [p for p in env.pop("PYTHONPATH", "").split(os.pathsep) if p]
     repo = ConfigStore.instance().repo
-    plugin_groups = {group: dict(repo.get(group, {})) for group in ("reward", "algo")}
+    plugin_groups = {group: dict(repo.get(group, {})) for group in ("policy", "reward", "algo")}
     modules = set(sys.modules)
     threads = torch.get_num_threads()
     for key, value in env.items():

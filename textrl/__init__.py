@@ -2,6 +2,10 @@
 
 Public API for plugin authors (a plugin imports only these names):
 
+- policies: :class:`Policy` (the contract every stage, engine and algorithm relies on),
+  :class:`PolicyLoader` (what a ``textrl_policies`` factory returns), :class:`PolicyOutput`, the
+  built-in :class:`PolicyWithValueHead` (a causal LM with a value head) and its ``policy=hf`` loader
+  :class:`HFPolicyLoader` (see :mod:`textrl.policies.contract`);
 - multi-turn episodes: :class:`Interaction`, :class:`Reply`, :class:`EpisodeView`, :class:`Turn`,
   :func:`message_ids` (see :mod:`textrl.interactions.base`);
 - contract: :data:`hookimpl`, :class:`RewardModel`, :class:`Algorithm` and its
@@ -31,6 +35,9 @@ from textrl.data_sources import DataSources
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.hookspecs import hookimpl
 from textrl.interactions.base import EpisodeView, Interaction, Reply, Turn, message_ids
+from textrl.policies.contract import Policy, PolicyLoader, PolicyOutput
+from textrl.policies.hf import HFPolicyLoader
+from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.sampling import entropy_from_logits, token_logprobs
 from textrl.rewards.base import RewardModel
 from textrl.rollout.buffer import RolloutBatch
@@ -42,9 +49,14 @@ __all__ = [
     "Check",
     "DataSources",
     "EpisodeView",
+    "HFPolicyLoader",
     "Interaction",
     "KLConfig",
     "NonFiniteError",
+    "Policy",
+    "PolicyLoader",
+    "PolicyOutput",
+    "PolicyWithValueHead",
     "Reply",
     "ResponseLogprobs",
     "RewardModel",

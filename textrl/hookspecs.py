@@ -6,7 +6,8 @@ the ``textrl`` entry-point group::
     [project.entry-points.textrl]
     myname = "my_package.module"
 
-textrl's own reward models, algorithms and loggers are registered through these same hooks.
+textrl's own policy loader, reward models, algorithms, interactions and loggers are registered
+through these same hooks.
 """
 
 from __future__ import annotations
@@ -17,6 +18,20 @@ import pluggy
 
 hookspec = pluggy.HookspecMarker("textrl")
 hookimpl = pluggy.HookimplMarker("textrl")
+
+
+@hookspec
+def textrl_policies() -> dict[str, Callable[..., Any]]:
+    """Return ``{name: factory}``; ``factory(**params)`` builds a :class:`textrl.PolicyLoader`.
+
+    ``policy=<name>`` selects it and every key under ``policy.`` except ``name`` is passed as a
+    keyword argument; defaults and accepted keys come from the factory's signature, checks from its
+    ``config_checks``, as for reward models. Each stage (sft, rl, eval) then calls the loader's
+    ``load_tokenizer()`` and ``load_policy(stage=, tokenizer=, device=, dropout=)``, which returns a
+    :class:`textrl.Policy`. The contract (every member, shape and dtype textrl uses, the reference
+    model, saving) is written in :mod:`textrl.policies.contract`; textrl's own ``policy=hf``
+    (:class:`textrl.policies.hf.HFPolicyLoader`) is registered through this hook.
+    """
 
 
 @hookspec

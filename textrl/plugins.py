@@ -2,8 +2,8 @@
 
 Entry points in the ``textrl`` group are loaded unless ``TEXTRL_DISABLE_PLUGIN_AUTOLOAD`` is
 set. A plugin that fails to import is recorded in :data:`PluginRegistry.failures` (name and
-error) instead of breaking runs that do not use it. Two plugins claiming the same reward or
-algorithm name is an error naming both.
+error) instead of breaking runs that do not use it. Two plugins claiming the same name of one kind
+(policy, reward, algorithm, interaction, dataset) is an error naming both.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pluggy
 from textrl import hookspecs
 from textrl.errors import TextRLError, first_line
 
-BUILTIN_MODULES = ("textrl.rewards", "textrl.algorithms", "textrl.interactions", "textrl.tasks")
+BUILTIN_MODULES = ("textrl.policies", "textrl.rewards", "textrl.algorithms", "textrl.interactions", "textrl.tasks")
 DISABLE_ENV = "TEXTRL_DISABLE_PLUGIN_AUTOLOAD"
 
 
@@ -28,6 +28,7 @@ class PluginRegistry:
 
     Attributes:
         manager: the ``pluggy.PluginManager`` (project name ``textrl``).
+        policies: policy name → factory (of a :class:`~textrl.policies.contract.PolicyLoader`).
         rewards: reward-model name → factory.
         algorithms: algorithm name → factory.
         interactions: interaction name → factory (multi-turn episodes).
@@ -38,6 +39,7 @@ class PluginRegistry:
     """
 
     manager: pluggy.PluginManager
+    policies: dict[str, Callable[..., Any]] = field(default_factory=dict)
     rewards: dict[str, Callable[..., Any]] = field(default_factory=dict)
     algorithms: dict[str, Callable[..., Any]] = field(default_factory=dict)
     interactions: dict[str, Callable[..., Any]] = field(default_factory=dict)
@@ -48,14 +50,14 @@ class PluginRegistry:
 
 def load_plugins(autoload: bool | None = None) -> PluginRegistry:
     """Build the plugin manager, register built-ins and (optionally) entry points, and collect
-    the reward and algorithm factories.
+    the policy, reward, algorithm, interaction and dataset factories.
 
     Args:
         autoload: load ``textrl`` entry points; default: unless ``TEXTRL_DISABLE_PLUGIN_AUTOLOAD``
             is set to a non-empty value.
 
     Raises:
-        TextRLError: two plugins provide the same reward or algorithm name.
+        TextRLError: two plugins provide the same name of one kind.
     """
     import importlib
 
@@ -79,15 +81,17 @@ def load_plugins(autoload: bool | None = None) -> PluginRegistry:
 
 
 def collect_factories(registry: PluginRegistry) -> None:
-    """(Re)read every plugin's ``textrl_reward_models`` / ``textrl_algorithms`` /
-    ``textrl_interactions`` / ``textrl_datasets`` into ``registry``."""
+    """(Re)read every plugin's ``textrl_policies`` / ``textrl_reward_models`` /
+    ``textrl_algorithms`` / ``textrl_interactions`` / ``textrl_datasets`` into ``registry``."""
     pm = registry.manager
+    registry.policies.clear()
     registry.rewards.clear()
     registry.algorithms.clear()
     registry.interactions.clear()
     registry.datasets.clear()
     registry.providers.clear()
     for kind, hook, table in (
+        ("policy", "textrl_policies", registry.policies),
         ("reward", "textrl_reward_models", registry.rewards),
         ("algo", "textrl_algorithms", registry.algorithms),
         ("interaction", "textrl_interactions", registry.interactions),

@@ -9,9 +9,11 @@ setting is defined:
   ``textrl/config/schema.py``: its annotation, the ``expected`` text of its check, and its meaning
   from the class docstring (an ``Attributes:`` entry, else the clause of the prose naming the
   field), else the comment on the field's line;
-- plugin keys (``reward.*``, ``algo.*``, ``interaction.*``): the factory's signature (annotation),
-  its ``config_checks`` (or the shared checks of the schema), and its docstring's ``Args:`` entry;
-  the loop's keys every algorithm shares come from :class:`textrl.config.schema.LoopConfig`.
+- plugin keys (``policy.*``, ``reward.*``, ``algo.*``, ``interaction.*``): the factory's signature
+  (annotation), its ``config_checks`` (or the shared checks of the schema), and its docstring's
+  ``Args:`` entry; the loop's keys every algorithm shares come from
+  :class:`textrl.config.schema.LoopConfig`, and a nested key of a dataclass default
+  (``policy.lora.r``) from that dataclass's field.
 
 :func:`markdown` returns the page; ``docs/_hooks/textrl_docs.py`` serves it as
 ``reference/configuration.md``. ``tests/integration/test_docs.py`` checks that every composed key
@@ -186,18 +188,18 @@ def rows_for(option: str, table: dict[str, Any], registry) -> list[Row]:
     """The rows of one section of :func:`textrl.reference.reference_entries` (``option`` is
     ``""`` for the main job or ``"<group>=<name>"``)."""
     from textrl.config import schema
-    from textrl.config.plugin_options import factory_parameters
+    from textrl.config.plugin_options import factory_parameters, plugin_tables
     from textrl.reference import _text
 
     chosen = dict(entry.split("=", 1) for entry in ([option] if option else []))
-    factories = {"reward": registry.rewards, "algo": registry.algorithms, "interaction": registry.interactions}
+    factories = dict(plugin_tables(registry))
     rows = []
     for key, value in table.items():
         row = Row(key=key, default=_text(value))
         parts = key.split(".")
         group = parts[0]
         if group in factories and len(parts) >= 2:
-            name = chosen.get(group) or table.get(f"{group}.name")
+            name = table.get(f"{group}.name") or chosen.get(group)  # a preset (policy=tinystories) names its factory
             factory = factories[group].get(str(name)) if name is not None else None
             param = parts[1]
             if param == "name":
@@ -231,6 +233,12 @@ def rows_for(option: str, table: dict[str, Any], registry) -> list[Row]:
                         row.type = row.type if len(parts) == 2 and row.type else stype
                         row.accepts, docs[dotted] = accepts, docs.get(dotted) or meaning
                 row.accepts = row.accepts or (check.expected if check else "")
+                nested = declared.default if declared is not None and len(parts) == 3 else None
+                if dataclasses.is_dataclass(nested) and not docs.get(dotted):  # policy.lora.r: LoraSettings' r
+                    field = next((f for f in dataclasses.fields(nested) if f.name == parts[2]), None)
+                    if field is not None:
+                        ntype, naccepts, docs[dotted] = _describe_schema(type(nested), field)
+                        row.type, row.accepts = ntype, row.accepts or naccepts
                 row.meaning = docs.get(dotted) or docs.get(param, "")
                 if not row.meaning and inspect.isclass(factory):
                     row.meaning = prose_clause(factory.__doc__, param, tuple(params.names))

@@ -120,7 +120,9 @@ def test_builtins_register_through_the_public_hooks():
     assert registry.providers[("algo", "ppo")] == "textrl.algorithms"
     assert isinstance(textrl.hookimpl, pluggy.HookimplMarker)
     hooks = {name for name in dir(registry.manager.hook) if name.startswith("textrl_")}
+    assert registry.providers[("policy", "hf")] == "textrl.policies"
     assert hooks == {
+        "textrl_policies",
         "textrl_reward_models",
         "textrl_algorithms",
         "textrl_interactions",
@@ -211,3 +213,76 @@ def test_readme_plugin_example_works_as_written(assets, site, tmp_path, cli):
     assert "textrl: error: reward.cap: got 0; expected a positive integer" in bad.stderr.splitlines(), bad.stderr[
         -2000:
     ]
+
+
+def install_guide_policy_plugin(site: Path) -> None:
+    """Install the plugins guide's policy plugin (``docs/guides/plugins.md``) as written: module
+    ``my_policy`` behind the entry point ``tiny_llama``."""
+    import re
+
+    from conftest import REPO
+
+    guide = (REPO / "docs" / "guides" / "plugins.md").read_text()
+    source = re.search(r"```python\n# my-policy/my_policy.py\n(.*?)```", guide, re.S).group(1)
+    entry = re.search(r"# my-policy/pyproject.toml.*?\[project.entry-points.textrl\]\n(\w+) = \"(\w+)\"", guide, re.S)
+    assert entry.groups() == ("tiny_llama", "my_policy")
+    install_plugin(site, "my_policy", source, entry_name="tiny_llama")
+
+
+def test_the_guides_policy_plugin_trains(assets, site, tmp_path, cli):
+    """The guide's policy plugin (a random Llama from a config, not a checkpoint), installed through
+    its entry point, is listed, selected with ``policy=<name>``, given its keys, and trains for 2
+    updates: both metrics records written, the saved weights and value head moved from the
+    loader's start."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    install_guide_policy_plugin(site)
+    env = {"PYTHONPATH": str(site)}
+    listing = cli("plugins", env=env).stdout
+    assert "tiny_llama: policy=tiny_llama" in listing and "textrl.policies: policy=hf" in listing
+    out = tmp_path / "run"
+    tokenizer_dir = assets / "tinystories-656k"
+    policy = ["policy=tiny_llama", f"policy.tokenizer={tokenizer_dir}", "policy.hidden=16", "trainer.updates=2"]
+    result = cli(*fast(out, *policy), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [r["update"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+    import my_policy
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    loader = my_policy.TinyLlama(str(tokenizer_dir), hidden=16)
+    start = loader.load_policy(stage="rl", tokenizer=tokenizer, device=torch.device("cpu"))
+    trained = load_file(out / "policy" / "model.safetensors")
+    moved = [name for name, p in start.lm.state_dict().items() if name in trained and not torch.equal(p, trained[name])]
+    assert len(moved) >= 10, moved  # the policy that trained is the one the loader built
+    assert load_file(out / "policy" / "value_head.safetensors")["summary.weight"].abs().sum() > 0  # from zero
+
+
+def test_a_policy_plugins_keys_are_checked_at_startup(site, tmp_path, cli):
+    install_guide_policy_plugin(site)
+    env = {"PYTHONPATH": str(site)}
+    typo = one_line_error(cli("policy=tiny_llama", "policy.layerz=3", f"hydra.run.dir={tmp_path}", env=env))
+    assert typo == (
+        "textrl: error: policy.layerz: not a parameter of policy=tiny_llama; expected one of "
+        "['name', 'tokenizer', 'hidden', 'layers', 'seed']"
+    )
+    bad = one_line_error(
+        cli("policy=tiny_llama", "policy.tokenizer=x", "policy.layers=0", f"hydra.run.dir={tmp_path}", env=env)
+    )
+    assert bad == "textrl: error: policy.layers: got 0; expected a positive integer"
+    preset = one_line_error(cli("policy=tinystories", "policy.lora.rr=8", f"hydra.run.dir={tmp_path}", env=env))
+    assert preset.startswith("textrl: error: policy.lora.rr: no such key; expected one of ['alpha', 'dropout', 'r',")
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ("instructgpt", "textrl: error: stage: got 'instructgpt' with policy=tiny_llama, which takes no policy.model"),
+        ("eval", "textrl: error: eval.reference: got null; expected a causal LM for π_ref"),
+    ],
+)
+def test_stages_needing_a_model_path_say_so_for_a_policy_without_one(site, tmp_path, cli, stage, message):
+    install_guide_policy_plugin(site)
+    args = ["policy=tiny_llama", "policy.tokenizer=x", f"stage={stage}", f"hydra.run.dir={tmp_path / 'run'}"]
+    line = one_line_error(cli(*args, "logger=none", env={"PYTHONPATH": str(site)}))
+    assert line.startswith(message), line

@@ -41,6 +41,7 @@ def test_config_groups_are_the_real_ones(registry):
     assert {"ppo", "ppo_ptx", "reinforce"} <= set(options["algo"])
     assert {"sentiment", "learned", "rbrm", "composite"} <= set(options["reward"])
     assert {"calculator", "dialogue"} <= set(options["interaction"])
+    assert {"hf", "smollm2", "tinystories"} <= set(options["policy"])
 
 
 def test_experiments_are_globbed():
@@ -61,7 +62,8 @@ def test_every_option_of_every_group_composes_and_passes_the_checks(registry):
         for option in options[group]:
             cfg = compose_config([f"{group}={option}"], registry)
             check_config(cfg, registry)
-            if group in ("reward", "algo"):  # a plugin's preset may pick another factory (happy_words: regex)
-                assert cfg[group].name in (registry.rewards if group == "reward" else registry.algorithms)
+            tables = {"policy": registry.policies, "reward": registry.rewards, "algo": registry.algorithms}
+            if group in tables:  # a preset picks a factory (policy=tinystories: hf; happy_words: regex)
+                assert cfg[group].name in tables[group], (group, option)
             composed += 1
     assert composed >= 15

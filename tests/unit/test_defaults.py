@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config
 from textrl.config.plugin_options import INJECTED_KEYS
-from textrl.config import CHECKS, TrainConfig
+from textrl.config import CHECKS, TrainConfig, plugin_tables, signature_schema
 from textrl.plugins import load_plugins
 from textrl.reference import reference_entries, reference_markdown
 
@@ -46,15 +46,23 @@ def option_yaml(group: str, option: str) -> dict:
     return {f"{group}.{key}": value for key, value in leaves({k: v for k, v in spec.items() if k != "defaults"})}
 
 
-def test_group_yaml_files_do_not_restate_schema_defaults():
+def test_group_yaml_files_do_not_restate_schema_defaults(registry):
     """An option file (conf/<group>/<option>.yaml) or train.yaml that sets a key to the value the
-    dataclass already gives it is a second source of truth for that default."""
+    dataclass already gives it is a second source of truth for that default; so is a preset of a
+    plugin factory (``policy=tinystories``: ``hf``) that restates the factory's signature default."""
     schema = OmegaConf.to_container(OmegaConf.structured(TrainConfig))
     files = [CONF / "train.yaml"] + sorted(p for p in CONF.glob("*/*.yaml") if p.parent.name != "experiment")
     restated = []
+    presets = 0
     for path in files:
         spec = yaml.safe_load(path.read_text()) or {}
         group = [] if path.name == "train.yaml" else [path.parent.name]
+        table = dict(plugin_tables(registry)).get(path.parent.name, {}) if group else {}
+        picked = [entry for entry in spec.get("defaults", []) if isinstance(entry, str) and entry in table]
+        if picked:  # a preset: its defaults are the factory's signature
+            factory_schema = signature_schema(group[0], picked[0], table[picked[0]])
+            schema = {**schema, group[0]: OmegaConf.to_container(OmegaConf.structured(factory_schema))}
+            presets += 1
         for key, value in leaves({k: v for k, v in spec.items() if k != "defaults"}):
             if key == "name":
                 continue  # an option's identity (logger=wandb sets logger.name: wandb)
@@ -64,6 +72,7 @@ def test_group_yaml_files_do_not_restate_schema_defaults():
             if node == value:
                 restated.append(f"{path.relative_to(REPO)}: {key}: {value!r}")
     assert not restated, restated
+    assert presets >= 2  # policy=smollm2 and policy=tinystories pick hf
 
 
 def test_reference_gives_every_schema_key_its_default(entries):
@@ -78,18 +87,19 @@ def test_reference_gives_every_schema_key_its_default(entries):
     schema = dict(leaves(OmegaConf.to_container(OmegaConf.structured(TrainConfig))))
     assert len(schema) >= 60
     for key, default in schema.items():
-        if key.split(".")[0] in ("reward", "algo"):
+        if key.split(".")[0] in ("policy", "reward", "algo"):
             continue  # plugin options: their defaults are the factories' (next test)
         assert key in main, f"{key} missing from the reference"
         assert main[key] == set_by_yaml.get(key, default), f"{key}: reference {main[key]!r}, code {default!r}"
 
 
 def test_reference_gives_every_plugin_parameter_its_signature_default(entries, registry):
-    """``reward=<name>`` and ``algo=<name>`` list each parameter of the factory with its default
-    (a parameter without one is required); the main job's own picks are in its table."""
+    """``policy=<name>``, ``reward=<name>`` and ``algo=<name>`` list each parameter of the factory
+    with its default (a parameter without one is required); the main job's own picks are in its
+    table."""
     main = entries[""]
     checked = 0
-    for kind, table in (("reward", registry.rewards), ("algo", registry.algorithms)):
+    for kind, table in (("policy", registry.policies), ("reward", registry.rewards), ("algo", registry.algorithms)):
         for name, factory in table.items():
             listed = entries.get(f"{kind}={name}", {k: v for k, v in main.items() if k.startswith(f"{kind}.")})
             assert listed[f"{kind}.name"] == name
@@ -111,7 +121,8 @@ def test_reference_gives_every_plugin_parameter_its_signature_default(entries, r
                 else:
                     assert listed[f"{kind}.{param.name}"] == default, (kind, name, param.name)
                 checked += 1
-    assert checked >= 40
+    assert checked >= 46
+    assert entries["policy=hf"]["policy.model"] == "???" and entries["policy=hf"]["policy.lora.r"] == 0
 
 
 def test_reference_lists_every_option_file_with_what_it_sets(entries):

@@ -8,8 +8,9 @@
   :func:`one_of`, :class:`Check`) for the schema and for plugins' ``config_checks``.
 - :mod:`textrl.config.validate`: :func:`check_config`, run once after composition, before
   anything loads.
-- :mod:`textrl.config.plugin_options`: reward models' and algorithms' options from their
-  factories' signatures (:func:`signature_schema`, :func:`build_plugin`).
+- :mod:`textrl.config.plugin_options`: the plugin kinds' options (policies, reward models,
+  algorithms, interactions) from their factories' signatures (:func:`signature_schema`,
+  :func:`build_plugin`).
 - :mod:`textrl.config.store`: the ConfigStore entry and textrl's OmegaConf resolvers.
 
 The primary config ``conf/train.yaml`` starts from :class:`TrainConfig`, so a typo such as
@@ -21,12 +22,14 @@ parameters; the YAML files in ``conf/`` only pick options and set what an option
 
 from textrl.config.checks import Check, integer, matches, number, one_of
 from textrl.config.plugin_options import (
+    PLUGIN_GROUPS,
     RESERVED_KEYS,
     accepted_parameters,
     build_plugin,
     check_plugin_overrides,
     factory_kwargs,
     factory_parameters,
+    plugin_tables,
     register_plugin_configs,
     signature_schema,
 )
@@ -38,7 +41,6 @@ from textrl.config.schema import (
     LoggerConfig,
     LoopConfig,
     LoraSettings,
-    PolicyConfig,
     RMConfig,
     RolloutConfig,
     SFTConfig,
@@ -50,6 +52,7 @@ from textrl.config.validate import CHECKS, check_config, check_plugin_params
 
 __all__ = [
     "CHECKS",
+    "PLUGIN_GROUPS",
     "RESERVED_KEYS",
     "Check",
     "DataConfig",
@@ -59,7 +62,6 @@ __all__ = [
     "LoggerConfig",
     "LoopConfig",
     "LoraSettings",
-    "PolicyConfig",
     "RMConfig",
     "RolloutConfig",
     "SFTConfig",
@@ -77,6 +79,7 @@ __all__ = [
     "number",
     "one_of",
     "package_dir",
+    "plugin_tables",
     "register_configs",
     "register_plugin_configs",
     "register_resolvers",

@@ -1,12 +1,14 @@
 """Plugin options from factory signatures: ``reward=<name> reward.<param>=<value>`` works for a
-plugin that ships no YAML, and an unknown parameter is rejected with the accepted ones listed.
+plugin that ships no YAML, and an unknown parameter is rejected with the accepted ones listed; the
+same for every plugin kind (:data:`PLUGIN_GROUPS`: ``policy``, ``reward``, ``algo``, ``interaction``).
 
 A factory's parameters are its signature's, and for a class whose ``__init__`` passes
 ``**kwargs`` on to its base class, the base's too (:func:`factory_parameters`): an algorithm
 declares only its own parameters and inherits the loop's
 (:class:`~textrl.config.schema.LoopConfig`, through :class:`textrl.algorithms.base.Algorithm`).
 
-Reserved keys under ``reward.`` and ``algo.`` (not passed to the factory): ``name``. Parameters
+Reserved keys under ``policy.``, ``reward.``, ``algo.`` and ``interaction.`` (not passed to the
+factory): ``name``. Parameters
 textrl passes itself (not config keys): :data:`INJECTED_KEYS`.
 """
 
@@ -27,6 +29,10 @@ from omegaconf import MISSING, OmegaConf
 from textrl.errors import TextRLError
 
 RESERVED_KEYS = ("name",)
+
+PLUGIN_GROUPS = {"policy": "policies", "reward": "rewards", "algo": "algorithms", "interaction": "interactions"}
+"""Config group → the :class:`textrl.plugins.PluginRegistry` table whose factories are its options:
+``<group>=<name>`` picks a factory, the keys under ``<group>.`` are its keyword arguments."""
 
 INJECTED_KEYS = ("rewards", "sources")
 """Factory parameters textrl supplies itself, never config keys: ``rewards``, the reward-model
@@ -164,21 +170,23 @@ def signature_schema(kind: str, name: str, factory) -> type:
     return dataclasses.make_dataclass(f"{kind}_{safe}", fields_)
 
 
+def plugin_tables(registry) -> list[tuple[str, dict]]:
+    """``(group, {name: factory})`` for each group of :data:`PLUGIN_GROUPS`, from ``registry``."""
+    return [(group, getattr(registry, table)) for group, table in PLUGIN_GROUPS.items()]
+
+
 def register_plugin_configs(registry) -> None:
-    """Store one ConfigStore option per reward model (group ``reward``) and algorithm (group
-    ``algo``) the plugins provide, so ``reward=<name>`` needs no YAML file."""
+    """Store one ConfigStore option per factory the plugins provide, in its group (``policy``,
+    ``reward``, ``algo``, ``interaction``), so ``reward=<name>`` needs no YAML file."""
     cs = ConfigStore.instance()
-    for kind, table in (
-        ("reward", registry.rewards),
-        ("algo", registry.algorithms),
-        ("interaction", registry.interactions),
-    ):
+    for kind, table in plugin_tables(registry):
         for name, factory in table.items():
             cs.store(group=kind, name=name, node=signature_schema(kind, name, factory))
 
 
 def factory_kwargs(node) -> dict:
-    """Plain keyword arguments for a plugin factory from its ``reward``/``algo`` node."""
+    """Plain keyword arguments for a plugin factory from its node (``policy``, ``reward``, ``algo``,
+    ``interaction``)."""
     params = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
     return {k: v for k, v in params.items() if k not in RESERVED_KEYS and v != MISSING}
 
@@ -189,8 +197,9 @@ def accepted_parameters(factory) -> list[str]:
 
 
 def check_plugin_overrides(overrides: list[str], registry, defaults: dict[str, str]) -> None:
-    """Reject ``reward.<key>=``/``algo.<key>=`` overrides that the selected factory does not accept,
-    listing the accepted keys (Hydra would only say the key is not in the struct).
+    """Reject ``<group>.<key>=`` overrides (``policy``, ``reward``, ``algo``, ``interaction``) that the
+    selected factory does not accept, listing the accepted keys (Hydra would only say the key is
+    not in the struct).
 
     Args:
         overrides: command-line overrides (``reward=regex``, ``reward.mode=any``, ``-m`` sweeps
@@ -201,11 +210,7 @@ def check_plugin_overrides(overrides: list[str], registry, defaults: dict[str, s
     Raises:
         TextRLError: naming the key, the selected plugin and the accepted keys.
     """
-    for kind, table in (
-        ("reward", registry.rewards),
-        ("algo", registry.algorithms),
-        ("interaction", registry.interactions),
-    ):
+    for kind, table in plugin_tables(registry):
         names = [defaults.get(kind)]
         for arg in overrides:
             if arg.startswith(f"{kind}="):

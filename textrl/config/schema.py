@@ -33,37 +33,21 @@ def setting(default: Any = MISSING, check: Check | None = None, *, factory=None)
 
 @dataclass
 class LoraSettings:
-    """``policy.lora.*``: ``r`` is the adapter rank (0 = no LoRA, full fine-tuning), ``alpha`` the
-    scale numerator (updates are scaled by alpha/r), ``dropout`` on the adapter input, and
-    ``target_modules`` the module names to adapt (``None``: peft's default for the architecture,
-    e.g. ``q_proj``/``v_proj`` for Llama, ``c_attn`` for GPT-2)."""
+    """``policy.lora.*`` of ``policy=hf`` (:class:`textrl.policies.hf.HFPolicyLoader`): LoRA adapters
+    (Hu et al. 2021) trained by RL instead of every weight.
+
+    Attributes:
+        r: the adapter rank (0 = no LoRA, full fine-tuning).
+        alpha: the scale numerator (updates are scaled by alpha/r).
+        dropout: dropout on the adapter input.
+        target_modules: the module names to adapt (``None``: peft's default for the architecture,
+            e.g. ``q_proj``/``v_proj`` for Llama, ``c_attn`` for GPT-2).
+    """
 
     r: int = setting(0, integer(ge=0, expected="a positive rank (0 turns LoRA off)"))
     alpha: float = setting(16.0, number(gt=0))
     dropout: float = setting(0.0, FRACTION)
     target_modules: Optional[list[str]] = None
-
-
-@dataclass
-class PolicyConfig:
-    """``policy.*``: the causal LM. ``model`` is a hub id, a directory or a .gguf path;
-    ``gguf_file`` a GGUF file inside ``model``; ``dropout`` overrides every dropout rate in the
-    model config (0 for RL, so rollout and training logprobs agree); ``lora.r > 0`` trains LoRA
-    adapters instead of every weight, with the adapter-disabled base as π_ref;
-    ``gradient_checkpointing`` recomputes the layers' activations in the backward pass of RL
-    updates instead of storing them (less memory, about one more forward pass of compute).
-
-    Attributes:
-        dtype: the weights' dtype when loaded (``float32``; ``bfloat16`` and ``float16`` store the
-            weights in half precision; mixed precision is ``trainer.precision``).
-    """
-
-    model: str = MISSING
-    gguf_file: Optional[str] = None
-    dtype: str = setting("float32", one_of(*C.POLICY_DTYPES))
-    dropout: Optional[float] = setting(0.0, number(ge=0, lt=1, optional=True))
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -243,11 +227,12 @@ class SFTConfig:
 class RMConfig:
     """``rm.*`` (``stage=rm``): reward-model training. ``objective=ranking`` uses K-wise rankings or
     pairs (InstructGPT eq. 1); ``objective=classification`` trains a classifier on labelled text.
-    ``model`` initialises the backbone (an SFT directory, any HF model id or directory);
     ``head_tokens`` (classification) keeps the first k and the last (max_length − k) tokens.
 
     Attributes:
         objective: ``ranking`` or ``classification``.
+        model: the backbone's initialisation: an SFT directory, any HF model id or directory
+            (default: ``policy.model`` when the policy has one).
         gguf_file: a GGUF file inside ``model`` (``None`` for a Hugging Face directory).
         data: rankings ``{prompt, responses, ranking}``, pairs ``{prompt, chosen, rejected}`` or
             hh-rlhf dialogues (ranking); labelled text (classification).
@@ -272,8 +257,8 @@ class RMConfig:
     """
 
     objective: str = setting("ranking", one_of(*C.RM_OBJECTIVES))
-    model: str = "${policy.model}"
-    gguf_file: Optional[str] = "${policy.gguf_file}"
+    model: Optional[str] = "${oc.select:policy.model,null}"
+    gguf_file: Optional[str] = "${oc.select:policy.gguf_file,null}"
     data: str = "${oc.env:TEXTRL_ASSETS,../shared/assets}/hh-rlhf-harmless-test/harmless-base-test.jsonl.gz"
     eval_data: Optional[str] = None
     split: str = "train"
@@ -296,19 +281,21 @@ class RMConfig:
 
 @dataclass
 class EvalConfig:
-    """``eval.*`` (``stage=eval``): the policy (``policy.model``) against ``reference`` on held-out
+    """``eval.*`` (``stage=eval``): the policy (``policy=<name>``) against ``reference`` on held-out
     prompts (``data.*``): mean and median reward, win rate under the reward model, KL, length.
     ``prompts`` (a source like ``data.prompts``, cut like ``data.prefix_tokens``) draws
     ``num_prompts`` held-out prompts at random (seeded) from another file, e.g. IMDB's test
     reviews; ``null`` uses ``data.*``.
 
     Attributes:
+        reference: π_ref, a causal LM: a hub id, a directory or a .gguf path (default:
+            ``policy.model`` when the policy has one).
         reference_gguf_file: a GGUF file inside ``reference``.
         samples: how many (prompt, both responses, both rewards) examples ``eval_samples.jsonl`` keeps.
     """
 
-    reference: str = "${policy.model}"
-    reference_gguf_file: Optional[str] = "${policy.gguf_file}"
+    reference: Optional[str] = "${oc.select:policy.model,null}"
+    reference_gguf_file: Optional[str] = "${oc.select:policy.gguf_file,null}"
     prompts: Optional[str] = None
     num_prompts: int = setting(64, POSITIVE)
     samples: int = setting(8, POSITIVE)
@@ -375,7 +362,7 @@ class TrainConfig:
     stage: str = setting("rl", one_of(*C.STAGES))
     seed: int = setting(0, integer(ge=0, lt=2**32))  # numpy's seed range
     device: str = setting("auto", DEVICE)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    policy: Any = MISSING  # policy=<name> (textrl_policies plugins; the presets in conf/policy pick hf)
     env: EnvConfig = field(default_factory=EnvConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -404,7 +391,6 @@ _NESTED = {
     cls.__name__: cls
     for cls in (
         LoraSettings,
-        PolicyConfig,
         EnvConfig,
         DataConfig,
         RolloutConfig,

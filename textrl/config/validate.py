@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from textrl.config.checks import Check, episode_budget, number
+from textrl.config.plugin_options import plugin_tables
 from textrl.config.schema import REWARD_SHARED_CHECKS, LoopConfig, TrainConfig, field_checks
 
 CHECKS: dict[str, Check] = {
@@ -43,9 +44,10 @@ def _value(node, path: str):
 
 
 def check_plugin_params(kind: str, node, factory, registry=None) -> None:
-    """Check a ``reward``/``algo`` node's parameters with the factory's ``config_checks``
-    (``{param: Check}``, dotted params for nested ones such as ``kl.init``); a composite's
-    ``components`` are checked as reward nodes of their own (``reward.components.<label>.*``).
+    """Check a plugin node's (``policy``, ``reward``, ``algo``, ``interaction``) parameters with the
+    factory's ``config_checks`` (``{param: Check}``, dotted params for nested ones such as
+    ``kl.init``, ``lora.r``); a composite's ``components`` are checked as reward nodes of their own
+    (``reward.components.<label>.*``).
 
     Raises:
         TextRLError: naming ``<kind>.<param>``.
@@ -73,7 +75,7 @@ def check_config(cfg, registry=None) -> None:
     Runs :data:`CHECKS` (keys that do not exist, such as ``algo.minibatch_size`` for an
     algorithm without one, are skipped), the episode settings together
     (:func:`~textrl.config.checks.episode_budget`: multi-turn settings need an interaction), then
-    the selected reward model's and algorithm's own ``config_checks``.
+    the selected policy's, reward model's, algorithm's and interaction's own ``config_checks``.
 
     Args:
         cfg: the composed ``TrainConfig``.
@@ -93,11 +95,7 @@ def check_config(cfg, registry=None) -> None:
         episode_budget(has_interaction=_value(cfg, "interaction") not in (None, _ABSENT), **env)
     if registry is None:
         return
-    for kind, table in (
-        ("reward", registry.rewards),
-        ("algo", registry.algorithms),
-        ("interaction", registry.interactions),
-    ):
+    for kind, table in plugin_tables(registry):
         name = _value(cfg, f"{kind}.name")
         if name in table:
             check_plugin_params(kind, cfg[kind], table[name], registry)

@@ -113,7 +113,10 @@ class ConsoleLogger:
     def textrl_on_stage_start(self, cfg, run_dir):
         """Print the stage, its model and its run directory."""
         self.stage = cfg.stage
-        model = OmegaConf.select(cfg, MODEL_KEY.get(cfg.stage, "policy.model"))
+        key = MODEL_KEY.get(cfg.stage, "policy.model")
+        model = OmegaConf.select(cfg, key)
+        if model is None and key == "policy.model":  # a policy plugin without a model path
+            model = f"policy={OmegaConf.select(cfg, 'policy.name')}"
         tqdm.write(f"textrl: stage={cfg.stage} model={model} run_dir={run_dir}")
 
     @hookimpl

@@ -1,18 +1,20 @@
 """The policy: a Hugging Face causal LM with a scalar value head on its last hidden state, one
-forward pass for both (:class:`PolicyWithValueHead`), and its teacher-forced pass over a batch's
-responses (:func:`response_outputs`). Loading: :mod:`textrl.policies.loading`.
+forward pass for both (:class:`PolicyWithValueHead`, the built-in implementation of
+:class:`textrl.policies.contract.Policy`), and its teacher-forced pass over a batch's responses
+(:func:`response_outputs`). Loading: :mod:`textrl.policies.loading`; ``policy=hf``:
+:mod:`textrl.policies.hf`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from textrl.errors import TextRLError
+from textrl.policies.contract import PolicyOutput
 from textrl.policies.loading import load_causal_lm, split_model_path
 from textrl.policies.logits import has_plain_lm_head, lm_forward
 from textrl.policies.lora import LoraSettings, add_lora
@@ -20,14 +22,6 @@ from textrl.policies.positions import position_ids as positions_of
 from textrl.policies.value_head import ValueHead
 
 VALUE_HEAD_FILE = "value_head.safetensors"
-
-
-class PolicyOutput(NamedTuple):
-    """One forward pass: ``logits`` ``(B, L, V)``, ``values`` ``(B, L)`` float32, ``past_key_values``."""
-
-    logits: torch.Tensor
-    values: torch.Tensor
-    past_key_values: object
 
 
 class PolicyWithValueHead(nn.Module):

@@ -1,7 +1,8 @@
 """Building what a rollout needs from the config, the one place ``stage=rl`` and ``stage=eval`` share.
 
-:func:`build_rollout_parts` loads the tokenizer, the policy (with value head), the reference
-model, the prompts, the reward model and the vector env; :func:`make_collector` puts a
+:func:`build_rollout_parts` loads the tokenizer and the policy (through the ``policy=<name>``
+plugin's loader, :func:`load_policy`, which stage=sft uses too), the reference model, the prompts,
+the reward model and the vector env; :func:`make_collector` puts a
 :class:`~textrl.rollout.collector.RolloutCollector` on top with ``rollout.*`` (sampling, engine).
 The RL stage builds its algorithm between the two (it decides ``samples_per_prompt``); the eval
 stage makes one collector per model it compares.
@@ -15,7 +16,6 @@ global registry.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -26,15 +26,46 @@ from textrl.data_sources import DataSources
 from textrl.envs.prompts import load_prompts
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
-from textrl.policies.loading import load_causal_lm, load_tokenizer
-from textrl.policies.lora import LoraSettings
-from textrl.policies.policy import PolicyWithValueHead
+from textrl.policies.contract import Policy, PolicyLoader, check_loader, check_policy
+from textrl.policies.loading import DTYPES, load_causal_lm
 from textrl.policies.reference import make_reference
 from textrl.policies.sampling import SamplingConfig
 from textrl.rollout.collector import RolloutCollector
 from textrl.training_examples import format_prompt
 
-log = logging.getLogger(__name__)
+
+def build_policy_loader(cfg, registry) -> PolicyLoader:
+    """The :class:`~textrl.policies.contract.PolicyLoader` ``policy=<name>`` selects, built with the
+    keys under ``policy.`` (see :func:`textrl.config.build_plugin`).
+
+    Raises:
+        TextRLError: an unknown policy or parameter, or a factory that returns no loader.
+    """
+    node = OmegaConf.to_container(cfg.policy, resolve=True)
+    loader = build_plugin("policy", node, registry.policies)
+    return check_loader(loader, f"policy={node['name']}")
+
+
+def load_policy(cfg, registry, device, stage: str, dropout: float | None = None) -> tuple[object, Policy]:
+    """``(tokenizer, policy)`` of ``policy=<name>`` for ``stage`` (``sft``, ``rl`` or ``eval``; see
+    :meth:`~textrl.policies.contract.PolicyLoader.load_policy`), on ``device``; ``dropout`` is the
+    rate stage=sft trains with (``None``: the policy's own).
+
+    Raises:
+        TextRLError: whatever the loader raises, or a policy that does not keep the contract
+            (:func:`~textrl.policies.contract.check_policy`).
+    """
+    loader = build_policy_loader(cfg, registry)
+    tokenizer = loader.load_tokenizer()
+    policy = loader.load_policy(stage=stage, tokenizer=tokenizer, device=device, dropout=dropout)
+    return tokenizer, check_policy(policy, f"policy={cfg.policy.name}", tokenizer)
+
+
+def weight_dtype(policy: Policy) -> str:
+    """The name of the dtype of ``policy.lm``'s floating-point weights (``float32`` when it has none
+    :func:`~textrl.policies.loading.load_causal_lm` loads in), so π_ref loads as the policy did."""
+    dtype = next((p.dtype for p in policy.lm.parameters() if p.is_floating_point()), torch.float32)
+    return next((name for name, value in DTYPES.items() if value == dtype), "float32")
 
 
 def load_prompt_split(cfg, tokenizer, *, sources: DataSources) -> tuple[list[str], list[str]]:
@@ -195,11 +226,11 @@ def make_collector(
 @dataclass
 class RolloutParts:
     """What :func:`build_rollout_parts` built: ``tokenizer``, ``policy`` (a
-    :class:`PolicyWithValueHead`), ``reference`` (π_ref LM), ``reward_model``, ``prompts`` (the
-    ones the env draws from) and ``env``."""
+    :class:`~textrl.policies.contract.Policy`), ``reference`` (π_ref LM), ``reward_model``,
+    ``prompts`` (the ones the env draws from) and ``env``."""
 
     tokenizer: object
-    policy: PolicyWithValueHead
+    policy: Policy
     reference: torch.nn.Module
     reward_model: object
     prompts: list[str]
@@ -211,12 +242,13 @@ def build_rollout_parts(
 ) -> RolloutParts:
     """Everything below the collector for ``stage`` (``rl`` or ``eval``), in one order for both.
 
-    - ``rl``: the trainable policy (``policy.*``, with LoRA adapters when ``policy.lora.r > 0``),
-      π_ref = its frozen copy (or the policy with adapters off), the training prompts, and an env
-      of ``num_envs`` slots.
-    - ``eval``: the policy to evaluate (``policy.*``), π_ref = ``eval.reference``, the held-out
-      prompts (``data.eval_prompts``, else the training prompts) cut to ``eval.num_prompts``, and
-      an env with one slot per prompt.
+    - ``rl``: the trainable policy (``policy=<name>``'s loader at stage ``rl``: for ``policy=hf``
+      with LoRA adapters when ``policy.lora.r > 0``), π_ref = :func:`make_reference` of it (a
+      frozen copy, or the policy with adapters off), the training prompts, and an env of
+      ``num_envs`` slots.
+    - ``eval``: the policy to evaluate (the loader at stage ``eval``), π_ref = ``eval.reference``
+      (loaded in the policy's weight dtype), the held-out prompts (``data.eval_prompts``, else the
+      training prompts) cut to ``eval.num_prompts``, and an env with one slot per prompt.
 
     With ``interaction=<name>`` the env is multi-turn; an interaction with its own ``prompts``
     (``dialogue``) supplies the prompts instead of ``data.*`` (eval: the first ``eval.num_prompts``
@@ -226,32 +258,19 @@ def build_rollout_parts(
     Raises:
         TextRLError: whatever loading the parts raises (see their docstrings).
     """
-    tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
     if stage == "rl":
-        policy = PolicyWithValueHead.from_pretrained(
-            cfg.policy.model,
-            cfg.policy.gguf_file,
-            cfg.policy.dtype,
-            tokenizer=tokenizer,
-            dropout=cfg.policy.dropout,
-            device=device,
-            lora=LoraSettings(**cfg.policy.lora),
-            gradient_checkpointing=cfg.policy.gradient_checkpointing,
-        )
+        tokenizer, policy = load_policy(cfg, registry, device, "rl")
         reference = make_reference(policy)  # a frozen copy, or the LoRA policy with its adapters off
-        if cfg.policy.lora.r and cfg.policy.lora.dropout:
-            log.warning(
-                "policy.lora.dropout=%s has no effect in RL: the policy runs in eval mode so rollout and "
-                "training log-probs agree",
-                cfg.policy.lora.dropout,
-            )
         prompts, _ = load_prompt_split(cfg, tokenizer, sources=sources)
     else:
-        policy = PolicyWithValueHead.from_pretrained(
-            cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer, device=device
-        ).eval()
+        if cfg.eval.reference is None:
+            raise TextRLError(
+                f"eval.reference: got null; expected a causal LM for π_ref (a hub id, a directory or a "
+                f".gguf path): policy={cfg.policy.name} has no policy.model to default to"
+            )
+        tokenizer, policy = load_policy(cfg, registry, device, "eval")
         reference = load_causal_lm(
-            cfg.eval.reference, cfg.eval.reference_gguf_file, cfg.policy.dtype, tokenizer=tokenizer, device=device
+            cfg.eval.reference, cfg.eval.reference_gguf_file, weight_dtype(policy), tokenizer=tokenizer, device=device
         ).eval()
         prompts = eval_prompts(cfg, tokenizer, sources=sources)
         num_envs = len(prompts)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 
 import torch
+from omegaconf import OmegaConf
 
 from textrl.algorithms.kl import episode_kl
 from textrl.data_sources import DataSources
@@ -60,7 +61,7 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
         "reference": episode_stats(theirs, stop_strings, per_turn=per_turn),
         "win_rate": float(wins.mean()),
         "kl": float(episode_kl(ours.untruncated_logprobs, ours.ref_logprobs, ours.action_mask).mean()),
-        "policy_model": cfg.policy.model,
+        "policy_model": OmegaConf.select(cfg, "policy.model") or f"policy={cfg.policy.name}",
         "reference_model": cfg.eval.reference,
     }
     atomic_write_json(os.path.join(run_dir, "eval.json"), result)

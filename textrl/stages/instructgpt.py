@@ -1,12 +1,13 @@
 """Stage ``instructgpt``: SFT → RM → RL → eval in one command (Ouyang et al. 2022, Figure 2).
 
-Each step runs in its own folder under the run directory and feeds the next:
-``sft/model`` is the RL policy, the RM's initialisation and the eval reference; ``rm/model`` is
-the RL reward (``reward=learned``); ``rl/policy`` is evaluated against ``sft/model``. With any
-other reward (a verifier such as ``reward=arithmetic``, an RBRM) there is no reward model to
-train: the pipeline is SFT → RL → eval. Each stage
-runs through :func:`textrl.stages.runner.run_logged`, so each gets its own loggers (``metrics.jsonl`` in its
-folder; with ``logger=wandb`` its own wandb run, the four in one ``logger.group``).
+Each step runs in its own folder under the run directory and feeds the next through
+``policy.model`` (so the policy must take one, as ``policy=hf`` does): ``sft/model`` is the RL
+policy, the RM's initialisation and the eval reference; ``rm/model`` is the RL reward
+(``reward=learned``); ``rl/policy`` is evaluated against ``sft/model``. With any other reward (a
+verifier such as ``reward=arithmetic``, an RBRM) there is no reward model to train: the pipeline is
+SFT → RL → eval. Each stage runs through :func:`textrl.stages.runner.run_logged`, so each gets its
+own loggers (``metrics.jsonl`` in its folder; with ``logger=wandb`` its own wandb run, the four in
+one ``logger.group``).
 
 Stage ``rlhf`` is the same pipeline without SFT, for a policy that already follows instructions
 (e.g. SmolLM2-135M-Instruct): RM → RL → eval, the RM initialised from ``rm.model`` (default
@@ -22,6 +23,7 @@ import time
 
 from omegaconf import OmegaConf
 
+from textrl.errors import TextRLError
 from textrl.io import atomic_write_json
 from textrl.stages import evaluate, reward_model, rl, sft
 from textrl.stages.runner import run_logged
@@ -60,8 +62,15 @@ def run_pipeline(cfg, registry, run_dir: str, device, *, with_sft: bool = True) 
     ``{stage: summary}`` (also ``summary.json``).
 
     Raises:
-        TextRLError: whatever a stage raises.
+        TextRLError: a policy without ``policy.model`` (the stages pass their outputs on through
+            it), or whatever a stage raises.
     """
+    if "model" not in cfg.policy:
+        raise TextRLError(
+            f"stage: got {cfg.stage!r} with policy={cfg.policy.name}, which takes no policy.model; expected a "
+            f"policy whose factory takes model (each stage's saved policy is loaded by the next through it), "
+            f"e.g. policy=hf"
+        )
     reward_keys = learned_reward_keys(cfg.reward)
     learned = bool(reward_keys)
     dirs = {
@@ -77,11 +86,14 @@ def run_pipeline(cfg, registry, run_dir: str, device, *, with_sft: bool = True) 
             STEPS[name], _stage(cfg, name, **{"logger.group": group, **named, **updates}), registry, dirs[name], device
         )
 
+    def load_from(directory: str) -> dict:  # the policy loads from a saved directory (policy.gguf_file off)
+        return {"policy.model": directory, **({"policy.gguf_file": None} if "gguf_file" in cfg.policy else {})}
+
     out, policy, start = {}, {}, {}
     if with_sft:
         out["sft"] = stage("sft")
         sft_dir = out["sft"]["model_dir"]
-        policy = {"policy.model": sft_dir, "policy.gguf_file": None}
+        policy = load_from(sft_dir)
         start = {"rm.model": sft_dir, "rm.gguf_file": None}
         reference = {"eval.reference": sft_dir, "eval.reference_gguf_file": None}
     else:
@@ -92,7 +104,7 @@ def run_pipeline(cfg, registry, run_dir: str, device, *, with_sft: bool = True) 
     out["rl"] = stage("rl", **policy, **{"trainer.save_policy": True})
     out["eval"] = stage(
         "eval",
-        **{**policy, "policy.model": os.path.join(dirs["rl"], "policy"), "policy.gguf_file": None, **reference},
+        **{**policy, **load_from(os.path.join(dirs["rl"], "policy")), **reference},
     )
     atomic_write_json(os.path.join(run_dir, "summary.json"), out)
     return out

@@ -301,8 +301,14 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     one :class:`~textrl.data_sources.DataSources`; returns the summary (also ``summary.json``).
 
     Raises:
+        TextRLError: ``rm.model`` unset (a policy without ``policy.model`` gives it no default).
         Interrupted: SIGTERM/SIGINT during training (see :func:`fit`).
     """
+    if cfg.rm.model is None:
+        raise TextRLError(
+            f"rm.model: got null; expected a model to initialise the reward model from (an SFT directory, "
+            f"a hub id or a directory): policy={cfg.policy.name} has no policy.model to default to"
+        )
     hook = registry.manager.hook
     hook.textrl_on_stage_start(cfg=cfg, run_dir=run_dir)
 

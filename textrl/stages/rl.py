@@ -214,7 +214,7 @@ class RLRun:
 
     @property
     def policy(self):
-        """The :class:`~textrl.policies.policy.PolicyWithValueHead` being trained."""
+        """The :class:`~textrl.policies.contract.Policy` being trained (``policy=<name>``'s)."""
         return self.parts.policy
 
 

@@ -6,12 +6,14 @@ after ``data.system_prompt``. A multi-turn demonstration (chat ``messages`` with
 first assistant turn) is laid out token for token as the multi-turn env lays out an episode
 (:func:`encode_conversation`): the loss covers the assistant turns only, the user and tool turns
 are masked.
-Training runs on ``transformers.Trainer``: cosine LR with warmup, epochs, held-out eval loss.
-The result is a Hugging Face model directory (``<run_dir>/model``) that ``policy.model=`` and
-``rm.model=`` accept. The Trainer's logs (train loss, learning rate, gradient norm, epoch every
-logging step; the held-out loss before and after training) reach the ``textrl_on_metrics``
-hooks through a Trainer callback (:func:`hook_callback`), so metrics.jsonl, the console and
-wandb get them.
+The policy comes from the ``policy=<name>`` plugin's loader at stage ``sft`` (with ``sft.dropout``);
+training runs on ``transformers.Trainer`` over its LM (``policy.lm``): cosine LR with warmup,
+epochs, held-out eval loss. The result is the policy's ``save_pretrained`` directory
+(``<run_dir>/model``; for ``policy=hf`` a Hugging Face model directory with the value head) that
+``policy.model=`` and ``rm.model=`` accept. The Trainer's logs (train loss, learning rate, gradient
+norm, epoch every logging step; the held-out loss before and after training) reach the
+``textrl_on_metrics`` hooks through a Trainer callback (:func:`hook_callback`), so metrics.jsonl,
+the console and wandb get them.
 
 SIGTERM/SIGINT stop training after the optimizer step in progress through the Trainer's own
 checkpointing (:func:`stop_callback`): it writes ``<run_dir>/checkpoints/checkpoint-<step>``
@@ -36,8 +38,7 @@ from textrl.errors import Interrupted, TextRLError
 from textrl.interactions.base import end_of_turn_id, message_ids
 from textrl.io import atomic_save_dir, atomic_write_json, write_error
 from textrl.report import write_training_report_quietly
-from textrl.policies.loading import load_causal_lm, load_tokenizer
-from textrl.stages.build import build_interaction
+from textrl.stages.build import build_interaction, load_policy
 from textrl.signals import StopSignals, send_test_signal, signal_name
 from textrl.training_examples import format_prompt, read_rows, to_demonstration
 
@@ -296,10 +297,8 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
     checkpoints = os.path.join(run_dir, "checkpoints")
     checkpoint = find_sft_checkpoint(cfg.trainer.resume, checkpoints)
     hook.textrl_on_stage_start(cfg=cfg, run_dir=run_dir)
-    tokenizer = load_tokenizer(cfg.policy.model, cfg.policy.gguf_file)
-    model = load_causal_lm(
-        cfg.policy.model, cfg.policy.gguf_file, cfg.policy.dtype, tokenizer=tokenizer, dropout=s.dropout, device=device
-    )
+    tokenizer, policy = load_policy(cfg, registry, device, "sft", dropout=s.dropout)
+    model = policy.lm  # what the Trainer trains: every weight of the LM (the value head is not trained)
     sources = DataSources(registry.datasets)
     demos = [to_demonstration(r) for r in read_rows(s.data, s.split, "sft.data", sources=sources)][: s.max_examples]
     train_rows, eval_rows = split_rows(demos, s.eval_fraction, cfg.seed)
@@ -367,7 +366,7 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
         after = trainer.evaluate()["eval_loss"] if eval_set else float("nan")
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model_dir = os.path.join(run_dir, "model")
-    atomic_save_dir(model_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+    atomic_save_dir(model_dir, lambda d: policy.save_pretrained(d, tokenizer))
     shutil.rmtree(checkpoints, ignore_errors=True)  # the model is saved: nothing left to resume
     # a resumed Trainer's training_loss covers only the steps since the resume
     train_loss = mean_train_loss(trainer.state.log_history) if done else result.training_loss
