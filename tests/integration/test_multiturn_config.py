@@ -44,7 +44,8 @@ def test_an_episode_budget_beyond_the_models_context_is_one_error_line(registry,
     from textrl.stages.build import check_context
 
     cfg = compose_config(["interaction=calculator", "env.max_turns=40", "env.max_new_tokens=40"], registry)
-    env = make_env(cfg, tokenizer, ["the dog"], length_reward, 2, "cpu", build_interaction(cfg, registry))
+    interaction = build_interaction(cfg, registry, sources=DataSources(registry.datasets))
+    env = make_env(cfg, tokenizer, ["the dog"], length_reward, 2, "cpu", interaction)
     context = policy.config.max_position_embeddings  # 128 for the test policy
     with pytest.raises(TextRLError, match=rf"^env.max_episode_tokens: got .* expected at most {context} in all"):
         check_context(env, policy)
