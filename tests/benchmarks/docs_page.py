@@ -123,16 +123,18 @@ def as_markdown(text: str) -> str:
     return "\n\n".join(out)
 
 
-def relative_paths(text: str, *, run_dir: Path | None, repo: Path) -> str:
+def relative_paths(text: str, *, run_dir: Path | None, repo: Path, places: dict[str, Path] | None = None) -> str:
     """``text`` with the machine's absolute paths taken out: a path below ``run_dir`` is written
     relative to it (``/runs/calc/seed0/eval`` → ``seed0/eval``), ``run_dir`` itself as
-    :data:`RUN_DIR`, and a path below ``repo`` relative to the repository."""
-    for base, itself in ((run_dir, RUN_DIR), (repo, ".")):
-        if base is None:
-            continue
-        base = re.escape(str(base).rstrip("/"))
-        text = re.sub(base + "/", "", text)
-        text = re.sub(base + r"(?![\w.-])", itself, text)
+    :data:`RUN_DIR`; a folder of ``places`` (label → path) as its label (``CLASSIFIER/model``); and
+    a path below ``repo`` relative to the repository."""
+    bases = [(Path(path), label, label + "/") for label, path in (places or {}).items()]
+    if run_dir is not None:
+        bases.insert(0, (Path(run_dir), RUN_DIR, ""))
+    for base, itself, below in [*bases, (Path(repo), ".", "")]:
+        pattern = re.escape(str(base).rstrip("/"))
+        text = re.sub(pattern + "/", lambda _, below=below: below, text)
+        text = re.sub(pattern + r"(?![\w.-])", lambda _, itself=itself: itself, text)
     return text
 
 
@@ -151,6 +153,7 @@ def write_page(
     command: str | None = None,
     runs: list[Path] | None = None,
     run_dir: Path | None = None,
+    places: dict[str, Path] | None = None,
 ) -> Path:
     """Write ``docs/benchmarks/<name>.md``: the title, the date, commit, command, runs and machine,
     ``notes`` (Markdown), the printed ``tables`` (Markdown, as the script printed them) and each
@@ -165,6 +168,8 @@ def write_page(
         run_dir: the folder holding the runs (``--run-dir``); every path below it in the command,
             notes and tables is written relative to it, so the page carries no path of the machine
             that ran it.
+        places: other folders the page names by a label instead of their path, e.g.
+            ``{"CLASSIFIER": <the --classifier folder>}``.
         command: defaults to this process's command line.
 
     Returns:
@@ -185,7 +190,7 @@ def write_page(
         script = Path(sys.argv[0]).resolve()
         shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
         command = "python " + " ".join(shlex.quote(a) for a in [str(shown), *sys.argv[1:]])
-    local = lambda text: relative_paths(text, run_dir=run_dir, repo=ROOT)  # noqa: E731
+    local = lambda text: relative_paths(text, run_dir=run_dir, repo=ROOT, places=places)  # noqa: E731
     lines = [
         f"# {title}",
         "",

@@ -149,7 +149,7 @@ def seed_dir(root: Path, seed: int) -> Path:
 
 def read_record(run_dir: Path) -> dict | None:
     """The ``run.json`` of ``run_dir`` (``commit``, ``dirty``, ``seed``, ``commands``, ``started``,
-    and once finished ``wall_s`` and ``finished``), or ``None`` when there is none."""
+    and once finished ``walls_s``, ``wall_s`` and ``finished``), or ``None`` when there is none."""
     path = Path(run_dir) / RUN_RECORD
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -179,8 +179,8 @@ def run_recorded(
 
     ``run.json`` is written before the first command (``commit``: ``HEAD``'s full hash; ``dirty``:
     the tracked files with uncommitted changes; ``seed``; ``commands``; ``started``) and completed
-    after the last (``wall_s``: the commands' summed wall time in seconds, as ``run_command``
-    returned them; ``finished``: UTC time). Command ``i`` logs to ``run_dir/textrl-<i>.log``. A run
+    after the last (``walls_s``: each command's wall time in seconds, as ``run_command`` returned
+    it; ``wall_s``: their sum; ``finished``: UTC time). Command ``i`` logs to ``run_dir/textrl-<i>.log``. A run
     that did not finish is run again from the start.
 
     Args:
@@ -216,10 +216,8 @@ def run_recorded(
         "started": _now(),
     }
     _write_record(run_dir, record)
-    wall = 0.0
-    for i, command in enumerate(commands):
-        wall += run_command(command, run_dir / f"textrl-{i}.log")
-    record.update(wall_s=wall, finished=_now())
+    walls = [run_command(command, run_dir / f"textrl-{i}.log") for i, command in enumerate(commands)]
+    record.update(wall_s=sum(walls), walls_s=walls, finished=_now())
     _write_record(run_dir, record)
     return record
 

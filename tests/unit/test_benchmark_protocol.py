@@ -104,7 +104,8 @@ def test_a_run_records_its_commit_seed_and_commands_and_is_reused_only_for_the_s
     assert textrl.calls == 2 and (run_dir / "result.txt").is_file() and (run_dir / "textrl-1.log").is_file()
     assert record == json.loads((run_dir / "run.json").read_text())
     assert record["commit"] == git(repo, "rev-parse", "HEAD") and record["dirty"] == []
-    assert (record["seed"], record["commands"], record["wall_s"]) == (3, commands, 5.0) and record["finished"]
+    assert (record["seed"], record["commands"], record["walls_s"], record["wall_s"]) == (3, commands, [2.5, 2.5], 5.0)
+    assert record["finished"]
     again = protocol.run_recorded(run_dir, seed=3, commands=commands, run_command=textrl, repo=repo)
     assert again == record and textrl.calls == 2  # reused, not run again
     with pytest.raises(protocol.ProtocolError, match=r"seed=3.*expected one of seed=4"):
