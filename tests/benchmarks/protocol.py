@@ -10,7 +10,9 @@ seeds with bootstrap intervals, and learning curves over seeds.
   time). A finished run of the same commands is reused, not run again.
 - **Pages.** :func:`page_commit` is the check ``docs_page.write_page`` makes before it writes a
   page: the working tree is clean, every run on the page finished from a clean tree at one commit,
-  and that commit is ``HEAD``. Anything else is a :class:`ProtocolError` (one line, exit status 1).
+  and that commit is ``HEAD`` (or differs from it only in the pages, ``docs/benchmarks/``, so the
+  pages of one commit's runs can be written one after another). Anything else is a
+  :class:`ProtocolError` (one line, exit status 1).
 - **Intervals.** :func:`mean_interval`: the mean over seeds and a 95% percentile-bootstrap
   interval of it (``scipy.stats.bootstrap``; Efron & Tibshirani 1993, ch. 13); :func:`seed_table`
   prints per-seed values, the mean and the interval. With three seeds the percentile interval is
@@ -36,6 +38,10 @@ from typing import Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository the benchmarks measure (its commit goes on every page)."""
+PAGES = "docs/benchmarks/"
+"""Where the pages live, relative to the repository: what the benchmarks write, not what they run,
+so changes there neither make a tree dirty nor make a commit another one (pages of one commit's
+runs can be written one after the other, and committed)."""
 RUN_RECORD = "run.json"
 """The file in a run directory that records the run (see :func:`run_recorded`)."""
 CONFIDENCE = 0.95
@@ -83,14 +89,26 @@ def head_commit(repo: Path = ROOT) -> str:
 
 
 def dirty_files(repo: Path = ROOT) -> list[str]:
-    """Tracked files of ``repo`` with uncommitted changes, staged or not (untracked files do not
-    count: run outputs and virtual environments live there), as paths relative to ``repo``.
+    """Tracked files of ``repo`` with uncommitted changes, staged or not, as paths relative to
+    ``repo``. Untracked files do not count (run outputs and virtual environments live there), nor
+    do the pages under :data:`PAGES`.
 
     Raises:
         ProtocolError: ``repo`` is no git checkout.
     """
     lines = _git(repo, "status", "--porcelain", "--untracked-files=no").splitlines()
-    return [line[3:] for line in lines if line.strip()]
+    return [path for line in lines if line.strip() and not (path := line[3:]).startswith(PAGES)]
+
+
+def code_changes(commit: str, *, repo: Path = ROOT) -> list[str]:
+    """Files that differ between ``commit`` and ``HEAD`` of ``repo``, the pages under
+    :data:`PAGES` left out (empty: ``HEAD`` runs the code ``commit`` ran).
+
+    Raises:
+        ProtocolError: ``commit`` is unknown to ``repo``.
+    """
+    changed = _git(repo, "diff", "--name-only", commit, "HEAD").splitlines()
+    return [path for path in changed if path and not path.startswith(PAGES)]
 
 
 def require_clean_tree(repo: Path = ROOT) -> str:
@@ -225,7 +243,8 @@ def run_recorded(
 def page_commit(run_dirs: Sequence[Path], *, repo: Path = ROOT, run_root: Path | None = None) -> str:
     """The short commit every run in ``run_dirs`` ran at, after checking what a page needs: the
     working tree is clean, each run has a finished ``run.json`` recorded from a clean tree, all
-    runs ran at one commit, and it is ``HEAD``.
+    runs ran at one commit, and it is ``HEAD`` or differs from ``HEAD`` only in the pages
+    (:data:`PAGES`; so a page written and committed does not void the runs of the next).
 
     Args:
         run_dirs: the runs whose results the page shows (at least one).
@@ -237,7 +256,7 @@ def page_commit(run_dirs: Sequence[Path], *, repo: Path = ROOT, run_root: Path |
 
     Raises:
         ProtocolError: no runs; a dirty tree; a run without ``run.json``, unfinished, or from a
-            dirty tree; runs of several commits; or a commit other than ``HEAD``.
+            dirty tree; runs of several commits; or a commit whose code differs from ``HEAD``'s.
     """
     if not run_dirs:
         raise ProtocolError("--write-docs: got no runs; expected the runs the page shows")
@@ -265,10 +284,12 @@ def page_commit(run_dirs: Sequence[Path], *, repo: Path = ROOT, run_root: Path |
             f"--write-docs: got runs of {len(by_commit)} commits ({found}); expected one commit: run them again at HEAD"
         )
     (commit,) = by_commit
-    if commit != head:
+    changed = code_changes(commit, repo=repo) if commit != head else []
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise ProtocolError(
-            f"--write-docs: got runs of commit {commit[:7]}; expected HEAD ({head[:7]}): run them again at "
-            f"HEAD, or check out {commit[:7]} to write their page"
+            f"--write-docs: got runs of commit {commit[:7]}, whose code differs from HEAD ({head[:7]}: {shown}); "
+            f"expected runs of HEAD's code: run them again at HEAD, or check out {commit[:7]} to write their page"
         )
     return commit[:7]
 

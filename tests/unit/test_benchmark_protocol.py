@@ -134,7 +134,7 @@ def test_a_page_refuses_runs_of_mixed_commits_of_another_commit_or_of_a_dirty_tr
     with pytest.raises(protocol.ProtocolError) as mixed:
         protocol.page_commit([runs / "seed0", runs / "seed1"], repo=repo, run_root=runs)
     assert f"runs of 2 commits ({first[:7]}: seed0; {second[:7]}: seed1)" in mixed.value.body
-    with pytest.raises(protocol.ProtocolError, match=f"runs of commit {first[:7]}; expected HEAD \\({second[:7]}\\)"):
+    with pytest.raises(protocol.ProtocolError, match=f"runs of commit {first[:7]}, whose code differs from HEAD"):
         protocol.page_commit([runs / "seed0"], repo=repo, run_root=runs)
     assert protocol.page_commit([runs / "seed1"], repo=repo, run_root=runs) == second[:7]
     with pytest.raises(protocol.ProtocolError, match="no run.json in seed9"):
@@ -146,6 +146,30 @@ def test_a_page_refuses_runs_of_mixed_commits_of_another_commit_or_of_a_dirty_tr
     git(repo, "checkout", "code.py")
     with pytest.raises(protocol.ProtocolError, match="run from a dirty tree in seed2"):
         protocol.page_commit([runs / "seed1", runs / "seed2"], repo=repo, run_root=runs)
+
+
+def test_pages_are_outputs_a_page_written_or_committed_voids_no_run(protocol, repo, tmp_path):
+    """Changes under docs/benchmarks/ (the pages) neither dirty the tree nor make another commit's
+    code, so the pages of one commit's runs can be written one after another."""
+    runs, pages = tmp_path / "runs", repo / "docs" / "benchmarks"
+    pages.mkdir(parents=True)
+    (pages / "main-job.md").write_text("old page\n")
+    git(repo, "add", "docs")
+    git(repo, "commit", "-q", "-m", "pages")
+    ran_at = git(repo, "rev-parse", "HEAD")
+    protocol.run_recorded(runs / "seed0", seed=0, commands=[["seed=0"]], run_command=FakeTextrl(), repo=repo)
+    (pages / "main-job.md").write_text("new page\n")  # the first page is written...
+    assert protocol.dirty_files(repo) == []
+    assert protocol.page_commit([runs / "seed0"], repo=repo) == ran_at[:7]  # ...the next one still may be
+    git(repo, "commit", "-q", "-am", "the new page")
+    assert protocol.code_changes(ran_at, repo=repo) == []
+    assert protocol.page_commit([runs / "seed0"], repo=repo) == ran_at[:7]  # the header names where they ran
+    (repo / "README.md").write_text("figures\n")
+    git(repo, "add", "README.md")
+    git(repo, "commit", "-q", "-m", "quote the figures")
+    assert protocol.code_changes(ran_at, repo=repo) == ["README.md"]
+    with pytest.raises(protocol.ProtocolError, match="whose code differs from HEAD .*README.md"):
+        protocol.page_commit([runs / "seed0"], repo=repo)
 
 
 def test_seeds_come_from_seeds_or_a_seed_list(protocol):
@@ -239,5 +263,5 @@ def test_a_page_names_its_commit_and_writes_paths_relative_to_the_run_directory(
     assert not (repo / "docs/benchmarks/img/calc-old.png").exists()
     assert not (repo / "docs/benchmarks/img/calc-curves.png").exists()
     commit_change(repo, "x = 2\n")  # the runs are now of an older commit: no page
-    with pytest.raises(protocol.ProtocolError, match="expected HEAD"):
+    with pytest.raises(protocol.ProtocolError, match="code differs from HEAD"):
         docs_page.write_page("calc", title="Calc", tables=["| a |"], runs=[runs / "seed0"], run_dir=runs)
