@@ -49,6 +49,7 @@ from protocol import (  # noqa: E402
     SeedRow,
     add_seed_arguments,
     mean_interval,
+    page_commit,
     plot_seed_curves,
     read_record,
     require_clean_tree,
@@ -150,6 +151,8 @@ def main() -> None:
                 f"--classifier: got {clf_run} without run.json; expected a classifier this script trained "
                 "(DIR/classifier of another run), so the page can name its commit"
             )
+        if args.write_docs:
+            page_commit([clf_run])  # refuse a classifier of other code now rather than after the runs
     else:
         clf_run = root / "classifier"
         command = ["experiment=imdb_classifier", f"hydra.run.dir={clf_run}", *shlex.split(args.classifier_overrides)]
