@@ -50,7 +50,8 @@ RESAMPLES = 10_000
 """Bootstrap resamples of :func:`mean_interval`."""
 INTERVAL_NOTE = (
     "95% interval: percentile bootstrap of the mean over seeds (scipy.stats.bootstrap, "
-    f"{RESAMPLES:,} resamples); with fewer than 2 seeds there is none."
+    f"{RESAMPLES:,} resamples); with fewer than 2 seeds there is none. With a handful of seeds it "
+    "stays within the seeds' range and undercovers: read it as their spread, not a guarantee."
 )
 """The sentence the scripts print under a :func:`seed_table`."""
 
