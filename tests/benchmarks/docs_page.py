@@ -1,7 +1,9 @@
 """Benchmark pages for the docs site: each benchmark script that takes ``--write-docs`` writes
 ``docs/benchmarks/<name>.md`` through :func:`write_page`, with the date, the commit, the command
 and the machine of the run, the tables it printed and its pictures (copied to
-``docs/benchmarks/img/``). A page is the record of one run: rerunning the script rewrites it.
+``docs/benchmarks/img/``). A page is the record of its runs at one commit: :func:`write_page`
+refuses (one error line, exit status 1) a dirty working tree and, for the learning benchmarks,
+runs of another commit (:func:`protocol.page_commit`). Rerunning the script rewrites the page.
 
 Not collected by pytest (a helper of the benchmark scripts, imported from their folder).
 """
@@ -13,14 +15,17 @@ import datetime
 import io
 import os
 import platform
+import re
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from protocol import ROOT, page_commit, require_clean_tree
+
 PAGES = ROOT / "docs" / "benchmarks"
+RUN_DIR = "DIR"
+"""How a page names the run directory (``--run-dir``) itself; paths below it are written relative to it."""
 
 
 def add_docs_argument(parser) -> None:
@@ -28,18 +33,6 @@ def add_docs_argument(parser) -> None:
     parser.add_argument(
         "--write-docs", action="store_true", help="also write the run's page under docs/benchmarks/ (tables, pictures)"
     )
-
-
-def commit() -> str:
-    """The short commit of the working tree, ``-dirty`` when it has uncommitted changes to tracked files."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD"], capture_output=True).returncode
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
 
 
 def machine() -> str:
@@ -130,6 +123,26 @@ def as_markdown(text: str) -> str:
     return "\n\n".join(out)
 
 
+def relative_paths(text: str, *, run_dir: Path | None, repo: Path, places: dict[str, Path] | None = None) -> str:
+    """``text`` with the machine's absolute paths taken out: a path below ``run_dir`` is written
+    relative to it (``/runs/calc/seed0/eval`` → ``seed0/eval``), ``run_dir`` itself as
+    :data:`RUN_DIR`; a folder of ``places`` (label → path) as its label (``CLASSIFIER/model``); and
+    a path below ``repo`` relative to the repository."""
+    bases = [(Path(path), label, label + "/") for label, path in (places or {}).items()]
+    if run_dir is not None:
+        bases.insert(0, (Path(run_dir), RUN_DIR, ""))
+    for base, itself, below in [*bases, (Path(repo), ".", "")]:
+        pattern = re.escape(str(base).rstrip("/"))
+        text = re.sub(pattern + "/", lambda _, below=below: below, text)
+        text = re.sub(pattern + r"(?![\w.-])", lambda _, itself=itself: itself, text)
+    return text
+
+
+def _linked_images(page: Path) -> set[str]:
+    """The ``img/...`` files a page links to (none when the page does not exist)."""
+    return set(re.findall(r"\]\(img/([^)]+)\)", page.read_text())) if page.is_file() else set()
+
+
 def write_page(
     name: str,
     *,
@@ -138,33 +151,64 @@ def write_page(
     pictures: list = (),
     notes: str = "",
     command: str | None = None,
+    runs: list[Path] | None = None,
+    run_dir: Path | None = None,
+    places: dict[str, Path] | None = None,
 ) -> Path:
-    """Write ``docs/benchmarks/<name>.md``: the title, the date, commit, command and machine of
-    this run, ``notes`` (Markdown), the printed ``tables`` (Markdown, as the script printed them)
-    and each picture that exists, copied to ``docs/benchmarks/img/<name>-<label>.png``. A picture
-    is a path (its label: the file's stem) or a ``(label, path)`` pair (label: a short slug).
+    """Write ``docs/benchmarks/<name>.md``: the title, the date, commit, command, runs and machine,
+    ``notes`` (Markdown), the printed ``tables`` (Markdown, as the script printed them) and each
+    picture that exists, copied to ``docs/benchmarks/img/<name>-<label>.png``. A picture is a path
+    (its label: the file's stem) or a ``(label, path)`` pair (label: a short slug). Images the
+    previous version of the page linked to and this one does not are removed.
 
-    ``command`` defaults to this process's command line. Returns the page's path.
+    Args:
+        runs: the run directories (each with a finished ``run.json``, see :mod:`protocol`) whose
+            results the page shows; the page's commit is theirs. ``None``: the page records what
+            this process measured, at ``HEAD``.
+        run_dir: the folder holding the runs (``--run-dir``); every path below it in the command,
+            notes and tables is written relative to it, so the page carries no path of the machine
+            that ran it.
+        places: other folders the page names by a label instead of their path, e.g.
+            ``{"CLASSIFIER": <the --classifier folder>}``.
+        command: defaults to this process's command line.
+
+    Returns:
+        Path: the page's path.
+
+    Raises:
+        protocol.ProtocolError: the working tree has uncommitted changes to tracked files, or the
+            runs disagree on their commit or ran at a commit other than ``HEAD``
+            (:func:`protocol.page_commit`).
     """
+    if runs is None:
+        commit = require_clean_tree(ROOT)[:7]
+    else:
+        commit = page_commit(runs, repo=ROOT, run_root=run_dir)
     PAGES.mkdir(parents=True, exist_ok=True)
     images = PAGES / "img"
     if command is None:
         script = Path(sys.argv[0]).resolve()
         shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
         command = "python " + " ".join(shlex.quote(a) for a in [str(shown), *sys.argv[1:]])
+    local = lambda text: relative_paths(text, run_dir=run_dir, repo=ROOT, places=places)  # noqa: E731
     lines = [
         f"# {title}",
         "",
         f"- **Date**: {datetime.date.today().isoformat()}",
-        f"- **Commit**: `{commit()}`",
-        f"- **Command**: `{command}`",
-        f"- **Machine**: {machine()}",
-        "",
+        f"- **Commit**: `{commit}`" + (" (every run on this page, each from a clean tree)" if runs else ""),
+        f"- **Command**: `{local(command)}`",
     ]
+    if runs:
+        named = ", ".join(f"`{local(str(r))}`" for r in runs)
+        where = f"in `{RUN_DIR}` (`--run-dir`; paths on this page are relative to it): " if run_dir else ""
+        lines.append(f"- **Runs** {where}{named}; each `run.json` records its commit, seed, commands and wall time")
+    lines += [f"- **Machine**: {machine()}", ""]
     if notes:
-        lines += [notes.strip(), ""]
+        lines += [local(notes).strip(), ""]
     for table in tables:
-        lines += [table.strip(), ""]
+        lines += [local(table).strip(), ""]
+    page = PAGES / f"{name}.md"
+    before = _linked_images(page)
     for item in pictures:
         label, picture = item if isinstance(item, tuple) else (Path(item).stem, item)
         picture = Path(picture)
@@ -174,7 +218,8 @@ def write_page(
         target = images / f"{name}-{label}{picture.suffix}"
         shutil.copyfile(picture, target)
         lines += [f"![{label}](img/{target.name})", ""]
-    page = PAGES / f"{name}.md"
     page.write_text("\n".join(lines))
-    print(f"wrote {page.relative_to(ROOT)}")
+    for stale in before - _linked_images(page):
+        (images / stale).unlink(missing_ok=True)
+    print(f"wrote {page.relative_to(ROOT) if page.is_relative_to(ROOT) else page}")
     return page

@@ -1,55 +1,78 @@
-"""Multi-turn RLHF on hh-rlhf conversations, measured: SmolLM2-135M-Instruct answers two human turns
-of held-out conversations, scored turn by turn by a reward model, before and after PPO.
+"""Multi-turn RLHF on hh-rlhf conversations, measured over seeds: SmolLM2-135M-Instruct answers two
+human turns of held-out conversations, scored turn by turn by a reward model, before and after PPO.
 
 Usage::
 
-    python tests/benchmarks/hh_dialogue.py [--run-dir DIR] [--write-docs] [overrides...]
+    python tests/benchmarks/hh_dialogue.py [--run-dir DIR] [--seeds N | --seed-list 0,1,2] [--write-docs] [overrides...]
 
-One ``textrl experiment=hh_dialogue`` run in ``DIR/pipeline`` (reused when its ``eval.json`` is
-there, so a second call only reprints the tables): the reward model trained on hh-rlhf pairs of the
-train conversations (``rm``), PPO with the RM's score of each assistant turn as that turn's reward
+One ``textrl experiment=hh_dialogue ... seed=<k>`` run per seed in ``DIR/seed<k>/pipeline``,
+recorded in ``DIR/seed<k>/run.json`` (see ``protocol.py``; a finished one is reused, so a second
+call only reprints the tables): the reward model trained on hh-rlhf pairs of the train
+conversations (``rm``), PPO with the RM's score of each assistant turn as that turn's reward
 (``rl``), and the eval of the PPO policy against the starting model on held-out conversations
-(``eval``). Prints the RM's held-out pairwise accuracy, the per-turn reward of the reference
-(before) and the policy (after) on held-out dialogues, the win rate, KL and lengths, the wall time
-of each stage, the RL curve (reward per turn and KL per update) and two transcripts before/after.
-``overrides`` go to the run. Not collected by pytest.
+(``eval``). Prints, per seed with the mean and a 95% bootstrap interval over seeds, the RM's
+held-out pairwise accuracy, the per-turn reward of the reference (before) and the policy (after)
+on held-out dialogues, the win rate, KL, turns reached and lengths; the wall time of each stage;
+the RL curve (reward per turn, KL and β per update, mean over seeds) and two transcripts
+before/after (the first seed's); draws ``DIR/curves.png`` (mean over seeds with a min–max band).
+``overrides`` go to every run. One seed took 12.7 min on the 2-core CPU (the page of 2026-12: RM
+6.1, PPO 5.0, eval 1.6 min). Not collected by pytest.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from docs_page import add_docs_argument, record_output, write_page  # noqa: E402
+from protocol import (  # noqa: E402
+    INTERVAL_NOTE,
+    Panel,
+    SeedRow,
+    add_seed_arguments,
+    mean_interval,
+    plot_seed_curves,
+    read_record,
+    require_clean_tree,
+    run_recorded,
+    seed_dir,
+    seed_table,
+    seeds_of,
+)
 from textrl_run import run_textrl  # noqa: E402
 
 STAGES = ("rm", "rl", "eval")
 RESULT = {"rm": "summary.json", "rl": "summary.json", "eval": "eval.json"}
 
 
-def run(root: Path, overrides: list[str]) -> dict[str, float]:
-    """Run the pipeline unless its eval is there; returns (and saves) the wall time of each stage
-    (s): from the previous stage's result file (the run's start for ``rm``) to this stage's, so
-    model loading counts in the stage that loads."""
-    walls_path = root / "walls.json"
-    if (root / "pipeline" / "eval" / "eval.json").is_file():
-        return json.loads(walls_path.read_text()) if walls_path.is_file() else {}
-    start = time.time()
-    total = run_textrl(
-        ["experiment=hh_dialogue", "trainer.progress_bar=false", f"hydra.run.dir={root / 'pipeline'}", *overrides],
-        root / "pipeline.log",
-    )
-    walls, previous = {"total": total}, start
+def command_of(root: Path, seed: int, overrides: list[str]) -> list[str]:
+    """The ``textrl`` arguments of seed ``seed`` (the seed last, so it is the seed that runs)."""
+    pipeline = seed_dir(root, seed) / "pipeline"
+    return [
+        "experiment=hh_dialogue",
+        "trainer.progress_bar=false",
+        f"hydra.run.dir={pipeline}",
+        *overrides,
+        f"seed={seed}",
+    ]
+
+
+def stage_walls(run_dir: Path) -> dict[str, float]:
+    """Wall time of each stage of the recorded run in ``run_dir`` (s): from the previous stage's
+    result file (the run's start for ``rm``) to this stage's, so model loading counts in the
+    stage that loads; ``total``: the command's."""
+    record = read_record(run_dir)
+    previous = datetime.datetime.fromisoformat(record["started"]).timestamp()
+    walls = {"total": record["wall_s"]}
     for stage in STAGES:
-        done = (root / "pipeline" / stage / RESULT[stage]).stat().st_mtime
+        done = (run_dir / "pipeline" / stage / RESULT[stage]).stat().st_mtime
         walls[stage], previous = done - previous, done
-    walls_path.write_text(json.dumps(walls, indent=1))
     return walls
 
 
@@ -83,73 +106,118 @@ def transcript(prompt: str, text: str, *, turn_rewards: list[float]) -> str:
     return "\n".join(lines)
 
 
-def report(root: Path, walls: dict[str, float]) -> list:
-    """Print the tables from the run in ``root``; returns the pictures worth showing."""
-    run = root / "pipeline"
-    rm, rl, ev = read(run / "rm" / "summary.json"), read(run / "rl" / "summary.json"), read(run / "eval" / "eval.json")
-    p, r = ev["policy"], ev["reference"]
-    before, after = rm.get("eval_before", {}), rm.get("eval_after", {})
-    print("\n### Reward model (hh-rlhf pairs; accuracy on held-out conversations)\n")
-    print("| train pairs | held-out pairs | pairwise accuracy before → after training | train time |")
-    print("| --- | --- | --- | --- |")
-    print(
-        f"| {rm['train_examples']} | {rm['eval_examples']} | {100 * before.get('pairwise_accuracy', float('nan')):.1f}% → "
-        f"**{100 * after.get('pairwise_accuracy', float('nan')):.1f}%** | {rm['train_time_s'] / 60:.1f} min |"
-    )
-    print(f"\n### Held-out dialogues ({ev['prompts']} conversations, 2 human turns replayed)\n")
-    print("| | before (starting model) | after (PPO) | change |")
-    print("| --- | --- | --- | --- |")
-    for key in ["turn_reward_mean", *turn_keys(p)]:
-        label = "RM reward per turn (mean)" if key == "turn_reward_mean" else f"RM reward, turn {key.rsplit('_', 1)[1]}"
-        bold = "**" if key == "turn_reward_mean" else ""
-        print(f"| {label} | {r[key]:+.3f} | {bold}{p[key]:+.3f}{bold} | {p[key] - r[key]:+.3f} |")
-    print(
-        f"| episode reward (sum of turns) | {r['mean_reward']:+.3f} | {p['mean_reward']:+.3f} | {p['mean_reward'] - r['mean_reward']:+.3f} |"
-    )
-    print(f"| policy turns per episode | {r['turns']:.2f} | {p['turns']:.2f} | |")
-    print(f"| policy tokens per episode | {r['mean_length']:.1f} | {p['mean_length']:.1f} | |")
-    print(f"| episode tokens (policy + human) | {r['episode_length']:.1f} | {p['episode_length']:.1f} | |")
-    print(f"| win rate of PPO vs the starting model | — | **{100 * ev['win_rate']:.1f}%** | |")
-    print(f"| KL(PPO ‖ starting model), nats per episode | 0 | {ev['kl']:.3f} | |")
+def report(root: Path, seeds: list[int]) -> list:
+    """Print the tables from the runs in ``root / "seed<k>"``; draws ``root / "curves.png"`` and
+    returns the pictures worth showing."""
     import yaml
 
-    cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) if (run / ".hydra").is_dir() else {}
+    run = {s: seed_dir(root, s) / "pipeline" for s in seeds}
+    rm = {s: read(run[s] / "rm" / "summary.json") for s in seeds}
+    rl = {s: read(run[s] / "rl" / "summary.json") for s in seeds}
+    ev = {s: read(run[s] / "eval" / "eval.json") for s in seeds}
+    first = seeds[0]
+    plural = "s" if len(seeds) > 1 else ""
+    cell = lambda values, spec="+.3f": mean_interval(values).format(spec)  # noqa: E731
+    accuracy = lambda s, when: 100 * rm[s].get(f"eval_{when}", {}).get("pairwise_accuracy", float("nan"))  # noqa: E731
+    print("\n### Reward model (hh-rlhf pairs; accuracy on held-out conversations), one per seed\n")
+    print(f"{rm[first]['train_examples']} train pairs, {rm[first]['eval_examples']} held-out pairs.\n")
+    print(
+        seed_table(
+            [
+                SeedRow("pairwise accuracy before training (%)", [accuracy(s, "before") for s in seeds], ".1f"),
+                SeedRow("pairwise accuracy after training (%)", [accuracy(s, "after") for s in seeds], ".1f"),
+                SeedRow("train time (min)", [rm[s]["train_time_s"] / 60 for s in seeds], ".1f"),
+            ],
+            seeds=seeds,
+        )
+    )
+    n_pairs = max(rm[first]["eval_examples"], 1)
+    print(
+        f"\nEach seed's accuracy is measured on {n_pairs} pairs (±{100 * (0.25 / n_pairs) ** 0.5 * 2:.0f} points, "
+        "95%, from the pairs alone); the interval over seeds is the spread of the training runs."
+    )
+    print(f"\n### Held-out dialogues ({ev[first]['prompts']} conversations, 2 human turns replayed)\n")
+    print(f"Mean over {len(seeds)} seed{plural} [95% interval].\n")
+    print("| | before (starting model) | after (PPO) | change |")
+    print("| --- | --- | --- | --- |")
+    both = lambda key: ([ev[s]["reference"][key] for s in seeds], [ev[s]["policy"][key] for s in seeds])  # noqa: E731
+    change = lambda before, after: cell([b - a for a, b in zip(before, after)])  # noqa: E731
+    for key in ["turn_reward_mean", *turn_keys(ev[first]["policy"])]:
+        if not all(key in ev[s]["policy"] and key in ev[s]["reference"] for s in seeds):
+            continue  # a turn some seed's episodes never reached
+        label = "RM reward per turn (mean)" if key == "turn_reward_mean" else f"RM reward, turn {key.rsplit('_', 1)[1]}"
+        before, after = both(key)
+        print(f"| {label} | {cell(before)} | {cell(after)} | {change(before, after)} |")
+    before, after = both("mean_reward")
+    print(f"| episode reward (sum of turns) | {cell(before)} | {cell(after)} | {change(before, after)} |")
+    before, after = both("turns")
+    reached = lambda turns: [100 * (t - 1) for t in turns]  # noqa: E731
+    print(
+        f"| episodes reaching the second human turn (%) | {cell(reached(before), '.0f')} | "
+        f"{cell(reached(after), '.0f')} | |"
+    )
+    for key, label in (
+        ("mean_length", "policy tokens per episode"),
+        ("episode_length", "episode tokens (policy + human)"),
+    ):
+        before, after = both(key)
+        print(f"| {label} | {cell(before, '.1f')} | {cell(after, '.1f')} | |")
+    print(
+        f"| win rate of PPO vs the starting model (%) | — | {cell([100 * ev[s]['win_rate'] for s in seeds], '.1f')} | |"
+    )
+    print(f"| KL(PPO ‖ starting model), nats per episode | 0 | {cell([ev[s]['kl'] for s in seeds], '.3f')} | |")
+    print()
+    print(
+        seed_table(
+            [
+                SeedRow("RM reward per turn, before", both("turn_reward_mean")[0], "+.3f"),
+                SeedRow("RM reward per turn, after", both("turn_reward_mean")[1], "+.3f"),
+                SeedRow("win rate (%)", [100 * ev[s]["win_rate"] for s in seeds], ".1f"),
+                SeedRow("second human turn reached, before (%)", reached(both("turns")[0]), ".0f"),
+                SeedRow("second human turn reached, after (%)", reached(both("turns")[1]), ".0f"),
+            ],
+            seeds=seeds,
+        )
+    )
+    print(f"\n{INTERVAL_NOTE}")
+    config = run[first] / ".hydra" / "config.yaml"
+    cfg = yaml.safe_load(config.read_text()) if config.is_file() else {}
     budget = cfg.get("env", {}).get("max_new_tokens", "env.max_new_tokens")
     print(
-        f"\nEpisodes that reached the second human turn: {100 * (r['turns'] - 1):.0f}% (starting model), "
-        f"{100 * (p['turns'] - 1):.0f}% (PPO). A reply still going at {budget} tokens (the turn budget) "
-        "truncates the episode, so the win rate and the episode reward (a sum over turns) also count "
-        f"turns reached; the reward per turn compares replies. The RM's held-out accuracy is measured on "
-        f"{rm['eval_examples']} pairs (±{100 * (0.25 / max(rm['eval_examples'], 1)) ** 0.5 * 2:.0f} points, 95%)."
+        f"\nA reply still going at {budget} tokens (the turn budget) truncates the episode, so the win rate and "
+        "the episode reward (a sum over turns) also count turns reached; the reward per turn compares replies."
     )
-    metrics = rows(run / "rl" / "metrics.jsonl")
-    print("\n### PPO, per update (train conversations)\n")
-    print("| update | " + " | ".join(str(i + 1) for i in range(len(metrics))) + " |")
-    print("| --- " * (len(metrics) + 1) + "|")
+    metrics = {s: rows(run[s] / "rl" / "metrics.jsonl") for s in seeds}
+    updates = min(len(m) for m in metrics.values())
+    series = lambda key: [[m.get(key, float("nan")) for m in metrics[s]] for s in seeds]  # noqa: E731
+    print(f"\n### PPO, per update (train conversations; mean over {len(seeds)} seed{plural})\n")
+    print("| update | " + " | ".join(str(i + 1) for i in range(updates)) + " |")
+    print("| --- " * (updates + 1) + "|")
     for key, label, fmt in (
         ("turn/reward_mean", "reward per turn", "+.2f"),
         ("objective/kl", "KL (nats)", ".2f"),
         ("kl/beta", "β", ".3f"),
     ):
-        print(f"| {label} | " + " | ".join(f"{m[key]:{fmt}}" if key in m else "—" for m in metrics) + " |")
-    print("\n### Wall time (2-core CPU)\n")
-    print("| stage | what | wall time |")
-    print("| --- | --- | --- |")
+        means = [sum(curve[i] for curve in series(key)) / len(seeds) for i in range(updates)]
+        print(f"| {label} | " + " | ".join(f"{v:{fmt}}" for v in means) + " |")
+    print("\n### Wall time (2-core CPU), minutes per seed\n")
+    print("| stage | what | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+    print("| --- " * (len(seeds) + 2) + "|")
+    walls = {s: stage_walls(seed_dir(root, s)) for s in seeds}
+    episodes = rl[first]["episodes"] // max(rl[first]["updates"], 1)
     what = {
-        "rm": f"RM: {rm['train_examples']} pairs, eval on {rm['eval_examples']} held-out pairs before and after",
-        "rl": f"PPO: {rl['updates']} updates × {rl['episodes'] // max(rl['updates'], 1)} two-turn episodes",
-        "eval": f"eval: {ev['prompts']} held-out conversations, PPO policy and starting model",
+        "rm": f"RM: {rm[first]['train_examples']} pairs, eval on {rm[first]['eval_examples']} held-out pairs before and after",
+        "rl": f"PPO: {rl[first]['updates']} updates × {episodes} two-turn episodes",
+        "eval": f"eval: {ev[first]['prompts']} held-out conversations, PPO policy and starting model",
+        "total": "one `textrl experiment=hh_dialogue`",
     }
     for stage, text in what.items():
-        wall = walls.get(stage)
-        print(f"| {stage} | {text} | {wall / 60:.1f} min |" if wall else f"| {stage} | {text} | (reused) |")
-    if walls.get("total"):
-        print(f"| total | one `textrl experiment=hh_dialogue` | {walls['total'] / 60:.1f} min |")
+        print(f"| {stage} | {text} | " + " | ".join(f"{walls[s][stage] / 60:.1f}" for s in seeds) + " |")
     print(
-        "\n### Transcripts (held-out): starting model → after PPO, each reply's RM reward in brackets "
+        f"\n### Transcripts (held-out, seed {first}): starting model → after PPO, each reply's RM reward in brackets "
         "(the conversation that got furthest, and the largest gain)\n"
     )
-    samples = rows(run / "eval" / "eval_samples.jsonl")
+    samples = rows(run[first] / "eval" / "eval_samples.jsonl")
     turns = lambda s: max(len(s.get("policy_turn_rewards", [])), len(s.get("reference_turn_rewards", [])))  # noqa: E731
     longest = max(samples, key=turns)  # a conversation that reached its second human turn, if any did
     gain = max((s for s in samples if s is not longest), key=lambda s: s["policy_reward"] - s["reference_reward"])
@@ -160,35 +228,59 @@ def report(root: Path, walls: dict[str, float]) -> list:
         print(f"--- after PPO (episode reward {s['policy_reward']:+.2f})")
         print(transcript(s["prompt"], s["policy"], turn_rewards=s.get("policy_turn_rewards", [])))
         print("```")
-    return [("ppo", run / "rl" / "report.png"), ("eval", run / "eval" / "eval_report.png")]
+    kl = cfg.get("algo", {}).get("kl", {})
+    curves = plot_seed_curves(
+        root / "curves.png",
+        panels=[
+            Panel("RM reward per turn (train rollouts)", {"PPO": series("turn/reward_mean")}),
+            Panel(
+                "KL to π_ref (nats per episode)",
+                {"PPO": series("objective/kl")},
+                target=kl.get("target") if kl.get("adaptive") else None,
+            ),
+            Panel("β (KL coefficient)", {"PPO": series("kl/beta")}),
+        ],
+        title="hh-rlhf dialogues: PPO with per-turn RM rewards",
+    )
+    print(f"\ncurves: {curves}")
+    return [("curves", curves)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", default=None, help="where the run goes (default: a temporary folder)")
+    parser.add_argument("--run-dir", default=None, help="where the runs go (default: a temporary folder)")
+    add_seed_arguments(parser)
     add_docs_argument(parser)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the run")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = parser.parse_args()
+    seeds = seeds_of(args)
+    if args.write_docs:
+        require_clean_tree()  # refuse now rather than after the runs
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="hh-dialogue-")).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    walls = run(root, args.overrides)
+    for seed in seeds:
+        commands = [command_of(root, seed, args.overrides)]
+        run_recorded(seed_dir(root, seed), seed=seed, commands=commands, run_command=run_textrl)
     if not args.write_docs:
-        report(root, walls)
+        report(root, seeds)
         return
     with record_output() as printed:
-        pictures = report(root, walls)
+        pictures = report(root, seeds)
     write_page(
         "hh-dialogue",
         title="Multi-turn RLHF on hh-rlhf dialogues: RM → PPO with per-turn rewards on the CPU",
         tables=[printed.text],
         pictures=pictures,
+        runs=[seed_dir(root, s) for s in seeds],
+        run_dir=root,
         notes="SmolLM2-135M-Instruct answers the first two human turns of hh-rlhf (harmless-base) "
         "conversations; the dialogue interaction replays the human turns. A reward model trained by "
         "`stage=rm` on chosen/rejected pairs of the *train* conversations scores each assistant reply "
         "in context (`env.turn_reward=model`), and PPO's GAE sees that score on the reply's last token. "
         "Evaluation uses *held-out* conversations (split by a hash of the first human turn; "
-        "`hh_dialogues:heldout`), the same ones the RM's accuracy is measured on. A short run: "
-        "the numbers show the pipeline working end to end, not a converged policy.",
+        "`hh_dialogues:heldout`), the same ones the RM's accuracy is measured on. Each seed trains its "
+        "own reward model and policy. A short run: the numbers show the pipeline working end to end, "
+        "not a converged policy.",
     )
 
 

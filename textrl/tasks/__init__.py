@@ -2,7 +2,9 @@
 models), registered through the same hooks a third party uses.
 
 - ``arithmetic`` (:mod:`textrl.tasks.arithmetic`): word problems for the ``calculator`` tool,
-  splits ``arithmetic:train`` and ``arithmetic:heldout``, verified by ``reward=arithmetic``.
+  splits ``arithmetic:train``, ``arithmetic:heldout`` (new numbers) and
+  ``arithmetic:heldout_wording`` (new numbers in new scenes and sentences), verified by
+  ``reward=arithmetic``.
 """
 
 from textrl.hookspecs import hookimpl

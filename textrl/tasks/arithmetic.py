@@ -10,7 +10,11 @@ result into its final answer, ``Answer: 1911``.
 The problem set is fixed: :data:`SEED` draws it, and a problem belongs to the ``heldout`` split
 when a stable hash of its numbers and kind says so (:func:`split_of`), so ``train`` and
 ``heldout`` are disjoint by problem (the same numbers in another phrasing are the same problem)
-and share every phrasing. Each row (:func:`rows`) has ``prompt`` (the question), ``answer``
+and share every phrasing: ``heldout`` measures new numbers in known sentences. The third split,
+``heldout_wording``, is held out by wording as well: its problems are drawn with other scenes and
+other sentence templates (:data:`HELDOUT_WORDING`), none of which occurs in ``train``, from the
+numbers :func:`split_of` holds out, with the same answer format and the same mix of one- and
+two-step problems. Each row (:func:`rows`) has ``prompt`` (the question), ``answer``
 (int), ``expression``, ``steps`` and ``messages``, a demonstration of the tool call for
 multi-turn SFT: ``user`` question, ``assistant`` ``<calc>EXPR</calc>``, ``tool`` value,
 ``assistant`` ``Answer: VALUE``.
@@ -32,7 +36,7 @@ from textrl.errors import TextRLError
 
 SEED = 2026
 """Seed of the problem set (the task is a fixed benchmark, like a dataset file)."""
-SIZES = {"train": 2000, "heldout": 400}
+SIZES = {"train": 2000, "heldout": 400, "heldout_wording": 400}
 """Problems per split."""
 HELDOUT_EVERY = 5
 """One problem in this many (by :func:`split_of`'s hash) is held out."""
@@ -42,24 +46,68 @@ ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 TOOL_CALL = re.compile(r"<calc>(.*?)</calc>", re.S)
 
 
-# (things, container phrase) scenes; {a} containers with {b} things each
-_SCENES = (
-    ("trees", "A farmer plants {a} rows with {b} trees in each row"),
-    ("pencils", "A store has {a} boxes with {b} pencils in each box"),
-    ("seats", "A theater has {a} rows of {b} seats"),
-    ("bottles", "A truck carries {a} crates, each holding {b} bottles"),
-    ("books", "A library has {a} shelves with {b} books on each shelf"),
-    ("eggs", "A farm packs {a} cartons with {b} eggs in each carton"),
+@dataclass(frozen=True)
+class Wording:
+    """The sentences a split's problems are written in. A question is a scene followed by a tail:
+    ``(scene + tail).format(a=..., b=..., c=..., thing=...)``.
+
+    Attributes:
+        scenes: ``(thing, scene)`` pairs; the scene puts ``{a}`` containers of ``{b}`` things each.
+        plus: tails that add ``{c}`` things and ask for the total (two steps: ``a*b+c``).
+        minus: tails that take ``{c}`` things away and ask what is left (two steps: ``a*b-c``).
+        only: tails that ask for the product alone (one step: ``a*b``).
+    """
+
+    scenes: tuple[tuple[str, str], ...]
+    plus: tuple[str, ...]
+    minus: tuple[str, ...]
+    only: tuple[str, ...]
+
+    def templates(self) -> tuple[str, ...]:
+        """Every scene and tail template."""
+        return tuple(scene for _, scene in self.scenes) + self.plus + self.minus + self.only
+
+
+TRAIN_WORDING = Wording(
+    scenes=(
+        ("trees", "A farmer plants {a} rows with {b} trees in each row"),
+        ("pencils", "A store has {a} boxes with {b} pencils in each box"),
+        ("seats", "A theater has {a} rows of {b} seats"),
+        ("bottles", "A truck carries {a} crates, each holding {b} bottles"),
+        ("books", "A library has {a} shelves with {b} books on each shelf"),
+        ("eggs", "A farm packs {a} cartons with {b} eggs in each carton"),
+    ),
+    plus=(
+        ", and {c} more {thing} are in a pile nearby. How many {thing} are there in all?",
+        ". Then {c} more {thing} arrive. How many {thing} are there now?",
+    ),
+    minus=(
+        ", but {c} of the {thing} are damaged. How many {thing} are not damaged?",
+        ". Then {c} {thing} are given away. How many {thing} are left?",
+    ),
+    only=(". How many {thing} are there?", ". How many {thing} is that in total?"),
 )
-_PLUS = (
-    ", and {c} more {thing} are in a pile nearby. How many {thing} are there in all?",
-    ". Then {c} more {thing} arrive. How many {thing} are there now?",
+"""The wording of ``train`` and ``heldout``."""
+HELDOUT_WORDING = Wording(
+    scenes=(
+        ("stamps", "Maria fills {a} album pages, putting {b} stamps on every page"),
+        ("apples", "An orchard ships {a} baskets that each contain {b} apples"),
+        ("chairs", "A school furnishes {a} classrooms, placing {b} chairs in every classroom"),
+        ("cans", "A food drive collects {a} bags, every bag holding {b} cans"),
+        ("tiles", "A builder lays {a} rows, setting {b} tiles in every row"),
+        ("marbles", "Sam owns {a} jars, each jar containing {b} marbles"),
+    ),
+    plus=(
+        ". Later, {c} extra {thing} are added. What is the total number of {thing}?",
+        ". A friend brings another {c} {thing}. Find the number of {thing} altogether.",
+    ),
+    minus=(
+        ". Afterwards {c} {thing} are lost. What number of {thing} remain?",
+        ". Suppose {c} {thing} get sold. Find the number of {thing} still left.",
+    ),
+    only=(". What is the total number of {thing}?", ". Find the number of {thing} altogether."),
 )
-_MINUS = (
-    ", but {c} of the {thing} are damaged. How many {thing} are not damaged?",
-    ". Then {c} {thing} are given away. How many {thing} are left?",
-)
-_ONLY = (". How many {thing} are there?", ". How many {thing} is that in total?")
+"""The wording of ``heldout_wording``: scenes, things and templates that never occur in training."""
 
 
 @dataclass(frozen=True)
@@ -110,46 +158,59 @@ def split_of(kind: str, numbers: tuple[int, ...]) -> str:
     return "heldout" if int.from_bytes(digest[:4], "big") % HELDOUT_EVERY == 0 else "train"
 
 
-def draw_problem(rng: random.Random) -> tuple[Problem, tuple[int, ...]]:
-    """One problem drawn with ``rng``, and the numbers that identify it (with its kind)."""
-    thing, scene = rng.choice(_SCENES)
+def draw_problem(rng: random.Random, wording: Wording = TRAIN_WORDING) -> tuple[Problem, tuple[int, ...]]:
+    """One problem drawn with ``rng`` in ``wording``, and the numbers that identify it (with its
+    kind)."""
+    thing, scene = rng.choice(wording.scenes)
     a, b = rng.randint(12, 99), rng.randint(12, 99)
     steps = 1 if rng.random() < STEP_MIX[1] else 2
     if steps == 1:
-        kind, c, tail, expression, answer = "product", 0, rng.choice(_ONLY), f"{a}*{b}", a * b
+        kind, c, tail, expression, answer = "product", 0, rng.choice(wording.only), f"{a}*{b}", a * b
     elif rng.random() < 0.5:
         c = rng.randint(11, 199)
-        kind, tail, expression, answer = "plus", rng.choice(_PLUS), f"{a}*{b}+{c}", a * b + c
+        kind, tail, expression, answer = "plus", rng.choice(wording.plus), f"{a}*{b}+{c}", a * b + c
     else:
         c = rng.randint(11, min(199, a * b - 1))
-        kind, tail, expression, answer = "minus", rng.choice(_MINUS), f"{a}*{b}-{c}", a * b - c
+        kind, tail, expression, answer = "minus", rng.choice(wording.minus), f"{a}*{b}-{c}", a * b - c
     question = (scene + tail).format(a=a, b=b, c=c, thing=thing)
     return Problem(question, expression, answer, steps, kind), (a, b, c)
 
 
 @lru_cache(maxsize=None)
 def problems(split: str) -> tuple[Problem, ...]:
-    """The :data:`SIZES` ``[split]`` problems of ``split`` (``train`` or ``heldout``), always the
-    same ones (drawn from :data:`SEED`), no problem twice.
+    """The :data:`SIZES` ``[split]`` problems of ``split`` (``train``, ``heldout`` or
+    ``heldout_wording``), always the same ones, no problem twice. ``train`` and ``heldout`` are
+    drawn together from :data:`SEED` in :data:`TRAIN_WORDING` and sorted by :func:`split_of`;
+    ``heldout_wording`` is drawn apart, from ``SEED + 1`` in :data:`HELDOUT_WORDING`, keeping only
+    the problems :func:`split_of` holds out (so none is a training problem in other words).
 
     Raises:
-        ValueError: an unknown split (``"expected a split in ['train', 'heldout']"``).
+        ValueError: an unknown split (``"expected a split in ['train', 'heldout', 'heldout_wording']"``).
     """
     if split not in SIZES:
         raise ValueError(f"expected a split in {list(SIZES)}")
-    rng = random.Random(SEED)
-    out: dict[str, list[Problem]] = {name: [] for name in SIZES}
+    if split == "heldout_wording":
+        return _draw({"heldout": SIZES[split]}, seed=SEED + 1, wording=HELDOUT_WORDING, until="heldout")["heldout"]
+    both = {"train": SIZES["train"], "heldout": SIZES["heldout"]}
+    return _draw(both, seed=SEED, wording=TRAIN_WORDING, until=split)[split]
+
+
+def _draw(sizes: dict[str, int], *, seed: int, wording: Wording, until: str) -> dict[str, tuple[Problem, ...]]:
+    """Draw problems from ``seed`` in ``wording``, sorting them by :func:`split_of` into the splits
+    of ``sizes`` (a split not in ``sizes`` takes none, a full one no more), until ``until`` is full."""
+    rng = random.Random(seed)
+    out: dict[str, list[Problem]] = {name: [] for name in sizes}
     seen: set[tuple] = set()
-    while len(out[split]) < SIZES[split]:
-        problem, numbers = draw_problem(rng)
+    while len(out[until]) < sizes[until]:
+        problem, numbers = draw_problem(rng, wording)
         key = (problem.kind, numbers)
         if key in seen:
             continue
         seen.add(key)
         where = split_of(*key)
-        if len(out[where]) < SIZES[where]:
+        if where in out and len(out[where]) < sizes[where]:
             out[where].append(problem)
-    return tuple(out[split])
+    return {name: tuple(found) for name, found in out.items()}
 
 
 def rows(split: str) -> list[dict]:
@@ -233,7 +294,7 @@ class AnswerReward:
             if prompt not in known:
                 raise TextRLError(
                     f"reward=arithmetic: prompt {prompt[:60]!r} is not a generated problem; "
-                    f"expected data.prompts=arithmetic:train or arithmetic:heldout"
+                    "expected data.prompts=arithmetic:train, arithmetic:heldout or arithmetic:heldout_wording"
                 )
         for prompt, response in zip(prompts, responses):
             expected.append(known[prompt])
