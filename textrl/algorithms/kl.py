@@ -138,19 +138,36 @@ class FixedKLController:
         self.value = float(state["value"])
 
 
+PROPORTIONAL_GAIN = 2.0
+"""K_p of :class:`AdaptiveKLController`: β's immediate response to the KL's relative error (a KL
+50% over target multiplies β by e^(2·0.5) ≈ 2.7 at once)."""
+ERROR_CLIP = 1.0
+"""The relative error ``KL/target − 1`` is clipped to ±1 before the controller uses it."""
+
+
 class AdaptiveKLController(FixedKLController):
-    """Adaptive β (Ziegler et al. 2019, §2.2): steer the measured KL toward ``target``.
+    """Adaptive β: a proportional-integral (PI) controller in log β that steers the measured KL
+    toward ``target``, with an integral that never winds below β's starting value.
 
-    After each update with observed KL (``objective/kl``: nats per episode, the k1 sum over
-    tokens, batch mean): ``e = clip(KL/target − 1, −0.2, 0.2)`` and ``β ← β·(1 + e/horizon)``
-    (the paper's ``β ← β·(1 + K_β·e)`` with ``K_β = 1/horizon``).
+    After each update with observed KL (``objective/kl``: nats per episode, the k1 sum over tokens,
+    batch mean), with ``e = clip(KL/target − 1, −1, 1)``::
 
-    Units: Ziegler et al. write the gain as ``n_steps/horizon`` with ``n_steps`` the episodes in the
-    batch and ``horizon`` = 10,000 episodes; at their 512 episodes per update β moves by up to 1%
-    per update, over thousands of updates. Here ``horizon`` counts **updates**, so the gain does not
-    shrink with the batch: with the default ``horizon=5`` β moves by up to 0.2/5 = 4% per update
-    (×1.5 in about 10 updates), enough to settle within a 60-update run of 16–32 episodes.
-    The old setting ``horizon=H`` episodes at batch size B is ``horizon=H/B`` here.
+        I ← max(0, I + e)                    (the integral, clamped at 0: anti-windup)
+        β = init · exp(K_p·e + I / horizon)  (K_p = 2, :data:`PROPORTIONAL_GAIN`)
+
+    Ziegler et al. (2019, §2.2) steer β with a proportional rule ``β ← β·(1 + K_β·e)``, e clipped to
+    ±0.2, at a gain meant for thousands of updates (a horizon of 10,000 episodes). Over the tens of
+    updates of a CPU run that rule is too slow twice over: every policy starts at π_ref, so the KL
+    sits below target for the first updates and the rule shrinks β all the while (integrator
+    windup), and once the KL overshoots, β climbs back by at most ``0.2·K_β`` per update. Here the
+    integral term is the rule's memory (``horizon`` updates to move β by a factor e at a constant
+    error of 1) but cannot go below 0, so the warm-up below target leaves β's baseline at ``init``;
+    the proportional term is the immediate response in both directions: β is smaller while the KL is
+    well below target (the policy moves faster toward it) and jumps as soon as it overshoots. The
+    error is the same relative error as Ziegler et al.'s; the control acts on log β, so β stays
+    positive and a gain is a factor, whatever β's scale.
+
+    ``init`` = 0 keeps β at 0 (no penalty), as a fixed β of 0 would.
 
     Raises:
         TextRLError: ``target`` or ``horizon`` not a finite positive number, or ``init`` negative
@@ -163,9 +180,20 @@ class AdaptiveKLController(FixedKLController):
             raise TextRLError(f"algo.kl.target: got {target}; expected a finite KL target > 0 (nats per episode)")
         if not 0 < horizon < math.inf:
             raise TextRLError(f"algo.kl.horizon: got {horizon}; expected a finite positive number of updates")
-        self.target, self.horizon = float(target), float(horizon)
+        self.init, self.target, self.horizon = float(init), float(target), float(horizon)
+        self.integral = 0.0
 
     def update(self, current_kl: float) -> None:
-        """One proportional step from the batch's mean KL per episode (nats)."""
-        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + error / self.horizon
+        """One PI step from the batch's mean KL per episode (nats)."""
+        error = min(max(current_kl / self.target - 1.0, -ERROR_CLIP), ERROR_CLIP)
+        self.integral = max(0.0, self.integral + error)
+        self.value = self.init * math.exp(PROPORTIONAL_GAIN * error + self.integral / self.horizon)
+
+    def state_dict(self) -> dict:
+        """``{"value": β, "integral": I}``, for checkpoints."""
+        return {"value": self.value, "integral": self.integral}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore β and the integral from :meth:`state_dict`."""
+        super().load_state_dict(state)
+        self.integral = float(state["integral"])
