@@ -369,6 +369,109 @@ def test_settings_named_in_the_docs_exist():
     assert not unknown, "settings that do not exist:\n" + "\n".join(unknown)
 
 
+ALGORITHM_PAGES = {
+    "ppo.md": ("", "ppo", {}),
+    "ppo-ptx.md": ("algo=ppo_ptx", "ppo_ptx", {"ptx_batch_size": 2}),
+    "reinforce.md": ("algo=reinforce", "reinforce", {"baseline": "leave_one_out"}),
+    "grpo.md": ("algo=grpo", "grpo", {"group_size": 2}),
+}
+"""``docs/algorithms/<page>`` → (its section of the configuration reference, ``""`` for the main
+job; its ``algo=`` option; keyword arguments its update needs on a batch of 2 prompts × 2 responses)."""
+
+
+def page_section(page: str, title: str) -> str:
+    """The text of ``## <title>`` on ``docs/algorithms/<page>``, up to the next ``## ``."""
+    text = (ROOT / "docs" / "algorithms" / page).read_text(encoding="utf-8")
+    assert f"\n## {title}\n" in text, f"docs/algorithms/{page} has no '## {title}' section"
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_algorithm_page_is_checked():
+    pages = {p.name for p in (ROOT / "docs" / "algorithms").glob("*.md")} - {"index.md"}
+    assert pages == set(ALGORITHM_PAGES)
+
+
+def table_cells(row: str) -> list[str]:
+    """The cells of a Markdown table row, split at unescaped ``|``, stripped of spaces and backticks."""
+    return [cell.strip().strip("`") for cell in re.split(r"(?<!\\)\|", row)[1:-1]]
+
+
+@pytest.fixture(scope="module")
+def configuration_reference() -> str:
+    """The generated configuration reference page (Markdown), composed once for the module."""
+    from textrl.plugins import load_plugins
+
+    return hook_module("config_reference").markdown(load_plugins())
+
+
+@pytest.mark.parametrize("page", sorted(ALGORITHM_PAGES))
+def test_algorithm_pages_state_the_defaults_of_the_code(page, configuration_reference):
+    """Each ``| `algo.<key>` | `<default>` |`` row of a page's settings table says what the generated
+    configuration reference says for that algorithm, so a page cannot keep a default the code dropped."""
+    option = ALGORITHM_PAGES[page][0]
+    reference = configuration_reference
+    title = "Main job (`textrl`)" if not option else f"`{option}`"
+    section = reference.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    defaults = {cells[0]: cells[2] for cells in map(table_cells, re.findall(r"^\| `.*$", section, flags=re.M))}
+    rows = [table_cells(row) for row in re.findall(r"^\| `algo\..*$", page_section(page, "Settings"), flags=re.M)]
+    assert rows, f"{page}: no settings rows"
+    stated = {cells[0]: cells[1] for cells in rows}
+    assert stated == {key: defaults.get(key) for key in stated}, f"{page} against the reference's {title}"
+
+
+def logged_names(page: str) -> tuple[set[str], set[str]]:
+    """``(names, linked)``: the metric names a page lists under "Logged metrics" (``- `name`: ...``
+    items, and every name of a page it includes by linking its ``#logged-metrics``), and those of its
+    own items that link the glossary."""
+    section = page_section(page, "Logged metrics")
+    names = set(re.findall(r"^- \[?`([^`]+)`", section, flags=re.M))
+    linked = set(re.findall(r"^- \[`([^`]+)`\]\(\.\./reference/metrics\.md#", section, flags=re.M))
+    for other in re.findall(r"\]\(([\w-]+\.md)#logged-metrics\)", section):
+        names |= logged_names(other)[0]
+    return names, linked
+
+
+@pytest.mark.parametrize("page", sorted(ALGORITHM_PAGES))
+def test_algorithm_pages_list_what_each_algorithm_logs(page, tokenizer, tmp_path):
+    """A page lists exactly the metrics its algorithm's update returns (one update on a tiny random
+    policy), and links the glossary for each one the glossary explains."""
+    import copy
+
+    from textrl.algorithms import SetupContext
+    from textrl.envs import TokenGenVectorEnv
+    from textrl.metrics import metric
+    from textrl.plugins import load_plugins
+    from textrl.policies import SamplingConfig
+    from textrl.rollout.collector import RolloutCollector
+
+    from conftest import length_reward, make_policy
+
+    _, name, kwargs = ALGORITHM_PAGES[page]
+    if name == "ppo_ptx":
+        (tmp_path / "pretrain.txt").write_text("the dog ran in the park\na girl saw the cat\n")
+        kwargs = {**kwargs, "ptx_data": str(tmp_path / "pretrain.txt")}
+    policy = make_policy(tokenizer)
+    env = TokenGenVectorEnv(
+        tokenizer,
+        ["the dog", "a girl saw"],
+        length_reward,
+        num_envs=4,
+        max_new_tokens=4,
+        max_prompt_tokens=8,
+        autoreset_mode="disabled",
+    )
+    batch = RolloutCollector(
+        env, policy, copy.deepcopy(policy.lm), SamplingConfig(), seed=0, samples_per_prompt=2
+    ).collect()
+    algorithm = load_plugins().algorithms[name](lr=1e-3, minibatch_size=4, **kwargs)
+    algorithm.setup(policy, None, SetupContext(tokenizer=tokenizer))
+    logged = set(algorithm.update(batch))
+    names, linked = logged_names(page)
+    assert names == logged, f"{page}: listed but not logged {names - logged}; logged but not listed {logged - names}"
+    own = set(re.findall(r"^- \[?`([^`]+)`", page_section(page, "Logged metrics"), flags=re.M))
+    assert linked == {n for n in own if metric(n) is not None}, f"{page}: link each glossary metric, only those"
+
+
 def test_first_code_needs_only_the_installed_packages():
     """The README's environment example (the first code a reader copies) loads its tokenizer from
     an installed package, not from ``../shared/assets`` that only a clone has beside it, so

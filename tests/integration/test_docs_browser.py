@@ -1,7 +1,8 @@
 """The built docs site in headless Chromium, with every request to another host refused: the
-formulas of the maths page render (MathJax SVG, no raw ``\\[``), the data-flow diagrams render
-(mermaid SVG), and the pages open without a script error, a failed request or a request that
-leaves the site. ``test_docs.py`` checks the links and the resources of every page without a browser.
+formulas of the maths and algorithm pages render (MathJax SVG, no raw ``\\[``), the data-flow
+diagrams render (mermaid SVG), and the pages open without a script error, a failed request or a
+request that leaves the site. ``test_docs.py`` checks the links and the resources of every page
+without a browser.
 
 Needs Python's ``playwright`` (in the ``dev`` extra) and a Chromium binary: Debian's
 (``apt-get install -y chromium``) or the one ``$TEXTRL_CHROMIUM`` names; playwright's own browser
@@ -32,6 +33,9 @@ CHROMIUM_ARGS = [
 PAGES = ("", "getting-started/", "concepts/mdp/", "troubleshooting/", "reference/metrics/", "reference/configuration/")
 """The pages :func:`test_pages_open_offline_without_errors` opens: the home page, the first steps
 and the generated pages (the maths and data-flow pages have their own tests)."""
+MATHS_PAGES = ("concepts/maths/", "algorithms/ppo/", "algorithms/ppo-ptx/", "algorithms/reinforce/", "algorithms/grpo/")
+"""The pages with formulas, which :func:`test_maths_renders_offline` opens: the maths page and one
+page per algorithm."""
 
 
 def chromium_path() -> str | None:
@@ -110,10 +114,11 @@ def offline_page(browser, site_url):
     tab.context.close()
 
 
-def test_maths_renders_offline(offline_page):
+@pytest.mark.parametrize("path", MATHS_PAGES)
+def test_maths_renders_offline(offline_page, path):
     """Every arithmatex formula becomes a MathJax SVG without a TeX error, and no raw ``\\[`` or
     ``\\(`` delimiter is left in the text."""
-    page = offline_page.open("concepts/maths/")
+    page = offline_page.open(path)
     formulas = page.locator(".arithmatex").count()
     assert formulas > 0
     page.wait_for_function(

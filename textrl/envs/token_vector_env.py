@@ -55,9 +55,9 @@ class TokenGenVectorEnv(VectorEnv):
     """``num_envs`` token-generation episodes as one batched torch environment.
 
     Args:
-        tokenizer, prompts, reward_model, max_new_tokens, max_prompt_tokens, prompt_truncation,
-            vocab_size, stop_on_eos, format_prompt, interaction, max_turns, max_episode_tokens,
-            turn_reward: as for :class:`~textrl.envs.token_env.TokenGenEnv`.
+        tokenizer, prompts, reward_model, max_new_tokens, max_prompt_tokens, prompt_truncation: as for
+            :class:`~textrl.envs.token_env.TokenGenEnv`, as are vocab_size, stop_on_eos, format_prompt,
+            interaction, max_turns, max_episode_tokens and turn_reward.
         num_envs: number of parallel episodes N.
         device: torch device of every returned tensor.
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``AutoresetMode.DISABLED``
