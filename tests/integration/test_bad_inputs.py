@@ -183,6 +183,11 @@ CASES = [
     ("top_p_above_one", ["rollout.top_p=1.5"], ["rollout.top_p: got 1.5", "(0, 1]"]),
     ("gamma_above_one", ["algo.gamma=1.5"], ["algo.gamma: got 1.5", "[0, 1]"]),
     ("grpo_group_of_one", ["algo=grpo", "algo.group_size=1"], ["algo.group_size: got 1", ">= 2"]),
+    (
+        "grpo_group_not_dividing_batch",
+        ["algo=grpo", "algo.group_size=3"],
+        ["algo=grpo: got 3 episodes per prompt", "divisor of the 8 episodes per process"],
+    ),
     ("sft_zero_lr", ["stage=sft", "sft.lr=0"], ["sft.lr: got 0.0", "> 0"]),
     ("eval_zero_prompts", ["stage=eval", "eval.num_prompts=0"], ["eval.num_prompts: got 0", "positive integer"]),
     (

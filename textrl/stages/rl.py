@@ -243,6 +243,11 @@ def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
         ),
     )
     samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
+    if getattr(algorithm, "samples_per_prompt", None) and parts.env.num_envs % samples_per_prompt:
+        raise TextRLError(  # the algorithm's own setting (GRPO's algo.group_size), not rollout.samples_per_prompt
+            f"algo={cfg.algo.name}: got {samples_per_prompt} episodes per prompt; expected a divisor of the "
+            f"{parts.env.num_envs} episodes per process (rollout.batch_size / processes)"
+        )
     collector = make_collector(
         cfg,
         parts.env,

@@ -48,6 +48,14 @@ def test_group_advantages_credit_each_turn_with_its_reward_to_go():
     torch.testing.assert_close(centred[:, [0, 2]], torch.tensor([[1.5, 0.5], [-1.5, -1.5]]))
 
 
+def test_a_group_of_equal_returns_is_not_divided_by_eps():
+    # both episodes return 1.1, 0.1 of it paid on the first turn: the second turn's credit is 1.0
+    rewards = torch.tensor([[0.1, 0.0, 1.0], [0.1, 0.0, 1.0]])
+    mask = torch.ones(2, 3)
+    advantages = group_advantages(rewards, mask, 2)
+    assert advantages.abs().max() <= 0.1 + 1e-6  # -R_<t = -0.1 at most, not -0.1 / 1e-6
+
+
 @pytest.mark.parametrize("size", [1, 4])
 def test_group_size_must_divide_batch_and_be_at_least_two(size):
     with pytest.raises(textrl.TextRLError, match=f"algo.group_size: got {size}"):

@@ -27,7 +27,7 @@ def group_advantages(
     rewards: torch.Tensor, mask: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-6
 ) -> torch.Tensor:
     """Per-action advantages: each action's reward-to-go minus its group's mean episode return
-    (divided by the group's std of returns if ``scale``).
+    (divided by the group's std of returns if ``scale`` and that std is not 0).
 
     Args:
         rewards: ``(B, T)`` the env's per-token rewards; rows ``[g*G, (g+1)*G)`` share a prompt.
@@ -50,7 +50,10 @@ def group_advantages(
     to_go = returns[:, None] - rewards_before(rewards.float(), mask)
     centred = to_go - mean
     if scale:
-        centred = centred / (groups.std(1, keepdim=True).expand_as(groups).reshape(-1, 1) + eps)
+        std = groups.std(1, keepdim=True).expand_as(groups).reshape(-1, 1)
+        # a group whose returns are all equal is not scaled: its reward-to-go corrections would be
+        # divided by eps (a single-turn group's advantages are then 0 either way)
+        centred = centred / torch.where(std > 0, std + eps, torch.ones_like(std))
     return centred
 
 
