@@ -20,17 +20,28 @@ Public API for plugin authors (a plugin imports only these names):
 - advantages and losses: :func:`masked_mean`, :func:`masked_var`, :func:`masked_whiten`,
   :func:`gae`, :func:`rewards_before` (turn-level credit), :func:`ppo_policy_loss`, :func:`value_loss`,
   :func:`check_finite`;
+- branching rollouts: :class:`BranchConfig` (``algo.branch``), the batch's :class:`BranchEstimates`,
+  :func:`state_values` and :func:`segment_advantages`;
 - the policy's teacher-forced pass: :meth:`Algorithm.response_logprobs` (through the prepared
   model) and its :class:`ResponseLogprobs`, :func:`token_logprobs`, :func:`entropy_from_logits`;
   the optimizer: :func:`make_adamw`.
 """
 
 import textrl.envs  # noqa: F401  (registers textrl/TokenGen-v0)
-from textrl.algorithms.advantages import gae, masked_mean, masked_var, masked_whiten, rewards_before
+from textrl.algorithms.advantages import (
+    gae,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    rewards_before,
+    segment_advantages,
+    state_values,
+)
 from textrl.algorithms.base import EPISODE_METRICS, Algorithm, ResponseLogprobs, SetupContext, check_finite, make_adamw
 from textrl.algorithms.kl import KLConfig, episode_kl, kl_penalty, kl_shaped_rewards, make_kl_controller
 from textrl.algorithms.losses import ppo_policy_loss, value_loss
 from textrl.config import Check, integer, number, one_of
+from textrl.config.schema import BranchConfig
 from textrl.data_sources import DataSources
 from textrl.errors import NonFiniteError, TextRLError
 from textrl.hookspecs import hookimpl
@@ -40,12 +51,15 @@ from textrl.policies.hf import HFPolicyLoader
 from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.sampling import entropy_from_logits, token_logprobs
 from textrl.rewards.base import RewardModel
+from textrl.rollout.branching import BranchEstimates
 from textrl.rollout.buffer import RolloutBatch
 
 __version__ = "0.1.0"
 __all__ = [
     "EPISODE_METRICS",
     "Algorithm",
+    "BranchConfig",
+    "BranchEstimates",
     "Check",
     "DataSources",
     "EpisodeView",
@@ -83,6 +97,8 @@ __all__ = [
     "one_of",
     "ppo_policy_loss",
     "rewards_before",
+    "segment_advantages",
+    "state_values",
     "token_logprobs",
     "value_loss",
 ]

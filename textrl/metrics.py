@@ -191,10 +191,35 @@ METRICS: dict[str, Metric] = {
         when_off="one component rising while another falls: the policy trades one for the other; change the "
         "weights in `reward.components`",
     ),
+    "perf/sampled_tokens": Metric(
+        "tokens",
+        RL,
+        "tokens sampled for the update: the batch's actions plus, with branching (`algo.branch`), every "
+        "token the branched continuations sampled (never trained on): the budget algorithms are compared at",
+        healthy="about `rollout.batch_size` × the mean episode length without branching; with branching, "
+        "about `algo.branch.k` times more per branched state",
+        when_off="far above the batch's own tokens: fewer branched states (`algo.branch.at`, `algo.branch.every`) "
+        "or a smaller `algo.branch.k`",
+    ),
+    "branch/states": Metric(
+        "1",
+        RL,
+        "states branched per episode (VinePPO): each gets a Monte Carlo value from `algo.branch.k` continuations",
+        healthy="≥ 1 (the prompt is always branched); more with `algo.branch.at=newlines` or `tokens`",
+        when_off="1 when more were meant: the policy writes no newline (`algo.branch.at=tokens` instead)",
+    ),
+    "branch/value_std": Metric(
+        "1",
+        RL,
+        "mean spread (standard deviation) of the continuations' returns at a branched state (VinePPO)",
+        healthy="above 0 while the policy still has something to learn; shrinking as it becomes sure",
+        when_off="0 everywhere: every continuation scores alike and the advantages are only the KL penalty's; "
+        "raise `rollout.temperature` or `algo.branch.k`",
+    ),
     "perf/tokens_per_s": Metric(
         "tokens/s",
         RL,
-        "response tokens per second of rollout + update (all processes)",
+        "sampled tokens (`perf/sampled_tokens`) per second of rollout + update (all processes)",
         healthy="steady over a run; the rollout and PPO-update benchmark pages give figures to compare on the "
         "same kind of machine",
         when_off="low on a CPU: `trainer.threads` (torch's CPU threads), fewer `env.max_new_tokens`; see the "

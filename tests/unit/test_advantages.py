@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from textrl.algorithms.advantages import gae, masked_mean, masked_var, masked_whiten
+from textrl.algorithms.advantages import gae, masked_mean, masked_var, masked_whiten, segment_advantages, state_values
 
 from conftest import F64, t64
 
@@ -142,3 +142,32 @@ def test_masked_whiten():
         rtol=0,
         atol=1e-6,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Segments between branched states (VinePPO, same-state baselines)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_state_values_by_hand():
+    # actions at 0, 1, 3, 4 (an env token at 2, padding at 5); chosen states at actions 0 and 3
+    mask = t64([[1, 1, 0, 1, 1, 0]])
+    starts = t64([[1, 0, 0, 1, 0, 0]])
+    estimates = t64([[0.5, 9.0, 9.0, 0.25, 9.0, 9.0]])  # read at the starts only
+    assert_close(state_values(estimates, starts, mask), t64([[0.5, 0.5, 0.0, 0.25, 0.25, 0.0]]))
+
+
+def test_segment_advantages_by_hand():
+    # two segments: actions {0, 1} from s0 (V̂ 0.5) and {3, 4} from s3 (V̂ 0.25); after them V̂ = 0
+    rewards = t64([[0.1, -0.2, 7.0, 0.0, 1.0, 7.0]])  # 7.0: an env token and padding, never read
+    mask = t64([[1, 1, 0, 1, 1, 0]])
+    starts = t64([[1, 0, 0, 1, 0, 0]])
+    estimates = t64([[0.5, 0.0, 0.0, 0.25, 0.0, 0.0]])
+    # A_0 = (0.1 - 0.2) + 0.25 - 0.5 = -0.35 ; A_1 = (0 + 1.0) + 0 - 0.25 = 0.75
+    expected = t64([[-0.35, -0.35, 0.0, 0.75, 0.75, 0.0]])
+    assert_close(segment_advantages(rewards, estimates, starts, mask), expected, rtol=0, atol=1e-12)
+    # a branch at every action is the one-step TD advantage r_t + V̂(s_t+1) - V̂(s_t)
+    every = t64([[1, 1, 0, 1, 1, 0]])
+    values = t64([[0.5, 0.4, 0.0, 0.3, 0.2, 0.0]])
+    td = [0.1 + 0.4 - 0.5, -0.2 + 0.3 - 0.4, 0.0, 0.0 + 0.2 - 0.3, 1.0 + 0.0 - 0.2, 0.0]
+    assert_close(segment_advantages(rewards, values, every, mask), t64([td]), rtol=0, atol=1e-12)

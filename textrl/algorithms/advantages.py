@@ -90,3 +90,45 @@ def rewards_before(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             step paid it); mask: ``(B, T)`` 1.0 on action tokens.
     """
     return (rewards.cumsum(1) - rewards) * mask.to(rewards.dtype)
+
+
+def state_values(estimates: torch.Tensor, starts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, T)``: for every action, the estimate at the chosen state its segment started from.
+
+    The chosen states of an episode (``starts``: 1.0 at the action taken in each, the episode's
+    first action among them) cut its actions into segments; every action of a segment gets the
+    estimate of the state that opened it (``estimates`` at that start; a branching rollout's
+    :attr:`~textrl.rollout.branching.BranchEstimates.mean`). 0 off the actions.
+
+    Args:
+        estimates: ``(B, T)`` read where ``starts`` is 1; starts: ``(B, T)`` 1.0 at segment starts;
+            mask: ``(B, T)`` 1.0 on action tokens.
+    """
+    segment = (torch.cumsum(starts * mask, dim=1) * mask).long()  # 1, 2, ... per action; 0 elsewhere
+    by_segment = torch.zeros(estimates.shape[0], estimates.shape[1] + 1, dtype=estimates.dtype, device=estimates.device)
+    by_segment.scatter_add_(1, segment, estimates * starts * mask)
+    return by_segment.gather(1, segment) * mask
+
+
+def segment_advantages(
+    rewards: torch.Tensor, estimates: torch.Tensor, starts: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """VinePPO's advantages (Kazemnejad et al. 2025, eq. 5 with γ = 1): every action of segment j
+    (the actions from chosen state s_j up to the next, see :func:`state_values`) gets
+    ``A_j = Σ_{t ∈ j} r_t + V̂(s_{j+1}) − V̂(s_j)``, with V̂ = 0 after an episode's last segment.
+
+    Args:
+        rewards: ``(B, T)`` per-token rewards (the KL-shaped ones); estimates: ``(B, T)`` V̂ at the
+            segment starts; starts: ``(B, T)`` 1.0 at the action taken in each chosen state (every
+            episode's first action among them); mask: ``(B, T)`` 1.0 on action tokens.
+
+    Returns:
+        ``(B, T)`` advantages, 0 off the actions.
+    """
+    segment = (torch.cumsum(starts * mask, dim=1) * mask).long()
+    width = rewards.shape[1] + 2  # segments 1..T, and one past the last (V̂ = 0)
+    sums = torch.zeros(rewards.shape[0], width, dtype=rewards.dtype, device=rewards.device)
+    sums.scatter_add_(1, segment, rewards * mask)
+    values = torch.zeros_like(sums).scatter_add_(1, segment, estimates * starts * mask)
+    per_segment = sums[:, :-1] + values[:, 1:] - values[:, :-1]
+    return per_segment.gather(1, segment) * mask

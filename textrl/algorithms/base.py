@@ -177,6 +177,9 @@ class Algorithm(ABC):
             how micro-batch losses are weighted so their sum is the minibatch's loss.
         samples_per_prompt: episodes per prompt the algorithm needs in each batch (GRPO and
             leave-one-out baselines need k ≥ 2); ``None`` uses ``rollout.samples_per_prompt``.
+        branching: a :class:`~textrl.config.schema.BranchConfig` when the algorithm needs Monte
+            Carlo estimates from branched continuations at chosen states (the batch's
+            ``branches``: VinePPO, same-state baselines); ``None`` for a rollout without branches.
         accelerator: the run's ``accelerate.Accelerator``, or ``None`` in one process.
 
     Raises:
@@ -187,6 +190,7 @@ class Algorithm(ABC):
     shuffle: bool = True
     loss_average: str = "tokens"
     samples_per_prompt: int | None = None
+    branching = None
     micro_batch_size: int | None = None
     accelerator = None
     precision: str = "fp32"

@@ -16,7 +16,12 @@ episode every action's reward-to-go is ``G``. The loss is
 - ``moving_average``: b = exponential moving average of past batches' mean return
   (``baseline_decay``), 0 before the first update;
 - ``leave_one_out``: with k samples per prompt (``rollout.samples_per_prompt=k``, k ≥ 2),
-  b_i = mean of the other k − 1 returns of the same prompt (the RLOO estimator, unbiased).
+  b_i = mean of the other k − 1 returns of the same prompt (the RLOO estimator, unbiased);
+- ``same_state``: a baseline per state: the rollout branches K continuations from each chosen
+  state (``algo.branch``, :mod:`textrl.rollout.branching`) and an action's baseline is the mean
+  return of the continuations of the state its segment started from (a same-state group; with
+  ``algo.branch.at=turns``, one per turn). The continuations share nothing with the episode after
+  that state, so the baseline is unbiased at every action.
 
 The baseline depends on the episode only through other episodes (or past batches), never on its
 own actions, so it leaves the gradient unbiased at every turn.
@@ -29,11 +34,12 @@ from __future__ import annotations
 
 import torch
 
-from textrl.algorithms.advantages import rewards_before
+from textrl.algorithms.advantages import rewards_before, state_values
 from textrl.algorithms.base import Algorithm
 from textrl.algorithms.kl import kl_penalty
 from textrl.config import number, one_of
 from textrl.config.choices import REINFORCE_BASELINES
+from textrl.config.schema import BranchConfig
 from textrl.errors import TextRLError
 from textrl.rollout.buffer import RolloutBatch
 
@@ -103,8 +109,10 @@ class Reinforce(Algorithm):
     gradient steps per batch, 1 being the on-policy estimator, more reusing the batch without
     importance correction; ``minibatch_size`` episodes per forward pass, gradients accumulating to
     one step per epoch over the whole batch; ``micro_batch_size`` a smaller forward pass than that):
-        baseline: ``none`` | ``moving_average`` | ``leave_one_out``.
+        baseline: ``none`` | ``moving_average`` | ``leave_one_out`` | ``same_state``.
         baseline_decay: EMA decay of the moving-average baseline.
+        branch: where the rollout branches and K, for ``same_state``
+            (:class:`~textrl.config.schema.BranchConfig`, or its dict).
 
     ``baseline`` and ``baseline_decay`` are checked at startup through :attr:`config_checks`.
 
@@ -118,10 +126,19 @@ class Reinforce(Algorithm):
     loss_average = "episodes"
     config_checks = {"baseline": one_of(*BASELINES), "baseline_decay": number(ge=0, lt=1)}
 
-    def __init__(self, *, baseline: str = "moving_average", baseline_decay: float = 0.9, **loop):
+    def __init__(
+        self,
+        *,
+        baseline: str = "moving_average",
+        baseline_decay: float = 0.9,
+        branch: BranchConfig | dict = BranchConfig(at="turns"),
+        **loop,
+    ):
         super().__init__(**loop)
         self.baseline, self.baseline_decay = baseline, baseline_decay
         self.running_return: float | None = None
+        if baseline == "same_state":
+            self.branching = BranchConfig(**branch) if isinstance(branch, dict) else branch
 
     def step_sizes(self, batch_size: int) -> tuple[int, int]:
         """One optimizer step over the whole batch, forward passes of ``minibatch_size`` (or
@@ -132,7 +149,7 @@ class Reinforce(Algorithm):
         """``(B,)`` baseline for this batch's returns (updates the moving average)."""
         if self.baseline == "leave_one_out":
             return leave_one_out_baseline(returns, k)
-        if self.baseline == "none":
+        if self.baseline in ("none", "same_state"):  # same_state: per action, see prepare
             return torch.zeros_like(returns)
         b = torch.full_like(returns, self.running_return if self.running_return is not None else 0.0)
         mean = self.mean_across_processes(float(returns.mean()))  # one baseline on every process
@@ -144,14 +161,20 @@ class Reinforce(Algorithm):
         return b
 
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
-        """``{"advantages": (B,) KL-shaped return minus the baseline, "earlier": (B, T) rewards paid
-        before each action}`` (see the module docstring)."""
+        """``{"advantages": (B,) KL-shaped return minus the baseline, "earlier": (B, T) what each
+        action's credit loses besides: the rewards paid before it, and with ``same_state`` its
+        state's baseline}`` (see the module docstring)."""
         mask = batch.action_mask
         returns = episode_returns(
             batch.rewards, batch.untruncated_logprobs, batch.ref_logprobs, mask, self.kl_coef, self.kl_estimator
         )
         advantages = returns - self.baseline_values(returns, batch.samples_per_prompt)
-        return {"advantages": advantages, "earlier": rewards_before(batch.rewards, mask)}
+        earlier = rewards_before(batch.rewards, mask)
+        if self.baseline == "same_state":
+            if batch.branches is None:
+                raise TextRLError("algo.baseline: got 'same_state' for a batch without branches; expected branching")
+            earlier = earlier + state_values(batch.branches.mean, batch.branches.mask, mask)
+        return {"advantages": advantages, "earlier": earlier}
 
     def loss(self, batch: RolloutBatch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``loss/total`` = ``loss/policy``, the REINFORCE loss (mean over episodes)."""

@@ -42,9 +42,13 @@ RM_OBJECTIVES = ("ranking", "classification")
 """``rm.objective``."""
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
+BRANCH_STATES = ("prompt", "turns", "newlines", "tokens")
+"""``algo.branch.at``: the states a rollout branches from (the prompt only; the start of every policy
+turn; the prompt and every state after a token holding a newline, VinePPO's reasoning steps; every
+``algo.branch.every`` actions); see :mod:`textrl.rollout.branching`."""
 """``algo.kl.estimator``: see :func:`textrl.algorithms.kl.kl_penalty`."""
 
-REINFORCE_BASELINES = ("none", "moving_average", "leave_one_out")
+REINFORCE_BASELINES = ("none", "moving_average", "leave_one_out", "same_state")
 """``algo.baseline`` of ``algo=reinforce``."""
 
 VALUE_INITS = ("zeros", "reward_model")

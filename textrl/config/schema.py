@@ -302,6 +302,20 @@ class EvalConfig:
 
 
 @dataclass
+class BranchConfig:
+    """``algo.branch.*``, branching rollouts (:mod:`textrl.rollout.branching`): at every chosen state
+    (``at``: one of :data:`~textrl.config.choices.BRANCH_STATES`; ``every`` actions for ``tokens``)
+    the episode is copied ``k`` times, KV cache included, and each copy runs to the end with its own
+    sampling stream; the mean and spread of their returns estimate the state's value (VinePPO) or
+    give the state's group baseline (same-state groups). Branch tokens are sampled and counted,
+    never trained on."""
+
+    k: int = setting(4, integer(ge=2))
+    at: str = setting("newlines", one_of(*C.BRANCH_STATES))
+    every: int = setting(8, POSITIVE)
+
+
+@dataclass
 class KLConfig:
     """``algo.kl.*``, the KL penalty to π_ref: ``init`` β ≥ 0; ``adaptive`` β (Ziegler et al. 2019)
     steering ``objective/kl`` toward ``target`` (nats per episode, > 0) with gain 1/``horizon``

@@ -24,6 +24,7 @@ Autoreset (``metadata["autoreset_mode"]``):
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -144,16 +145,8 @@ class TokenGenVectorEnv(VectorEnv):
         self._buffers = {k: torch.zeros((n, self.width + 1), dtype=torch.int8, device=dev) for k in BUFFERS}
         self._buffers["input_ids"] = torch.full((n, self.width + 1), self.pad_token_id, dtype=torch.long, device=dev)
         self._active = torch.zeros(n, dtype=torch.bool, device=dev)  # episode running
-        self._next_col = torch.full(
-            (n,), self.max_prompt_tokens, dtype=torch.long, device=dev
-        )  # column of the next token
+        self._next_col = torch.full((n,), self.max_prompt_tokens, dtype=torch.long, device=dev)  # next token's column
         self._limit_col = self._next_col.clone()  # the current turn reaches a budget at this column
-        # constants of the step, made once (a Python scalar in torch.where costs an op per step)
-        self._two, self._scratch = torch.tensor(2, device=dev), torch.tensor(self.width, device=dev)
-        self._one, self._rows = torch.tensor(1, dtype=torch.int8, device=dev), torch.arange(n, device=dev)
-        self._no_flags = torch.zeros(n, dtype=torch.bool, device=dev)  # never written: returned as is
-        self._no_rewards = torch.zeros(n, dtype=torch.float32, device=dev)  # never written: returned as is
-        self._views = {k: v[:, : self.width] for k, v in self._buffers.items()}  # what observations show
         self._episodes = [Episode("", ()) for _ in range(n)]
         self.episode_prompts: list[str] = [""] * n
         self.episode_responses: list[str] = [""] * n  # decoded when each episode ends
@@ -161,11 +154,67 @@ class TokenGenVectorEnv(VectorEnv):
         self._rngs = [seeding.np_random()[0] for _ in range(n)]
         self._group_rng = np.random.default_rng()  # prompt draws for options["group_size"]
         self._prompt_ids: dict[str, list[int]] = {}
+        self._init_constants()
+
+    def _init_constants(self) -> None:
+        """The step's constants for ``num_envs`` slots, made once (a Python scalar in ``torch.where``
+        costs an op per step), and the observation views of the buffers."""
+        n, dev = self.num_envs, self.device
+        self._two, self._scratch = torch.tensor(2, device=dev), torch.tensor(self.width, device=dev)
+        self._one, self._rows = torch.tensor(1, dtype=torch.int8, device=dev), torch.arange(n, device=dev)
+        self._no_flags = torch.zeros(n, dtype=torch.bool, device=dev)  # never written: returned as is
+        self._no_rewards = torch.zeros(n, dtype=torch.float32, device=dev)  # never written: returned as is
+        self._views = {k: v[:, : self.width] for k, v in self._buffers.items()}  # what observations show
+
+    def branch(self, rows: Sequence[int], active: Sequence[bool] | None = None) -> "TokenGenVectorEnv":
+        """A new vector env of ``len(rows)`` slots, slot j an exact copy of this env's slot ``rows[j]``
+        at the current step: its tokens, masks, columns, turn bookkeeping (the :class:`Episode`,
+        copied) and prompt; ``active`` (default: all) marks the copies that go on, the others start
+        finished. The copy shares the tokenizer, the reward model, the rules and the interaction
+        (whose ``respond`` is a function of the :class:`EpisodeView` it is given; see
+        :attr:`textrl.Interaction.branchable`) and never touches this env.
+
+        Args:
+            rows: the source slot of each new slot (a slot may appear several times: K copies).
+            active: bool per new slot.
+
+        Raises:
+            TextRLError: the interaction is not branchable, or a row outside ``[0, num_envs)``.
+        """
+        interaction = self.rules.interaction
+        if interaction is not None and not getattr(interaction, "branchable", True):
+            raise TextRLError(
+                f"interaction {type(interaction).__name__}: branchable is false (it keeps state per episode); "
+                f"expected an interaction whose respond() is a function of the EpisodeView to branch episodes"
+            )
+        rows = [int(i) for i in rows]
+        if not rows or any(not 0 <= i < self.num_envs for i in rows):
+            raise TextRLError(f"branch(rows): got {rows}; expected slots in [0, {self.num_envs})")
+        index = torch.tensor(rows, device=self.device)
+        new = copy.copy(self)
+        new.num_envs = len(rows)
+        new.action_space = batch_space(self.single_action_space, new.num_envs)
+        new.observation_space = batch_space(self.single_observation_space, new.num_envs)
+        new._buffers = {k: v[index].clone() for k, v in self._buffers.items()}
+        on = torch.ones(len(rows), dtype=torch.bool, device=self.device) if active is None else active
+        new._active = self._active[index] & torch.as_tensor(on, dtype=torch.bool, device=self.device)
+        new._next_col, new._limit_col = self._next_col[index].clone(), self._limit_col[index].clone()
+        new._episodes = [copy.deepcopy(self._episodes[i]) for i in rows]
+        for name in ("episode_prompts", "episode_responses", "episode_details", "_rngs"):
+            setattr(new, name, [copy.deepcopy(getattr(self, name)[i]) for i in rows])
+        new._group_rng = copy.deepcopy(self._group_rng)
+        new._init_constants()
+        return new
 
     @property
     def done(self) -> torch.Tensor:
         """``BoolTensor[N]``: each slot's episode is over (awaiting a reset)."""
         return ~self._active
+
+    @property
+    def action_counts(self) -> torch.Tensor:
+        """``LongTensor[N]``: actions (policy tokens) each slot's episode has taken so far."""
+        return self._buffers["action_mask"].sum(1, dtype=torch.long)
 
     @property
     def lengths(self) -> torch.Tensor:

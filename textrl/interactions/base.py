@@ -107,6 +107,9 @@ class Interaction:
         stop_strings: strings that end a policy turn when the decoded text of the current turn
             contains one (e.g. a tool call's closing tag ``"</calc>"``); a stop string that ends
             inside a token ends the turn at that token.
+        branchable: an episode may be branched (:meth:`~textrl.envs.TokenGenVectorEnv.branch`:
+            Monte Carlo values, same-state groups) because :meth:`respond` is a function of the
+            :class:`EpisodeView` alone; an interaction that keeps state per episode sets it false.
 
     The env calls :meth:`setup` once with its tokenizer, then :meth:`respond` after every policy
     turn. ``respond`` should be a function of the :class:`EpisodeView` (the same interaction object
@@ -115,6 +118,7 @@ class Interaction:
     """
 
     stop_strings: tuple[str, ...] = ()
+    branchable: bool = True
     tokenizer = None
 
     def setup(self, tokenizer) -> None:

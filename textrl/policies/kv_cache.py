@@ -14,6 +14,8 @@ collector resets all slots together, so it prefills once per batch.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from textrl.policies.policy import PolicyWithValueHead
@@ -82,6 +84,21 @@ class KVCacheDecoder:
         self.cache = out.past_key_values
         self.next_position = self.next_position + active
         return out.logits[:, -1], out.values
+
+    def branch(self, rows: torch.Tensor) -> "KVCacheDecoder":
+        """A decoder whose slot j is slot ``rows[j]`` (``LongTensor[M]``) of this one: each layer's
+        cached keys and values, the mask and the next position copied row by row (the prefix is not
+        recomputed); this decoder is left as it is."""
+        new = KVCacheDecoder(self.policy)
+        new.cache = copy.copy(self.cache)
+        new.cache.layers = []
+        for layer in self.cache.layers:
+            copied = copy.copy(layer)
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                copied.keys, copied.values = layer.keys[rows], layer.values[rows]
+            new.cache.layers.append(copied)
+        new.mask, new.next_position = self.mask[rows], self.next_position[rows]
+        return new
 
     def extend(self, tokens: torch.Tensor, new_mask: torch.Tensor):
         """Feed a ragged block of new tokens per slot in one forward (multi-turn episodes: a slot's

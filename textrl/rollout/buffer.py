@@ -4,10 +4,14 @@ about their turns."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import torch
 
 from textrl.policies.sampling import SamplingConfig
+
+if TYPE_CHECKING:
+    from textrl.rollout.branching import BranchEstimates
 
 
 @dataclass
@@ -42,6 +46,9 @@ class RolloutBatch:
         reward_components: ``{name: FloatTensor[B]}``, a composite reward's component scores
             (empty for a single reward model).
         reward_details: B dicts explaining each score (an RBRM's rules), or ``None``.
+        branches: the Monte Carlo estimates of a branching rollout
+            (:class:`~textrl.rollout.branching.BranchEstimates`: V̂ and the spread at chosen
+            states), or ``None`` for a rollout without branches.
     """
 
     input_ids: torch.Tensor
@@ -60,6 +67,7 @@ class RolloutBatch:
     samples_per_prompt: int = 1
     reward_components: dict[str, torch.Tensor] = field(default_factory=dict)
     reward_details: list[dict] | None = None
+    branches: "BranchEstimates | None" = None
 
     @property
     def batch_size(self) -> int:
@@ -99,6 +107,8 @@ class RolloutBatch:
                 picked[f.name] = [value[i] for i in rows]
             elif isinstance(value, dict):
                 picked[f.name] = {k: v[index] for k, v in value.items()}
+            elif hasattr(value, "select"):
+                picked[f.name] = value.select(index)
             else:
                 picked[f.name] = value
         return RolloutBatch(**picked)

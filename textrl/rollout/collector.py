@@ -24,7 +24,6 @@ step that draw was taken on, belong to the column of its k-th action.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
@@ -33,9 +32,12 @@ from textrl.errors import TextRLError
 from textrl.policies.policy import PolicyWithValueHead
 from textrl.policies.sampling import SamplingConfig
 from textrl.policies.scoring import teacher_forced_logprobs
+from textrl.config.schema import BranchConfig
+from textrl.precision import autocast_dtype
+from textrl.rollout.branching import Brancher
 from textrl.rollout.buffer import RolloutBatch
 from textrl.rollout.engines import make_engine, resolve_engine
-from textrl.precision import autocast_dtype
+from textrl.rollout.loop import Episodes, play
 
 
 class RolloutCollector:
@@ -60,6 +62,8 @@ class RolloutCollector:
         compile_backend: ``torch.compile`` backend of the compiled engine (default: inductor).
         chunk_size: rows per teacher-forced π_ref pass (``algo.micro_batch_size``; ``None`` =
             the whole batch in one pass).
+        branching: ``algo.branch`` of an algorithm that needs Monte Carlo estimates at chosen
+            states (:mod:`textrl.rollout.branching`; the batch's ``branches``), else ``None``.
 
     Raises:
         TextRLError: the env autoresets (its episodes would be cut into the next batch), k does
@@ -77,6 +81,7 @@ class RolloutCollector:
         engine: str = "eager",
         compile_backend: str | None = None,
         chunk_size: int | None = None,
+        branching: BranchConfig | None = None,
     ):
         if env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
             raise TextRLError(
@@ -96,6 +101,9 @@ class RolloutCollector:
         self._engines: dict = {}  # autocast dtype (None: off) -> engine
         self.generator = torch.Generator(device=env.device).manual_seed(seed)
         self._reset_seed: int | None = seed
+        self.brancher = None
+        if branching is not None:  # its own stream: the main rollout draws what it would without branches
+            self.brancher = Brancher(branching, tokenizer=env.tokenizer, seed=seed + 1, engine_name=self.engine_name)
 
     def state_dict(self) -> dict:
         """RNG states of token sampling and prompt draws (the env's), for checkpoints: restoring
@@ -105,6 +113,7 @@ class RolloutCollector:
             "reset_seed": self._reset_seed,
             "env": self.env.state_dict(),
             "device": self.env.device.type,
+            "brancher": self.brancher.state_dict() if self.brancher is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -125,6 +134,8 @@ class RolloutCollector:
         if "prompt_rng" in state:  # checkpoints written before the env drew grouped prompts itself
             env_state.setdefault("group_rng", state["prompt_rng"])
         self.env.load_state_dict(env_state)
+        if self.brancher is not None and state.get("brancher"):
+            self.brancher.load_state_dict(state["brancher"], self.env.device)
 
     @torch.no_grad()
     def collect(self, prompts: list[str] | None = None) -> RolloutBatch:
@@ -146,24 +157,9 @@ class RolloutCollector:
         # room for a multi-turn episode's ragged blocks, whose masked columns fill the static cache too
         self.engine = self._engine(vocab, n, env.width + (steps if env.rules.appends_tokens else 0))
         draw = self.engine.start(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
-        draws, rewards = [], {}
-        active = torch.ones(n, 1, dtype=torch.bool, device=env.device)
-        for step in range(steps):
-            draws.append(draw)
-            obs, reward, terminated, truncated, info = env.step(draw.tokens)
-            if not info:  # nothing ended on this step: no reward, no env tokens
-                draw = self.engine.advance(draw.tokens, active)
-                continue
-            rewards[step] = reward
-            if "_score" in info:  # some episodes ended on this step
-                active = active & ~(terminated | truncated)[:, None]
-                if episodes.record(info):
-                    break
-            if "env_tokens" in info:
-                draw = self.engine.extend(*ragged_block(draw.tokens, active, info["env_tokens"]))
-            else:
-                draw = self.engine.advance(draw.tokens, active)
-        return self._batch(obs, draws, rewards, episodes, vocab)
+        branches = self.brancher.start(n, env.width - P) if self.brancher is not None else None
+        obs, draws, rewards = play(env, self.engine, draw, episodes, on_step=self.brancher)
+        return self._batch(obs, draws, rewards, episodes, vocab, branches)
 
     def _engine(self, vocab: int, n: int, max_len: int):
         if getattr(self.engine, "failure", None) is not None and self.fallback:
@@ -222,7 +218,7 @@ class RolloutCollector:
         cols = slice(P - prompt_width, P + int(lengths.max()))
         return obs["input_ids"][:, cols].clone(), obs["attention_mask"][:, cols].long(), lengths
 
-    def episode_fields(self, episodes: "Episodes", vocab: int) -> dict:
+    def episode_fields(self, episodes: Episodes, vocab: int) -> dict:
         """The :class:`RolloutBatch` fields that come from the episodes' results and the collector's
         settings (scores, texts, reward components and details, sampling, vocabulary, k)."""
         device = self.env.device
@@ -237,7 +233,7 @@ class RolloutCollector:
             reward_details=episodes.details if any(d is not None for d in episodes.details) else None,
         )
 
-    def _batch(self, obs, draws: list, rewards: dict, episodes: "Episodes", vocab: int) -> RolloutBatch:
+    def _batch(self, obs, draws: list, rewards: dict, episodes: Episodes, vocab: int, branches) -> RolloutBatch:
         input_ids, attention_mask, lengths = self.final_layout(obs)
         P, T = self.env.max_prompt_tokens, int(lengths.max())  # trim columns no episode used
         action_mask = obs["action_mask"][:, P : P + T].float()
@@ -263,66 +259,5 @@ class RolloutCollector:
             ref_logprobs=ref_logprobs,
             **placed,
             **self.episode_fields(episodes, vocab),
+            branches=self.brancher.estimates(columns, action_mask) if branches is not None else None,
         )
-
-
-def ragged_block(tokens: torch.Tensor, active: torch.Tensor, env_tokens) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(N, 1 + k_max)`` block of new tokens for the engines' ``extend``.
-
-    Args:
-        tokens: ``(N, 1)`` long, the tokens just sampled.
-        active: ``(N, 1)`` bool, slots whose episode is still running.
-        env_tokens: N entries, each a list of appended ids or ``None``.
-
-    Returns:
-        ``(ids, mask)``, both ``(N, 1 + k_max)`` long: row i is ``[token_i, *env_tokens[i], pad...]``
-        with mask 1 on those (all 0 for an inactive slot).
-    """
-    n, dev = tokens.shape[0], tokens.device
-    width = 1 + max(len(e) for e in env_tokens if e is not None)
-    extra = torch.zeros(n, width - 1, dtype=torch.long)
-    extra_mask = torch.zeros(n, width - 1, dtype=torch.long)
-    for i, e in enumerate(env_tokens):
-        if e is not None:
-            extra[i, : len(e)] = torch.tensor(e, dtype=torch.long)
-            extra_mask[i, : len(e)] = 1
-    ids = torch.cat([tokens, extra.to(dev)], 1)
-    mask = torch.cat([active.long(), extra_mask.to(dev) * active.long()], 1)
-    return ids, mask
-
-
-class Episodes:
-    """The per-episode results of one batch, gathered from the env's step ``info`` (host side).
-
-    Args:
-        prompts: the N prompts, from ``reset``'s ``info["prompt"]``.
-
-    ``record(info)`` copies the rows flagged in the info's ``_score`` mask: ``response`` (str),
-    ``score`` (float32), each ``reward/<component>`` (float32) and ``reward_details`` (dict or
-    ``None``), and returns whether every episode has now ended.
-    """
-
-    def __init__(self, prompts: list[str]):
-        n = len(prompts)
-        self.prompts = prompts
-        self.responses: list[str] = [""] * n
-        self.scores = np.zeros(n, dtype=np.float32)
-        self.components: dict[str, np.ndarray] = {}
-        self.details: list[dict | None] = [None] * n
-        self.remaining = n
-
-    def record(self, info: dict) -> bool:
-        """Copy the rows of the episodes ``info`` flags as ended; ``True`` once every episode has."""
-        ended = info["_score"]
-        self.scores[ended] = info["score"][ended]
-        for i in np.flatnonzero(ended):
-            self.responses[i] = info["response"][i]
-            if "reward_details" in info:
-                self.details[i] = info["reward_details"][i]
-        for key, values in info.items():
-            if key.startswith("reward/"):
-                self.components.setdefault(key[len("reward/") :], np.zeros(len(self.prompts), np.float32))[ended] = (
-                    values[ended]
-                )
-        self.remaining -= int(ended.sum())
-        return self.remaining == 0

@@ -59,11 +59,13 @@ log-probs and values within 1e-4 in float32).
 
 from __future__ import annotations
 
+import copy
 import logging
 import types
 from typing import NamedTuple
 
 import torch
+from transformers import StaticCache
 
 from textrl.config.choices import ROLLOUT_ENGINES
 from textrl.errors import TextRLError
@@ -178,10 +180,40 @@ class EagerEngine:
         :meth:`KVCacheDecoder.extend`) and draw the next token from each slot's last new token."""
         return self._draw(*self.decoder.extend(tokens, new_mask))
 
+    def branch(self, rows: torch.Tensor, generator: torch.Generator) -> "EagerEngine":
+        """A new engine whose slot j is slot ``rows[j]`` at the current step (its KV cache rows,
+        mask and position copied, the prefix not recomputed), with the distribution of its pending
+        draw; :meth:`redraw` samples from it with ``generator``, the branch's own stream."""
+        new = copy.copy(self)
+        new.generator, new.decoder = generator, self.decoder.branch(rows)
+        new.pending = rows_of(self.pending, rows)
+        return new
+
+    def redraw(self) -> Draw:
+        """A new draw from the distribution of the last one (a branch's first token)."""
+        return redraw(self)
+
     def _draw(self, logits: torch.Tensor, values: torch.Tensor) -> Draw:
         if logits.shape[-1] != self.vocab_size:
             logits = logits[:, : self.vocab_size]
-        return Draw(*draw_tokens(*sampling_logprobs(logits, self.sampling), self.generator, keepdim=True), values)
+        return pending_draw(self, *sampling_logprobs(logits, self.sampling), values)
+
+
+def pending_draw(engine, logp: torch.Tensor, untruncated_logp: torch.Tensor, values: torch.Tensor) -> Draw:
+    """Keep ``(logp, untruncated_logp, values)`` as ``engine.pending`` (what a branch redraws
+    from) and draw one token per slot from ``logp`` with the engine's generator."""
+    engine.pending = (logp, untruncated_logp, values)
+    return Draw(*draw_tokens(logp, untruncated_logp, engine.generator, keepdim=True), values)
+
+
+def rows_of(tensors: tuple, rows: torch.Tensor) -> tuple:
+    """Each tensor of ``tensors`` cut to ``rows`` (``None`` stays ``None``)."""
+    return tuple(None if t is None else t[rows] for t in tensors)
+
+
+def redraw(engine) -> Draw:
+    """:meth:`EagerEngine.redraw` / :meth:`CompiledEngine.redraw`."""
+    return pending_draw(engine, *engine.pending)
 
 
 class CompiledEngine:
@@ -225,16 +257,14 @@ class CompiledEngine:
         backend=None,
         fallback: bool = False,
     ):
-        from transformers import StaticCache
-
         self.sampling, self.vocab_size, self.generator = sampling, vocab_size, generator
         device = policy.device
         self.cuda = device.type == "cuda"
         self.precision = autocast_dtype(device)
         self.weights = RolloutWeights(policy, self.precision) if needs_rollout_weights(policy, self.precision) else None
         self.policy = self.weights.policy if self.weights is not None else policy
-        cache_dtype = self.precision or next(p for p in policy.lm.parameters() if p.is_floating_point()).dtype
-        self.cache = single_dtype_cache(StaticCache(config=policy.config, max_cache_len=max_len), cache_dtype)
+        self.cache_dtype = self.precision or next(p for p in policy.lm.parameters() if p.is_floating_point()).dtype
+        self.cache = single_dtype_cache(StaticCache(config=policy.config, max_cache_len=max_len), self.cache_dtype)
         # decoding state, all at fixed addresses so the CUDA graph reads and updates them in place
         self.mask = torch.zeros(num_envs, max_len, dtype=torch.long, device=device)  # 1 = cached real token
         self.position = torch.zeros(num_envs, 1, dtype=torch.long, device=device)  # next position id per slot
@@ -245,10 +275,13 @@ class CompiledEngine:
         self.backend = backend or "inductor"
         self.fallback = fallback
         self.failure: str | None = None  # the compile failure this engine fell back from
+        self.branches: dict[int, CompiledEngine] = {}  # branch engines by number of slots (see branch)
+        self._step = self._compiled(self._token_step)
+
+    def _compiled(self, step):
+        """``step`` (a bound :meth:`_token_step`) compiled with a code object of its own."""
         mode = "reduce-overhead" if self.cuda and self.backend == "inductor" else None
-        self._step = torch.compile(
-            own_code(self._token_step), backend=self.backend, mode=mode, fullgraph=True, dynamic=False
-        )
+        return torch.compile(own_code(step), backend=self.backend, mode=mode, fullgraph=True, dynamic=False)
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Draw:
         """Refresh the rollout weights, prefill (eager) into the static cache and draw the first
@@ -275,7 +308,7 @@ class CompiledEngine:
         self.column.fill_(width)
         self.filled = width
         logp, untruncated_logp = sampling_logprobs(out.logits[:, -1, : self.vocab_size], self.sampling)
-        return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), out.values)
+        return pending_draw(self, logp, untruncated_logp, out.values)
 
     def advance(self, tokens: torch.Tensor, active: torch.Tensor) -> Draw:
         """One compiled token step (a CUDA graph replay on CUDA), then the draw; see :class:`EagerEngine`.
@@ -300,7 +333,7 @@ class CompiledEngine:
             self._compile_failed(e)
         self.filled += 1
         # values is read after the next replay overwrites the graph's output buffers: keep a copy
-        return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), values.clone())
+        return pending_draw(self, logp, untruncated_logp, values.clone())
 
     def extend(self, tokens: torch.Tensor, new_mask: torch.Tensor) -> Draw:
         """Feed a ragged ``(N, K)`` block into the static cache with one eager forward and draw the
@@ -341,7 +374,35 @@ class CompiledEngine:
         last = (counts - 1).clamp(min=0)
         logits = out.logits.gather(1, last[:, :, None].expand(-1, -1, out.logits.shape[-1]))[:, 0]
         logp, untruncated_logp = sampling_logprobs(logits[:, : self.vocab_size], self.sampling)
-        return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), out.values.gather(1, last))
+        return pending_draw(self, logp, untruncated_logp, out.values.gather(1, last))
+
+    def branch(self, rows: torch.Tensor, generator: torch.Generator) -> "CompiledEngine":
+        """:meth:`EagerEngine.branch` into a static cache of ``len(rows)`` slots: the branch engine
+        of that size (made, and its step compiled, once per size, then reused; it shares the rollout
+        weights) gets each row's cached keys and values, mask and position copied in place."""
+        new = self.branches.get(len(rows))
+        if new is None:
+            new = self.branches[len(rows)] = copy.copy(self)
+            new.cache = single_dtype_cache(
+                StaticCache(config=self.policy.config, max_cache_len=self.mask.shape[1]), self.cache_dtype
+            )
+            new.mask, new.position = self.mask[rows].clone(), self.position[rows].clone()
+            new.column, new.branches = self.column.clone(), {}
+            for t in (new.mask, new.position, new.column):
+                torch._dynamo.mark_static_address(t)
+            new._step = new._token_step if self.failure is not None else self._compiled(new._token_step)
+        for source, target in zip(self.cache.layers, new.cache.layers):
+            if not getattr(target, "is_initialized", False):
+                target.lazy_initialization(source.keys[rows], source.values[rows])
+            target.keys.copy_(source.keys[rows]), target.values.copy_(source.values[rows])
+            target.cumulative_length.copy_(source.cumulative_length)
+        new.mask.copy_(self.mask[rows]), new.position.copy_(self.position[rows]), new.column.copy_(self.column)
+        new.filled, new.generator, new.pending = self.filled, generator, rows_of(self.pending, rows)
+        return new
+
+    def redraw(self) -> Draw:
+        """A new draw from the distribution of the last one (a branch's first token)."""
+        return redraw(self)
 
     @torch.no_grad()
     def compact(self) -> None:

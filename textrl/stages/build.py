@@ -207,9 +207,11 @@ def make_collector(
     seed: int,
     samples_per_prompt: int = 1,
     chunk_size: int | None = None,
+    branching=None,
 ) -> RolloutCollector:
     """A collector with ``rollout.*``'s sampling distribution and decode engine; ``chunk_size``
-    rows per π_ref pass (``algo.micro_batch_size``)."""
+    rows per π_ref pass (``algo.micro_batch_size``); ``branching``: the algorithm's
+    :class:`~textrl.config.schema.BranchConfig` when it needs branched estimates."""
     engine = cfg.rollout.engine
     return RolloutCollector(
         env,
@@ -220,6 +222,7 @@ def make_collector(
         samples_per_prompt=samples_per_prompt,
         engine=engine,
         chunk_size=chunk_size,
+        branching=branching,
     )
 
 

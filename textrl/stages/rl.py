@@ -256,6 +256,7 @@ def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
         seed=cfg.seed + rank * parts.env.num_envs,
         samples_per_prompt=samples_per_prompt,
         chunk_size=algorithm.micro_batch_size,
+        branching=getattr(algorithm, "branching", None),
     )
     return RLRun(parts, algorithm, collector, device)
 
@@ -275,7 +276,9 @@ def run_update(cfg, run: RLRun, update: int, run_dir: str):
         return on_nonfinite(e, update, cfg, run_dir), None  # raises unless trainer.on_nonfinite=skip
     t2 = time.perf_counter()
     tokens = float(batch.action_mask.sum())
-    metrics.update({"perf/tokens_per_s": tokens / (t2 - t0), "perf/rollout_s": t1 - t0, "perf/update_s": t2 - t1})
+    sampled = tokens + (batch.branches.sampled_tokens if batch.branches is not None else 0)
+    metrics.update({"perf/tokens_per_s": sampled / (t2 - t0), "perf/rollout_s": t1 - t0, "perf/update_s": t2 - t1})
+    metrics["perf/sampled_tokens"] = sampled
     metrics.update({f"reward/{k}": float(v.mean()) for k, v in batch.reward_components.items()})
     if cfg.env.turn_reward == "model":  # the env scored each turn
         metrics.update(turn_metrics(batch.turn_rewards()))

@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 
 import textrl
-from textrl import KLConfig, episode_kl, kl_penalty, masked_mean, ppo_policy_loss, rewards_before
+from textrl import BranchConfig, KLConfig, episode_kl, kl_penalty, masked_mean, ppo_policy_loss, rewards_before
+from textrl import state_values
 
 
 def group_advantages(
@@ -53,6 +54,23 @@ def group_advantages(
         std = groups.std(1, keepdim=True).expand_as(groups).reshape(-1, 1)
         # a group whose returns are all equal is not scaled: its reward-to-go corrections would be
         # divided by eps (a single-turn group's advantages are then 0 either way)
+        centred = centred / torch.where(std > 0, std + eps, torch.ones_like(std))
+    return centred
+
+
+def state_group_advantages(rewards: torch.Tensor, mask: torch.Tensor, branches, scale: bool = True, eps: float = 1e-6):
+    """Per-action advantages with same-state groups: each action's reward-to-go minus the mean return
+    of the K continuations branched from the state its segment started from (divided by their std
+    if ``scale`` and it is not 0). ``branches``: the batch's :class:`textrl.BranchEstimates`.
+
+    Returns:
+        ``(B, T)`` float32 advantages, 0 off the actions.
+    """
+    to_go = rewards.float().sum(1, keepdim=True) - rewards_before(rewards.float(), mask)
+    mean = state_values(branches.mean, branches.mask, mask)
+    centred = (to_go - mean) * mask
+    if scale:
+        std = state_values(branches.std, branches.mask, mask)
         centred = centred / torch.where(std > 0, std + eps, torch.ones_like(std))
     return centred
 
@@ -103,13 +121,21 @@ class GRPO(textrl.Algorithm):
         group_size: responses per prompt G (the collector runs each prompt G times per batch).
         clip_range: ratio clip ε.
         scale_rewards: divide by the group's std (GRPO); ``False`` gives Dr. GRPO-style centring.
+        group_by: ``prompt`` (a group is G episodes of one prompt) or ``state`` (same-state groups:
+            a group is the ``branch.k`` continuations the rollout branches from one exact state,
+            at ``branch.at``; with ``turns`` a group per turn; :func:`state_group_advantages`).
+        branch: where the rollout branches and K, for ``group_by=state`` (:class:`textrl.BranchConfig`).
 
     Raises:
         textrl.TextRLError: ``group_size`` < 2, or as :class:`textrl.Algorithm`.
     """
 
     uses_value_head = False
-    config_checks = {"group_size": textrl.integer(ge=2), "clip_range": textrl.number(gt=0)}
+    config_checks = {
+        "group_size": textrl.integer(ge=2),
+        "clip_range": textrl.number(gt=0),
+        "group_by": textrl.one_of("prompt", "state"),
+    }
 
     def __init__(
         self,
@@ -118,14 +144,29 @@ class GRPO(textrl.Algorithm):
         group_size: int = 4,
         clip_range: float = 0.2,
         scale_rewards: bool = True,
+        group_by: str = "prompt",
+        branch: BranchConfig | dict = BranchConfig(at="turns"),
         **loop,
     ):
         super().__init__(kl=kl, **loop)
         self.group_size, self.clip_range, self.scale_rewards = group_size, clip_range, scale_rewards
-        self.samples_per_prompt = group_size
+        self.group_by = group_by
+        if group_by == "state":
+            self.branching = BranchConfig(**branch) if isinstance(branch, dict) else branch
+        else:
+            self.samples_per_prompt = group_size
 
     def prepare(self, batch) -> dict[str, torch.Tensor]:
-        """``{"advantages"}``: ``(B, T)`` group-relative advantages of the batch's rewards."""
+        """``{"advantages"}``: ``(B, T)`` group-relative advantages of the batch's rewards (same-state
+        groups with ``group_by=state``)."""
+        if self.group_by == "state":
+            if batch.branches is None:
+                raise textrl.TextRLError("algo.group_by: got 'state' for a batch without branches; expected branching")
+            return {
+                "advantages": state_group_advantages(
+                    batch.rewards, batch.action_mask, batch.branches, self.scale_rewards
+                )
+            }
         return {"advantages": group_advantages(batch.rewards, batch.action_mask, self.group_size, self.scale_rewards)}
 
     def loss(self, batch, prepared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
