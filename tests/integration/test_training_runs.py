@@ -114,3 +114,20 @@ def test_algo_reinforce_trains_through_the_cli(assets, tmp_path, baseline, extra
     if baseline == "leave_one_out":
         samples = read_jsonl(out / "samples.jsonl")
         assert samples[0]["prompt"] == samples[3]["prompt"]
+
+
+def test_vineppo_branches_and_stops_at_its_token_budget(assets, tmp_path, cli):
+    """``algo=vineppo`` through the CLI: the rollout branches every 4 actions, the update trains on
+    Monte Carlo advantages, and ``trainer.token_budget`` ends the run once the sampled tokens, the
+    branches' included, reach it."""
+    out = tmp_path / "run"
+    branch = ["algo=vineppo", "algo.branch.k=2", "algo.branch.at=tokens", "algo.branch.every=4"]
+    result = cli(*fast(out, *branch, "trainer.updates=5", "trainer.token_budget=300", "trainer.save_policy=false"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = read_jsonl(out / "metrics.jsonl")
+    spent = [r["perf/sampled_tokens"] for r in records]
+    assert sum(spent[:-1]) < 300 <= sum(spent) and len(records) < 5  # stopped at the budget
+    for r in records:
+        assert r["branch/states"] >= 2 and r["perf/sampled_tokens"] > 8 * r["episode/length"]  # branches sampled too
+        assert math.isfinite(r["loss/policy"]) and "loss/value" not in r  # no value head trained
+    assert json.loads((out / "summary.json").read_text())["sampled_tokens"] == sum(spent)

@@ -148,9 +148,13 @@ class TrainerConfig:
     Attributes:
         save_policy: write the trained policy to ``policy/`` at the end.
         progress_bar: show a progress bar on the console.
+        token_budget: stop after the update in which the tokens sampled so far
+            (``perf/sampled_tokens``, branches included, all processes) reach this many (``None``:
+            run every one of ``updates``); algorithms are compared at equal budgets this way.
     """
 
     updates: int = setting(25, POSITIVE)
+    token_budget: Optional[int] = setting(None, integer(ge=1, optional=True))
     sample_every: int = setting(1, integer(ge=0, expected="an integer >= 0 (0: no samples)"))
     samples_per_update: int = setting(4, integer(ge=0))
     save_policy: bool = True

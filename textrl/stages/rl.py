@@ -332,11 +332,15 @@ def loop(
         disable=not (cfg.trainer.progress_bar and main),
         dynamic_ncols=True,
     )
+    spent = sum(r.get("perf/sampled_tokens", 0.0) for r in history)  # trainer.token_budget, across a resume
     for update in bar:
         metrics, batch = run_update(cfg, run, update, run_dir)
         metrics = mean_across_processes(metrics, accelerator)
-        if processes > 1 and "perf/tokens_per_s" in metrics:
-            metrics["perf/tokens_per_s"] *= processes  # every process's tokens in the same time
+        for key in ("perf/tokens_per_s", "perf/sampled_tokens"):
+            if processes > 1 and key in metrics:
+                metrics[key] *= processes  # every process's tokens (in the same time)
+        spent += metrics.get("perf/sampled_tokens", 0.0)
+        spent_all = cfg.trainer.token_budget is not None and spent >= cfg.trainer.token_budget
         if "objective/score" in metrics:
             history.append({"update": update, **metrics})
         if main:
@@ -346,9 +350,9 @@ def loop(
             hook.textrl_on_metrics(update=update, metrics=metrics, samples=samples)
         send_test_signal(update)
         signum = stop_signal(stop, accelerator)
-        if checkpoint_due(cfg, update) or signum:
+        if checkpoint_due(cfg, update, last=spent_all) or signum:
             checkpoint(cfg, run_dir, update, run.policy, run.algorithm, run.collector, accelerator)
-        if signum and update < cfg.trainer.updates:
+        if signum and update < cfg.trainer.updates and not spent_all:
             bar.close()
             raise Interrupted(
                 signum,
@@ -359,6 +363,9 @@ def loop(
             )
         score = history[-1]["objective/score"] if history else float("nan")
         bar.set_postfix(score=f"{score:.3f}", kl=f"{metrics.get('objective/kl', 0.0):.2f}")
+        if spent_all:
+            log.info("trainer.token_budget: %d tokens sampled after update %d; stopping", spent, update)
+            break
     bar.close()
     if not history:
         raise TextRLError(
@@ -368,16 +375,17 @@ def loop(
     return history
 
 
-def checkpoint_due(cfg, update: int) -> bool:
+def checkpoint_due(cfg, update: int, last: bool = False) -> bool:
     """Whether the loop writes an optimizer checkpoint after ``update`` (a stop signal writes one
-    whatever this says): every ``trainer.checkpoint_every`` updates, and at the last update when
+    whatever this says): every ``trainer.checkpoint_every`` updates, and at the last update (the
+    run's ``trainer.updates``-th, or ``last``: the token budget is spent) when
     ``trainer.checkpoint_every > 0`` or ``trainer.resume`` is set. A default run writes none:
     the policy it saves is what the user asked for, and the checkpoint (policy, AdamW state,
     RNGs) is about three times its size."""
     every = cfg.trainer.checkpoint_every
     if every and update % every == 0:
         return True
-    return update == cfg.trainer.updates and bool(every or cfg.trainer.resume is not None)
+    return (last or update == cfg.trainer.updates) and bool(every or cfg.trainer.resume is not None)
 
 
 def mean_of(history: list[dict], key: str, which: slice) -> float | None:
@@ -406,6 +414,7 @@ def finish(cfg, registry, run_dir: str, run: RLRun, history: list[dict], wall_ti
         "kl_target": kl_target(OmegaConf.to_container(cfg, resolve=True)),  # None: a fixed β
         "updates": len(history),
         "episodes": len(history) * cfg.rollout.batch_size,
+        "sampled_tokens": sum(r.get("perf/sampled_tokens", 0.0) for r in history),
         "wall_time_s": wall_time_s,
         "run_dir": run_dir,
         "processes": processes,
