@@ -44,6 +44,7 @@ BAD = [
     (["rollout.top_p=1.5"], "rollout.top_p: got 1.5"),
     (["rollout.engine=fast"], "rollout.engine: got 'fast'"),
     (["trainer.updates=0"], "trainer.updates: got 0"),
+    (["trainer.token_budget=0"], "trainer.token_budget: got 0"),
     (["trainer.sample_every=-1"], "trainer.sample_every: got -1"),
     (["trainer.samples_per_update=-1"], "trainer.samples_per_update: got -1"),
     (["trainer.threads=0"], "trainer.threads: got 0"),
