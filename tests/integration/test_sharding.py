@@ -2,8 +2,8 @@
 the shipped launch config (``textrl/data/accelerate/fsdp.yaml``) compute what two data-parallel
 (DDP) processes compute, each storing half of the weights and optimizer state; a run killed and
 resumed from its sharded checkpoint ends as the uninterrupted run; the saved policy is a plain
-Hugging Face directory; LoRA, bf16 and gradient checkpointing compose with it; and one sharded
-process gives exactly the metrics of a plain run.
+Hugging Face directory; LoRA, bf16, gradient checkpointing and a (sharded) learned reward model
+compose with it; and one sharded process gives exactly the metrics of a plain run.
 
 Why a two-process sharded run equals a two-process DDP run only to float tolerance, and neither
 equals one process at the same global batch: each process draws its own episodes (its own seeds)
@@ -121,21 +121,50 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(fsdp_run, tmp_path):
     assert comparable(records) == comparable(read_jsonl(fsdp_run / "metrics.jsonl"))
 
 
-def test_lora_bf16_and_gradient_checkpointing_run_sharded(assets, tmp_path):
+def reward_model_dir(assets, directory: Path) -> tuple[Path, int]:
+    """A learned reward model's directory (TinyStories' trunk, a seeded random one-output score
+    head) and its parameter count."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        assets / "tinystories-656k", num_labels=1, dtype=torch.float32
+    )
+    torch.nn.init.normal_(model.score.weight, std=0.5)
+    tokenizer = AutoTokenizer.from_pretrained(assets / "tinystories-656k")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory, sum(p.numel() for p in model.parameters())
+
+
+def test_lora_bf16_checkpointing_and_a_learned_reward_model_run_sharded(assets, tmp_path):
     from safetensors.torch import load_file
 
+    rm, rm_params = reward_model_dir(assets, tmp_path / "rm")
     out = tmp_path / "lora"
     result = sharded(
-        out, "policy.lora.r=4", "trainer.precision=bf16", "policy.gradient_checkpointing=true", "trainer.updates=2"
+        out,
+        "policy.lora.r=4",
+        "trainer.precision=bf16",
+        "policy.gradient_checkpointing=true",
+        "reward=learned",
+        f"reward.model={rm}",
+        "algo.value_init=reward_model",  # read from the reward model before either is sharded
+        "trainer.updates=2",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_jsonl(out / "metrics.jsonl")
     assert [r["update"] for r in records] == [1, 2]
     assert all(math.isfinite(r["loss/total"]) and r["policy/grad_norm"] > 0 for r in records)
+    assert len({r["objective/score"] for r in records}) == 2  # the reward model scores, gathered for each rollout
     adapters = load_file(out / "policy" / "adapter_model.safetensors")
     assert any("lora_B" in k and v.abs().max() > 0 for k, v in adapters.items())  # trained from B = 0
     stored = json.loads((out / "summary.json").read_text())["stored_bytes"]
     assert all(p["reference"] == 0 for p in stored)  # π_ref is the policy with its adapters off
+    assert sum(p["reward_model_0"] for p in stored) == 4 * rm_params  # float32, split between the processes
+    assert all(p["reward_model_0"] < 0.6 * 4 * rm_params for p in stored)
 
 
 def test_one_sharded_process_equals_a_plain_run(assets, tmp_path, cli):

@@ -207,17 +207,14 @@ def check_run(cfg, device: torch.device, accelerator) -> None:
     """Fail on settings that cannot work before anything loads.
 
     Raises:
-        TextRLError: bad sampling or engine settings for this device (the compiled engine with a
-            sharded policy), or a batch the processes cannot share (every other setting is checked
-            by :func:`textrl.config.check_config` at startup).
+        TextRLError: bad sampling or engine settings for this device, settings sharding cannot run
+            with (:func:`check_sharding`), or a batch the processes cannot share (every other
+            setting is checked by :func:`textrl.config.check_config` at startup).
     """
     sampling_config(cfg)
     resolve_engine(cfg.rollout.engine, device)
-    if cfg.trainer.sharding == "fsdp" and cfg.rollout.engine == "compiled":
-        raise TextRLError(
-            "rollout.engine: got 'compiled' with trainer.sharding=fsdp; expected eager or auto (a sharded "
-            "policy decodes with the eager engine)"
-        )
+    if cfg.trainer.sharding == "fsdp":
+        check_sharding(cfg, device)
     _, processes = rank_and_size(accelerator)
     if cfg.rollout.batch_size % processes:
         raise TextRLError(
@@ -234,6 +231,30 @@ def check_run(cfg, device: torch.device, accelerator) -> None:
         raise TextRLError(
             f"algo.minibatch_size: got {minibatch}; expected a divisor of the per-process batch "
             f"rollout.batch_size / processes = {cfg.rollout.batch_size // processes}"
+        )
+
+
+def check_sharding(cfg, device: torch.device) -> None:
+    """Fail on settings that ``trainer.sharding=fsdp`` cannot run with.
+
+    Raises:
+        TextRLError: a device FSDP2 does not run on (it needs the CPU or CUDA), the compiled
+            engine (a sharded policy decodes eagerly), or ``trainer.on_nonfinite=skip`` (a batch
+            dropped between a sharded forward pass and its backward pass is not supported).
+    """
+    if torch.device(device).type not in ("cpu", "cuda"):
+        raise TextRLError(
+            f"trainer.sharding: got 'fsdp' on device {torch.device(device).type}; expected device=cpu or cuda"
+        )
+    if cfg.rollout.engine == "compiled":
+        raise TextRLError(
+            "rollout.engine: got 'compiled' with trainer.sharding=fsdp; expected eager or auto (a sharded "
+            "policy decodes with the eager engine)"
+        )
+    if cfg.trainer.on_nonfinite == "skip":
+        raise TextRLError(
+            "trainer.on_nonfinite: got 'skip' with trainer.sharding=fsdp; expected 'error' (a sharded run "
+            "cannot drop a batch between its forward and backward passes)"
         )
 
 
