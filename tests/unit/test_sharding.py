@@ -2,7 +2,7 @@
 π_ref and a reward model are sharded into, that sharding changes no number (forward passes, a
 training step, the rollout's gathered weights), the reward-model search, the byte counts and the
 launch check. The multi-process behaviour (half the bytes per process, lockstep decoding,
-checkpoints) is tested by tests/integration/test_sharding.py."""
+checkpoints) is tested by tests/integration/test_sharded_runs.py."""
 
 from __future__ import annotations
 
