@@ -131,6 +131,46 @@ def textrl(*args, cwd=None, timeout=600, env=None):
     )
 
 
+def accelerate_launch(*args, processes=2, timeout=600, config_file=None, env=None):
+    """``accelerate launch --num_processes N -m textrl ARGS`` on CPU; returns the
+    :class:`subprocess.CompletedProcess` (text ``stdout`` and ``stderr``).
+
+    ``--multi_gpu`` selects accelerate's torchrun launcher (its ``--cpu`` multi-process path needs
+    mpirun); ``device=cpu`` in the args makes each process use gloo on the CPU. ``config_file``
+    (e.g. ``textrl/data/accelerate/fsdp.yaml``) replaces ``--multi_gpu`` with that launch config;
+    ``env`` entries are added to the processes' environment.
+    """
+    launcher = ["--config_file", str(config_file)] if config_file is not None else ["--multi_gpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *launcher,
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        "-m",
+        "textrl",
+        *args,
+    ]
+    full_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
 def fast(run_dir, *extra):
     """Overrides for a quick TinyStories run writing to ``run_dir``."""
     return [

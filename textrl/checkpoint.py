@@ -8,6 +8,13 @@ are kept. ``state.pt`` holds everything the next update depends on:
 - the policy's trainable tensors (all weights and the value head; with LoRA the adapters and
   the value head, since the frozen base is reloaded from ``policy.model``);
 - the algorithm's ``state_dict()`` (optimizer, KL controller, shuffling RNG, baselines);
+
+except that a sharded run (``trainer.sharding=fsdp``) keeps the policy's trainable tensors and the
+optimizer state in ``sharded/`` instead: ``torch.distributed.checkpoint`` files, one per process
+and a ``.metadata`` (:mod:`textrl.sharding`). Every process writes its file into a staging
+directory (:func:`staging_dir`, a ``.tmp`` name that a resumed run removes), which the main
+process moves into the temporary checkpoint directory before it writes ``state.pt``; a checkpoint
+without ``state.pt`` is never resumed from. ``state.pt`` also holds:
 - the RNG states of python, numpy and torch (CPU and CUDA) and of the collector and env (token
   sampling, prompt draws);
 - the update counter and the run's config fingerprint.
@@ -38,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.pt"
+SHARDED_DIR = "sharded"  # a sharded run's torch.distributed.checkpoint files (textrl.sharding)
 STATE_KEYS = ("update", "policy", "algorithm", "processes", "config")
 # keys that may change between a run and its resumption without changing the experiment
 RESUMABLE_KEYS = (
@@ -50,6 +58,7 @@ RESUMABLE_KEYS = (
     "trainer.sample_every",
     "trainer.samples_per_update",
     "trainer.save_policy",
+    "trainer.rollout_gather",  # how a sharded rollout gathers the weights; the same numbers either way
     "logger",
 )
 
@@ -100,17 +109,28 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def staging_dir(run_dir: str, update: int) -> str:
+    """``<run_dir>/checkpoints/.tmp-shards-update_<update:06d>``: where a sharded run's processes
+    write their shards of ``update``'s checkpoint before it is put together (see the module docstring)."""
+    return os.path.join(run_dir, CHECKPOINTS, f".tmp-shards-update_{update:06d}")
+
+
 def trainable_state(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The policy's trainable tensors by name (CPU copies)."""
     return {n: p.detach().cpu().clone() for n, p in policy.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(run_dir: str, update: int, cfg, policy, algorithm, processes: list[dict], keep: int) -> str:
+def save_checkpoint(
+    run_dir: str, update: int, cfg, policy, algorithm, processes: list[dict], keep: int, shards: str | None = None
+) -> str:
     """Write the checkpoint for ``update`` atomically and prune to the newest ``keep``.
 
     Args:
         processes: per process (one entry in a single-process run) ``{"collector":
             collector.state_dict(), "rng": rng_state()}``.
+        shards: a sharded run's staging directory of ``torch.distributed.checkpoint`` shards
+            (:func:`staging_dir`), moved into the checkpoint as ``sharded/``; the policy's tensors
+            are then not in ``state.pt``.
 
     Returns:
         str: the checkpoint directory.
@@ -121,7 +141,7 @@ def save_checkpoint(run_dir: str, update: int, cfg, policy, algorithm, processes
     """
     state = {
         "update": update,
-        "policy": trainable_state(policy),
+        "policy": trainable_state(policy) if shards is None else {},
         "algorithm": algorithm.state_dict(),
         "processes": processes,
         "config": config_fingerprint(cfg),
@@ -129,8 +149,11 @@ def save_checkpoint(run_dir: str, update: int, cfg, policy, algorithm, processes
     path = checkpoint_dir(run_dir, update)
 
     def write(tmp: str) -> None:
+        if shards is not None:
+            os.replace(shards, os.path.join(tmp, SHARDED_DIR))
         save_torch(state, os.path.join(tmp, STATE_FILE))
-        atomic_write_text(os.path.join(tmp, "meta.json"), json.dumps({"update": update, "keys": len(state["policy"])}))
+        meta = {"update": update, "keys": len(state["policy"]), "sharded": shards is not None}
+        atomic_write_text(os.path.join(tmp, "meta.json"), json.dumps(meta))
 
     atomic_save_dir(path, write)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
@@ -261,9 +284,13 @@ def load_resume_checkpoint(resume: str | None, run_dir: str, cfg) -> tuple[str |
     return None, None
 
 
-def restore_checkpoint(state: dict, policy, algorithm, collector, rank: int = 0) -> int:
+def restore_checkpoint(
+    state: dict, policy, algorithm, collector, rank: int = 0, *, shards: str | None = None, sharding=None
+) -> int:
     """Load ``state`` into the policy, algorithm, this process's collector and global RNGs;
-    returns its update.
+    returns its update. A sharded run (``sharding``, a :class:`textrl.sharding.Sharding`) loads
+    the policy's and the optimizer's shards from ``shards`` (the checkpoint's ``sharded/``) on
+    every process instead of the tensors of ``state``.
 
     Raises:
         TextRLError: the checkpoint's tensors do not match the policy's trainable parameters, or
@@ -274,6 +301,17 @@ def restore_checkpoint(state: dict, policy, algorithm, collector, rank: int = 0)
             f"trainer.resume: checkpoint was written by {len(state['processes'])} process(es); "
             f"expected this run to use the same number"
         )
+    if sharding is not None:
+        if len(state["processes"]) != sharding.size:
+            raise TextRLError(
+                f"trainer.resume: checkpoint was written by {len(state['processes'])} process(es); "
+                f"expected this run to use the same number (it uses {sharding.size})"
+            )
+        algorithm.load_state_dict(state["algorithm"])
+        sharding.load(shards, policy, algorithm.optimizer)
+        collector.load_state_dict(state["processes"][rank]["collector"])
+        set_rng_state(state["processes"][rank]["rng"])
+        return int(state["update"])
     params = dict(policy.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}
     if set(state["policy"]) != expected:

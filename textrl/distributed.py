@@ -1,10 +1,11 @@
-"""Multi-process training through accelerate (DDP, or DeepSpeed ZeRO from an accelerate config).
+"""Multi-process training through accelerate: data parallel (DDP), or sharded with FSDP2.
 
 ``accelerate launch --num_processes N -m textrl ...`` starts N copies of the run. Each collects
 ``rollout.batch_size / N`` episodes with its own seed; the algorithm hands its model and
-optimizer to ``Accelerator.prepare`` so gradients are all-reduced; metrics are averaged across
-processes; only the main process writes files and logs. A plain ``textrl`` run (one process)
-never builds an ``Accelerator`` and runs exactly as before.
+optimizer to ``Accelerator.prepare`` (DDP) so gradients are all-reduced, or, with
+``trainer.sharding=fsdp``, shards them (:mod:`textrl.sharding`, on the process group accelerate
+set up); metrics are averaged across processes; only the main process writes files and logs. A
+plain ``textrl`` run (one process) never builds an ``Accelerator`` and runs exactly as before.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import os
 
 import torch
+
+from textrl.errors import TextRLError
 
 
 def launched_processes() -> int:
@@ -26,23 +29,29 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
-def make_accelerator(device: torch.device):
+def make_accelerator(device: torch.device, sharding: str = "none"):
     """An ``accelerate.Accelerator`` when launched with several processes, else ``None``.
 
     On CPU the processes talk over gloo; on CUDA each process takes GPU ``LOCAL_RANK`` (NCCL).
     DDP expects every trainable parameter in every loss: an algorithm that leaves one out (the
-    value head in REINFORCE) freezes it.
+    value head in REINFORCE) freezes it. With ``sharding="fsdp"`` (``trainer.sharding``) the
+    accelerator only provides the processes, their group and device: textrl shards the models
+    itself (:mod:`textrl.sharding`).
+
+    Raises:
+        TextRLError: launched with accelerate's FSDP (``distributed_type: FSDP``, e.g.
+            ``textrl/data/accelerate/fsdp.yaml``) but ``sharding`` is not ``fsdp``.
     """
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and sharding != "fsdp":
+        raise TextRLError(
+            f"trainer.sharding: got {sharding!r} under an accelerate FSDP launch (distributed_type: FSDP); "
+            f"expected trainer.sharding=fsdp"
+        )
     if launched_processes() <= 1:
         return None
     from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=device.type == "cpu")
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is not None and plugin.deepspeed_config.get("train_micro_batch_size_per_gpu") in (None, "auto"):
-        # accelerate infers this from a dataloader; textrl has none, and its steps see one minibatch
-        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 1
-    return accelerator
+    return Accelerator(cpu=device.type == "cpu")
 
 
 def single_process(accelerator) -> bool:

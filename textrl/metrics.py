@@ -241,6 +241,16 @@ METRICS: dict[str, Metric] = {
         when_off="rising over the run: longer responses (`episode/length`); large from the start: fewer "
         "`algo.epochs`, or a smaller `algo.micro_batch_size` when memory is short",
     ),
+    "perf/gather_s": Metric(
+        "s",
+        RL,
+        "trainer.sharding=fsdp: wall time of gathering the sharded weights before the rollout (the policy's "
+        "with trainer.rollout_gather=whole, and the reward model's); part of perf/rollout_s",
+        healthy="a small part of `perf/rollout_s`, steady from update to update",
+        when_off="a large part of `perf/rollout_s`: the all-gathers are slow (the processes' interconnect); "
+        "with `trainer.rollout_gather=per_layer` the policy's gathers happen at every token step instead and "
+        "show in `perf/rollout_s`",
+    ),
     "turn/reward_mean": Metric(
         "1",
         RL,

@@ -14,8 +14,11 @@
 #      and bf16, host syncs per token step, bf16 and LoRA training through the CLI)      <= 180 s
 #   2. tests/benchmarks/rollout.py: kernel launches per token step and the bf16 table at a reduced set
 #      of shapes (SmolLM2-135M's shape, batch 16 and 128, 64 new tokens)                 <= 170 s
-#   3. textrl experiment=tinystories_sentiment device=cuda trainer.precision=bf16 (30 updates)  <= 110 s
-#   4. textrl experiment=instructgpt_tiny device=cuda trainer.precision=bf16                    <= 110 s
+#   3. textrl experiment=tinystories_sentiment device=cuda trainer.precision=bf16 (30 updates)  <= 85 s
+#   4. textrl experiment=instructgpt_tiny device=cuda trainer.precision=bf16                    <= 85 s
+#   5. the sharded path on one GPU, one process (NCCL): tinystories, trainer.sharding=fsdp, bf16, 4 updates
+#      gathering the whole policy per rollout with a sharded checkpoint every 2, then resumed to 6 updates
+#      gathering layer by layer (lockstep decoding), and the consolidated policy/ loaded by transformers <= 60 s
 #
 # Output: one folder, $OUT when set, else gpu_check_out/<UTC time>/ in the repository (ignored by git):
 #   env.txt (GPU, versions), <stage>.log per stage, the runs' directories (metrics.jsonl, report.png,
@@ -141,12 +144,23 @@ stage() {  # stage NAME SECONDS COMMAND... : run under a time limit, log to $out
 
 TEXTRL=("$PY" -m textrl trainer.progress_bar=false "device=$TEXTRL_DEVICE" "trainer.precision=$TEXTRL_PRECISION")
 
+# stage 5: bash -c "$SHARDED" _ DIR UPDATES RESUMED_UPDATES TEXTRL-COMMAND...: a sharded run with checkpoints, resumed
+# gathering layer by layer, then its consolidated policy/ loaded by transformers alone (TEXTRL-COMMAND's first word is python)
+SHARDED='dir=$1 first=$2 total=$3; shift 3
+"$@" "hydra.run.dir=$dir" "trainer.updates=$first" "trainer.checkpoint_every=$(( first > 1 ? first / 2 : 1 ))" &&
+"$@" "hydra.run.dir=$dir" "trainer.updates=$total" trainer.resume=auto trainer.rollout_gather=per_layer &&
+"$1" -c "import sys, json; from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1] + \"/policy\"); s = json.load(open(sys.argv[1] + \"/summary.json\"))
+print(\"sharded_ok updates\", s[\"updates\"], \"stored_bytes\", s[\"stored_bytes\"], \"params\", m.num_parameters())" "$dir"'
+
 if [[ $mode == gpu ]]; then
   stage 1_test_gpu 180 "$PY" -m pytest tests/integration/test_gpu.py -rA -s -p no:cacheprovider
   stage 2_rollout_table 170 "$PY" tests/benchmarks/rollout.py --device cuda --skip-throughput --gpu-table \
     --repeats 2 --table-shapes smollm2-135m --table-batch-sizes 16 128 --table-new-tokens 64
-  stage 3_tinystories_bf16 110 "${TEXTRL[@]}" "hydra.run.dir=$out/tinystories_bf16" experiment=tinystories_sentiment trainer.updates=30
-  stage 4_instructgpt_tiny_bf16 110 "${TEXTRL[@]}" "hydra.run.dir=$out/instructgpt_tiny_bf16" experiment=instructgpt_tiny
+  stage 3_tinystories_bf16 85 "${TEXTRL[@]}" "hydra.run.dir=$out/tinystories_bf16" experiment=tinystories_sentiment trainer.updates=30
+  stage 4_instructgpt_tiny_bf16 85 "${TEXTRL[@]}" "hydra.run.dir=$out/instructgpt_tiny_bf16" experiment=instructgpt_tiny
+  stage 5_sharded_bf16 60 bash -c "$SHARDED" _ "$out/sharded_bf16" 4 6 "${TEXTRL[@]}" experiment=tinystories_sentiment \
+    trainer.sharding=fsdp
 else  # the same stages on the CPU, tiny
   stage 1_test_gpu 60 "$PY" -m pytest tests/integration/test_gpu.py -rA -p no:cacheprovider  # skips without CUDA
   stage 2_rollout_table 120 "$PY" tests/benchmarks/rollout.py --smoke --skip-ops
@@ -155,6 +169,8 @@ else  # the same stages on the CPU, tiny
   stage 4_instructgpt_tiny_bf16 120 "${TEXTRL[@]}" "hydra.run.dir=$out/instructgpt_tiny_bf16" experiment=instructgpt_tiny \
     sft.max_examples=16 rm.max_examples=16 rm.max_eval_examples=8 trainer.updates=1 rollout.batch_size=4 algo.minibatch_size=4 \
     env.max_new_tokens=4 eval.num_prompts=4 data.max_prompts=24 data.eval_prompts=4
+  stage 5_sharded_bf16 60 bash -c "$SHARDED" _ "$out/sharded_bf16" 1 2 "${TEXTRL[@]}" experiment=tinystories_sentiment \
+    trainer.sharding=fsdp rollout.batch_size=4 algo.minibatch_size=4 algo.epochs=1 env.max_new_tokens=4
 fi
 
 find "$out" -path "$out/figures" -prune -o -name '*.png' -print | while read -r png; do

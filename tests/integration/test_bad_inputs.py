@@ -94,6 +94,16 @@ CASES = [
     ("unknown_stage", ["stage=distill"], ["stage: got 'distill'", "rl"]),
     ("unknown_precision", ["trainer.precision=fp8"], ["trainer.precision: got 'fp8'", "'bf16'"]),
     ("unknown_nonfinite_policy", ["trainer.on_nonfinite=ignore"], ["trainer.on_nonfinite: got 'ignore'", "'skip'"]),
+    (
+        "sharded_compiled_engine",
+        ["trainer.sharding=fsdp", "rollout.engine=compiled"],
+        ["rollout.engine: got 'compiled' with trainer.sharding=fsdp", "eager or auto"],
+    ),
+    (
+        "sharded_skip_nonfinite",
+        ["trainer.sharding=fsdp", "trainer.on_nonfinite=skip"],
+        ["trainer.on_nonfinite: got 'skip' with trainer.sharding=fsdp", "'error'"],
+    ),
     ("zero_updates", ["trainer.updates=0"], ["trainer.updates: got 0", "positive"]),
     ("negative_lora_rank", ["policy.lora.r=-1"], ["policy.lora.r: got -1", "positive rank"]),
     # devices and output

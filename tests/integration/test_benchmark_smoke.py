@@ -1,7 +1,7 @@
 """The GPU benchmark's code paths on the CPU (``--smoke``), so that they cannot rot between GPU runs:
 ``tests/benchmarks/rollout.py --smoke`` (the ops count under one profiler session and the bf16 GPU
 table on a tiny random model) and ``tests/benchmarks/gpu_check.sh --smoke`` (the GPU check script:
-test_gpu.py, the table, bf16 and instructgpt runs, on the CPU with tiny settings)."""
+test_gpu.py, the table, bf16, instructgpt and sharded runs, on the CPU with tiny settings)."""
 
 from __future__ import annotations
 
@@ -47,9 +47,16 @@ def test_gpu_check_smoke(assets, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     stages = [line.split("\t") for line in (out / "stages.tsv").read_text().splitlines()[1:]]
-    assert [s[0] for s in stages] == ["1_test_gpu", "2_rollout_table", "3_tinystories_bf16", "4_instructgpt_tiny_bf16"]
+    assert [s[0] for s in stages] == [
+        "1_test_gpu",
+        "2_rollout_table",
+        "3_tinystories_bf16",
+        "4_instructgpt_tiny_bf16",
+        "5_sharded_bf16",
+    ]
     assert all(s[1] == "0" for s in stages), stages
     assert (out / "env.txt").is_file() and "smoke_ok rows=1" in (out / "2_rollout_table.log").read_text()
-    for run in ("tinystories_bf16", "instructgpt_tiny_bf16/rl"):
+    assert "sharded_ok updates 2" in (out / "5_sharded_bf16.log").read_text()
+    for run in ("tinystories_bf16", "instructgpt_tiny_bf16/rl", "sharded_bf16"):
         assert (out / run / "metrics.jsonl").is_file(), run
     assert any((out / "figures").glob("*.png"))

@@ -6,48 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import fast, read_jsonl
-
-
-def accelerate_launch(*args, processes=2, timeout=600):
-    """``accelerate launch --num_processes N -m textrl ARGS`` on CPU.
-
-    ``--multi_gpu`` selects accelerate's torchrun launcher (its ``--cpu`` multi-process path needs
-    mpirun); ``device=cpu`` in the args makes each process use gloo on the CPU.
-    """
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        str(processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        "-m",
-        "textrl",
-        *args,
-    ]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+from conftest import accelerate_launch, fast, read_jsonl
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,8 @@ BAD = [
     (["trainer.checkpoint_every=-1"], "trainer.checkpoint_every: got -1"),
     (["trainer.keep_checkpoints=0"], "trainer.keep_checkpoints: got 0"),
     (["trainer.on_nonfinite=ignore"], "trainer.on_nonfinite: got 'ignore'"),
+    (["trainer.sharding=zero3"], "trainer.sharding: got 'zero3'"),
+    (["trainer.rollout_gather=all"], "trainer.rollout_gather: got 'all'"),
     (["logger.name=tensorboard"], "logger.name: got 'tensorboard'"),
     (["logger=wandb", "logger.mode=sometimes"], "logger.mode: got 'sometimes'"),
     (["logger.table_every=0"], "logger.table_every: got 0"),

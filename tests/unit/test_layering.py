@@ -76,7 +76,7 @@ LAYERS = (
             "textrl.report",
         ),
     ),
-    ("data and models", ("textrl.training_examples", "textrl.policies")),
+    ("data and models", ("textrl.training_examples", "textrl.policies", "textrl.sharding")),
     ("components", ("textrl.envs", "textrl.interactions", "textrl.rewards", "textrl.tasks", "textrl.loggers")),
     ("rollout", ("textrl.rollout",)),
     ("algorithms", ("textrl.algorithms",)),

@@ -142,7 +142,10 @@ def test_the_trainer_runs_the_update_outside_autocast(monkeypatch, tokenizer):
         }
 
     run = SimpleNamespace(
-        device=torch.device("cpu"), collector=SimpleNamespace(collect=collect), algorithm=SimpleNamespace(update=update)
+        device=torch.device("cpu"),
+        collector=SimpleNamespace(collect=collect),
+        algorithm=SimpleNamespace(update=update),
+        sharding=None,
     )
     cfg = SimpleNamespace(
         trainer=SimpleNamespace(precision="bf16"),

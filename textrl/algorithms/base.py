@@ -109,12 +109,16 @@ class SetupContext:
         accelerator: the run's ``accelerate.Accelerator`` with several processes, else ``None``.
         precision: ``trainer.precision`` (``fp32`` | ``bf16``): each loss forward pass runs in
             its own autocast region (:mod:`textrl.precision`).
+        sharding: the run's :class:`textrl.sharding.Sharding` under ``trainer.sharding=fsdp``
+            (:meth:`Algorithm.distribute` shards the policy and points the optimizer at the
+            shards), else ``None``.
     """
 
     reward_model: Any = None
     tokenizer: Any = None
     accelerator: Any = None
     precision: str = "fp32"
+    sharding: Any = None
 
 
 class ResponseLogprobs:
@@ -181,6 +185,7 @@ class Algorithm(ABC):
             Carlo estimates from branched continuations at chosen states (the batch's
             ``branches``: VinePPO, same-state baselines); ``None`` for a rollout without branches.
         accelerator: the run's ``accelerate.Accelerator``, or ``None`` in one process.
+        sharding: the run's :class:`textrl.sharding.Sharding`, or ``None`` (unsharded).
 
     Raises:
         TextRLError: a setting outside its range (the schema's check, naming the ``algo.`` key).
@@ -193,6 +198,7 @@ class Algorithm(ABC):
     branching = None
     micro_batch_size: int | None = None
     accelerator = None
+    sharding = None
     precision: str = "fp32"
 
     def __init__(
@@ -235,9 +241,10 @@ class Algorithm(ABC):
         """Build the AdamW optimizer over the policy's trainable parameters (called once).
 
         Without :attr:`uses_value_head` the value head is frozen first. With several processes
-        (``context.accelerator``) the policy and optimizer are prepared by the accelerator
-        (:meth:`distribute`); call ``self.model`` for forward passes that need gradients. A
-        subclass that needs more (the reward model, the tokenizer) extends this.
+        (``context.accelerator``) the policy and optimizer are prepared by the accelerator, or
+        with ``context.sharding`` sharded (:meth:`distribute`); call ``self.model`` for forward
+        passes that need gradients. A subclass that needs more (the reward model, the tokenizer)
+        extends this.
 
         Args:
             policy: the :class:`~textrl.policies.PolicyWithValueHead` to train.
@@ -250,7 +257,7 @@ class Algorithm(ABC):
             policy.value_head.requires_grad_(False)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = make_adamw(params, lr=self.lr, weight_decay=self.weight_decay)
-        self.model, self.optimizer = self.distribute(policy, optimizer, context.accelerator)
+        self.model, self.optimizer = self.distribute(policy, optimizer, context.accelerator, context.sharding)
 
     @abstractmethod
     def prepare(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
@@ -282,8 +289,8 @@ class Algorithm(ABC):
     def response_logprobs(self, batch: RolloutBatch) -> ResponseLogprobs:
         """The policy's teacher-forced log-probs (and logits, values) of ``batch``'s responses, in
         one forward pass through the prepared model (``self.model``: with several processes the
-        DDP/DeepSpeed wrapper, whose call is what all-reduces the gradients; a pass through
-        ``self.policy`` would silently skip that). Call this in :meth:`loss`.
+        DDP wrapper, whose call is what all-reduces the gradients; a pass through ``self.policy``
+        would silently skip that). Call this in :meth:`loss`.
 
         Args:
             batch: a minibatch (or micro-batch) of the rollout.
@@ -377,9 +384,8 @@ class Algorithm(ABC):
                 terms[k] = terms[k] + v if k in terms else v
         if self.max_grad_norm is not None:
             norm = self.clip_grad_norm(self.model.parameters(), self.max_grad_norm)
-            if norm is not None:  # DeepSpeed clips inside its engine and returns None
-                check_finite(norm, "gradient norm")  # before the step: the weights stay good
-                terms["policy/grad_norm"] = widen(norm)
+            check_finite(norm, "gradient norm")  # before the step: the weights stay good
+            terms["policy/grad_norm"] = widen(norm)
         self.optimizer.step()
         return terms
 
@@ -393,24 +399,32 @@ class Algorithm(ABC):
 
     # ---- multi-process helpers ----------------------------------------------------------------
 
-    def distribute(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator=None):
-        """``(model, optimizer)`` wrapped by ``accelerator.prepare`` (DDP or DeepSpeed) when the
-        run has several processes, else returned as they are. Call the returned model for
-        forward passes whose gradients must be all-reduced."""
-        self.accelerator = accelerator
+    def distribute(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, accelerator=None, sharding=None):
+        """``(model, optimizer)`` for the run's processes: with ``sharding`` (a
+        :class:`textrl.sharding.Sharding`) the model sharded in place and the optimizer pointed at
+        its shards (:meth:`~textrl.sharding.Sharding.shard_trained`; FSDP2 hooks on the module
+        gather the weights and reduce-scatter the gradients); else wrapped by
+        ``accelerator.prepare`` (DDP) when the run has several processes; else as they are. Call
+        the returned model for forward passes whose gradients must be reduced."""
+        self.accelerator, self.sharding = accelerator, sharding
+        if sharding is not None:
+            return model, sharding.shard_trained(model, optimizer)
         if single_process(accelerator):
             return model, optimizer
         return accelerator.prepare(model, optimizer)
 
     def backward(self, loss: torch.Tensor) -> None:
-        """``loss.backward()``, through the accelerator when there is one."""
-        if self.accelerator is None:
+        """``loss.backward()``, through the accelerator when there is one (unsharded)."""
+        if self.accelerator is None or self.sharding is not None:
             loss.backward()
         else:
             self.accelerator.backward(loss)
 
     def clip_grad_norm(self, parameters, max_norm: float) -> torch.Tensor:
-        """Clip the global gradient norm to ``max_norm``; returns the norm before clipping."""
+        """Clip the global gradient norm to ``max_norm``; returns the norm before clipping (a
+        scalar tensor; sharded: over every process's shards)."""
+        if self.sharding is not None:
+            return self.sharding.clip_grad_norm(parameters, max_norm)
         if self.accelerator is None:
             return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
         return self.accelerator.clip_grad_norm_(parameters, max_norm)
@@ -423,9 +437,11 @@ class Algorithm(ABC):
     # ---- checkpoints --------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Optimizer, KL controller and (with :attr:`shuffle`) the shuffling RNG state."""
+        """Optimizer, KL controller and (with :attr:`shuffle`) the shuffling RNG state. A sharded
+        run's optimizer state is not here (``None``): every process writes its shards
+        (:meth:`textrl.sharding.Sharding.save`)."""
         state = {
-            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "optimizer": self.optimizer.state_dict() if self.optimizer and self.sharding is None else None,
             "kl_controller": self.kl_controller.state_dict(),
         }
         if self.generator is not None:

@@ -29,6 +29,14 @@ TURN_REWARDS = ("final", "model")
 PRECISIONS = ("fp32", "bf16")
 """``trainer.precision``."""
 
+SHARDINGS = ("none", "fsdp")
+"""``trainer.sharding``: every process holds every weight (``none``), or the RL stage's models,
+gradients and optimizer state are sharded across the processes with FSDP2 (:mod:`textrl.sharding`)."""
+
+ROLLOUT_GATHERS = ("whole", "per_layer")
+"""``trainer.rollout_gather``: how a sharded policy gets its full weights for a rollout
+(:mod:`textrl.sharding`)."""
+
 ON_NONFINITE = ("error", "skip")
 """``trainer.on_nonfinite``."""
 

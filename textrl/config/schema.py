@@ -148,6 +148,17 @@ class TrainerConfig:
     Attributes:
         save_policy: write the trained policy to ``policy/`` at the end.
         progress_bar: show a progress bar on the console.
+        sharding: ``none`` (every process holds every weight; several processes run data-parallel
+            with DDP) or ``fsdp`` (PyTorch FSDP2: the policy with its value head, π_ref and the
+            reward model are sharded across the processes, and so are the gradients and the AdamW
+            state, each process storing about 1/N of them; :mod:`textrl.sharding`). Works with one
+            process too. The rl stage only; sft and rm stay data-parallel.
+        rollout_gather: with ``sharding=fsdp``, how the rollout gets the policy's full weights:
+            ``whole`` gathers them once per rollout and frees them before the update (4 bytes per
+            parameter held for the rollout, one all-gather per rollout); ``per_layer`` gathers
+            each layer for each forward pass and frees it after (one layer's weights held at a
+            time, every weight all-gathered at every token step, the processes decoding in
+            lockstep). The reward model is gathered whole for the rollout either way.
         token_budget: stop after the update in which the tokens sampled so far
             (``perf/sampled_tokens``, branches included, all processes) reach this many (``None``:
             run every one of ``updates``); algorithms are compared at equal budgets this way.
@@ -165,6 +176,8 @@ class TrainerConfig:
     keep_checkpoints: int = setting(2, POSITIVE)
     resume: Optional[str] = None  # auto | <checkpoint or run dir>
     on_nonfinite: str = setting("error", one_of(*C.ON_NONFINITE))
+    sharding: str = setting("none", one_of(*C.SHARDINGS))
+    rollout_gather: str = setting("whole", one_of(*C.ROLLOUT_GATHERS))
 
 
 @dataclass

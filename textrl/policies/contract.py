@@ -126,7 +126,10 @@ class Policy(Protocol):
         """Write the policy (and ``tokenizer``, when given) into ``directory``, so that the
         policy's loader loads it back from there (``policy.model=<directory>`` for ``policy=hf``).
         Called by stage=rl (``<run_dir>/policy``) and stage=sft (``<run_dir>/model``), into a
-        temporary directory that is renamed when complete.
+        temporary directory that is renamed when complete. A run with ``trainer.sharding=fsdp``
+        also passes ``state_dict=`` (the consolidated ``{name: tensor}`` of the whole policy, with
+        the module's own names), to be written instead of the module's tensors, which are then
+        shards (:class:`~textrl.policies.policy.PolicyWithValueHead` does so).
 
         Raises:
             OSError: the files cannot be written (the stage reports a ``WriteError``).

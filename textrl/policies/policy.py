@@ -177,29 +177,42 @@ class PolicyWithValueHead(nn.Module):
         :func:`response_outputs`."""
         return response_outputs(self, input_ids, attention_mask, response_length)
 
-    def save_pretrained(self, directory: str, tokenizer=None) -> None:
+    def save_pretrained(
+        self, directory: str, tokenizer=None, state_dict: dict[str, torch.Tensor] | None = None
+    ) -> None:
         """Write the LM (``save_pretrained``; with LoRA only the adapters, and ``textrl.json``
         names the base model), the tokenizer and ``value_head.safetensors``.
 
         ``policy.model=<directory>`` loads the result. Written into ``directory`` as given;
         callers wanting atomicity write to a temporary directory and rename it.
+
+        Args:
+            state_dict: the policy's whole state dict (``{name: tensor}`` with this module's
+                names, ``lm.…`` and ``value_head.…``) to write instead of the module's own
+                tensors: a sharded policy's, consolidated (:meth:`textrl.sharding.Sharding.full_state_dict`).
         """
         from safetensors.torch import save_file
 
         os.makedirs(directory, exist_ok=True)
         meta = {"value_head": VALUE_HEAD_FILE}
+        lm_state = head_state = None
+        if state_dict is not None:
+            lm_state = {k[len("lm.") :]: v for k, v in state_dict.items() if k.startswith("lm.")}
+            head_state = {k[len("value_head.") :]: v for k, v in state_dict.items() if k.startswith("value_head.")}
         if self.adapters is not None:  # the adapters only; the base model is named in textrl.json
-            self.adapters.save_pretrained(directory)
+            # the PeftModel's names are base_model.model.<lm's name>
+            peft_state = {f"base_model.model.{k}": v for k, v in lm_state.items()} if lm_state is not None else None
+            self.adapters.save_pretrained(directory, state_dict=peft_state)
             meta.update(
                 base_model=self.base[0] if self.base else None, base_gguf_file=self.base[1] if self.base else None
             )
         else:
-            self.lm.save_pretrained(directory)
+            self.lm.save_pretrained(directory, state_dict=lm_state)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
+        head_state = head_state if head_state is not None else self.value_head.state_dict()
         save_file(
-            {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
-            os.path.join(directory, VALUE_HEAD_FILE),
+            {k: v.detach().cpu().contiguous() for k, v in head_state.items()}, os.path.join(directory, VALUE_HEAD_FILE)
         )
         with open(os.path.join(directory, "textrl.json"), "w") as f:
             json.dump(meta, f)

@@ -65,6 +65,12 @@ class RolloutCollector:
         branching: ``algo.branch`` of an algorithm that needs Monte Carlo estimates at chosen
             states (:mod:`textrl.rollout.branching`; the batch's ``branches``), else ``None``.
 
+    Attributes:
+        lockstep: ``None``, or (a sharded policy gathered layer by layer,
+            ``trainer.rollout_gather=per_layer``) a :class:`textrl.sharding.Lockstep` that keeps
+            the processes' forward passes in step: it wraps each engine, and after the decoding
+            loop ``lockstep.finish(tokens)`` runs until every process has finished decoding.
+
     Raises:
         TextRLError: the env autoresets (its episodes would be cut into the next batch), k does
             not divide ``num_envs``, or an unknown engine.
@@ -98,6 +104,7 @@ class RolloutCollector:
         self.fallback = engine == "auto"
         self.compile_backend = compile_backend
         self.engine = None  # the engine of the latest batch
+        self.lockstep = None  # set by a sharded run under trainer.rollout_gather=per_layer
         self._engines: dict = {}  # autocast dtype (None: off) -> engine
         self.generator = torch.Generator(device=env.device).manual_seed(seed)
         self._reset_seed: int | None = seed
@@ -159,6 +166,8 @@ class RolloutCollector:
         draw = self.engine.start(obs["input_ids"][:, :P], obs["attention_mask"][:, :P])
         branches = self.brancher.start(n, env.width - P) if self.brancher is not None else None
         obs, draws, rewards = play(env, self.engine, draw, episodes, on_step=self.brancher)
+        if self.lockstep is not None:  # forward passes until every process has finished decoding
+            self.lockstep.finish(draws[-1].tokens)
         return self._batch(obs, draws, rewards, episodes, vocab, branches)
 
     def _engine(self, vocab: int, n: int, max_len: int):
@@ -167,7 +176,7 @@ class RolloutCollector:
             self._engines.clear()
         precision = autocast_dtype(self.env.device)
         if precision not in self._engines:
-            self._engines[precision] = make_engine(
+            engine = make_engine(
                 self.engine_name,
                 self.policy,
                 self.sampling,
@@ -178,6 +187,7 @@ class RolloutCollector:
                 self.compile_backend,
                 fallback=self.fallback,
             )
+            self._engines[precision] = engine if self.lockstep is None else self.lockstep.wrap(engine)
         return self._engines[precision]
 
     def reference_logprobs(

@@ -36,6 +36,8 @@ import functools
 import torch
 from torch import nn
 
+from textrl.sharding import is_sharded
+
 
 def _matmul_modules(policy: nn.Module) -> list[nn.Module]:
     """The trunk's matmul layers: ``nn.Linear`` and transformers ``Conv1D`` modules of ``policy.lm``,
@@ -59,8 +61,10 @@ def _matmul_modules(policy: nn.Module) -> list[nn.Module]:
 
 
 def needs_rollout_weights(policy: nn.Module, dtype: torch.dtype | None) -> bool:
-    """True when autocast to ``dtype`` would cast some trunk matmul weight of ``policy`` (a float32 weight)."""
-    if dtype is None:
+    """True when autocast to ``dtype`` would cast some trunk matmul weight of ``policy`` (a float32
+    weight), unless ``policy`` is sharded: a sharded module cannot be copied, and its rollout runs
+    under autocast alone (:mod:`textrl.sharding`)."""
+    if dtype is None or is_sharded(policy):
         return False
     return any(
         p.is_floating_point() and p.dtype != dtype for m in _matmul_modules(policy) for p in m.parameters(recurse=False)

@@ -208,11 +208,13 @@ def make_collector(
     samples_per_prompt: int = 1,
     chunk_size: int | None = None,
     branching=None,
+    engine: str | None = None,
 ) -> RolloutCollector:
-    """A collector with ``rollout.*``'s sampling distribution and decode engine; ``chunk_size``
-    rows per π_ref pass (``algo.micro_batch_size``); ``branching``: the algorithm's
-    :class:`~textrl.config.schema.BranchConfig` when it needs branched estimates."""
-    engine = cfg.rollout.engine
+    """A collector with ``rollout.*``'s sampling distribution and decode engine (``engine``
+    overrides ``rollout.engine``); ``chunk_size`` rows per π_ref pass (``algo.micro_batch_size``);
+    ``branching``: the algorithm's :class:`~textrl.config.schema.BranchConfig` when it needs
+    branched estimates."""
+    engine = engine or cfg.rollout.engine
     return RolloutCollector(
         env,
         policy,
@@ -241,7 +243,7 @@ class RolloutParts:
 
 
 def build_rollout_parts(
-    cfg, registry, device, stage: str, num_envs: int | None = None, *, sources: DataSources
+    cfg, registry, device, stage: str, num_envs: int | None = None, *, sources: DataSources, weights_device=None
 ) -> RolloutParts:
     """Everything below the collector for ``stage`` (``rl`` or ``eval``), in one order for both.
 
@@ -257,12 +259,14 @@ def build_rollout_parts(
     (``dialogue``) supplies the prompts instead of ``data.*`` (eval: the first ``eval.num_prompts``
     of its held-out ``eval_prompts`` when it has them, else of its ``prompts``). ``sources`` (the
     stage's :class:`~textrl.data_sources.DataSources`) resolves generated data sources in both.
+    ``weights_device`` (default ``device``) is where stage=rl loads the policy and π_ref: a sharded
+    run loads them on the CPU and shards them onto ``device`` (:mod:`textrl.sharding`).
 
     Raises:
         TextRLError: whatever loading the parts raises (see their docstrings).
     """
     if stage == "rl":
-        tokenizer, policy = load_policy(cfg, registry, device, "rl")
+        tokenizer, policy = load_policy(cfg, registry, weights_device or device, "rl")
         reference = make_reference(policy)  # a frozen copy, or the LoRA policy with its adapters off
         prompts, _ = load_prompt_split(cfg, tokenizer, sources=sources)
     else:

@@ -9,6 +9,10 @@ written only when asked for: every ``trainer.checkpoint_every`` updates and at t
 > 0, at the end of a run with ``trainer.resume`` set (so it can be extended again), and when a
 stop signal ends the run early.
 
+With ``trainer.sharding=fsdp`` the policy, π_ref and the reward model are sharded across the
+processes (:mod:`textrl.sharding`): each rollout gathers the weights it needs
+(``perf/gather_s``), checkpoints hold every process's shards, and the saved policy is consolidated.
+
 Faults: SIGTERM/SIGINT stop the run at the next update boundary with a checkpoint there
 (:mod:`textrl.signals`, :class:`~textrl.errors.Interrupted`); a failed write (full disk,
 permission) is a :class:`~textrl.errors.WriteError` whose message names the last checkpoint and
@@ -17,9 +21,11 @@ how to resume from it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -40,6 +46,7 @@ from textrl.distributed import (
     replica_max_abs_diff,
 )
 from textrl.checkpoint import (
+    SHARDED_DIR,
     checkpoint_dir,
     list_checkpoints,
     load_resume_checkpoint,
@@ -47,12 +54,14 @@ from textrl.checkpoint import (
     restore_checkpoint,
     rng_state,
     save_checkpoint,
+    staging_dir,
     truncate_jsonl,
 )
 from textrl.errors import Interrupted, NonFiniteError, TextRLError, WriteError
-from textrl.io import atomic_save_dir, atomic_write_json
+from textrl.io import atomic_save_dir, atomic_write_json, writing
 from textrl.precision import autocast
 from textrl.report import kl_target, write_rl_report_quietly
+from textrl.sharding import Sharding, reward_modules, stored_bytes
 from textrl.rollout.engines import resolve_engine
 from textrl.rollout.buffer import turn_metrics
 from textrl.signals import StopSignals, send_test_signal, signal_name
@@ -74,14 +83,15 @@ def sample_rows(batch, n: int) -> list[dict]:
     return rows
 
 
-def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator) -> tuple[int, list[dict]]:
+def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator, sharding=None) -> tuple[int, list[dict]]:
     """``(first update to run, metrics records of the updates already done)``.
 
     With ``trainer.resume`` pointing at a checkpoint, restore it (policy, optimizer, KL
     controller, RNGs, prompt sampler) and cut ``metrics.jsonl``/``samples.jsonl`` back to its
     update, so every update has exactly one record; otherwise start at update 1 (a fresh run in
     a used directory also starts those files afresh). ``auto`` skips damaged newer checkpoints
-    with a warning (:func:`textrl.checkpoint.load_resume_checkpoint`).
+    with a warning (:func:`textrl.checkpoint.load_resume_checkpoint`). A sharded run (``sharding``)
+    loads the policy's and the optimizer's shards on every process.
 
     Raises:
         TextRLError: a resume path without a checkpoint or to a damaged one, no readable
@@ -91,7 +101,8 @@ def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator) -> tupl
     path, state = load_resume_checkpoint(cfg.trainer.resume, run_dir, cfg)
     done = 0
     if path is not None:
-        done = restore_checkpoint(state, policy, algorithm, collector, rank)
+        shards = os.path.join(path, SHARDED_DIR) if sharding is not None else None
+        done = restore_checkpoint(state, policy, algorithm, collector, rank, shards=shards, sharding=sharding)
         log.info("resumed from %s at update %d", path, done + 1)
     if accelerator is not None:
         accelerator.wait_for_everyone()  # every process has read the files before they are cut
@@ -104,11 +115,25 @@ def resume(cfg, run_dir: str, policy, algorithm, collector, accelerator) -> tupl
     return done + 1, broadcast_object(history, accelerator)
 
 
-def checkpoint(cfg, run_dir: str, update: int, policy, algorithm, collector, accelerator) -> None:
-    """Write the checkpoint of ``update`` (main process; every process's sampler state in it)."""
+def checkpoint(cfg, run_dir: str, update: int, policy, algorithm, collector, accelerator, sharding=None) -> None:
+    """Write the checkpoint of ``update`` (main process; every process's sampler state in it). A
+    sharded run's processes first write their shards of the policy and optimizer into a staging
+    directory (:func:`textrl.checkpoint.staging_dir`), which the main process moves into the
+    checkpoint before its ``state.pt``."""
     processes = gather_states({"collector": collector.state_dict(), "rng": rng_state()}, accelerator)
-    if accelerator is None or accelerator.is_main_process:
-        save_checkpoint(run_dir, update, cfg, policy, algorithm, processes, keep=cfg.trainer.keep_checkpoints)
+    main = accelerator is None or accelerator.is_main_process
+    shards = None
+    if sharding is not None:
+        shards = staging_dir(run_dir, update)
+        if main:
+            shutil.rmtree(shards, ignore_errors=True)  # a killed run's leftover
+        sharding.barrier()
+        with writing(shards):
+            sharding.save(shards, policy, algorithm.optimizer)
+    if main:
+        save_checkpoint(
+            run_dir, update, cfg, policy, algorithm, processes, keep=cfg.trainer.keep_checkpoints, shards=shards
+        )
     if accelerator is not None:
         accelerator.wait_for_everyone()
 
@@ -149,7 +174,7 @@ def train(cfg, registry, run_dir: str, device: torch.device) -> dict:
         TextRLError: ``rollout.batch_size`` not divisible by the number of processes, and
             whatever the parts raise (see their docstrings).
     """
-    return _train(cfg, registry, run_dir, device, make_accelerator(device))
+    return _train(cfg, registry, run_dir, device, make_accelerator(device, cfg.trainer.sharding))
 
 
 def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> dict:
@@ -157,14 +182,18 @@ def _train(cfg, registry, run_dir: str, device: torch.device, accelerator) -> di
     check_run(cfg, device, accelerator)
     if accelerator is not None and device.type == "cuda":
         device = accelerator.device  # one GPU per process
+    sharded = cfg.trainer.sharding == "fsdp"
     with StopSignals("after the current update and writing a checkpoint there") as stop:
-        try:
-            run = build(cfg, registry, device, accelerator)
-            start_update, history = resume(cfg, run_dir, run.policy, run.algorithm, run.collector, accelerator)
-            history = loop(cfg, registry, run_dir, run, start_update, history, accelerator, stop=stop)
-            return finish(cfg, registry, run_dir, run, history, time.perf_counter() - start, accelerator)
-        except WriteError as e:
-            raise WriteError(e.path, e.reason, e.errno, message=f"{e}; {how_to_resume(run_dir)}") from None
+        with Sharding(device, cfg.trainer.rollout_gather) if sharded else contextlib.nullcontext() as sharding:
+            try:
+                run = build(cfg, registry, device, accelerator, sharding)
+                start_update, history = resume(
+                    cfg, run_dir, run.policy, run.algorithm, run.collector, accelerator, sharding
+                )
+                history = loop(cfg, registry, run_dir, run, start_update, history, accelerator, stop=stop)
+                return finish(cfg, registry, run_dir, run, history, time.perf_counter() - start, accelerator)
+            except WriteError as e:
+                raise WriteError(e.path, e.reason, e.errno, message=f"{e}; {how_to_resume(run_dir)}") from None
 
 
 def how_to_resume(run_dir: str) -> str:
@@ -178,11 +207,14 @@ def check_run(cfg, device: torch.device, accelerator) -> None:
     """Fail on settings that cannot work before anything loads.
 
     Raises:
-        TextRLError: bad sampling or engine settings for this device, or a batch the processes cannot share
-            (every other setting is checked by :func:`textrl.config.check_config` at startup).
+        TextRLError: bad sampling or engine settings for this device, settings sharding cannot run
+            with (:func:`check_sharding`), or a batch the processes cannot share (every other
+            setting is checked by :func:`textrl.config.check_config` at startup).
     """
     sampling_config(cfg)
     resolve_engine(cfg.rollout.engine, device)
+    if cfg.trainer.sharding == "fsdp":
+        check_sharding(cfg, device)
     _, processes = rank_and_size(accelerator)
     if cfg.rollout.batch_size % processes:
         raise TextRLError(
@@ -202,15 +234,41 @@ def check_run(cfg, device: torch.device, accelerator) -> None:
         )
 
 
+def check_sharding(cfg, device: torch.device) -> None:
+    """Fail on settings that ``trainer.sharding=fsdp`` cannot run with.
+
+    Raises:
+        TextRLError: a device FSDP2 does not run on (it needs the CPU or CUDA), the compiled
+            engine (a sharded policy decodes eagerly), or ``trainer.on_nonfinite=skip`` (a batch
+            dropped between a sharded forward pass and its backward pass is not supported).
+    """
+    if torch.device(device).type not in ("cpu", "cuda"):
+        raise TextRLError(
+            f"trainer.sharding: got 'fsdp' on device {torch.device(device).type}; expected device=cpu or cuda"
+        )
+    if cfg.rollout.engine == "compiled":
+        raise TextRLError(
+            "rollout.engine: got 'compiled' with trainer.sharding=fsdp; expected eager or auto (a sharded "
+            "policy decodes with the eager engine)"
+        )
+    if cfg.trainer.on_nonfinite == "skip":
+        raise TextRLError(
+            "trainer.on_nonfinite: got 'skip' with trainer.sharding=fsdp; expected 'error' (a sharded run "
+            "cannot drop a batch between its forward and backward passes)"
+        )
+
+
 @dataclass
 class RLRun:
     """What the RL stage trains with: the :class:`~textrl.stages.build.RolloutParts`, the
-    ``algorithm``, the ``collector`` on this process's env, and the ``device``."""
+    ``algorithm``, the ``collector`` on this process's env, the ``device`` and, under
+    ``trainer.sharding=fsdp``, the :class:`~textrl.sharding.Sharding` (else ``None``)."""
 
     parts: RolloutParts
     algorithm: object
     collector: object
     device: torch.device
+    sharding: Sharding | None = None
 
     @property
     def policy(self):
@@ -218,16 +276,26 @@ class RLRun:
         return self.parts.policy
 
 
-def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
+def build(cfg, registry, device: torch.device, accelerator, sharding: Sharding | None = None) -> RLRun:
     """Policy, reference, reward model and env (:func:`build_rollout_parts`), the algorithm set up
     on them, and the collector (each process draws its own episodes: env slot seeds
     ``seed + rank·N + i`` never collide). The generated datasets of ``registry`` reach the prompts,
     the interaction and an algorithm factory that declares ``sources`` as one
-    :class:`~textrl.data_sources.DataSources`."""
+    :class:`~textrl.data_sources.DataSources`.
+
+    With ``sharding`` the policy and π_ref load on the CPU, the algorithm's setup shards the
+    policy (after PPO's ``value_init`` has read the reward model), then π_ref and the reward model
+    are sharded, and the collector decodes eagerly (in lockstep under ``rollout_gather=per_layer``)."""
     rank, processes = rank_and_size(accelerator)
     sources = DataSources(registry.datasets)
     parts = build_rollout_parts(
-        cfg, registry, device, "rl", num_envs=cfg.rollout.batch_size // processes, sources=sources
+        cfg,
+        registry,
+        device,
+        "rl",
+        num_envs=cfg.rollout.batch_size // processes,
+        sources=sources,
+        weights_device=torch.device("cpu") if sharding is not None else None,
     )
     algorithm = build_plugin(
         "algo", OmegaConf.to_container(cfg.algo, resolve=True), registry.algorithms, sources=sources
@@ -240,8 +308,12 @@ def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
             tokenizer=parts.tokenizer,
             accelerator=accelerator,
             precision=cfg.trainer.precision,
+            sharding=sharding,
         ),
     )
+    if sharding is not None:
+        parts.reference = sharding.shard_reference(parts.reference)
+        sharding.shard_reward(parts.reward_model)
     samples_per_prompt = getattr(algorithm, "samples_per_prompt", None) or cfg.rollout.samples_per_prompt
     if getattr(algorithm, "samples_per_prompt", None) and parts.env.num_envs % samples_per_prompt:
         raise TextRLError(  # the algorithm's own setting (GRPO's algo.group_size), not rollout.samples_per_prompt
@@ -257,17 +329,28 @@ def build(cfg, registry, device: torch.device, accelerator) -> RLRun:
         samples_per_prompt=samples_per_prompt,
         chunk_size=algorithm.micro_batch_size,
         branching=getattr(algorithm, "branching", None),
+        engine="eager" if sharding is not None else None,
     )
-    return RLRun(parts, algorithm, collector, device)
+    if sharding is not None:
+        collector.lockstep = sharding.lockstep(parts.policy)
+    if collector.lockstep is not None and collector.brancher is not None:
+        raise TextRLError(  # a branch rollout is a decode loop of its own, which the other processes do not join
+            f"trainer.rollout_gather: got 'per_layer' with algo={cfg.algo.name}, which branches its rollouts; "
+            f"expected 'whole'"
+        )
+    return RLRun(parts, algorithm, collector, device, sharding)
 
 
 def run_update(cfg, run: RLRun, update: int, run_dir: str):
     """One rollout + algorithm update: ``(metrics, batch)``; ``batch`` is ``None`` when
     ``trainer.on_nonfinite=skip`` dropped it. With ``env.turn_reward=model`` the metrics include
-    ``turn/reward_mean`` and ``turn/reward_<k>`` (:func:`~textrl.rollout.buffer.turn_metrics`)."""
+    ``turn/reward_mean`` and ``turn/reward_<k>`` (:func:`~textrl.rollout.buffer.turn_metrics`);
+    a sharded run's, ``perf/gather_s``."""
     t0 = time.perf_counter()
+    gathering = run.sharding.rollout(run.policy) if run.sharding is not None else contextlib.nullcontext()
     try:
-        with autocast(run.device, cfg.trainer.precision):  # the rollout: no weight changes inside
+        # the rollout: no weight changes inside
+        with autocast(run.device, cfg.trainer.precision), gathering as gathered:
             batch = run.collector.collect()
         t1 = time.perf_counter()
         metrics = check_metrics(run.algorithm.update(batch), cfg.algo.name)  # autocast per forward pass
@@ -279,6 +362,8 @@ def run_update(cfg, run: RLRun, update: int, run_dir: str):
     sampled = tokens + (batch.branches.sampled_tokens if batch.branches is not None else 0)
     metrics.update({"perf/tokens_per_s": sampled / (t2 - t0), "perf/rollout_s": t1 - t0, "perf/update_s": t2 - t1})
     metrics["perf/sampled_tokens"] = sampled
+    if gathered is not None:
+        metrics["perf/gather_s"] = gathered.seconds
     metrics.update({f"reward/{k}": float(v.mean()) for k, v in batch.reward_components.items()})
     if cfg.env.turn_reward == "model":  # the env scored each turn
         metrics.update(turn_metrics(batch.turn_rewards()))
@@ -351,7 +436,7 @@ def loop(
         send_test_signal(update)
         signum = stop_signal(stop, accelerator)
         if checkpoint_due(cfg, update, last=spent_all) or signum:
-            checkpoint(cfg, run_dir, update, run.policy, run.algorithm, run.collector, accelerator)
+            checkpoint(cfg, run_dir, update, run.policy, run.algorithm, run.collector, accelerator, run.sharding)
         if signum and update < cfg.trainer.updates and not spent_all:
             bar.close()
             raise Interrupted(
@@ -399,9 +484,17 @@ def finish(cfg, registry, run_dir: str, run: RLRun, history: list[dict], wall_ti
     call the ``textrl_on_stage_end`` hooks and return the summary: first/last update's mean score
     and the means over the first/last k = min(3, updates // 3) updates (at least 1) of the score,
     ``objective/kl`` (``kl_last_mean3``, nats per episode) and ``policy/clipfrac``; ``policy_dir``
-    and ``report_png`` (paths, ``None`` when not written)."""
+    and ``report_png`` (paths, ``None`` when not written); ``stored_bytes``: per process, the bytes
+    it stores for the policy's, π_ref's and the reward model's parameters and the optimizer state
+    (:func:`textrl.sharding.stored_bytes`). A sharded policy is consolidated on the main process
+    before it is saved."""
     rank, processes = rank_and_size(accelerator)
-    replica_diff = replica_max_abs_diff(run.policy, accelerator)
+    sharding = run.sharding
+    replica_diff = replica_max_abs_diff(run.policy, accelerator) if sharding is None else None
+    models = {"policy": run.policy, "reference": run.parts.reference}
+    models.update({f"reward_model_{i}": m for i, m in enumerate(reward_modules(run.parts.reward_model))})
+    stored = gather_states(stored_bytes(models, run.algorithm.optimizer), accelerator)
+    full_state = sharding.full_state_dict(run.policy) if sharding is not None and cfg.trainer.save_policy else None
     k = max(1, min(3, len(history) // 3))
     first, last = slice(None, k), slice(-k, None)
     summary = {
@@ -421,11 +514,15 @@ def finish(cfg, registry, run_dir: str, run: RLRun, history: list[dict], wall_ti
         "policy_dir": os.path.join(run_dir, "policy") if cfg.trainer.save_policy else None,
         "report_png": None,  # not "report": the wandb logger logs the figure under that name
     }
-    if processes > 1:
+    if replica_diff is not None and processes > 1:
         summary["replica_max_abs_diff"] = replica_diff  # 0.0: every process holds the same policy
+    summary["stored_bytes"] = stored
     if rank == 0:
         if cfg.trainer.save_policy:
-            atomic_save_dir(summary["policy_dir"], lambda d: run.policy.save_pretrained(d, run.parts.tokenizer))
+            extra = {"state_dict": full_state} if full_state is not None else {}
+            atomic_save_dir(
+                summary["policy_dir"], lambda d: run.policy.save_pretrained(d, run.parts.tokenizer, **extra)
+            )
         summary["report_png"] = write_rl_report_quietly(run_dir, cfg)  # before the loggers' end (wandb logs it)
         atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
         registry.manager.hook.textrl_on_stage_end(summary=summary)
