@@ -374,6 +374,7 @@ ALGORITHM_PAGES = {
     "ppo-ptx.md": ("algo=ppo_ptx", "ppo_ptx", {"ptx_batch_size": 2}),
     "reinforce.md": ("algo=reinforce", "reinforce", {"baseline": "leave_one_out"}),
     "grpo.md": ("algo=grpo", "grpo", {"group_size": 2}),
+    "vineppo.md": ("algo=vineppo", "vineppo", {"branch": {"k": 2, "at": "tokens", "every": 2}}),
 }
 """``docs/algorithms/<page>`` → (its section of the configuration reference, ``""`` for the main
 job; its ``algo=`` option; keyword arguments its update needs on a batch of 2 prompts × 2 responses)."""
@@ -460,11 +461,12 @@ def test_algorithm_pages_list_what_each_algorithm_logs(page, tokenizer, tmp_path
         max_prompt_tokens=8,
         autoreset_mode="disabled",
     )
-    batch = RolloutCollector(
-        env, policy, copy.deepcopy(policy.lm), SamplingConfig(), seed=0, samples_per_prompt=2
-    ).collect()
     algorithm = load_plugins().algorithms[name](lr=1e-3, minibatch_size=4, **kwargs)
     algorithm.setup(policy, None, SetupContext(tokenizer=tokenizer))
+    batch = RolloutCollector(
+        env, policy, copy.deepcopy(policy.lm), SamplingConfig(), seed=0, samples_per_prompt=2,
+        branching=algorithm.branching,
+    ).collect()
     logged = set(algorithm.update(batch))
     names, linked = logged_names(page)
     assert names == logged, f"{page}: listed but not logged {names - logged}; logged but not listed {logged - names}"
