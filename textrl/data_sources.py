@@ -5,7 +5,7 @@ A data source string written ``"<name>:<split>"`` (``data.prompts=arithmetic:tra
 in code (the ``textrl_datasets`` hook) and one of its splits. Each stage builds one
 :class:`DataSources` from the plugin registry it was given (``DataSources(registry.datasets)``)
 and passes it down, as the keyword argument ``sources``, to what reads data:
-:func:`textrl.envs.prompts.load_prompts`, :func:`textrl.training_examples.read_rows` and the
+:func:`textrl.prompts.load_prompts`, :func:`textrl.training_examples.read_rows` and the
 plugin factories that declare a ``sources`` parameter (the ``dialogue`` interaction; see
 :data:`textrl.config.plugin_options.INJECTED_KEYS`). Nothing below the stages reads a global
 registry.

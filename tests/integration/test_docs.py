@@ -464,7 +464,12 @@ def test_algorithm_pages_list_what_each_algorithm_logs(page, tokenizer, tmp_path
     algorithm = load_plugins().algorithms[name](lr=1e-3, minibatch_size=4, **kwargs)
     algorithm.setup(policy, None, SetupContext(tokenizer=tokenizer))
     batch = RolloutCollector(
-        env, policy, copy.deepcopy(policy.lm), SamplingConfig(), seed=0, samples_per_prompt=2,
+        env,
+        policy,
+        copy.deepcopy(policy.lm),
+        SamplingConfig(),
+        seed=0,
+        samples_per_prompt=2,
         branching=algorithm.branching,
     ).collect()
     logged = set(algorithm.update(batch))

@@ -216,7 +216,7 @@ def test_imdb_sentiment_rl_eval_and_redrawn_reports(assets, tmp_path, cli):
     assert is_png(ev / "eval_report.png")
     assert list((ev / "wandb").glob("offline-run-*/files/media/images/eval/reward_histogram_*.png"))
     # held-out prompts: a seeded draw of 12 IMDB test reviews, each cut to 2..8 tokens
-    from textrl.envs.prompts import load_prompts
+    from textrl.prompts import load_prompts
 
     expected = load_prompts(
         str(assets / "imdb" / "test_5k.jsonl.gz"),

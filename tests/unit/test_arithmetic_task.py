@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from textrl.data_sources import DataSources
-from textrl.envs.prompts import load_prompts
+from textrl.prompts import load_prompts
 from textrl.errors import TextRLError
 from textrl.interactions import safe_eval
 from textrl.rewards.base import score_responses

@@ -11,7 +11,7 @@ import pytest
 
 from textrl.config import build_plugin, signature_schema
 from textrl.data_sources import DataSources, parse_source
-from textrl.envs.prompts import load_prompts
+from textrl.prompts import load_prompts
 from textrl.errors import TextRLError
 from textrl.interactions import Dialogue
 from textrl.training_examples import read_rows

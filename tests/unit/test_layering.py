@@ -76,7 +76,7 @@ LAYERS = (
             "textrl.report",
         ),
     ),
-    ("data and models", ("textrl.training_examples", "textrl.policies", "textrl.sharding")),
+    ("data and models", ("textrl.prompts", "textrl.training_examples", "textrl.policies", "textrl.sharding")),
     ("components", ("textrl.envs", "textrl.interactions", "textrl.rewards", "textrl.tasks", "textrl.loggers")),
     ("rollout", ("textrl.rollout",)),
     ("algorithms", ("textrl.algorithms",)),
@@ -84,7 +84,7 @@ LAYERS = (
     ("entry points", ("textrl.plugins", "textrl.run", "textrl.cli", "textrl.__main__", "textrl.reference")),
 )
 """Lowest first: a module may import modules of its own layer or a lower one, never a higher one.
-A prefix names a module and the modules under it (``textrl.envs`` holds ``textrl.envs.prompts``)."""
+A prefix names a module and the modules under it (``textrl.envs`` holds ``textrl.envs.episode``)."""
 
 
 def layer_of(module: str) -> int | None:

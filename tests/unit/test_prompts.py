@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from textrl.envs.prompts import load_prompts
+from textrl.prompts import load_prompts
 from textrl.errors import TextRLError
 
 ASSETS_DIR = Path(__file__).resolve().parents[3] / "shared" / "assets"
@@ -149,7 +149,7 @@ def test_prefix_of_long_real_reviews_matches_whole_text_tokenization(assets):
     """The prefix cut tokenizes only each review's head; it must equal cutting the whole text."""
     from transformers import AutoTokenizer
 
-    from textrl.envs.prompts import cut_to_prefix
+    from textrl.prompts import cut_to_prefix
 
     tok = AutoTokenizer.from_pretrained(assets / "tinystories-656k")
     reviews = load_prompts(str(assets / "imdb" / "test_5k.jsonl.gz"), text_field="text", sample=200, seed=0)

@@ -14,7 +14,7 @@ from textrl.algorithms.base import SetupContext
 from textrl.algorithms.ppo import PPO
 from textrl.config import integer, number
 from textrl.data_sources import DataSources
-from textrl.envs.prompts import load_prompts
+from textrl.prompts import load_prompts
 from textrl.errors import TextRLError
 from textrl.policies.logits import lm_forward
 

@@ -87,7 +87,7 @@ class EnvConfig:
 class DataConfig:
     """``data.*``: the prompts. ``prompts`` is ``builtin``, a .jsonl/.json/.txt/.csv(.gz) path or a
     ``datasets`` id; ``prefix_tokens`` cuts each text to its first k tokens, ``k`` or a range
-    ``[min, max]`` (k drawn per text, seeded; checked by :func:`textrl.envs.prompts.prefix_range`);
+    ``[min, max]`` (k drawn per text, seeded; checked by :func:`textrl.prompts.prefix_range`);
     ``prompt_format`` is none (raw text), auto, chat or plain (see
     :func:`textrl.training_examples.format_prompt`); ``system_prompt`` is the system message the
     chat template puts before every prompt (sft, rl and eval; none: the template's default);
@@ -96,7 +96,7 @@ class DataConfig:
     Attributes:
         text_field: the field holding the text in a .jsonl/.json/.csv or ``datasets`` source
             (``None``: ``prompt``, ``text``, ``query``, ``instruction`` or ``review``, or the first
-            Human turn of hh-rlhf dialogues; see :func:`textrl.envs.prompts.load_prompts`).
+            Human turn of hh-rlhf dialogues; see :func:`textrl.prompts.load_prompts`).
         split: the ``datasets`` split to read.
         max_prompts: keep the first k prompts (``None``: all).
     """

@@ -10,7 +10,7 @@ builds the batched torch :class:`TokenGenVectorEnv`. Both take ``interaction=`` 
 
 import gymnasium
 
-from textrl.envs.prompts import builtin_prompts, load_prompts
+from textrl.prompts import builtin_prompts, load_prompts
 from textrl.envs.token_env import TokenGenEnv
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 

@@ -28,7 +28,7 @@ import numpy as np
 from gymnasium import spaces
 
 from textrl.envs.episode import Episode, EpisodeRules
-from textrl.envs.prompts import load_prompts
+from textrl.prompts import load_prompts
 from textrl.errors import TextRLError, first_line
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class TokenGenEnv(gym.Env):
 
     Args:
         tokenizer: a Hugging Face tokenizer, or a hub id / local directory to load one from.
-        prompts: a list of prompt strings, or anything :func:`textrl.envs.prompts.load_prompts`
+        prompts: a list of prompt strings, or anything :func:`textrl.prompts.load_prompts`
             accepts (``"builtin"``, a file path, a ``datasets`` id).
         reward_model: ``callable(prompts: list[str], responses: list[str]) -> FloatTensor[B]``
             (see :class:`textrl.RewardModel`), called once at the end of each episode.

@@ -12,14 +12,10 @@ Decoding to text and asking the interaction happen only for the slots whose turn
 Seeding follows Gymnasium: ``reset(seed=s)`` seeds slot ``i`` with ``s + i``, so slot ``i``
 draws the same prompts as a single env reset with seed ``s + i``.
 
-Autoreset (``metadata["autoreset_mode"]``):
-
-- ``NEXT_STEP`` (Gymnasium's default): the step after an episode ends resets that slot, ignores
-  its action and returns the new episode's first observation with reward 0.
-- ``DISABLED`` (what :mod:`textrl.rollout` uses): a slot whose episode ended stays as it is,
-  its actions are ignored and it returns reward 0 and both flags false until
-  ``reset(options={"reset_mask": mask})`` (or a plain ``reset``) starts it again. Its
-  observation keeps the finished episode, so a rollout reads every episode from the final obs.
+Autoreset (``metadata["autoreset_mode"]``): ``NEXT_STEP`` (Gymnasium's default: the step after an
+episode ends resets that slot, ignores its action and returns reward 0) or ``DISABLED`` (what
+:mod:`textrl.rollout` uses: a finished slot keeps its final observation, ignores actions and returns
+reward 0 and both flags false until a ``reset``, e.g. ``options={"reset_mask": mask}``).
 """
 
 from __future__ import annotations
@@ -35,7 +31,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textrl.envs.episode import Episode, EpisodeRules
-from textrl.envs.prompts import load_prompts
+from textrl.prompts import load_prompts
 from textrl.envs.token_env import (
     check_lengths,
     decode_response,

@@ -3,15 +3,10 @@ single-turn and multi-turn episodes.
 
 One call of :meth:`RolloutCollector.collect` resets all N env slots together, prefills the
 policy's KV cache once, then alternates "draw a token per slot" (the decode engine, see
-:mod:`textrl.rollout.engines`) / ``env.step`` until every episode has ended; one teacher-forced
+:mod:`textrl.rollout.engines`) / ``env.step`` until every episode has ended (the one loop,
+:func:`~textrl.rollout.loop.play`, which feeds env tokens by ragged extends); one teacher-forced
 pass of the reference model then gives log π_ref. This is the same work as ``model.generate`` plus
 the env's bookkeeping (see ``tests/benchmarks/rollout.py``).
-
-On a step where some slots' turns ended and the env appended tokens (``info["env_tokens"]``, a
-multi-turn episode), the next forward is one ragged extend over ``(N, 1 + k_max)``: each slot's
-sampled token, then its env tokens, left-aligned and masked (the engine's ``extend``); the next draw
-comes from each slot's last real token, so the prefix is never recomputed and nothing the policy
-sampled is decoded and re-encoded. Every other step is the plain token step.
 
 The collector uses only the env's public contract: the prompts from ``reset``'s info, the
 ``terminated``/``truncated`` flags, the step rewards and, on the steps where something ended, the

@@ -1,60 +1,16 @@
 """Decode engines: how the rollout collector turns "the tokens just taken" into the next draw.
 
-``rollout.engine`` picks one:
-
-- ``eager``: :class:`EagerEngine`, the policy's forward with a growing (dynamic) KV cache
-  (:class:`~textrl.policies.kv_cache.KVCacheDecoder`), then :func:`sample_tokens`, op by op.
-- ``compiled``: :class:`CompiledEngine`, a transformers ``StaticCache`` sized for prompt +
-  ``env.max_episode_tokens`` (with an interaction: prompt + ``2 · env.max_episode_tokens``) at the batch size,
-  allocated once per engine and reused by every batch; the token step (policy forward over N new
-  tokens, value head, logit warp, log-softmax) is one ``torch.compile`` graph, on CUDA captured as
-  a CUDA graph (``mode="reduce-overhead"``), so a token step is one graph replay, one
-  ``torch.multinomial`` and the env's bookkeeping. The prefill stays eager (its width changes from
-  batch to batch).
-- ``auto``: ``compiled`` on CUDA, ``eager`` elsewhere (on a CPU the compiled step is not faster
-  for the small models textrl trains there, and compiling costs seconds per process). A compile
-  that fails (dynamo's recompile limit, no C compiler or Python headers, a Triton or inductor
-  error) falls back to eager with one warning line naming the cause; under an explicit
-  ``compiled`` it is one ``textrl: error:`` line instead.
-
-Precision. An engine is made for the autocast state of the ``collect()`` that first needs it (the
-collector keeps one per state, so a run that changes precision between batches gets a second
-engine instead of a static cache of the wrong dtype). Under bf16 autocast with float32 master
-weights both engines decode with a bf16 copy of the trunk's matmul weights, refreshed once per
-``collect()`` (:class:`~textrl.rollout.rollout_weights.RolloutWeights`): no token step casts a weight,
-and the heads stay the float32 masters. Without the copy, autocast's weight cache (which lives as
-long as the autocast region, i.e. one ``collect()``) casts the eager engine's trainable weights
-once per batch but frozen ones (LoRA's base weights) at every step, and the compiled step, a graph
-of its own, casts every weight at every step. The copy costs 2 bytes per trunk parameter and one
-cast of the trunk per ``collect()``; measured by tests/benchmarks/rollout_precision.py (see
-:mod:`textrl.rollout.rollout_weights`). The compiled engine's static cache holds keys and values in one
-dtype (bf16 under bf16 autocast: the keys leave the rotary embedding in float32, the values leave
-``v_proj`` in bf16, and attention reads both in bf16).
-
-Multi-turn episodes (an env with an interaction, :mod:`textrl.rollout.collector`). On a step where
-some slots' turns ended and the env appended tokens, :meth:`EagerEngine.extend` /
-:meth:`CompiledEngine.extend` take one ragged ``(N, K)`` block (each slot's sampled token, then its
-env tokens, left-aligned; other slots their one token; mask 0 after them) and draw the next token
-from each slot's last real new token; the prefix is never recomputed. The compiled engine runs that
-block as one *eager* forward into the static cache at the shared columns ``[column, column + K)``
-(masked columns are wasted, never attended to) and advances ``column`` by K; steps without
-insertions stay the compiled token step, with the same ops as single-turn. The ragged block is not
-compiled on purpose: its width changes from step to step (each width would be a graph of its own,
-and a fixed-width chunked feed would spend several graph replays per insertion and waste as many
-columns), while insertion steps are a few per episode. For multi-turn rollouts the static cache
-holds ``env.max_prompt_tokens + 2 · env.max_episode_tokens`` columns: a row never holds more than
-``prompt + max_episode_tokens`` real tokens, so when the next block would run past the end the
-engine compacts the cache (:meth:`CompiledEngine.compact`: each row's real keys and values moved to
-the left, order kept, in place) and the block then fits (the slot that receives K tokens still has
-room for them, so ``K <= max_episode_tokens``). Compacting is exact (masked columns carry no
-attention weight; positions are stored per token) and costs one extra host sync; it happens only
-when the wasted columns have filled the slack.
-
-The random draw stays outside the graph on purpose: ``torch.multinomial`` on ``exp(logp)`` with
-the collector's generator is the sampling RNG stream both engines share, so the same seed gives the
-same tokens whichever engine runs (inductor would replace the draw with its own Philox stream).
-Both engines return the same :class:`Draw` and agree to float rounding (tested: identical tokens,
-log-probs and values within 1e-4 in float32).
+``rollout.engine`` picks ``eager`` (:class:`EagerEngine`: the policy's forward with a growing KV
+cache, op by op), ``compiled`` (:class:`CompiledEngine`: a static KV cache allocated once per engine
+and a ``torch.compile`` d token step, on CUDA a CUDA-graph replay) or ``auto`` (compiled on CUDA,
+eager elsewhere; a failing compile falls back to eager with one warning line). Both draw with
+``torch.multinomial`` and the collector's generator outside any graph, so the same seed gives the
+same tokens whichever engine runs; both keep the distribution of their last draw, which a branch of
+the state (``branch``) redraws from with a stream of its own. Env tokens of a multi-turn episode
+reach the cache by one ragged ``extend``; under bf16 autocast both decode with a bf16 copy of the
+trunk's matmul weights (:mod:`textrl.rollout.rollout_weights`). The design and its reasons (the
+draw outside the graph, precision, ragged extends and compacting the static cache, branching) are
+on the docs page "The decode engines" (``docs/concepts/decode-engines.md``).
 """
 
 from __future__ import annotations
@@ -136,8 +92,8 @@ def make_engine(
     return EagerEngine(policy, sampling, vocab_size, generator)
 
 
-class EagerEngine:
-    """The eager engine: :class:`KVCacheDecoder` + :func:`sample_tokens` (see the module docstring).
+class Engine:
+    """What both engines share: the distribution, the generator, the weights they decode with.
 
     Args:
         policy: the policy with value head.
@@ -146,11 +102,10 @@ class EagerEngine:
             are never sampled).
         generator: the collector's token-sampling RNG.
 
-    Made for the autocast state it is made in, like :class:`CompiledEngine`: under autocast with
-    float32 trunk weights it decodes with a :class:`~textrl.rollout.rollout_weights.RolloutWeights` copy
-    refreshed at every :meth:`start`, so no token step casts a weight (autocast's own cache would
-    cast trainable weights once per autocast region but frozen ones, e.g. LoRA's base weights, at
-    every step).
+    An engine is made for the autocast state it is made in: under autocast with float32 trunk
+    weights it decodes with a :class:`~textrl.rollout.rollout_weights.RolloutWeights` copy refreshed
+    at every ``start``, so no token step casts a weight. ``pending`` holds ``(logp,
+    untruncated_logp, values)`` of the last draw, what a branch redraws from (:meth:`redraw`).
     """
 
     def __init__(
@@ -160,7 +115,23 @@ class EagerEngine:
         self.precision = autocast_dtype(policy.device)
         self.weights = RolloutWeights(policy, self.precision) if needs_rollout_weights(policy, self.precision) else None
         self.policy = self.weights.policy if self.weights is not None else policy
-        self.decoder: KVCacheDecoder | None = None
+        self.pending: tuple = ()
+
+    def redraw(self) -> Draw:
+        """A new draw from the distribution of the last one (a branch's first token)."""
+        return self.draw(*self.pending)
+
+    def draw(self, logp: torch.Tensor, untruncated_logp: torch.Tensor | None, values: torch.Tensor) -> Draw:
+        """Keep ``(logp, untruncated_logp, values)`` as :attr:`pending` and draw one token per slot
+        from ``logp`` with :attr:`generator`."""
+        self.pending = (logp, untruncated_logp, values)
+        return Draw(*draw_tokens(logp, untruncated_logp, self.generator, keepdim=True), values)
+
+
+class EagerEngine(Engine):
+    """The eager engine: :class:`KVCacheDecoder` + the draw (see :class:`Engine` for the arguments)."""
+
+    decoder: KVCacheDecoder | None = None
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Draw:
         """Refresh the rollout weights, prefill the prompts (``(N, P)`` long ids and mask,
@@ -189,21 +160,10 @@ class EagerEngine:
         new.pending = rows_of(self.pending, rows)
         return new
 
-    def redraw(self) -> Draw:
-        """A new draw from the distribution of the last one (a branch's first token)."""
-        return redraw(self)
-
     def _draw(self, logits: torch.Tensor, values: torch.Tensor) -> Draw:
         if logits.shape[-1] != self.vocab_size:
             logits = logits[:, : self.vocab_size]
-        return pending_draw(self, *sampling_logprobs(logits, self.sampling), values)
-
-
-def pending_draw(engine, logp: torch.Tensor, untruncated_logp: torch.Tensor, values: torch.Tensor) -> Draw:
-    """Keep ``(logp, untruncated_logp, values)`` as ``engine.pending`` (what a branch redraws
-    from) and draw one token per slot from ``logp`` with the engine's generator."""
-    engine.pending = (logp, untruncated_logp, values)
-    return Draw(*draw_tokens(logp, untruncated_logp, engine.generator, keepdim=True), values)
+        return self.draw(*sampling_logprobs(logits, self.sampling), values)
 
 
 def rows_of(tensors: tuple, rows: torch.Tensor) -> tuple:
@@ -211,39 +171,22 @@ def rows_of(tensors: tuple, rows: torch.Tensor) -> tuple:
     return tuple(None if t is None else t[rows] for t in tensors)
 
 
-def redraw(engine) -> Draw:
-    """:meth:`EagerEngine.redraw` / :meth:`CompiledEngine.redraw`."""
-    return pending_draw(engine, *engine.pending)
-
-
-class CompiledEngine:
-    """The compiled engine: a static KV cache and a ``torch.compile`` d token step.
+class CompiledEngine(Engine):
+    """The compiled engine: a static KV cache and a ``torch.compile`` d token step, its own code
+    object per engine (see the docs page "The decode engines").
 
     Args:
-        policy, sampling, vocab_size, generator: as :class:`EagerEngine`.
+        policy, sampling, vocab_size, generator: as :class:`Engine`.
         num_envs: N, the batch size the cache is allocated for.
-        max_len: cache length in tokens: ``max_prompt_tokens + max_episode_tokens`` (no env tokens),
-            ``max_prompt_tokens + 2 · max_episode_tokens`` (multi-turn; see the module docstring).
+        max_len: cache length in tokens: ``max_prompt_tokens + max_episode_tokens``, or with an
+            interaction ``max_prompt_tokens + 2 · max_episode_tokens`` (room for ragged blocks).
         backend: ``torch.compile`` backend (a name or a callable); default ``inductor``, with
             ``mode="reduce-overhead"`` (CUDA graphs) on CUDA.
         fallback: what a failing compile does (see :meth:`advance`): ``True`` (``rollout.engine=auto``)
-            warns once and runs the same step uncompiled from then on; ``False``
-            (``rollout.engine=compiled``) raises :class:`TextRLError`.
+            warns once and runs the same step uncompiled from then on; ``False`` raises.
 
-    The engine is built for the autocast state it is made in (``precision``: autocast's dtype or
-    ``None``) and must run in that state; the collector keeps one engine per state. Under autocast
-    with float32 trunk weights it runs a :class:`~textrl.rollout.rollout_weights.RolloutWeights` copy
-    (refreshed at every :meth:`start`), so the compiled step reads low-precision weights without
-    casting them, and the static cache holds keys and values in one dtype (autocast's, else the
-    model's).
-
-    Each engine compiles its own copy of the step function (its own code object), so dynamo's
-    per-function recompile limit counts this engine's shape only: any number of engines (batch
-    sizes, cache lengths, precisions) can live in one process, and an engine reused batch after
-    batch reuses its graph.
-
-    Memory: the cache holds ``2 · layers · N · kv_heads · max_len · head_dim`` elements of the
-    cache dtype, allocated at the first prefill and kept for the engine's lifetime.
+    Memory: the cache holds ``2 · layers · N · kv_heads · max_len · head_dim`` elements of one dtype
+    (autocast's, else the model's), allocated at the first prefill and kept for the engine's life.
     """
 
     def __init__(
@@ -257,12 +200,9 @@ class CompiledEngine:
         backend=None,
         fallback: bool = False,
     ):
-        self.sampling, self.vocab_size, self.generator = sampling, vocab_size, generator
+        super().__init__(policy, sampling, vocab_size, generator)
         device = policy.device
         self.cuda = device.type == "cuda"
-        self.precision = autocast_dtype(device)
-        self.weights = RolloutWeights(policy, self.precision) if needs_rollout_weights(policy, self.precision) else None
-        self.policy = self.weights.policy if self.weights is not None else policy
         self.cache_dtype = self.precision or next(p for p in policy.lm.parameters() if p.is_floating_point()).dtype
         self.cache = single_dtype_cache(StaticCache(config=policy.config, max_cache_len=max_len), self.cache_dtype)
         # decoding state, all at fixed addresses so the CUDA graph reads and updates them in place
@@ -308,7 +248,7 @@ class CompiledEngine:
         self.column.fill_(width)
         self.filled = width
         logp, untruncated_logp = sampling_logprobs(out.logits[:, -1, : self.vocab_size], self.sampling)
-        return pending_draw(self, logp, untruncated_logp, out.values)
+        return self.draw(logp, untruncated_logp, out.values)
 
     def advance(self, tokens: torch.Tensor, active: torch.Tensor) -> Draw:
         """One compiled token step (a CUDA graph replay on CUDA), then the draw; see :class:`EagerEngine`.
@@ -333,7 +273,7 @@ class CompiledEngine:
             self._compile_failed(e)
         self.filled += 1
         # values is read after the next replay overwrites the graph's output buffers: keep a copy
-        return pending_draw(self, logp, untruncated_logp, values.clone())
+        return self.draw(logp, untruncated_logp, values.clone())
 
     def extend(self, tokens: torch.Tensor, new_mask: torch.Tensor) -> Draw:
         """Feed a ragged ``(N, K)`` block into the static cache with one eager forward and draw the
@@ -374,7 +314,7 @@ class CompiledEngine:
         last = (counts - 1).clamp(min=0)
         logits = out.logits.gather(1, last[:, :, None].expand(-1, -1, out.logits.shape[-1]))[:, 0]
         logp, untruncated_logp = sampling_logprobs(logits[:, : self.vocab_size], self.sampling)
-        return pending_draw(self, logp, untruncated_logp, out.values.gather(1, last))
+        return self.draw(logp, untruncated_logp, out.values.gather(1, last))
 
     def branch(self, rows: torch.Tensor, generator: torch.Generator) -> "CompiledEngine":
         """:meth:`EagerEngine.branch` into a static cache of ``len(rows)`` slots: the branch engine
@@ -399,10 +339,6 @@ class CompiledEngine:
         new.mask.copy_(self.mask[rows]), new.position.copy_(self.position[rows]), new.column.copy_(self.column)
         new.filled, new.generator, new.pending = self.filled, generator, rows_of(self.pending, rows)
         return new
-
-    def redraw(self) -> Draw:
-        """A new draw from the distribution of the last one (a branch's first token)."""
-        return redraw(self)
 
     @torch.no_grad()
     def compact(self) -> None:

@@ -1,31 +1,14 @@
 """The rollout's low-precision weights: a copy of the policy's matmul weights in autocast's dtype,
 and a static KV cache of one dtype.
 
-Under ``trainer.precision=bf16`` the rollout runs inside ``torch.autocast`` with the policy's
-float32 master weights. Autocast casts each float32 weight to bfloat16 when a matmul uses it; it
-caches that cast for the rest of the autocast region only for leaf tensors that require grad, so
-the eager engine casts the trainable weights once per ``collect()`` but frozen ones (LoRA's base
-weights) at every token step, and a compiled token step, a graph of its own, casts every weight at
-every step. :class:`RolloutWeights` removes those casts: a shallow copy of the policy whose
-``nn.Linear`` (and GPT-2 ``Conv1D``) weights and biases in the trunk are stored in autocast's dtype,
-refreshed from the float32 masters by one cast per weight (:meth:`RolloutWeights.refresh`, called
-once per ``collect()``, i.e. after the optimizer steps of the previous update). Everything else
-(embeddings, norms, the LM head and the value head, buffers) is the master's own tensor, shared,
-so the heads stay float32 and nothing else is copied. Autocast's cast of a bfloat16 weight is a
-no-op, and its cast of a float32 weight rounds exactly as the copy does, so the copy computes what
-autocast with the masters computes.
-
-Cost of the copy: 2 bytes per trunk matmul parameter (SmolLM2-135M: ~0.2 GB; a 1B Llama: ~2 GB),
-and per ``collect()`` one read of the float32 trunk weights and one write of the copy (6 bytes per
-parameter, the weight traffic of three bf16 token steps), against the same 6 bytes per parameter at
-every compiled token step without it (three times the 2 bytes the bf16 matmuls themselves read).
-tests/benchmarks/rollout_precision.py measures both sides on the device at hand (step time with and
-without the copy, refresh time, bytes).
-
-The static cache (:func:`single_dtype_cache`) stores keys and values in one dtype: under autocast
-the rotary embedding, computed in float32, promotes the keys to float32 while the values come out of
-the ``v_proj`` matmul in bfloat16; the attention casts both to bfloat16 anyway, so storing them in
-bfloat16 changes no result and halves the keys' memory.
+Under ``trainer.precision=bf16`` :class:`RolloutWeights` is a shallow copy of the policy whose trunk
+``nn.Linear`` (and GPT-2 ``Conv1D``) weights and biases are stored in bf16, refreshed from the
+float32 masters by one cast per weight per ``collect()``; everything else (embeddings, norms, the LM
+and value heads, buffers) is shared. No token step then casts a weight, and the copy computes what
+autocast with the masters computes. :func:`single_dtype_cache` keeps a static cache's keys and
+values in one dtype. Why, and what each costs: the docs page "The decode engines"
+(``docs/concepts/decode-engines.md``, section Precision), measured by
+``tests/benchmarks/rollout_precision.py``.
 """
 
 from __future__ import annotations

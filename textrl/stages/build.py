@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from textrl.config import build_plugin
 from textrl.data_sources import DataSources
-from textrl.envs.prompts import load_prompts
+from textrl.prompts import load_prompts
 from textrl.envs.token_vector_env import TokenGenVectorEnv
 from textrl.errors import TextRLError
 from textrl.policies.contract import Policy, PolicyLoader, check_loader, check_policy
