@@ -29,6 +29,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N processes share the cores, one thread each
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -295,21 +298,32 @@ def assets() -> Path:
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> Path:
-    """The docs site built once per session with ``mkdocs build --strict`` (the folder of
-    ``index.html``); the build failing fails every test that uses it, with mkdocs's messages."""
+    """The docs site built once per test run with ``mkdocs build --strict`` (the folder of
+    ``index.html``): under pytest-xdist the first worker to need it builds it, behind a file lock,
+    in the run's shared temporary folder and the others reuse it. The build failing fails every
+    test that uses it, with mkdocs's messages."""
+    from filelock import FileLock
+
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
-    site = tmp_path_factory.mktemp("docs") / "site"
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the folder every worker's base temp lives in
+    site, failed = shared / "docs-site", shared / "docs-site.failed"
+    with FileLock(str(shared / "docs-site.lock")):
+        if not (site / "index.html").is_file() and not failed.is_file():
+            env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "HF_HUB_OFFLINE": "1"}
+            result = subprocess.run(
+                [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+            )
+            if result.returncode != 0:
+                failed.write_text(result.stderr[-5000:])
+    assert not failed.is_file(), failed.read_text()
     return site
 
 
