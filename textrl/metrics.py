@@ -382,6 +382,15 @@ METRICS: dict[str, Metric] = {
         healthy="the policy's near the reference's, unless the task asks for other lengths",
         when_off="the policy's much shorter or at the `env.max_new_tokens` limit: see `episode/length`",
     ),
+    "eval/<model>/cut_at_budget": Metric(
+        "1",
+        EVAL,
+        "fraction of episodes a budget ended (the last action is no end token: a reply cut at "
+        "`env.max_new_tokens`, or `env.max_episode_tokens` spent) instead of the policy or the interaction",
+        healthy="near 0; the policy's no higher than the reference's",
+        when_off="higher after RL: the policy writes longer replies than the budget allows, which also ends "
+        "multi-turn conversations early; raise `env.max_new_tokens` or check whether the reward pays for length",
+    ),
     "eval/<model>/turn_reward_<k>": Metric(
         "1",
         EVAL,

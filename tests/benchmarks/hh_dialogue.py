@@ -156,6 +156,12 @@ def report(root: Path, seeds: list[int]) -> list:
         f"| episodes reaching the second human turn (%) | {cell(reached(before), '.0f')} | "
         f"{cell(reached(after), '.0f')} | |"
     )
+    if all("cut_at_budget" in ev[s]["policy"] for s in seeds):
+        before, after = both("cut_at_budget")
+        print(
+            f"| episodes a budget cut (reply still going at the token limit, %) | "
+            f"{cell([100 * b for b in before], '.0f')} | {cell([100 * a for a in after], '.0f')} | |"
+        )
     for key, label in (
         ("mean_length", "policy tokens per episode"),
         ("episode_length", "episode tokens (policy + human)"),

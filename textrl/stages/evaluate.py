@@ -57,8 +57,8 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     per_turn = cfg.env.turn_reward == "model"  # the env scored each policy turn
     result = {
         "prompts": len(prompts),
-        "policy": episode_stats(ours, stop_strings, per_turn=per_turn),
-        "reference": episode_stats(theirs, stop_strings, per_turn=per_turn),
+        "policy": episode_stats(ours, stop_strings, per_turn=per_turn, end_ids=parts.env.rules.end_ids),
+        "reference": episode_stats(theirs, stop_strings, per_turn=per_turn, end_ids=parts.env.rules.end_ids),
         "win_rate": float(wins.mean()),
         "kl": float(episode_kl(ours.untruncated_logprobs, ours.ref_logprobs, ours.action_mask).mean()),
         "policy_model": OmegaConf.select(cfg, "policy.model") or f"policy={cfg.policy.name}",
@@ -91,7 +91,9 @@ def evaluate(cfg, registry, run_dir: str, device: torch.device) -> dict:
     return result
 
 
-def episode_stats(batch, stop_strings: tuple[str, ...] = (), *, per_turn: bool = False) -> dict[str, float]:
+def episode_stats(
+    batch, stop_strings: tuple[str, ...] = (), *, per_turn: bool = False, end_ids: tuple[int, ...] = ()
+) -> dict[str, float]:
     """One model's block of ``eval.json`` from its :class:`~textrl.rollout.buffer.RolloutBatch`.
 
     Always: ``mean_reward``, ``median_reward`` (reward-model units), ``mean_length`` (tokens
@@ -103,7 +105,11 @@ def episode_stats(batch, stop_strings: tuple[str, ...] = (), *, per_turn: bool =
     (fraction of episodes with at least one call). ``per_turn`` (the env scored each turn,
     ``env.turn_reward=model``) adds ``turn_reward_mean`` (mean reward per policy turn) and
     ``turn_reward_<k>`` (mean reward of the k-th turn, k = 1, 2, ...), from
-    :meth:`~textrl.rollout.buffer.RolloutBatch.turn_rewards`.
+    :meth:`~textrl.rollout.buffer.RolloutBatch.turn_rewards`. With ``end_ids`` (the env's
+    :attr:`~textrl.envs.episode.EpisodeRules.end_ids`, no stop strings) also ``cut_at_budget``: the
+    fraction of episodes whose last action is no end token, i.e. ended by a budget
+    (``env.max_new_tokens`` mid-reply, ``env.max_episode_tokens``) instead of by the policy or the
+    interaction.
     """
     stats = {
         "mean_reward": float(batch.scores.mean()),
@@ -123,6 +129,12 @@ def episode_stats(batch, stop_strings: tuple[str, ...] = (), *, per_turn: bool =
         stats["tool_call_rate"] = float((calls > 0).float().mean())
     if per_turn:
         stats.update(turn_metrics(batch.turn_rewards(), prefix="turn_"))
+    if end_ids and not stop_strings:
+        last = (actions.long().cumsum(1) == actions.sum(1, keepdim=True)) & actions  # each row's last action
+        tokens = batch.response_ids[last]
+        stats["cut_at_budget"] = float(
+            (~torch.isin(tokens, torch.tensor(end_ids, device=tokens.device))).float().mean()
+        )
     return stats
 
 
