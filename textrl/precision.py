@@ -33,11 +33,11 @@ use autocast's cache) would cast every weight at every token, and the eager engi
 frozen weights (LoRA's base) at every token; the copy costs 2 bytes per trunk parameter and one
 cast per weight per rollout (see :mod:`textrl.rollout.rollout_weights`, which counts both).
 
-What bf16 still costs (measured and tested on CPU, ``tests/unit/test_precision.py`` and ``tests/integration/test_precision_runs.py``): the trunk's
-bf16 rounding of small weight updates means ``policy/approxkl`` within one update is smaller than
-fp32's on the same seed, and the rollout's log-probs (cached decode) and π_ref's (teacher-forced)
-differ by rounding, so the KL at update 1 (policy = reference) is a few thousandths of a nat per
-episode instead of exactly 0.
+What bf16 still costs (tested on CPU, ``tests/unit/test_precision.py`` and
+``tests/integration/test_precision_runs.py``, which check both): the trunk's bf16 rounding of small
+weight updates means ``policy/approxkl`` within one update is smaller than fp32's on the same seed,
+and the rollout's log-probs (cached decode) and π_ref's (teacher-forced) differ by rounding, so the
+KL at update 1 (policy = reference) is small but not exactly 0.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def cut_to_prefix(texts: Iterable[str], prefix_tokens, tokenizer, seed: int = 0)
     texts = list(texts)
     rng = random.Random(seed)
     lengths = [rng.randint(lo, hi) for _ in texts] if lo < hi else [lo] * len(texts)
-    heads = [_head(text, hi) for text in texts]  # a whole review costs ~100x the tokenizer time of its head
+    heads = [_head(text, hi) for text in texts]  # tokenize a head of about hi tokens, not the whole review
     ids = tokenizer(heads, add_special_tokens=False)["input_ids"] if texts else []
     out = []
     for text, head, row, k in zip(texts, heads, ids, lengths):

@@ -2,8 +2,8 @@
 
 :func:`safe_eval` walks the expression's ``ast`` (never ``eval``): numbers, ``+ - * / // % **``,
 unary ``+``/``-`` and parentheses only, with the expression's length, its number of nodes, every
-exponent and every intermediate result bounded, so any accepted expression evaluates in
-microseconds. A bad expression is not an exception for the episode: the policy receives an
+exponent and every intermediate result bounded, so the work of any accepted expression is bounded.
+A bad expression is not an exception for the episode: the policy receives an
 ``error: ...`` message as the tool's result.
 """
 

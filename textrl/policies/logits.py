@@ -4,8 +4,8 @@ for heads.
 Under ``trainer.precision=bf16`` the transformer trunk runs under ``torch.autocast`` and its
 matmuls round to bfloat16. If the LM head ran under autocast too, its logits would come out
 rounded to bf16 (8 bits of mantissa: ±0.4 % of a logit of 10) before any ``log_softmax``, so
-PPO's ratio, the KL penalty and the entropy would carry that rounding; with policy = reference the
-KL at the first update measured −0.0155 nats per episode instead of 0. :func:`lm_forward` runs
+PPO's ratio, the KL penalty and the entropy (the KL at the first update, with policy = reference,
+included) would carry that rounding. :func:`lm_forward` runs
 the trunk under the caller's autocast state and the head in float32 with autocast switched off,
 in the head's own weight dtype (float32 weights: a float32 matmul; a model loaded with
 ``policy.dtype=bfloat16`` keeps its bf16 head, upcast afterwards).
