@@ -38,8 +38,8 @@ METRICS: dict[str, Metric] = {
         healthy="≥ 0 on average (one episode's k1 sum can be negative); near 0 at the first update (the "
         "policy starts as π_ref), then rising and, with `algo.kl.adaptive=true`, steered toward `algo.kl.target`",
         when_off="far above `algo.kl.target` and still rising: the policy moves faster than β follows; raise "
-        "`algo.kl.init`, lower `algo.kl.horizon` (β moves by up to 0.2/horizon of itself per update), lower "
-        "`algo.lr` or `algo.epochs`. Still 0 after several updates: the policy is not moving (see "
+        "`algo.kl.init` (the floor of β's baseline), lower `algo.kl.horizon` (the integral's time in updates), "
+        "lower `algo.lr` or `algo.epochs`. Still 0 after several updates: the policy is not moving (see "
         "`policy/clipfrac`, `policy/grad_norm`)",
     ),
     "objective/score": Metric(
@@ -62,9 +62,9 @@ METRICS: dict[str, Metric] = {
         "1",
         RL,
         "the KL coefficient β used in this update (before the controller's step)",
-        healthy="`algo.kl.init` throughout with `algo.kl.adaptive=false`; otherwise it rises while "
-        "`objective/kl` is above `algo.kl.target` and falls while below, by at most 0.2/`algo.kl.horizon` "
-        "of itself per update",
+        healthy="`algo.kl.init` throughout with `algo.kl.adaptive=false`; otherwise below `algo.kl.init` while "
+        "`objective/kl` is well below `algo.kl.target` (down to e^-2 of it), jumping up when the KL overshoots "
+        "and climbing while it stays above (the PI controller: `AdaptiveKLController`)",
         when_off="rising every update for the whole run: the KL stays above its target (see `objective/kl`); "
         "falling toward 0: the KL stays below it, which is harmless, or lower `algo.kl.target`",
     ),
