@@ -263,7 +263,7 @@ class EpisodeRules:
         else:
             out = score_responses(self.reward_model, [e.prompt for e in episodes], responses)
             paid = out.scores.tolist()
-        model = out.scores.numpy()
+        model = out.scores.detach().cpu().numpy()  # a reward model on a GPU scores there
         infos = []
         for k, (episode, response) in enumerate(zip(episodes, responses)):
             score = model[k] + np.float32(episode.turn_reward)  # float32, as the reward model's scores
