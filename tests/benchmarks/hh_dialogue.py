@@ -5,24 +5,22 @@ Usage::
 
     python tests/benchmarks/hh_dialogue.py [--run-dir DIR] [--seeds N | --seed-list 0,1,2] [--write-docs] [overrides...]
 
-One ``textrl experiment=hh_dialogue ... seed=<k>`` run per seed in ``DIR/seed<k>/pipeline``,
-recorded in ``DIR/seed<k>/run.json`` (see ``protocol.py``; a finished one is reused, so a second
-call only reprints the tables): the reward model trained on hh-rlhf pairs of the train
-conversations (``rm``), PPO with the RM's score of each assistant turn as that turn's reward
-(``rl``), and the eval of the PPO policy against the starting model on held-out conversations
-(``eval``). Prints, per seed with the mean and a 95% bootstrap interval over seeds, the RM's
-held-out pairwise accuracy, the per-turn reward of the reference (before) and the policy (after)
-on held-out dialogues, the win rate, KL, turns reached and lengths; the wall time of each stage;
-the RL curve (reward per turn, KL and β per update, mean over seeds) and two transcripts
-before/after (the first seed's); draws ``DIR/curves.png`` (mean over seeds with a min–max band).
-``overrides`` go to every run. One seed took 12.7 min on the 2-core CPU (the page of 2026-12: RM
-6.1, PPO 5.0, eval 1.6 min). Not collected by pytest.
+Recorded runs (see ``protocol.py``; a finished one is reused, so a second call only reprints the
+tables): ``DIR/rm``, the reward model trained once by ``textrl experiment=hh_dialogue stage=rm`` on
+hh-rlhf pairs of the train conversations and measured on the held-out ones (its pairwise accuracy
+with a 95% binomial interval over the pairs, ``scipy.stats.binomtest``); then per seed
+``DIR/seed<k>``: PPO with that RM's score of each assistant turn as the turn's reward (``rl``) and
+the eval of the PPO policy against the starting model on held-out conversations (``eval``).
+Prints, per seed with the mean and a 95% bootstrap interval over seeds, the per-turn reward of the
+reference (before) and the policy (after), the share of episodes reaching each human turn and cut at
+a budget, the win rate, KL and lengths; the wall time of each run; the RL curve (reward per turn, KL
+and β per update) and two transcripts before/after (the first seed's); draws ``DIR/curves.png``
+(mean over seeds with a min–max band). ``overrides`` go to every run. Not collected by pytest.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import tempfile
@@ -47,33 +45,52 @@ from protocol import (  # noqa: E402
 )
 from textrl_run import run_textrl  # noqa: E402
 
-STAGES = ("rm", "rl", "eval")
-RESULT = {"rm": "summary.json", "rl": "summary.json", "eval": "eval.json"}
+
+def base_policy(overrides: list[str]) -> tuple[str, str | None]:
+    """``(policy.model, policy.gguf_file)`` of the starting model, composed as ``textrl`` composes them."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from textrl.config import register_configs, register_plugin_configs
+    from textrl.plugins import load_plugins
+
+    register_configs()
+    register_plugin_configs(load_plugins())
+    with initialize_config_module("textrl.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=hh_dialogue", *overrides])
+    return OmegaConf.select(cfg, "policy.model"), OmegaConf.select(cfg, "policy.gguf_file")
 
 
-def command_of(root: Path, seed: int, overrides: list[str]) -> list[str]:
-    """The ``textrl`` arguments of seed ``seed`` (the seed last, so it is the seed that runs)."""
-    pipeline = seed_dir(root, seed) / "pipeline"
+def commands_of(root: Path, seed: int, overrides: list[str]) -> list[list[str]]:
+    """The ``textrl`` argument lists of seed ``seed``: PPO against the shared RM, then the eval (the
+    seed last, so it is the seed that runs)."""
+    run, rm = seed_dir(root, seed), root / "rm" / "model"
+    model, gguf = base_policy(overrides)
+    common = ["experiment=hh_dialogue", "trainer.progress_bar=false", f"reward.model={rm}", *overrides]
     return [
-        "experiment=hh_dialogue",
-        "trainer.progress_bar=false",
-        f"hydra.run.dir={pipeline}",
-        *overrides,
-        f"seed={seed}",
+        [*common, "stage=rl", f"hydra.run.dir={run / 'rl'}", f"seed={seed}"],
+        [
+            *common,
+            "stage=eval",
+            f"policy.model={run / 'rl' / 'policy'}",
+            "policy.gguf_file=null",
+            f"eval.reference={model}",
+            f"eval.reference_gguf_file={gguf or 'null'}",
+            f"hydra.run.dir={run / 'eval'}",
+            f"seed={seed}",
+        ],
     ]
 
 
-def stage_walls(run_dir: Path) -> dict[str, float]:
-    """Wall time of each stage of the recorded run in ``run_dir`` (s): from the previous stage's
-    result file (the run's start for ``rm``) to this stage's, so model loading counts in the
-    stage that loads; ``total``: the command's."""
-    record = read_record(run_dir)
-    previous = datetime.datetime.fromisoformat(record["started"]).timestamp()
-    walls = {"total": record["wall_s"]}
-    for stage in STAGES:
-        done = (run_dir / "pipeline" / stage / RESULT[stage]).stat().st_mtime
-        walls[stage], previous = done - previous, done
-    return walls
+def rm_accuracy_interval(summary: dict) -> tuple[float, float, float, int]:
+    """``(accuracy, low, high, pairs)``: the RM's held-out pairwise accuracy after training with a
+    95% Clopper-Pearson interval over the pairs (``scipy.stats.binomtest``)."""
+    from scipy.stats import binomtest
+
+    pairs = summary["eval_examples"]
+    accuracy = summary["eval_after"]["pairwise_accuracy"]
+    interval = binomtest(round(accuracy * pairs), pairs).proportion_ci(confidence_level=0.95)
+    return accuracy, interval.low, interval.high, pairs
 
 
 def read(path: Path) -> dict:
@@ -111,30 +128,23 @@ def report(root: Path, seeds: list[int]) -> list:
     returns the pictures worth showing."""
     import yaml
 
-    run = {s: seed_dir(root, s) / "pipeline" for s in seeds}
-    rm = {s: read(run[s] / "rm" / "summary.json") for s in seeds}
+    run = {s: seed_dir(root, s) for s in seeds}
+    rm = read(root / "rm" / "summary.json")
     rl = {s: read(run[s] / "rl" / "summary.json") for s in seeds}
     ev = {s: read(run[s] / "eval" / "eval.json") for s in seeds}
     first = seeds[0]
     plural = "s" if len(seeds) > 1 else ""
     cell = lambda values, spec="+.3f": mean_interval(values).format(spec)  # noqa: E731
-    accuracy = lambda s, when: 100 * rm[s].get(f"eval_{when}", {}).get("pairwise_accuracy", float("nan"))  # noqa: E731
-    print("\n### Reward model (hh-rlhf pairs; accuracy on held-out conversations), one per seed\n")
-    print(f"{rm[first]['train_examples']} train pairs, {rm[first]['eval_examples']} held-out pairs.\n")
+    accuracy, low, high, pairs = rm_accuracy_interval(rm)
+    before = 100 * rm["eval_before"]["pairwise_accuracy"]
+    print("\n### Reward model (hh-rlhf pairs; accuracy on held-out conversations), one for every seed\n")
+    print("| | held-out pairwise accuracy | 95% interval (Clopper-Pearson, over the pairs) |")
+    print("| --- | --- | --- |")
+    print(f"| before training | {before:.1f}% | |")
+    print(f"| **after training** | **{100 * accuracy:.1f}%** | [{100 * low:.1f}%, {100 * high:.1f}%] |")
     print(
-        seed_table(
-            [
-                SeedRow("pairwise accuracy before training (%)", [accuracy(s, "before") for s in seeds], ".1f"),
-                SeedRow("pairwise accuracy after training (%)", [accuracy(s, "after") for s in seeds], ".1f"),
-                SeedRow("train time (min)", [rm[s]["train_time_s"] / 60 for s in seeds], ".1f"),
-            ],
-            seeds=seeds,
-        )
-    )
-    n_pairs = max(rm[first]["eval_examples"], 1)
-    print(
-        f"\nEach seed's accuracy is measured on {n_pairs} pairs (±{100 * (0.25 / n_pairs) ** 0.5 * 2:.0f} points, "
-        "95%, from the pairs alone); the interval over seeds is the spread of the training runs."
+        f"\n{rm['train_examples']} train pairs, {pairs} held-out pairs; trained in "
+        f"{rm['train_time_s'] / 60:.1f} min (the `rm` run's training alone)."
     )
     print(f"\n### Held-out dialogues ({ev[first]['prompts']} conversations, 2 human turns replayed)\n")
     print(f"Mean over {len(seeds)} seed{plural} [95% interval].\n")
@@ -186,7 +196,7 @@ def report(root: Path, seeds: list[int]) -> list:
         )
     )
     print(f"\n{INTERVAL_NOTE}")
-    config = run[first] / ".hydra" / "config.yaml"
+    config = run[first] / "rl" / ".hydra" / "config.yaml"
     cfg = yaml.safe_load(config.read_text()) if config.is_file() else {}
     budget = cfg.get("env", {}).get("max_new_tokens", "env.max_new_tokens")
     print(
@@ -206,19 +216,21 @@ def report(root: Path, seeds: list[int]) -> list:
     ):
         means = [sum(curve[i] for curve in series(key)) / len(seeds) for i in range(updates)]
         print(f"| {label} | " + " | ".join(f"{v:{fmt}}" for v in means) + " |")
-    print("\n### Wall time (2-core CPU), minutes per seed\n")
-    print("| stage | what | " + " | ".join(f"seed {s}" for s in seeds) + " |")
-    print("| --- " * (len(seeds) + 2) + "|")
-    walls = {s: stage_walls(seed_dir(root, s)) for s in seeds}
+    print("\n### Wall time (2-core CPU), minutes\n")
     episodes = rl[first]["episodes"] // max(rl[first]["updates"], 1)
-    what = {
-        "rm": f"RM: {rm[first]['train_examples']} pairs, eval on {rm[first]['eval_examples']} held-out pairs before and after",
-        "rl": f"PPO: {rl[first]['updates']} updates × {episodes} two-turn episodes",
-        "eval": f"eval: {ev[first]['prompts']} held-out conversations, PPO policy and starting model",
-        "total": "one `textrl experiment=hh_dialogue`",
-    }
-    for stage, text in what.items():
-        print(f"| {stage} | {text} | " + " | ".join(f"{walls[s][stage] / 60:.1f}" for s in seeds) + " |")
+    rm_wall = read_record(root / "rm")["wall_s"] / 60
+    print(
+        f"RM (once): {rm_wall:.1f} min, {rm['train_examples']} pairs, eval on {pairs} held-out pairs before and after.\n"
+    )
+    print("| run | what | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+    print("| --- " * (len(seeds) + 2) + "|")
+    walls = {s: read_record(run[s])["walls_s"] for s in seeds}
+    what = (
+        f"PPO: {rl[first]['updates']} updates × {episodes} two-turn episodes",
+        f"eval: {ev[first]['prompts']} held-out conversations, PPO policy and starting model",
+    )
+    for i, (stage, text) in enumerate(zip(("rl", "eval"), what)):
+        print(f"| {stage} | {text} | " + " | ".join(f"{walls[s][i] / 60:.1f}" for s in seeds) + " |")
     print(
         f"\n### Transcripts (held-out, seed {first}): starting model → after PPO, each reply's RM reward in brackets "
         "(the conversation that got furthest, and the largest gain)\n"
@@ -264,8 +276,12 @@ def main() -> None:
         require_clean_tree()  # refuse now rather than after the runs
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="hh-dialogue-")).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    rm = ["experiment=hh_dialogue", "trainer.progress_bar=false", "stage=rm", *args.overrides]
+    run_recorded(
+        root / "rm", seed=0, commands=[[*rm, f"hydra.run.dir={root / 'rm'}", "seed=0"]], run_command=run_textrl
+    )
     for seed in seeds:
-        commands = [command_of(root, seed, args.overrides)]
+        commands = commands_of(root, seed, args.overrides)
         run_recorded(seed_dir(root, seed), seed=seed, commands=commands, run_command=run_textrl)
     if not args.write_docs:
         report(root, seeds)
@@ -277,16 +293,16 @@ def main() -> None:
         title="Multi-turn RLHF on hh-rlhf dialogues: RM → PPO with per-turn rewards on the CPU",
         tables=[printed.text],
         pictures=pictures,
-        runs=[seed_dir(root, s) for s in seeds],
+        runs=[root / "rm", *(seed_dir(root, s) for s in seeds)],
         run_dir=root,
         notes="SmolLM2-135M-Instruct answers the first two human turns of hh-rlhf (harmless-base) "
         "conversations; the dialogue interaction replays the human turns. A reward model trained by "
         "`stage=rm` on chosen/rejected pairs of the *train* conversations scores each assistant reply "
         "in context (`env.turn_reward=model`), and PPO's GAE sees that score on the reply's last token. "
         "Evaluation uses *held-out* conversations (split by a hash of the first human turn; "
-        "`hh_dialogues:heldout`), the same ones the RM's accuracy is measured on. Each seed trains its "
-        "own reward model and policy. A short run: the numbers show the pipeline working end to end, "
-        "not a converged policy.",
+        "`hh_dialogues:heldout`), the same ones the RM's accuracy is measured on. One reward model "
+        "(all-MiniLM-L6-v2 with a score head, `stage=rm`) serves every seed; each seed trains its own "
+        "policy. A short run: the numbers show the pipeline working end to end, not a converged policy.",
     )
 
 

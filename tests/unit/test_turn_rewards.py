@@ -201,7 +201,7 @@ def test_the_held_out_split_is_deterministic_and_disjoint(tmp_path):
     firsts = [f"question number {i}" for i in range(200)]
     path = conversation(tmp_path, [f"\n\nHuman: {q}\n\nAssistant: a\n\nHuman: more\n\nAssistant: b" for q in firsts])
     train, heldout = hh_dialogue_rows("train", path), hh_dialogue_rows("heldout", path)
-    assert len(train) + len(heldout) == 200 and 10 < len(heldout) < 70  # about 20%
+    assert len(train) + len(heldout) == 200 and 20 < len(heldout) < 80  # about 25%
     assert not {r["chosen"] for r in train} & {r["chosen"] for r in heldout}
     assert [is_heldout(q) for q in firsts] == [is_heldout(q) for q in firsts]
     dialogue = Dialogue(path=path, eval_path=path)
