@@ -39,6 +39,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs_page and protocol, beside this script
+from docs_page import add_docs_argument, write_page  # noqa: E402
+from protocol import require_clean_tree  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 FSDP_CONFIG = REPO / "textrl" / "data" / "accelerate" / "fsdp.yaml"
 DEFAULT_CONFIGS = ["1:none", "2:none", "1:fsdp", "2:fsdp", "2:fsdp:per_layer"]
@@ -191,20 +195,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=8)
     parser.add_argument("--mmap-threshold", type=int, help="MALLOC_MMAP_THRESHOLD_ for the runs (glibc)")
     parser.add_argument("--out", help="write the results as JSON here")
+    add_docs_argument(parser)
     args = parser.parse_args(argv)
+    if args.write_docs:
+        require_clean_tree()  # refuse now rather than after the runs
     rows = []
     with tempfile.TemporaryDirectory(prefix="fsdp_memory-") as root:
         for config in args.configs:
             rows.append(run_config(config, args, extra, Path(root)))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     threshold = f" MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}" if args.mmap_threshold is not None else ""
-    print(
-        f"\npolicy={args.policy} updates={args.updates} rollout.batch_size={args.batch_size} "
-        f"env.max_new_tokens={args.new_tokens} on the CPU{threshold}\n"
+    settings = (
+        f"policy={args.policy} updates={args.updates} rollout.batch_size={args.batch_size} "
+        f"env.max_new_tokens={args.new_tokens} on the CPU{threshold}"
     )
+    print(f"\n{settings}\n")
     print(table(rows))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
+    if args.write_docs:
+        write_page(
+            "fsdp-memory",
+            title="Sharded training (FSDP2) on CPU processes: peak resident memory per process",
+            tables=[f"{settings}\n\n{table(rows)}"],
+            notes="One `textrl` RL run per configuration (processes : sharding : rollout gathering), each "
+            "process's peak resident set per phase (load, train, save) and the bytes it stores for the "
+            "policy, π_ref and the AdamW state. See the module docstring of `tests/benchmarks/fsdp_memory.py` "
+            "for what resident memory counts, and the distributed guide for the arithmetic at 1B, 7B and 13B.",
+        )
 
 
 if __name__ == "__main__":
