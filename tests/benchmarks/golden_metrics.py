@@ -226,8 +226,11 @@ def compare(old: list[dict], new: list[dict], changed: set[str]) -> dict:
             if key in changed:
                 row["declared"].add(key)
                 continue
-            diff = abs(x - y) if isinstance(x, (int, float)) and isinstance(y, (int, float)) else math.inf
-            rel = diff / max(abs(x), abs(y), 1e-30)
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                diff = abs(x - y)
+                rel = diff / max(abs(x), abs(y), 1e-30)
+            else:  # a string, list or null that differs: infinitely far
+                diff = rel = math.inf
             if rel >= row["max_rel"]:
                 row["max_abs"], row["max_rel"], row["worst"] = diff, rel, key
     return row
