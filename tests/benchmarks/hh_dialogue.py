@@ -107,6 +107,27 @@ def turn_keys(stats: dict) -> list[str]:
     return sorted(keys, key=lambda k: int(k.removeprefix("turn_reward_")))
 
 
+def turns_by_seed(ev: dict, seeds: list[int]) -> str:
+    """Markdown table, one row per seed: each turn's mean RM reward before (the reference) and after
+    (the policy), the share of episodes reaching the second human turn and the share a budget cut;
+    ``—`` for a turn no episode of that seed and model reached. ``ev[seed]`` is that seed's
+    ``eval.json``."""
+    turns = turn_keys({k: None for s in seeds for m in ("reference", "policy") for k in ev[s][m]})
+    head = [f"turn {k.rsplit('_', 1)[1]} reward, {when}" for k in turns for when in ("before", "after")]
+    head += ["second turn reached, before → after (%)", "cut at the budget, before → after (%)"]
+    lines = ["| seed | " + " | ".join(head) + " |", "| --- " * (len(head) + 1) + "|"]
+    for s in seeds:
+        before, after = ev[s]["reference"], ev[s]["policy"]
+        cells = [f"{m[k]:+.2f}" if k in m else "—" for k in turns for m in (before, after)]
+        cells.append(f"{100 * (before['turns'] - 1):.0f} → {100 * (after['turns'] - 1):.0f}")
+        if "cut_at_budget" in before and "cut_at_budget" in after:
+            cells.append(f"{100 * before['cut_at_budget']:.0f} → {100 * after['cut_at_budget']:.0f}")
+        else:
+            cells.append("—")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def transcript(prompt: str, text: str, *, turn_rewards: list[float]) -> str:
     """A transcript with each turn's reward: the env's user turns decoded as ``user``/``assistant``
     lines (special tokens dropped), so the policy's replies are the assistant parts."""
@@ -202,6 +223,14 @@ def report(root: Path, seeds: list[int]) -> list:
     print(
         f"\nA reply still going at {budget} tokens (the turn budget) truncates the episode, so the win rate and "
         "the episode reward (a sum over turns) also count turns reached; the reward per turn compares replies."
+    )
+    print("\n### Each turn, per seed: what shortens conversations\n")
+    print(turns_by_seed(ev, seeds))
+    print(
+        "\nThe return PPO maximises is the sum of the turns' rewards. While a reply's reward is negative on "
+        "average, a second turn lowers that sum, and a first reply that runs to the turn budget ends the "
+        "episode before the second human turn: compare, seed by seed, how often the second turn is reached "
+        "after PPO with the sign of the turn rewards."
     )
     metrics = {s: rows(run[s] / "rl" / "metrics.jsonl") for s in seeds}
     updates = min(len(m) for m in metrics.values())

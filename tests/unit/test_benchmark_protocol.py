@@ -265,3 +265,28 @@ def test_a_page_names_its_commit_and_writes_paths_relative_to_the_run_directory(
     commit_change(repo, "x = 2\n")  # the runs are now of an older commit: no page
     with pytest.raises(protocol.ProtocolError, match="code differs from HEAD"):
         docs_page.write_page("calc", title="Calc", tables=["| a |"], runs=[runs / "seed0"], run_dir=runs)
+
+
+def test_hh_dialogue_turn_table_gives_every_turn_per_seed_and_a_dash_where_none_reached(protocol, monkeypatch):
+    load("docs_page", monkeypatch)
+    hh = load("hh_dialogue", monkeypatch)
+    stats = lambda turns, cut, **rewards: {"turns": turns, "cut_at_budget": cut, **rewards}  # noqa: E731
+    ev = {
+        0: {
+            "reference": stats(1.5, 0.75, turn_reward_1=-1.0, turn_reward_2=-0.5),
+            "policy": stats(1.0, 1.0, turn_reward_1=-0.25),  # no episode reached the second turn
+        },
+        3: {
+            "reference": stats(1.25, 0.5, turn_reward_1=0.5, turn_reward_2=0.125),
+            "policy": stats(2.0, 0.0, turn_reward_1=1.0, turn_reward_2=2.0),
+        },
+    }
+    lines = hh.turns_by_seed(ev, [0, 3]).splitlines()
+    assert lines[0].split(" | ")[1:5] == [
+        "turn 1 reward, before",
+        "turn 1 reward, after",
+        "turn 2 reward, before",
+        "turn 2 reward, after",
+    ]
+    assert lines[2] == "| 0 | -1.00 | -0.25 | -0.50 | — | 50 → 0 | 75 → 100 |"
+    assert lines[3] == "| 3 | +0.50 | +1.00 | +0.12 | +2.00 | 25 → 100 | 50 → 0 |"
