@@ -227,10 +227,10 @@ def report(root: Path, seeds: list[int]) -> list:
     print("\n### Each turn, per seed: what shortens conversations\n")
     print(turns_by_seed(ev, seeds))
     print(
-        "\nThe return PPO maximises is the sum of the turns' rewards. While a reply's reward is negative on "
-        "average, a second turn lowers that sum, and a first reply that runs to the turn budget ends the "
-        "episode before the second human turn: compare, seed by seed, how often the second turn is reached "
-        "after PPO with the sign of the turn rewards."
+        "\nThe return PPO maximises is the sum of the turns' rewards; zero is the reward model's mean score of "
+        "the best-ranked training replies (`rm.normalize`). While replies score below zero, a second turn lowers "
+        "that sum, and a first reply that runs to the turn budget ends the episode before the second human turn: "
+        "compare, seed by seed, how often the second turn is reached after PPO with the sign of the turn rewards."
     )
     metrics = {s: rows(run[s] / "rl" / "metrics.jsonl") for s in seeds}
     updates = min(len(m) for m in metrics.values())
