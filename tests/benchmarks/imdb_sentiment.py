@@ -20,13 +20,13 @@ Each step is a recorded run (``run.json``, see ``protocol.py``); a finished one 
 ``overrides`` go to both the RL and the eval run; with none the protocol is
 ``experiment=imdb_sentiment`` as pinned. Prints the before/after table (mean over seeds, with a 95%
 bootstrap interval) next to TRL's published gpt2-sentiment figures (distilbert-imdb logits, GPT-2
-124M), the per-seed table, the settings and wall time of each phase, three before/after samples
+124M), the per-seed table (with the last third's RL KL and its ratio to ``algo.kl.target``), the settings
+and wall time of each phase, three before/after samples
 (the first seed's), the lines ``mean_gain=`` / ``median_gain=`` (after − before, both measured in
 this run, mean over seeds: the starting policy is the baseline) and ``mean_gain_vs_trl=`` (our mean
 gain / TRL's 1.529); draws ``DIR/curves.png`` (score, KL with its target and β per update, mean
-over seeds with a min–max band). Durations on the 2-core CPU: the pinned protocol ran end to end
-(classifier, RL, eval) in 42.5 min on 2026-12-01, so about 40 min per seed after the classifier.
-Not collected by pytest. The reward scales differ (another classifier), so compare the gains, not
+over seeds with a min–max band). The wall time of each phase on the 2-core CPU is on the page
+(``docs/benchmarks/imdb-sentiment.md``). Not collected by pytest. The reward scales differ (another classifier), so compare the gains, not
 the absolute numbers.
 """
 
@@ -67,6 +67,12 @@ TRL = {"mean": (0.157, 1.686), "median": (-0.547, 2.480)}  # gpt2-sentiment note
 def textrl(args: list[str], log_path: Path) -> float:
     """:func:`run_textrl` with ``TEXTRL_ASSETS`` pointing at the assets this script reads."""
     return run_textrl(args, log_path, extra_env={"TEXTRL_ASSETS": str(ASSETS)})
+
+
+def last_third_kl(records: list[dict]) -> float:
+    """Mean ``objective/kl`` (nats per episode) over the last third of an RL run's update records
+    (updates ``2n//3 + 1`` … ``n``), as ``main_job.py`` reports it."""
+    return mean(r["objective/kl"] for r in records[2 * len(records) // 3 :])
 
 
 def classifier_run(path: Path) -> Path:
@@ -244,8 +250,23 @@ def report(root: Path, seeds: list[int], *, clf_run: Path, reference: tuple[str,
         SeedRow("win rate vs reference", [result[s]["win_rate"] for s in seeds]),
         SeedRow("eval KL (nats per response)", [result[s]["kl"] for s in seeds], ".2f"),
         SeedRow("RL KL, mean over the last 10 updates (nats)", [last(s, "objective/kl") for s in seeds], ".2f"),
+        SeedRow(
+            f"RL KL, last third ({len(metrics[seeds[0]]) - 2 * len(metrics[seeds[0]]) // 3} updates, nats)",
+            [last_third_kl(metrics[s]) for s in seeds],
+            ".2f",
+        ),
         SeedRow("RL + eval wall time (min)", [read_record(run[s])["wall_s"] / 60 for s in seeds], ".1f"),
     ]
+    kl = cfg.get("algo", {}).get("kl", {})
+    if kl.get("adaptive"):  # the controller's criterion: the last third's KL within [0.5, 1.5] × target
+        rows.insert(
+            -1,
+            SeedRow(
+                f"the last third's KL ÷ algo.kl.target ({kl['target']:g})",
+                [last_third_kl(metrics[s]) / kl["target"] for s in seeds],
+                ".2f",
+            ),
+        )
     print(seed_table(rows, seeds=seeds))
     print()
     print(INTERVAL_NOTE)
