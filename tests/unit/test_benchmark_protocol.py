@@ -290,3 +290,33 @@ def test_hh_dialogue_turn_table_gives_every_turn_per_seed_and_a_dash_where_none_
     ]
     assert lines[2] == "| 0 | -1.00 | -0.25 | -0.50 | — | 50 → 0 | 75 → 100 |"
     assert lines[3] == "| 3 | +0.50 | +1.00 | +0.12 | +2.00 | 25 → 100 | 50 → 0 |"
+
+
+def test_branching_rank_counts_a_tied_best_as_a_hit_and_skips_groups_with_nothing_to_rank(protocol, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    load("docs_page", monkeypatch)
+    bc = load("branching_calculator", monkeypatch)
+    rows, width = 15, 4  # 3 groups of 5 episodes; chosen states at column 0 (the prompt) and column 2
+    mask = torch.zeros(rows, width)
+    mask[:, 0] = mask[:, 2] = 1
+    mean = torch.zeros(rows, width)
+    values = torch.zeros(rows, width)
+    mean[0:5, 2] = torch.tensor([1.0, 0.5, 1.0, 0.25, 0.0])  # group 0: two states tie for the best
+    values[0:5, 2] = torch.tensor([0.1, 0.9, 0.2, 0.0, 0.0])  # the head picks state 1 (0.5): a miss
+    mean[5:10, 2] = torch.tensor([0.5, 0.5, 1.0, 0.5, 0.5])  # group 1: one best
+    values[5:10, 2] = torch.tensor([0.0, 0.0, 0.7, 0.1, 0.0])  # the head picks it: a hit
+    mean[10:15, 2] = 1.0  # group 2: all equal, nothing to rank
+    batch = SimpleNamespace(
+        branches=SimpleNamespace(mask=mask, mean=mean),
+        action_mask=torch.ones(rows, width),
+        values=values,
+        batch_size=rows,
+    )
+    counted, hits, chance = bc.rank_batch(batch, groups=3)
+    assert (counted, hits) == (2, 1)
+    assert chance == pytest.approx(2 / 5 + 1 / 5)
+    values[0:5, 2] = torch.tensor([0.1, 0.0, 0.9, 0.2, 0.0])  # now the head picks state 2, tied best: a hit
+    assert bc.rank_batch(batch, groups=3)[:2] == (2, 2)
