@@ -280,16 +280,22 @@ def test_a_tool_that_exits_stops_the_run_with_one_error_line_naming_it(tokenizer
 def test_a_tools_keyboard_interrupt_stops_the_run_as_ctrl_c_does(tokenizer, capsys):
     from textrl.signals import StopSignals
 
-    env = single(tokenizer, Exiting(KeyboardInterrupt()))
-    env.reset(options={"prompt": "happy"})
-    with StopSignals() as stop:  # what a training stage runs in: Ctrl-C stops it at the update boundary
-        _, _, term, trunc, info = env.step(tokenizer.eos_token_id)
-    assert stop.signum == signal.SIGINT and not (term or trunc) and info["env_tokens"]  # the episode goes on
-    err = capsys.readouterr().err
-    assert "textrl: error: interaction Exiting: respond() raised KeyboardInterrupt" in err
-    env.reset(options={"prompt": "happy"})
-    with pytest.raises(KeyboardInterrupt):  # outside a stage: Python's own Ctrl-C
-        env.step(tokenizer.eos_token_id)
+    # Python's own SIGINT handler, as in a user's process: a pytest-xdist worker can inherit another
+    # one from an earlier test (SIGINT ignored, so the os.kill below raised nothing)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        env = single(tokenizer, Exiting(KeyboardInterrupt()))
+        env.reset(options={"prompt": "happy"})
+        with StopSignals() as stop:  # what a training stage runs in: Ctrl-C stops it at the update boundary
+            _, _, term, trunc, info = env.step(tokenizer.eos_token_id)
+        assert stop.signum == signal.SIGINT and not (term or trunc) and info["env_tokens"]  # the episode goes on
+        err = capsys.readouterr().err
+        assert "textrl: error: interaction Exiting: respond() raised KeyboardInterrupt" in err
+        env.reset(options={"prompt": "happy"})
+        with pytest.raises(KeyboardInterrupt):  # outside a stage: Python's own Ctrl-C
+            env.step(tokenizer.eos_token_id)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("bad", ["</rev>", ("ok", ""), ("ok", 3)])
