@@ -234,6 +234,7 @@ def report(root: Path, seeds: list[int], *, clf_run: Path, reference: tuple[str,
     )
     print()
     last = lambda s, key: mean(m[key] for m in metrics[s][-10:])  # noqa: E731
+    third_kl = [last_third_kl(metrics[s]) for s in seeds]
     rows = [
         SeedRow("mean reward before", side("reference", "mean_reward")),
         SeedRow("mean reward after", side("policy", "mean_reward")),
@@ -252,7 +253,7 @@ def report(root: Path, seeds: list[int], *, clf_run: Path, reference: tuple[str,
         SeedRow("RL KL, mean over the last 10 updates (nats)", [last(s, "objective/kl") for s in seeds], ".2f"),
         SeedRow(
             f"RL KL, last third ({len(metrics[seeds[0]]) - 2 * len(metrics[seeds[0]]) // 3} updates, nats)",
-            [last_third_kl(metrics[s]) for s in seeds],
+            third_kl,
             ".2f",
         ),
         SeedRow("RL + eval wall time (min)", [read_record(run[s])["wall_s"] / 60 for s in seeds], ".1f"),
@@ -263,7 +264,7 @@ def report(root: Path, seeds: list[int], *, clf_run: Path, reference: tuple[str,
             -1,
             SeedRow(
                 f"the last third's KL ÷ algo.kl.target ({kl['target']:g})",
-                [last_third_kl(metrics[s]) / kl["target"] for s in seeds],
+                [k / kl["target"] for k in third_kl],
                 ".2f",
             ),
         )
