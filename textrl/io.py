@@ -142,6 +142,28 @@ def current_umask() -> int:
     return mask
 
 
+def apply_umask_modes(directory: str) -> None:
+    """Give ``directory``, every folder under it and every file in them the mode an ordinary
+    ``mkdir``/``open`` gives under the user's umask: ``0o777 & ~umask`` for folders,
+    ``0o666 & ~umask`` for files (``0o777 & ~umask`` for a file its owner may execute). Writers
+    that textrl does not control create private files: ``safetensors`` 0.8 writes
+    ``model.safetensors`` with mode 0600 whatever the umask.
+
+    Raises:
+        OSError: a mode that cannot be changed (callers wrap this in :func:`writing`).
+    """
+    mask = current_umask()
+    os.chmod(directory, 0o777 & ~mask)
+    for folder, subfolders, files in os.walk(directory):
+        for name in subfolders:
+            os.chmod(os.path.join(folder, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & 0o100
+                os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+
+
 def atomic_write_text(path: str, text: str) -> None:
     """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -210,8 +232,8 @@ def atomic_save_dir(path: str, save: Callable[[str], None]) -> None:
     """Call ``save(tmp_dir)`` then move ``tmp_dir`` to ``path`` (replacing an older one).
 
     A crash inside ``save`` leaves ``path`` as it was, and the temporary directory is removed. The
-    parent directory is created when missing. The directory gets mode ``0o777 & ~umask``, as
-    ``os.mkdir`` would give it (what ``save`` writes inside keeps its own).
+    parent directory is created when missing. The directory and everything ``save`` writes in it
+    get the modes an ordinary ``mkdir``/``open`` would give them (:func:`apply_umask_modes`).
 
     Raises:
         WriteError: a write that fails (full disk, permission), naming the file under ``path``
@@ -223,8 +245,8 @@ def atomic_save_dir(path: str, save: Callable[[str], None]) -> None:
         tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path))
         try:
             with writing(tmp, shown=path):  # translated before the partial files go (a full disk reads as full)
-                os.chmod(tmp, 0o777 & ~current_umask())
                 save(tmp)
+                apply_umask_modes(tmp)
             old = None
             if os.path.exists(path):
                 old = path + ".old"

@@ -23,6 +23,7 @@ import torch
 from conftest import fast, read_jsonl, run_main, textrl
 from textrl.checkpoint import STATE_FILE, list_checkpoints
 from textrl.errors import WriteError
+from textrl.io import current_umask
 from textrl.signals import TEST_SIGNAL_AT_UPDATE, StopSignals
 
 UPDATES = 4
@@ -134,6 +135,9 @@ def test_sft_stops_through_the_trainers_checkpoint_and_resumes_exactly(assets, t
         f"trainer.resume=auto hydra.run.dir={out}"
     )
     assert not (out / "model").exists()
+    readable = 0o666 & ~current_umask()  # safetensors writes 0600; the Trainer's checkpoint is made readable
+    assert {f.stat().st_mode & 0o777 for f in (out / "checkpoints").rglob("*") if f.is_file()} == {readable}
+    assert {f.stat().st_mode & 0o777 for f in (whole / "model").rglob("*") if f.is_file()} == {readable}
 
     resumed = run_main([*SFT, f"hydra.run.dir={out}", "trainer.resume=auto"], monkeypatch, capsys)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -69,6 +69,30 @@ def test_atomic_directories_get_the_umask_mode_of_mkdir(tmp_path, umask):
     assert sorted(os.listdir(tmp_path)) == ["ordinary", "policy"]  # no temporary leftovers
 
 
+def test_atomic_directories_give_what_a_library_wrote_inside_the_umask_mode(tmp_path, umask):
+    """safetensors writes its files 0600 whatever the umask; a saved model must still be readable."""
+    import torch
+    from safetensors.torch import save_file
+
+    _, file_mode, dir_mode = umask
+
+    def save(directory):
+        save_file({"w": torch.zeros(2)}, os.path.join(directory, "model.safetensors"))
+        os.makedirs(os.path.join(directory, "adapter"))
+        save_file({"w": torch.zeros(2)}, os.path.join(directory, "adapter", "adapter_model.safetensors"))
+        script = os.path.join(directory, "run.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\n")
+        os.chmod(script, 0o700)
+
+    atomic_save_dir(str(tmp_path / "policy"), save)
+    policy = tmp_path / "policy"
+    assert mode(policy / "model.safetensors") == file_mode
+    assert mode(policy / "adapter" / "adapter_model.safetensors") == file_mode
+    assert mode(policy / "adapter") == dir_mode
+    assert mode(policy / "run.sh") == dir_mode  # an executable stays executable: 0o777 & ~umask
+
+
 def test_checkpoints_are_readable_under_umask_022(tmp_path, tokenizer, policy):
     """A checkpoint directory and its files come out 0755/0644 (it goes through atomic_save_dir)."""
     from conftest import compose_config

@@ -36,7 +36,7 @@ import torch
 from textrl.data_sources import DataSources
 from textrl.errors import Interrupted, TextRLError
 from textrl.interactions.base import end_of_turn_id, message_ids
-from textrl.io import atomic_save_dir, atomic_write_json, write_error
+from textrl.io import apply_umask_modes, atomic_save_dir, atomic_write_json, write_error
 from textrl.report import write_training_report_quietly
 from textrl.stages.build import build_interaction, load_policy
 from textrl.signals import StopSignals, send_test_signal, signal_name
@@ -204,6 +204,7 @@ def checkpoint_saving_trainer():
             folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             try:
                 super()._save_checkpoint(model, trial)
+                apply_umask_modes(folder)  # safetensors writes its weights 0600
             except Exception as e:
                 failure = write_error(e, folder)  # before the partial files go: a full disk still reads as full
                 shutil.rmtree(folder, ignore_errors=True)
