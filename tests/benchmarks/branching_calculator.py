@@ -24,7 +24,9 @@ Runs (each recorded, ``DIR/seed<k>/<phase>``, see ``protocol.py``; a finished on
 
 Prints the accuracy table (mean over seeds with a 95% bootstrap interval, updates run, sampled
 tokens, wall time per phase), the per-seed table and the ranking test; draws the training accuracy
-against sampled tokens (mean over seeds with a min–max band). Not collected by pytest.
+per update (mean over seeds with a min–max band; an update of a branching algorithm samples several
+times the tokens of one without, so its curve has fewer points for the same budget). Not collected
+by pytest.
 """
 
 from __future__ import annotations
