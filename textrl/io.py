@@ -150,7 +150,8 @@ def apply_umask_modes(directory: str) -> None:
     ``model.safetensors`` with mode 0600 whatever the umask.
 
     Raises:
-        OSError: a mode that cannot be changed (callers wrap this in :func:`writing`).
+        OSError: a mode that cannot be changed (:func:`atomic_save_dir` translates it through
+            :func:`writing`, the SFT Trainer's checkpoint through :func:`write_error`).
     """
     mask = current_umask()
     os.chmod(directory, 0o777 & ~mask)
